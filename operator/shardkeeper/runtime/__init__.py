@@ -1,0 +1,1 @@
+"""The shard runtime: what runs in every shard pod."""
