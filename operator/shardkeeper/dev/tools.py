@@ -62,6 +62,19 @@ def _kube_staging_version(version: str) -> str:
     return "v0" + version[2:]
 
 
+def _minio_ldflags(version: str) -> tuple[str, ...]:
+    # pseudo-version v0.0.0-YYYYMMDDhhmmss-commit -> MinIO's own release-tag format
+    stamp, commit = version.split("-")[1:3]
+    when = f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[8:10]}:{stamp[10:12]}:{stamp[12:14]}Z"
+    pkg = "github.com/minio/minio/cmd"
+    return (
+        f"-X {pkg}.Version={when}",
+        f"-X {pkg}.ReleaseTag=RELEASE.{when.replace(':', '-')}",
+        f"-X {pkg}.CommitID={commit}",
+        f"-X {pkg}.ShortCommitID={commit}",
+    )
+
+
 def _kube_ldflags(version: str) -> tuple[str, ...]:
     major, minor = version[1:].split(".")[:2]
     flags = []
@@ -103,6 +116,7 @@ TOOLS: dict[str, Tool] = {
             module="github.com/minio/minio",
             version=MINIO_VERSION,
             binaries={"minio": "github.com/minio/minio"},
+            ldflags=_minio_ldflags(MINIO_VERSION),
         ),
         Tool(
             name="helm",
