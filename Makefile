@@ -1,0 +1,60 @@
+# Shardkeeper developer entry points. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | sha1sum | cut -c1-12)
+QUICK ?=
+
+.PHONY: help setup venv tools dev down status lint test test-unit bench crds lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(STAMP): requirements-dev.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q "uv==$(UV_VERSION)"
+	$(VENV)/bin/uv pip sync -q --python $(PY) requirements-dev.lock
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)  ## create .venv from requirements-dev.lock
+
+setup: venv tools  ## everything a fresh machine needs: .venv and the Go tools
+
+tools: venv  ## build etcd, kube-apiserver, kube-controller-manager, kubectl, MinIO, helm (cached)
+	$(PY) -m shardkeeper dev tools
+
+dev: setup  ## run the product locally: control plane, MinIO, process node
+	$(PY) -m shardkeeper dev up
+
+down: venv  ## stop what `make dev` started
+	$(PY) -m shardkeeper dev down
+
+status: venv  ## health of the local environment
+	$(PY) -m shardkeeper dev status
+
+lint: venv  ## ruff, ruff format, mypy --strict on operator/
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint tools  ## lint, then every test against the real local environment
+	$(VENV)/bin/pytest
+
+test-unit: venv  ## only the tests of pure logic (no environment)
+	$(VENV)/bin/pytest tests/unit
+
+bench: setup  ## run the benchmarks, write .bench/results.json (QUICK=1 for small sizes)
+	$(PY) -m bench $(if $(QUICK),--quick)
+
+crds: venv  ## regenerate crds/, the chart's CRDs and docs/api.md from the API models
+	$(PY) -m shardkeeper.api.generate
+
+lock:  ## re-resolve the locks from pyproject.toml: runtime (image) and dev
+	$(VENV)/bin/uv pip compile -q pyproject.toml --python-version 3.11 -o requirements.lock
+	$(VENV)/bin/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements-dev.lock
+
+clean:  ## remove .venv and caches in the checkout (the tool cache stays)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .bench

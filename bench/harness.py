@@ -1,0 +1,75 @@
+"""What every benchmark records, and how a run is collected into ``.bench/results.json``.
+
+Each figure is compared with a baseline measured in the same run (raw boto3, raw SQLite,
+raw ``kubectl apply``), because this machine is noisy: the ratio is what we track.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """One figure. ``ratio`` is value / baseline; ``better`` says which direction is good."""
+
+    name: str
+    value: float
+    unit: str
+    baseline: float | None
+    better: Literal["higher", "lower"]
+    params: dict[str, Any]
+    target: str | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline in (None, 0):
+            return None
+        assert self.baseline is not None
+        return self.value / self.baseline
+
+    def as_json(self) -> dict[str, Any]:
+        record = dataclasses.asdict(self)
+        record["ratio"] = None if self.ratio is None else round(self.ratio, 4)
+        return record
+
+
+@dataclasses.dataclass
+class Run:
+    """A collection of results from one ``make bench``."""
+
+    results: list[Result] = dataclasses.field(default_factory=list)
+    started: float = dataclasses.field(default_factory=time.time)
+
+    def add(self, result: Result) -> None:
+        ratio = "" if result.ratio is None else f"  ratio {result.ratio:.3f}"
+        base = "" if result.baseline is None else f"  (baseline {result.baseline:.4g})"
+        print(f"{result.name:<48} {result.value:>12.4g} {result.unit:<8}{base}{ratio}", flush=True)
+        self.results.append(result)
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "started": self.started,
+            "finished": time.time(),
+            "machine": {"python": platform.python_version(), "node": platform.node()},
+            "results": [r.as_json() for r in self.results],
+        }
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What a benchmark module gets: the running environment and a scratch directory.
+
+    ``quick`` asks for smaller sizes (``make bench QUICK=1``) for a smoke run.
+    """
+
+    env: Any  # shardkeeper.dev.environment.EnvInfo
+    workdir: Path
+    quick: bool
