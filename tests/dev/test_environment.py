@@ -36,6 +36,7 @@ def test_every_component_is_healthy(dev_env: environment.EnvInfo) -> None:
         "kube-apiserver",
         "kube-controller-manager",
         "minio",
+        "postgres",
         "process-node",
     }
     assert all(c.healthy for c in components), components
@@ -87,6 +88,30 @@ def test_service_account_tokens_are_issued(kubectl: Any, namespace: str) -> None
     kubectl("create", "serviceaccount", "runner", "-n", namespace)
     token = kubectl("create", "token", "runner", "-n", namespace).stdout.strip()
     assert token.count(".") == 2  # a signed JWT
+
+
+def test_postgres_accepts_the_advertised_credentials(dev_env: environment.EnvInfo) -> None:
+    out = subprocess.run(
+        [
+            str(environment.postgres_bin_dir() / "psql"),
+            dev_env.postgres_dsn,
+            "-tAc",
+            "SELECT 41 + 1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.stdout.strip() == "42", out.stderr
+    wrong = dev_env.postgres_dsn.replace(dev_env.postgres_password, "wrong")
+    refused = subprocess.run(
+        [str(environment.postgres_bin_dir() / "psql"), wrong, "-tAc", "SELECT 1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode != 0
+    assert "password authentication failed" in refused.stderr
 
 
 def test_minio_refuses_a_second_conditional_create(s3: Any, bucket: str) -> None:
@@ -151,13 +176,14 @@ def test_cli_lifecycle_leaves_nothing_behind(tmp_path: Path) -> None:
             "kube-apiserver",
             "kube-controller-manager",
             "minio",
+            "postgres",
             "process-node",
         ]
         assert all(processes.is_alive(r) for r in records)
 
         status = _dev("status", "--state-dir", str(state))
         assert status.returncode == 0, status.stdout
-        assert status.stdout.count("healthy") == 5
+        assert status.stdout.count("healthy") == 6
 
         exports = _dev("env", "--state-dir", str(state)).stdout
         assert f"export KUBECONFIG={state.resolve() / 'kubeconfig'}" in exports

@@ -31,6 +31,7 @@ from shardkeeper.dev import pki, processes, tools
 
 DEFAULT_BUCKET = "shardkeeper"
 DEFAULT_REGION = "us-east-1"
+DEFAULT_DATABASE = "shardkeeper"
 NODE_NAME = "process-node"
 SERVICE_CIDR = "10.96.0.0/16"
 START_TIMEOUT = 120.0
@@ -61,6 +62,18 @@ class EnvInfo:
     s3_secret_key: str
     s3_region: str
     s3_bucket: str
+    postgres_host: str
+    postgres_port: int
+    postgres_user: str
+    postgres_password: str
+    postgres_database: str
+
+    @property
+    def postgres_dsn(self) -> str:
+        return (
+            f"postgresql://{self.postgres_user}:{self.postgres_password}"
+            f"@{self.postgres_host}:{self.postgres_port}/{self.postgres_database}"
+        )
 
     def variables(self) -> dict[str, str]:
         """The variables written to the env file and printed by ``shardkeeper dev env``."""
@@ -72,6 +85,7 @@ class EnvInfo:
             "SHARDKEEPER_S3_SECRET_KEY": self.s3_secret_key,
             "SHARDKEEPER_S3_REGION": self.s3_region,
             "SHARDKEEPER_S3_BUCKET": self.s3_bucket,
+            "SHARDKEEPER_POSTGRES_DSN": self.postgres_dsn,
         }
 
     def as_json(self) -> dict[str, Any]:
@@ -96,6 +110,7 @@ class Ports:
     controller_manager: int = 0
     s3: int = 0
     s3_console: int = 0
+    postgres: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,6 +283,7 @@ class Environment:
             )
         for binary in ("etcd", "kube-apiserver", "kube-controller-manager", "minio"):
             tools.binary_path(binary)  # a missing tool fails before anything starts
+        postgres_bin = postgres_bin_dir()
         ports = resolve_ports(ports)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         creds = self._ensure_pki()
@@ -283,8 +299,14 @@ class Environment:
             s3_secret_key=creds["s3_secret_key"],
             s3_region=DEFAULT_REGION,
             s3_bucket=DEFAULT_BUCKET,
+            postgres_host="127.0.0.1",
+            postgres_port=ports.postgres,
+            postgres_user="postgres",
+            postgres_password=creds["postgres_password"],
+            postgres_database=DEFAULT_DATABASE,
         )
         self._write_kubeconfigs(server)
+        self._ensure_postgres_cluster(postgres_bin, creds["postgres_password"])
         components = self._components(ports, info)
         if only_control_plane:
             components = components[:2]
@@ -305,6 +327,8 @@ class Environment:
                 self._wait(record, component.healthy)
                 if component.name == "minio":
                     _ensure_bucket(info)
+                if component.name == "postgres":
+                    self._ensure_database(info)
         except BaseException:
             self._stop_records(records)
             self._write_state(None, [], ports)
@@ -348,6 +372,12 @@ class Environment:
                     "MINIO_BROWSER": "off",
                     "MINIO_UPDATE": "off",
                 },
+            ),
+            Component(
+                "postgres",
+                self._postgres_argv(postgres_bin_dir(), ports),
+                lambda: _pg_ready(postgres_bin_dir(), ports.postgres),
+                f"127.0.0.1:{ports.postgres}",
             ),
             Component(
                 "process-node",
@@ -403,6 +433,7 @@ class Environment:
             "s3_access_key": "shardkeeper",
             "s3_secret_key": secrets.token_urlsafe(24),
             "admin_token": secrets.token_urlsafe(32),
+            "postgres_password": secrets.token_urlsafe(18),
         }
         (self.pki_dir / "tokens.csv").write_text(
             f'{creds["admin_token"]},shardkeeper-admin-token,admin-token,"system:masters"\n'
@@ -516,6 +547,70 @@ class Environment:
             str(self.state_dir / "minio"),
         ]
 
+    def _ensure_postgres_cluster(self, bin_dir: Path, password: str) -> None:
+        data = self.state_dir / "postgres"
+        if (data / "PG_VERSION").exists():
+            return
+        pwfile = self.pki_dir / "postgres.pw"
+        pwfile.touch(mode=0o600)
+        pwfile.write_text(password + "\n")
+        argv = [
+            str(bin_dir / "initdb"),
+            f"--pgdata={data}",
+            "--username=postgres",
+            f"--pwfile={pwfile}",
+            "--auth-host=scram-sha-256",
+            "--auth-local=trust",
+            "--encoding=UTF8",
+            "--no-sync",
+        ]
+        proc = subprocess.run(_as_unprivileged(argv), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise EnvironmentError_(f"initdb failed:\n{proc.stdout}{proc.stderr}")
+
+    def _postgres_argv(self, bin_dir: Path, ports: Ports) -> list[str]:
+        return _as_unprivileged(
+            [
+                str(bin_dir / "postgres"),
+                f"-D{self.state_dir / 'postgres'}",
+                "-h127.0.0.1",
+                f"-p{ports.postgres}",
+                f"-k{self.state_dir / 'postgres'}",
+                # a throw-away development database: durability across power loss is not needed
+                "-cfsync=off",
+                "-csynchronous_commit=off",
+                "-cfull_page_writes=off",
+                "-cmax_connections=200",
+            ]
+        )
+
+    def _ensure_database(self, info: EnvInfo) -> None:
+        env = {**os.environ, "PGPASSWORD": info.postgres_password}
+        base = ["-h", info.postgres_host, "-p", str(info.postgres_port), "-U", info.postgres_user]
+        exists = subprocess.run(
+            [
+                str(postgres_bin_dir() / "psql"),
+                *base,
+                "-d",
+                "postgres",
+                "-tAc",
+                f"SELECT 1 FROM pg_database WHERE datname = '{info.postgres_database}'",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        if exists.stdout.strip() == "1":
+            return
+        proc = subprocess.run(
+            [str(postgres_bin_dir() / "createdb"), *base, info.postgres_database],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        if proc.returncode != 0:
+            raise EnvironmentError_(f"createdb failed: {proc.stderr.strip()}")
+
     def _node_argv(self, info: EnvInfo) -> list[str]:
         return [
             sys.executable,
@@ -627,6 +722,36 @@ def _http_ok(url: str, *, context: ssl.SSLContext | None = None, insecure: bool 
             return 200 <= int(resp.status) < 300
     except (urllib.error.URLError, OSError):
         return False
+
+
+def postgres_bin_dir() -> Path:
+    """The PostgreSQL server binaries of the Debian package (newest major version)."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if not found:
+        raise EnvironmentError_(
+            "PostgreSQL server binaries were not found in /usr/lib/postgresql/*/bin; "
+            "install them with `apt-get install postgresql`"
+        )
+    return found[-1].parent
+
+
+def _as_unprivileged(argv: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root; a user namespace that maps us to an ordinary uid
+    # satisfies it while file access stays that of the calling user
+    if os.geteuid() != 0:
+        return argv
+    return ["unshare", "--user", "--map-user=1000", "--map-group=1000", "--", *argv]
+
+
+def _pg_ready(bin_dir: Path, port: int) -> bool:
+    proc = subprocess.run(
+        [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-t", "2"],
+        capture_output=True,
+    )
+    return proc.returncode == 0
 
 
 def _ensure_bucket(info: EnvInfo) -> None:

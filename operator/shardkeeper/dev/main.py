@@ -25,7 +25,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start etcd, kube-apiserver, controller-manager, MinIO, node")
     _add_state_dir(up)
-    for field in ("apiserver", "etcd", "etcd-peer", "controller-manager", "s3", "s3-console"):
+    fields = (
+        "apiserver",
+        "etcd",
+        "etcd-peer",
+        "controller-manager",
+        "s3",
+        "s3-console",
+        "postgres",
+    )
+    for field in fields:
         up.add_argument(f"--{field}-port", type=int, default=0, help="default: a free port")
     down = sub.add_parser("down", help="stop exactly what `up` started")
     _add_state_dir(down)
@@ -84,6 +93,7 @@ def _up(env: environment.Environment, args: argparse.Namespace) -> int:
         controller_manager=args.controller_manager_port,
         s3=args.s3_port,
         s3_console=args.s3_console_port,
+        postgres=args.postgres_port,
     )
     try:
         info = env.up(ports, progress=lambda msg: print(msg, flush=True))
@@ -94,6 +104,7 @@ def _up(env: environment.Environment, args: argparse.Namespace) -> int:
         f"\nenvironment is up in {info.state_dir}\n"
         f"  API server  {info.server}\n"
         f"  MinIO       {info.s3_endpoint} (bucket {info.s3_bucket})\n"
+        f"  PostgreSQL  {info.postgres_host}:{info.postgres_port}/{info.postgres_database}\n"
         f"  node        {info.node_name}\n\n"
         f'  eval "$(shardkeeper dev env --state-dir {info.state_dir})"\n'
         "  kubectl get nodes,pods -A\n"
