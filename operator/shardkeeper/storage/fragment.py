@@ -1,0 +1,121 @@
+"""Journal fragments: how they are named and how their bytes are laid out. Pure.
+
+A journal is a sequence of bytes addressed by offset. It is stored as fragments, one object
+each, named ``<prefix>/<begin>`` where ``begin`` is the offset of its first byte as 16
+zero-padded hex digits, so that key order is offset order and listing a journal lists it in
+order. Fragments are contiguous: the next one begins where the previous one ends, which is
+what lets a conditional create at the head offset decide who extends the journal.
+
+Layout of a fragment object: a 64-byte header, then the payload::
+
+    magic "SKJ1" | version u8 | kind u8 | reserved u16 | begin u64 | length u64 | epoch u64
+    | sha256 (32 bytes) of the first 32 header bytes followed by the payload
+
+``kind`` tells data from fence fragments. A fence's payload records who fenced; it
+occupies offsets like any payload (so a fence and the next data fragment never share a
+key) but readers of data skip it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import struct
+
+from shardkeeper.storage.errors import ChecksumMismatch, JournalCorrupt
+
+MAGIC = b"SKJ1"
+VERSION = 1
+_FIELDS = struct.Struct(">4sBBHQQQ")
+_HEADER = struct.Struct(">32s32s")
+HEADER_SIZE = _HEADER.size
+OFFSET_DIGITS = 16
+MAX_OFFSET = (1 << 64) - 1
+
+
+class FragmentKind(enum.IntEnum):
+    DATA = 1
+    FENCE = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Fragment:
+    begin: int
+    epoch: int
+    kind: FragmentKind
+    payload: bytes
+
+    @property
+    def end(self) -> int:
+        return self.begin + len(self.payload)
+
+
+@dataclasses.dataclass(frozen=True)
+class FragmentInfo:
+    """What a listing tells about a fragment without reading it."""
+
+    key: str
+    begin: int
+    end: int
+
+
+def fragment_key(prefix: str, begin: int) -> str:
+    if not 0 <= begin <= MAX_OFFSET:
+        raise ValueError(f"offset {begin} out of range")
+    return f"{prefix}/{begin:0{OFFSET_DIGITS}x}"
+
+
+def parse_fragment_key(prefix: str, key: str) -> int | None:
+    """The begin offset named by ``key``, or ``None`` if it is not a fragment of ``prefix``."""
+    head = prefix + "/"
+    if not key.startswith(head):
+        return None
+    name = key[len(head) :]
+    if len(name) != OFFSET_DIGITS or name.strip("0123456789abcdef"):
+        return None
+    return int(name, 16)
+
+
+def fragment_info(prefix: str, key: str, size: int) -> FragmentInfo | None:
+    begin = parse_fragment_key(prefix, key)
+    if begin is None or size < HEADER_SIZE:
+        return None
+    return FragmentInfo(key, begin, begin + size - HEADER_SIZE)
+
+
+def _digest(fields: bytes, payload: bytes) -> bytes:
+    h = hashlib.sha256(fields)
+    h.update(payload)
+    return h.digest()
+
+
+def encode_fragment(fragment: Fragment) -> bytes:
+    fields = _FIELDS.pack(
+        MAGIC, VERSION, fragment.kind, 0, fragment.begin, len(fragment.payload), fragment.epoch
+    ).ljust(32, b"\0")
+    return _HEADER.pack(fields, _digest(fields, fragment.payload)) + fragment.payload
+
+
+def decode_fragment(key: str, expected_begin: int, data: bytes) -> Fragment:
+    """Parse and verify a fragment read from ``key``, which must begin at ``expected_begin``."""
+    if len(data) < HEADER_SIZE:
+        raise JournalCorrupt(f"object {key} is {len(data)} bytes, shorter than a header")
+    fields, digest = _HEADER.unpack_from(data)
+    magic, version, kind, _, begin, length, epoch = _FIELDS.unpack_from(fields)
+    if magic != MAGIC or version != VERSION:
+        raise JournalCorrupt(f"object {key} is not a journal fragment (magic {magic!r})")
+    payload = data[HEADER_SIZE:]
+    actual = _digest(fields, payload)
+    if actual != digest:
+        raise ChecksumMismatch(key, digest.hex(), actual.hex())
+    if begin != expected_begin or length != len(payload):
+        raise JournalCorrupt(
+            f"object {key} says it holds [{begin:#x}, {begin + length:#x}) but sits at "
+            f"{expected_begin:#x} with {len(payload)} bytes: it was copied or renamed by hand"
+        )
+    try:
+        fragment_kind = FragmentKind(kind)
+    except ValueError:
+        raise JournalCorrupt(f"object {key} has unknown fragment kind {kind}") from None
+    return Fragment(begin, epoch, fragment_kind, payload)

@@ -1,0 +1,277 @@
+"""Snapshots: full page images of a shard store at a log offset, written beside the log.
+
+A snapshot is data parts (runs of consecutive pages, a few MiB each) and, written last, a
+manifest naming them with their sha256. Without a manifest a snapshot does not exist, so a
+crash while writing one leaves only garbage that pruning removes. Restore takes the
+newest manifest, lays its pages down, then replays the log from the manifest's offset.
+
+The writer reads the database file itself while a read transaction pins it, right after a
+full checkpoint (see :meth:`ShardStore.snapshot`); reading is streamed part by part, so
+memory does not grow with the store.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from shardkeeper.storage import errors
+from shardkeeper.storage.faults import FaultPoint
+from shardkeeper.storage.fragment import OFFSET_DIGITS
+from shardkeeper.storage.recoverylog import RecoveryLog
+from shardkeeper.storage.volume import CommitMeta, PageWriter
+
+DEFAULT_PART_BYTES = 8 << 20
+DEFAULT_TRANSFERS = 4
+MANIFEST_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    key: str
+    first_page: int
+    pages: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    log: str
+    snapshot_id: str
+    # replay continues from this offset of ``log``
+    offset: int
+    page_size: int
+    db_pages: int
+    parts: tuple[Part, ...]
+    last_commit: CommitMeta | None
+    epoch: int
+    created: float
+
+    @property
+    def data_bytes(self) -> int:
+        return self.page_size * self.db_pages
+
+
+def encode_manifest(manifest: Manifest) -> bytes:
+    commit = manifest.last_commit
+    body = {
+        "version": MANIFEST_VERSION,
+        "log": manifest.log,
+        "snapshot_id": manifest.snapshot_id,
+        "offset": manifest.offset,
+        "page_size": manifest.page_size,
+        "db_pages": manifest.db_pages,
+        "parts": [dataclasses.asdict(p) for p in manifest.parts],
+        "last_commit": None
+        if commit is None
+        else {
+            "log": commit.log,
+            "begin": commit.begin,
+            "commit_id": commit.commit_id.hex(),
+            "seq": commit.seq,
+            "epoch": commit.epoch,
+        },
+        "epoch": manifest.epoch,
+        "created": manifest.created,
+    }
+    return json.dumps(body, indent=1).encode()
+
+
+def decode_manifest(key: str, data: bytes) -> Manifest:
+    try:
+        body = json.loads(data)
+        if body["version"] != MANIFEST_VERSION:
+            raise ValueError(f"version {body['version']}")
+        commit = body["last_commit"]
+        manifest = Manifest(
+            log=str(body["log"]),
+            snapshot_id=str(body["snapshot_id"]),
+            offset=int(body["offset"]),
+            page_size=int(body["page_size"]),
+            db_pages=int(body["db_pages"]),
+            parts=tuple(Part(**p) for p in body["parts"]),
+            last_commit=None
+            if commit is None
+            else CommitMeta(
+                str(commit["log"]),
+                int(commit["begin"]),
+                bytes.fromhex(commit["commit_id"]),
+                int(commit["seq"]),
+                int(commit["epoch"]),
+            ),
+            epoch=int(body["epoch"]),
+            created=float(body["created"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise errors.SnapshotCorrupt(f"snapshot manifest {key} is unreadable: {exc}") from None
+    covered = sum(p.pages for p in manifest.parts)
+    if covered != manifest.db_pages:
+        raise errors.SnapshotCorrupt(
+            f"snapshot manifest {key} lists {covered} pages in its parts but says the "
+            f"database has {manifest.db_pages}"
+        )
+    return manifest
+
+
+def snapshot_offset(log: RecoveryLog, key: str) -> int | None:
+    """The offset a manifest key names, or ``None`` if ``key`` is not a manifest."""
+    name = key[len(log.snapshots_prefix) :]
+    if not key.startswith(log.snapshots_prefix) or not name.endswith(".json"):
+        return None
+    digits = name[:OFFSET_DIGITS]
+    if len(digits) != OFFSET_DIGITS or digits.strip("0123456789abcdef"):
+        return None
+    return int(digits, 16)
+
+
+def list_manifest_keys(log: RecoveryLog) -> list[tuple[int, str]]:
+    """``(offset, key)`` of every snapshot manifest of ``log``, in offset order."""
+    found = []
+    for obj in log.store.list(log.snapshots_prefix):
+        offset = snapshot_offset(log, obj.key)
+        if offset is not None:
+            found.append((offset, obj.key))
+    return found
+
+
+def read_manifest(log: RecoveryLog, key: str) -> Manifest | None:
+    data = log.store.get(key)
+    return None if data is None else decode_manifest(key, data)
+
+
+def latest_snapshot(log: RecoveryLog, *, at_most: int | None = None) -> Manifest | None:
+    """The newest snapshot of ``log`` whose offset is at most ``at_most`` (if given)."""
+    candidates = [
+        (offset, key)
+        for offset, key in list_manifest_keys(log)
+        if at_most is None or offset <= at_most
+    ]
+    for _, key in reversed(candidates):
+        manifest = read_manifest(log, key)
+        if manifest is not None:
+            return manifest
+    return None
+
+
+def write_snapshot(
+    log: RecoveryLog,
+    db_file: Path,
+    *,
+    offset: int,
+    page_size: int,
+    db_pages: int,
+    last_commit: CommitMeta | None,
+    epoch: int,
+    part_bytes: int = DEFAULT_PART_BYTES,
+    transfers: int = DEFAULT_TRANSFERS,
+    cancel: threading.Event | None = None,
+) -> Manifest:
+    """Upload pages ``1..db_pages`` of ``db_file`` as a snapshot reaching ``offset``.
+
+    The caller guarantees that those pages of the file hold exactly the state at
+    ``offset`` and do not change until this returns. Setting ``cancel`` abandons the
+    snapshot between two parts (no manifest is written).
+    """
+    snapshot_id = log.snapshot_id(offset, uuid.uuid4().hex[:12])
+    pages_per_part = max(1, part_bytes // page_size)
+    runs = [
+        (first, min(pages_per_part, db_pages - first + 1))
+        for first in range(1, db_pages + 1, pages_per_part)
+    ]
+    parts: list[Part] = []
+    with open(db_file, "rb") as db:
+        fd = db.fileno()
+
+        def upload(index: int, first: int, count: int) -> Part:
+            data = os.pread(fd, count * page_size, (first - 1) * page_size)
+            if len(data) != count * page_size:
+                raise errors.SnapshotCorrupt(
+                    f"{db_file} ended before page {first + count - 1} while writing a snapshot"
+                )
+            key = log.part_key(snapshot_id, index)
+            log.store.put(key, data)
+            return Part(key, first, count, hashlib.sha256(data).hexdigest())
+
+        window: collections.deque[concurrent.futures.Future[Part]] = collections.deque()
+        with concurrent.futures.ThreadPoolExecutor(max(1, transfers)) as pool:
+            for index, (first, count) in enumerate(runs):
+                if cancel is not None and cancel.is_set():
+                    raise errors.SnapshotCancelled(f"snapshot {snapshot_id} was cancelled")
+                window.append(pool.submit(upload, index, first, count))
+                if len(window) >= transfers:
+                    parts.append(window.popleft().result())
+                    log.faults.reached(FaultPoint.SNAPSHOT_PART_WRITTEN)
+            while window:
+                parts.append(window.popleft().result())
+                log.faults.reached(FaultPoint.SNAPSHOT_PART_WRITTEN)
+    log.faults.reached(FaultPoint.SNAPSHOT_DATA_WRITTEN)
+    manifest = Manifest(
+        log=log.name,
+        snapshot_id=snapshot_id,
+        offset=offset,
+        page_size=page_size,
+        db_pages=db_pages,
+        parts=tuple(parts),
+        last_commit=last_commit,
+        epoch=epoch,
+        created=time.time(),
+    )
+    key = log.manifest_key(snapshot_id)
+    if not log.store.create(key, encode_manifest(manifest)):
+        raise errors.SnapshotCorrupt(f"snapshot manifest {key} already exists")
+    log.faults.reached(FaultPoint.SNAPSHOT_MANIFEST_WRITTEN)
+    return manifest
+
+
+def read_parts(
+    log: RecoveryLog, manifest: Manifest, *, transfers: int = DEFAULT_TRANSFERS
+) -> Iterator[tuple[Part, bytes]]:
+    """The parts of ``manifest`` in order, verified, ``transfers`` fetched ahead."""
+
+    def fetch(part: Part) -> bytes:
+        data = log.store.get(part.key)
+        if data is None:
+            raise errors.SnapshotCorrupt(
+                f"snapshot {manifest.snapshot_id} of log {log.name!r} lost its part "
+                f"{part.key}: restore that object, or delete the manifest "
+                f"{log.manifest_key(manifest.snapshot_id)} so that an older snapshot is used"
+            )
+        if len(data) != part.pages * manifest.page_size:
+            raise errors.SnapshotCorrupt(f"snapshot part {part.key} has {len(data)} bytes")
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != part.sha256:
+            raise errors.ChecksumMismatch(part.key, part.sha256, actual)
+        return data
+
+    window: collections.deque[tuple[Part, concurrent.futures.Future[bytes]]] = collections.deque()
+    todo = iter(manifest.parts)
+    with concurrent.futures.ThreadPoolExecutor(max(1, transfers)) as pool:
+        for part in todo:
+            window.append((part, pool.submit(fetch, part)))
+            if len(window) >= transfers:
+                break
+        while window:
+            part, future = window.popleft()
+            data = future.result()
+            following = next(todo, None)
+            if following is not None:
+                window.append((following, pool.submit(fetch, following)))
+            yield part, data
+
+
+def restore_snapshot(
+    log: RecoveryLog, manifest: Manifest, writer: PageWriter, *, transfers: int = DEFAULT_TRANSFERS
+) -> None:
+    writer.resize(0)
+    for part, data in read_parts(log, manifest, transfers=transfers):
+        writer.write_run(part.first_page, data)
+    writer.resize(manifest.db_pages)

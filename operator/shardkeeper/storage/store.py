@@ -1,0 +1,641 @@
+"""The shard store: SQLite on the local volume, every commit replicated to a recovery log.
+
+How changes are replicated
+--------------------------
+Physically, as page images. The database runs in WAL mode with automatic checkpoints off.
+A commit runs the task's statements plus an update of the store's meta row (which names
+the commit: log, offset, random id, sequence, epoch), commits in SQLite, then reads the
+frames that commit appended to the ``-wal`` file (:mod:`.wal`) and appends their page
+images, with the database size, as one record to the recovery log (:mod:`.records`).
+Only when that append has landed does ``commit()`` return. Replaying page images is
+exact whatever the SQL did (``random()``, ``now()``, rowid choices, VACUUM), and a commit
+costs what it changed, never the size of the store.
+
+If the append fails for sure (fenced, access denied, ...) the store undoes the local
+commit: it writes back the pages' previous images (from older WAL frames or the database
+file, :meth:`.wal.WalTracker.page_before`) and stops. If the outcome is unknown (the store
+never answered), it stops without undoing; recovery then keeps the commit if and only if
+the log holds it. Either way a transaction whose append did not land is never visible
+after recovery, and a store that failed an append never appends again.
+
+Roles
+-----
+:meth:`ShardStore.open` restores the volume (see :mod:`.restore`) and returns a
+**standby**: the database file is closed and :meth:`catch_up` applies new records of the
+log. :meth:`fence` makes it **primary**: it appends a fence with its epoch, applies
+whatever landed before the fence, and opens the database for transactions. A primary that
+finds someone else's fragment at its head is **fenced**: it rolls its last commit back
+and refuses every further commit. :meth:`fork_into` turns a standby of a parent log,
+caught up to the fence of a split, into the primary of a new child log.
+
+Snapshots are taken by a background thread (or :meth:`snapshot`), never on the commit
+path: it checkpoints, pins the database with a read transaction, and streams the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from shardkeeper.storage import errors
+from shardkeeper.storage.authorizer import Mode, authorize
+from shardkeeper.storage.faults import FaultPoint
+from shardkeeper.storage.journal import FenceInfo, JournalWriter
+from shardkeeper.storage.records import (
+    CommitRecord,
+    ForkRecord,
+    decode_record,
+    encode_commit,
+    encode_fork,
+)
+from shardkeeper.storage.recoverylog import RecoveryLog
+from shardkeeper.storage.restore import (
+    ReplayState,
+    RestoreReport,
+    Segment,
+    check_fence,
+    replay,
+    restore,
+)
+from shardkeeper.storage.snapshot import Manifest, write_snapshot
+from shardkeeper.storage.volume import META_SCHEMA, META_WRITE, CommitMeta, Volume
+from shardkeeper.storage.wal import WalCommit, WalTracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreOptions:
+    # a snapshot is due once this many log bytes were written since the last one ...
+    snapshot_every_bytes: int | None = 256 << 20
+    # ... or this many seconds passed with at least one commit since the last one
+    snapshot_every_seconds: float | None = None
+    # run the background snapshot thread at all (tests call snapshot() by hand)
+    background_snapshots: bool = True
+    # checkpoint the WAL into the database file once it grows past this
+    checkpoint_bytes: int = 16 << 20
+    page_size: int = 4096
+    part_bytes: int = 8 << 20
+    transfers: int = 4
+    read_ahead: int = 4
+
+
+class Role(enum.Enum):
+    STANDBY = "standby"
+    PRIMARY = "primary"
+    FENCED = "fenced"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+@dataclasses.dataclass(frozen=True)
+class CommitInfo:
+    """Where a commit's record sits in the log."""
+
+    begin: int
+    end: int
+    seq: int
+
+
+class Transaction:
+    """Statements of one transaction; it ends with :meth:`ShardStore.commit` or
+    :meth:`ShardStore.rollback` (or the ``with store.transaction()`` block)."""
+
+    def __init__(self, store: ShardStore) -> None:
+        self._store = store
+        self.result: CommitInfo | None = None
+
+    def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
+        return self._store._connection().execute(sql, parameters)
+
+    def executemany(
+        self, sql: str, parameters: Iterable[Sequence[Any] | dict[str, Any]]
+    ) -> sqlite3.Cursor:
+        return self._store._connection().executemany(sql, parameters)
+
+
+class ShardStore:
+    def __init__(
+        self,
+        *,
+        volume: Volume,
+        log: RecoveryLog,
+        epoch: int,
+        state: ReplayState,
+        report: RestoreReport,
+        options: StoreOptions,
+        until: int | None,
+    ) -> None:
+        self.volume = volume
+        self.log = log
+        self.epoch = epoch
+        self.options = options
+        self.restore_report = report
+        self._until = until
+        self._replay = state
+        self._role = Role.STANDBY
+        self._stopped_by: errors.StorageError | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._mode = Mode.INTERNAL
+        self._writer: JournalWriter | None = None
+        self._tracker: WalTracker | None = None
+        self._txn: Transaction | None = None
+        self._lock = threading.Lock()
+        self._wal_bytes_since_checkpoint = 0
+        self._bytes_since_snapshot = 0
+        self._commits_since_snapshot = 0
+        self._last_snapshot_time = time.monotonic()
+        self._last_snapshot: Manifest | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._snapshotter: threading.Thread | None = None
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        volume_dir: Path,
+        log: RecoveryLog,
+        epoch: int,
+        *,
+        until: int | None = None,
+        options: StoreOptions | None = None,
+    ) -> ShardStore:
+        """Restore ``volume_dir`` from ``log`` (up to the fence at ``until``, if given) and
+        return a standby. Call :meth:`fence` to make it primary."""
+        options = options or StoreOptions()
+        volume = Volume(volume_dir)
+        state, report = restore(
+            volume, log, until=until, read_ahead=options.read_ahead, transfers=options.transfers
+        )
+        log_ = state.log
+        if log_.name != log.name:
+            raise AssertionError(f"restore ended in {log_.name}, not {log.name}")
+        return cls(
+            volume=volume,
+            log=log,
+            epoch=epoch,
+            state=state,
+            report=report,
+            options=options,
+            until=until,
+        )
+
+    @classmethod
+    def fork(
+        cls,
+        volume_dir: Path,
+        parent: RecoveryLog,
+        fence_offset: int,
+        child: RecoveryLog,
+        epoch: int,
+        *,
+        options: StoreOptions | None = None,
+    ) -> ShardStore:
+        """Open the primary of ``child``, forked from ``parent`` at the fence at
+        ``fence_offset``. Safe to call again after a crash: a fork that already happened
+        is recovered from the child log instead."""
+        existing = child.fork_record()
+        if existing is not None:
+            _, record = existing
+            if record.parent != parent.name or record.fence_offset != fence_offset:
+                raise errors.ForkMismatch(
+                    f"log {child.name!r} was forked from {record.parent!r} at "
+                    f"{record.fence_offset:#x}, not from {parent.name!r} at {fence_offset:#x}"
+                )
+            store = cls.open(volume_dir, child, epoch, options=options)
+            store.fence()
+            return store
+        store = cls.open(volume_dir, parent, epoch, until=fence_offset, options=options)
+        store.fork_into(child, fence_offset)
+        return store
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    @property
+    def position(self) -> int:
+        """The offset of :attr:`log` up to which this store's state is applied."""
+        return self._replay.offset
+
+    @property
+    def last_commit(self) -> CommitMeta | None:
+        return self._replay.meta
+
+    @property
+    def db_path(self) -> Path:
+        return self.volume.db
+
+    def _check_can_write(self) -> None:
+        if self._stopped_by is not None:
+            raise self._stopped_by
+        if self._role is Role.CLOSED:
+            raise errors.StoreClosed(f"shard store on {self.volume.directory} is closed")
+        if self._role is not Role.PRIMARY:
+            raise errors.NotPrimary(
+                f"shard store on {self.volume.directory} is a {self._role.value}: call "
+                "fence() to take its recovery log over before writing"
+            )
+
+    # -- standby ---------------------------------------------------------------------------
+
+    def catch_up(self) -> int:
+        """Apply the records appended to the log since the last call (standby only).
+        Returns how many commits were applied."""
+        if self._role is not Role.STANDBY:
+            raise errors.StoreClosed(
+                f"catch_up() needs a standby, this store is {self._role.value}"
+            )
+        before = self._replay.commits
+        if self._until is None:
+            segment = Segment(self.log, self._replay.offset, None)
+            replay(self.volume, self._replay, (segment,), read_ahead=self.options.read_ahead)
+        else:
+            self._catch_up_until(self._until)
+        return self._replay.commits - before
+
+    def _catch_up_until(self, until: int) -> None:
+        segment = Segment(self.log, self._replay.offset, until)
+        if self._replay.offset >= until:
+            return
+        replay(self.volume, self._replay, (segment,), read_ahead=self.options.read_ahead)
+
+    def fence(self) -> FenceInfo:
+        """Take the log over with this store's epoch and become primary.
+
+        Whatever other writers appended before the fence lands is applied first; from the
+        fence on, every older writer's append fails.
+        """
+        if self._role is not Role.STANDBY:
+            raise errors.StoreClosed(f"fence() needs a standby, this store is {self._role.value}")
+        if self._until is not None:
+            raise errors.NotPrimary(
+                f"this store was restored up to the fence at {self._until:#x} of "
+                f"{self.log.name!r}; fork it into a new log instead (fork_into)"
+            )
+        writer, fence = self.log.journal.fence(
+            self.epoch, note=f"shard store {self.volume.directory}", from_offset=self.position
+        )
+        self._apply_until(fence.offset)
+        self._replay.offset = fence.end
+        self._become_primary(writer)
+        return fence
+
+    def _apply_until(self, until: int) -> None:
+        if self._replay.offset < until:
+            segment = Segment(self.log, self._replay.offset, until)
+            replay(self.volume, self._replay, (segment,), read_ahead=self.options.read_ahead)
+
+    def fork_into(self, child: RecoveryLog, fence_offset: int) -> FenceInfo:
+        """Become the primary of ``child``, a new log whose history is this store's log up
+        to the fence at ``fence_offset``. The parent log learns of the fork (for pruning)
+        before the child log records it."""
+        if self._role is not Role.STANDBY:
+            raise errors.StoreClosed(f"fork_into() needs a standby, this is {self._role.value}")
+        if self._replay.offset > fence_offset:
+            raise errors.ForkMismatch(
+                f"this store already applied {self.log.name!r} up to {self._replay.offset:#x}, "
+                f"past the fence at {fence_offset:#x}"
+            )
+        self._until = fence_offset
+        self._catch_up_until(fence_offset)
+        check_fence(Segment(self.log, fence_offset, fence_offset), self._replay.offset)
+        self.log.register_fork(child.name, fence_offset)
+        record = ForkRecord(self.log.name, fence_offset, self.epoch)
+        payload = encode_fork(record)
+        written = child.journal.writer(self.epoch, 0).try_append(payload)
+        if written.payload != payload:
+            theirs = decode_record(child.journal.key(0), written.payload)
+            if not (
+                isinstance(theirs, ForkRecord)
+                and theirs.parent == record.parent
+                and theirs.fence_offset == record.fence_offset
+            ):
+                raise errors.ForkMismatch(
+                    f"log {child.name!r} already starts with something else than a fork of "
+                    f"{self.log.name!r} at {fence_offset:#x}"
+                )
+        self.log = child
+        self._until = None
+        self._replay.log = child
+        self._replay.offset = written.end
+        fence = self.fence()
+        if self.options.background_snapshots:
+            # the child depends on the parent's data until it has a snapshot of its own
+            self._bytes_since_snapshot = self.options.snapshot_every_bytes or 0
+            self._commits_since_snapshot = 1
+            self._wake.set()
+        return fence
+
+    # -- primary ---------------------------------------------------------------------------
+
+    def _become_primary(self, writer: JournalWriter) -> None:
+        volume = self.volume
+        volume.ensure_closed()
+        fresh = not volume.db.exists() or volume.db.stat().st_size == 0
+        conn = sqlite3.connect(volume.db, isolation_level=None, check_same_thread=False)
+        if fresh:
+            conn.execute(f"PRAGMA page_size = {int(self.options.page_size)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise errors.StorageError(f"{volume.db}: SQLite refused WAL mode ({mode})")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA journal_size_limit = {int(self.options.checkpoint_bytes) * 2}")
+        conn.execute("PRAGMA busy_timeout = 0")
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        conn.set_authorizer(self._authorize)
+        self._conn = conn
+        self._replay.page_size = page_size
+        self._replay.db_pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+        self._tracker = WalTracker(volume.wal, page_size)
+        self._writer = writer
+        self._role = Role.PRIMARY
+        if self.options.background_snapshots:
+            self._snapshotter = threading.Thread(
+                target=self._snapshot_loop, name=f"snapshots {self.log.name}", daemon=True
+            )
+            self._snapshotter.start()
+
+    def _authorize(
+        self, action: int, arg1: str | None, arg2: str | None, _db: str | None, _src: str | None
+    ) -> int:
+        return authorize(self._mode, action, arg1, arg2)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._txn is None or self._conn is None:
+            raise errors.StoreClosed("no transaction is open on this shard store")
+        return self._conn
+
+    def begin(self) -> Transaction:
+        self._check_can_write()
+        if self._txn is not None:
+            raise errors.StorageError("a transaction is already open on this shard store")
+        assert self._conn is not None
+        assert self._tracker is not None
+        self._lock.acquire()
+        try:
+            self._maybe_checkpoint()
+            self._conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
+        self.log.faults.reached(FaultPoint.COMMIT_BEGUN)
+        self._mode = Mode.WRITE
+        self._txn = Transaction(self)
+        return self._txn
+
+    def _maybe_checkpoint(self) -> None:
+        assert self._conn is not None
+        assert self._tracker is not None
+        if self._wal_bytes_since_checkpoint < self.options.checkpoint_bytes:
+            return
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        # whether or not it completed, wait for as much growth again before the next try
+        self._wal_bytes_since_checkpoint = 0
+
+    def rollback(self) -> None:
+        if self._txn is None or self._conn is None:
+            raise errors.StoreClosed("no transaction is open on this shard store")
+        self._mode = Mode.INTERNAL
+        self._txn = None
+        try:
+            self._conn.execute("ROLLBACK")
+        finally:
+            self._lock.release()
+
+    def commit(self) -> CommitInfo:
+        """Commit the open transaction: locally, then to the recovery log. Returns where
+        its record sits. Raises :class:`Fenced` (and rolls the local commit back) if
+        another writer took the log over."""
+        txn = self._txn
+        if txn is None or self._conn is None:
+            raise errors.StoreClosed("no transaction is open on this shard store")
+        conn, tracker, writer = self._conn, self._tracker, self._writer
+        assert tracker is not None
+        assert writer is not None
+        faults = self.log.faults
+        faults.reached(FaultPoint.COMMIT_STATEMENTS_RUN)
+        self._mode = Mode.INTERNAL
+        previous = self._replay.meta
+        meta = CommitMeta(
+            self.log.name,
+            writer.head,
+            os.urandom(16),
+            (previous.seq if previous else 0) + 1,
+            self.epoch,
+        )
+        try:
+            if previous is None:
+                conn.execute(META_SCHEMA)
+            conn.execute(META_WRITE, (meta.log, meta.begin, meta.commit_id, meta.seq, meta.epoch))
+            conn.execute("COMMIT")
+        except Exception:
+            self._txn = None
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self._lock.release()
+            raise
+        self._txn = None
+        faults.reached(FaultPoint.COMMIT_LOCAL)
+        wal_commit = tracker.read_commit()
+        pages = tracker.read_pages(wal_commit.frames)
+        record = CommitRecord(
+            meta.seq, meta.commit_id, tracker.page_size, wal_commit.db_pages, pages
+        )
+        payload = encode_commit(record)
+        faults.reached(FaultPoint.COMMIT_RECORD_BUILT)
+        try:
+            fragment = writer.append(payload)
+        except errors.StorageError as exc:
+            self._stop_after_failed_append(exc, wal_commit)
+            raise
+        faults.reached(FaultPoint.COMMIT_APPENDED)
+        tracker.accept(wal_commit)
+        self._wal_bytes_since_checkpoint += wal_commit.end - wal_commit.start
+        replay_state = self._replay
+        replay_state.meta = meta
+        replay_state.offset = fragment.end
+        replay_state.db_pages = wal_commit.db_pages
+        self._bytes_since_snapshot += len(payload)
+        self._commits_since_snapshot += 1
+        info = CommitInfo(fragment.begin, fragment.end, meta.seq)
+        txn.result = info
+        self._lock.release()
+        faults.reached(FaultPoint.COMMIT_ACKNOWLEDGED)
+        if self._snapshot_due():
+            self._wake.set()
+        return info
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """``with store.transaction() as txn: txn.execute(...)``: commits on success
+        (``txn.result`` then says where), rolls back on an exception."""
+        txn = self.begin()
+        try:
+            yield txn
+        except BaseException:
+            if self._txn is txn:
+                self.rollback()
+            raise
+        self.commit()
+
+    def query(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        """Run a read-only statement outside of a transaction (primary only)."""
+        if self._conn is None or self._role is not Role.PRIMARY:
+            raise errors.NotPrimary("queries need the primary's open database")
+        if self._txn is not None:
+            raise errors.StorageError("use the open transaction's execute() instead")
+        self._mode = Mode.READ
+        try:
+            return self._conn.execute(sql, parameters).fetchall()
+        finally:
+            self._mode = Mode.INTERNAL
+
+    # -- failure ---------------------------------------------------------------------------
+
+    def _stop_after_failed_append(self, exc: errors.StorageError, wal_commit: WalCommit) -> None:
+        """Never append again; if the append surely failed, roll the local commit back."""
+        self._stopped_by = exc
+        self._role = Role.FENCED if isinstance(exc, errors.Fenced) else Role.FAILED
+        undo = not isinstance(exc, errors.AppendOutcomeUnknown)
+        assert self._tracker is not None
+        before = self._replay.db_pages
+        previous = []
+        if undo:
+            previous = [
+                (page, self._tracker.page_before(page, wal_commit, self.volume.db, before))
+                for page in sorted(wal_commit.frames)
+            ]
+        # the snapshot thread may wait for the lock: let it see the store stopped
+        self._lock.release()
+        self._shutdown()
+        if undo:
+            with self.volume.writing_pages(self._tracker.page_size) as pages:
+                for page, data in previous:
+                    if data is not None:
+                        pages.write(page, data)
+                pages.resize(before)
+        log.warning("shard store on %s stopped: %s", self.volume.directory, exc)
+
+    def _shutdown(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        thread = self._snapshotter
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self.volume.ensure_closed()
+
+    def close(self) -> None:
+        """Stop background work and close the database. A transaction still open is
+        rolled back."""
+        if self._role is Role.CLOSED:
+            return
+        if self._txn is not None:
+            self.rollback()
+        self._shutdown()
+        if self._stopped_by is None:
+            self._stopped_by = errors.StoreClosed(
+                f"shard store on {self.volume.directory} is closed"
+            )
+        self._role = Role.CLOSED
+
+    def __enter__(self) -> ShardStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def _snapshot_due(self) -> bool:
+        options = self.options
+        if self._commits_since_snapshot == 0:
+            return False
+        every_bytes = options.snapshot_every_bytes
+        if every_bytes is not None and self._bytes_since_snapshot >= every_bytes:
+            return True
+        if options.snapshot_every_seconds is not None:
+            elapsed = time.monotonic() - self._last_snapshot_time
+            return elapsed >= options.snapshot_every_seconds
+        return False
+
+    def _snapshot_loop(self) -> None:
+        interval = self.options.snapshot_every_seconds
+        while True:
+            self._wake.wait(timeout=interval if interval else None)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if not self._snapshot_due():
+                continue
+            try:
+                self.snapshot()
+            except Exception:
+                if self._stop.is_set():
+                    return
+                # a failed snapshot costs only recovery time: log it and try again later
+                log.exception("snapshot of %s failed", self.log.name)
+
+    def snapshot(self) -> Manifest | None:
+        """Write a snapshot of the state as of the last commit. Returns ``None`` if the
+        database could not be checkpointed completely just now (try again later)."""
+        self._check_can_write()
+        reader = sqlite3.connect(self.volume.db, isolation_level=None, check_same_thread=False)
+        try:
+            with self._lock:
+                self._check_can_write()
+                busy, frames, done = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if busy or frames != done:
+                    return None
+                # pin: the file now holds every committed page, and no checkpoint may
+                # write into it while this read transaction lasts
+                reader.execute("BEGIN")
+                reader.execute("SELECT count(*) FROM sqlite_master").fetchall()
+                offset = self._replay.offset
+                db_pages = self._replay.db_pages
+                page_size = self._replay.page_size or self.options.page_size
+                meta = self._replay.meta
+                bytes_at_start = self._bytes_since_snapshot
+                commits_at_start = self._commits_since_snapshot
+                self.log.faults.reached(FaultPoint.SNAPSHOT_BEGUN)
+            manifest = write_snapshot(
+                self.log,
+                self.volume.db,
+                offset=offset,
+                page_size=page_size,
+                db_pages=db_pages,
+                last_commit=meta,
+                epoch=self.epoch,
+                part_bytes=self.options.part_bytes,
+                transfers=self.options.transfers,
+                cancel=self._stop,
+            )
+        finally:
+            reader.close()
+        with self._lock:
+            self._bytes_since_snapshot -= bytes_at_start
+            self._commits_since_snapshot -= commits_at_start
+            self._last_snapshot_time = time.monotonic()
+            self._last_snapshot = manifest
+        return manifest
+
+    @property
+    def last_snapshot(self) -> Manifest | None:
+        return self._last_snapshot
