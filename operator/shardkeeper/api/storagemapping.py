@@ -1,0 +1,170 @@
+"""StorageMapping: the buckets where recovery logs and collection journals live."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, ClassVar
+
+from pydantic import Field, StringConstraints
+
+from shardkeeper.api.meta import (
+    AGE_COLUMN,
+    ApiModel,
+    Conditions,
+    ObjectName,
+    PrinterColumn,
+    Resource,
+    Rule,
+    SecretKey,
+    StatusModel,
+    Time,
+    ready_column,
+)
+
+# S3's bucket naming rules, less the legacy upper-case and underscore forms.
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+# '/'-terminated segments of S3-safe characters; a segment never starts with '.', so '.'
+# and '..' cannot appear. Empty means the bucket's root.
+PREFIX_PATTERN = r"^([A-Za-z0-9_=+-][A-Za-z0-9_.=+-]*/)*$"
+REGION_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
+ENDPOINT_PATTERN = r"^https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?(/\S*)?$"
+DEFAULT_REGION = "us-east-1"
+
+
+class StoreProvider(StrEnum):
+    """The object-storage API a store speaks."""
+
+    S3 = "s3"
+
+
+class S3Credentials(ApiModel):
+    """A Secret in the same namespace with an S3 access key."""
+
+    name: ObjectName
+    """Name of the Secret."""
+    access_key_id_key: SecretKey = "accessKeyId"
+    """Key of the Secret's data that holds the access key ID."""
+    secret_access_key_key: SecretKey = "secretAccessKey"
+    """Key of the Secret's data that holds the secret access key."""
+
+
+class Store(ApiModel):
+    """A bucket and prefix in object storage."""
+
+    provider: StoreProvider = StoreProvider.S3
+    """API of the store. Only s3 for now, which covers S3-compatible services via endpoint."""
+    bucket: Annotated[str, StringConstraints(pattern=BUCKET_PATTERN, min_length=3, max_length=63)]
+    """Name of the bucket."""
+    prefix: Annotated[str, StringConstraints(pattern=PREFIX_PATTERN, max_length=512)] = ""
+    """Prefix of every object Shardkeeper writes, ending in '/', like shardkeeper/prod/.
+    Empty means the root of the bucket."""
+    region: Annotated[str, StringConstraints(pattern=REGION_PATTERN, max_length=64)] = (
+        DEFAULT_REGION
+    )
+    """Region of the bucket."""
+    endpoint: (
+        Annotated[str, StringConstraints(pattern=ENDPOINT_PATTERN, max_length=2048)] | None
+    ) = None
+    """URL of an S3-compatible service (MinIO, R2, GCS interoperability and the like).
+    Unset means AWS S3."""
+    force_path_style: bool = False
+    """Address the bucket in the URL path (http://host/bucket/key) instead of the host name,
+    as most S3-compatible services on a single host need."""
+    credentials_secret_ref: S3Credentials | None = None
+    """Secret with the access key. Unset means the pods' ambient credentials (instance
+    profile, workload identity)."""
+
+
+class StorageMappingSpec(ApiModel):
+    """Where a task's recovery logs and a collection's journals are stored."""
+
+    stores: Annotated[list[Store], Field(min_length=1, max_length=8)]
+    """Stores, in order. New data is written to the first; all are read, so data can be
+    moved to a new bucket by putting it first and keeping the old one after it."""
+
+    RULES = (
+        Rule(
+            "self.stores.all(a, self.stores.exists_one(b, "
+            "b.bucket == a.bucket && b.prefix == a.prefix))",
+            "each store must have a different bucket or prefix",
+            field_path=".stores",
+            holds=lambda s: len({(x.bucket, x.prefix) for x in s.stores}) == len(s.stores),
+        ),
+    )
+
+
+class StoreStatus(StatusModel):
+    """What the operator last found out about one store."""
+
+    bucket: str
+    """Bucket of the store."""
+    prefix: str = ""
+    """Prefix of the store."""
+    reachable: bool | None = None
+    """Whether the bucket answered a read and a write under the prefix."""
+    conditional_writes: bool | None = None
+    """Whether the bucket refuses a second create of an object with If-None-Match: *, which
+    journal fencing depends on."""
+    message: Annotated[str, StringConstraints(max_length=4096)] = ""
+    """Why the store is unreachable or unfit, if it is."""
+    checked_at: Time | None = None
+    """When the store was last checked."""
+
+
+class StorageMappingStatus(StatusModel):
+    """Observed state of a StorageMapping."""
+
+    observed_generation: int | None = None
+    """The metadata.generation this status describes."""
+    conditions: Conditions = Field(default_factory=list)
+    """Ready is True when the first store is reachable and honours conditional writes."""
+    bucket_reachable: bool | None = None
+    """Whether the first store (where new data goes) is reachable."""
+    conditional_writes: bool | None = None
+    """Whether the first store honours conditional writes (If-None-Match: *)."""
+    stores: Annotated[list[StoreStatus], Field(max_length=8)] = Field(default_factory=list)
+    """One entry per store, in the order of spec.stores."""
+
+
+class StorageMapping(Resource):
+    """Buckets in object storage for recovery logs and collection journals.
+
+    New data goes to the first store; all stores are read. The status says whether the
+    first bucket is reachable and honours conditional writes, which fencing depends on.
+    """
+
+    KIND: ClassVar[str] = "StorageMapping"
+    PLURAL: ClassVar[str] = "storagemappings"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("skm",)
+    PRINTER_COLUMNS: ClassVar[tuple[PrinterColumn, ...]] = (
+        PrinterColumn(
+            name="Bucket",
+            type="string",
+            json_path=".spec.stores[0].bucket",
+            description="Bucket that new data goes to",
+        ),
+        PrinterColumn(
+            name="Prefix",
+            type="string",
+            json_path=".spec.stores[0].prefix",
+            description="Prefix in that bucket",
+            priority=1,
+        ),
+        PrinterColumn(
+            name="Reachable",
+            type="boolean",
+            json_path=".status.bucketReachable",
+            description="Whether the first bucket is reachable",
+        ),
+        PrinterColumn(
+            name="Conditional Writes",
+            type="boolean",
+            json_path=".status.conditionalWrites",
+            description="Whether the first bucket honours If-None-Match: *",
+        ),
+        ready_column("Whether the mapping is usable"),
+        AGE_COLUMN,
+    )
+
+    spec: StorageMappingSpec
+    status: StorageMappingStatus = Field(default_factory=StorageMappingStatus)
