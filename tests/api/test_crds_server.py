@@ -323,7 +323,7 @@ def _tables(output: str) -> dict[str, dict[str, dict[str, str]]]:
 
 def test_kubectl_explain_shows_the_models_descriptions(crds: list[str], kubectl: Kubectl) -> None:
     def explain() -> str | None:
-        proc = kubectl("explain", "tasks.spec.shards", check=False)
+        proc = kubectl("explain", "task.spec.shards", check=False)
         return proc.stdout if proc.returncode == 0 and "maxTxnDuration" in proc.stdout else None
 
     text = wait_for(explain, timeout=60, what="the Task schema in the published OpenAPI")

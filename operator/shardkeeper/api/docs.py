@@ -63,6 +63,8 @@ def _type_name(node: Schema) -> str:
         return f"map of string to {_type_name(node['additionalProperties'])}"
     if kind == "object" and "properties" not in node:
         return "object (any fields)"
+    if "format" in node:
+        return f"{kind} ({node['format']})"
     return str(kind or "any")
 
 
