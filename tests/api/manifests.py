@@ -461,6 +461,36 @@ def invalid_manifests() -> list[Invalid]:
             "should match '^[A-Za-z_][A-Za-z0-9_]*$'",
         ),
         Invalid(
+            "region-with-underscores",
+            at(_mapping(), {"spec.stores[0].region": "us_east_1"}),
+            "spec.stores[0].region",
+            "should match '^[a-z0-9]+(-[a-z0-9]+)*$'",
+        ),
+        Invalid(
+            "secret-key-with-slash",
+            at(_mapping(), {"spec.stores[0].credentialsSecretRef.accessKeyIdKey": "aws/id"}),
+            "spec.stores[0].credentialsSecretRef.accessKeyIdKey",
+            "should match '^[-._a-zA-Z0-9]+$'",
+        ),
+        Invalid(
+            "postgres-host-as-url",
+            at(_materialization(), {f"{_PG}.host": "postgres://db"}),
+            f"{_PG}.host",
+            "should match",
+        ),
+        Invalid(
+            "toleration-key-not-a-qualified-name",
+            at(_capture(), {"spec.shards.tolerations": [{"key": "-dedicated-"}]}),
+            "spec.shards.tolerations[0].key",
+            "should match",
+        ),
+        Invalid(
+            "recovery-log-absolute",
+            at(shard(), {"spec.recoveryLog": "/recovery/default/x"}),
+            "spec.recoveryLog",
+            "should match",
+        ),
+        Invalid(
             "volume-size-not-a-quantity",
             at(_capture(), {"spec.shards.volumeSize": "lots"}),
             "spec.shards.volumeSize",
@@ -514,6 +544,12 @@ def invalid_manifests() -> list[Invalid]:
             at(_capture(), {"spec.shards.tolerations": [{"key": "k", "effect": "Evict"}]}),
             "spec.shards.tolerations[0].effect",
             'Unsupported value: "Evict"',
+        ),
+        Invalid(
+            "toleration-operator-unknown",
+            at(_capture(), {"spec.shards.tolerations": [{"key": "k", "operator": "In"}]}),
+            "spec.shards.tolerations[0].operator",
+            'Unsupported value: "In"',
         ),
         Invalid(
             "image-pull-policy-unknown",

@@ -3,6 +3,7 @@ server refuses it, and the rules, defaults and helpers say what the docs say."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -108,6 +109,47 @@ def test_the_invalid_table_is_long_enough_and_covers_every_rule() -> None:
     assert len({c.id for c in cases}) == len(cases)
     for message in _rule_messages():
         assert any(case.message in message for case in cases), f"no case for rule: {message}"
+
+
+def _schema_at(root: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """The schema of the field at a path like spec.stores[0].bucket or spec.tables.x."""
+    node = root
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        if index:
+            node = node.get("items", {})
+        elif name in node.get("properties", {}):
+            node = node["properties"][name]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return None
+    return node
+
+
+def _spec_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    nodes = [node]
+    for sub in node.get("properties", {}).values():
+        nodes += _spec_nodes(sub)
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            nodes += _spec_nodes(node[key])
+    return nodes
+
+
+def test_the_invalid_table_covers_every_pattern_and_enum_users_write() -> None:
+    roots = {k.KIND: crd(k)["spec"]["versions"][0]["schema"]["openAPIV3Schema"] for k in KINDS}
+    covered: set[str] = set()
+    for case in invalid_manifests():
+        node = _schema_at(roots[case.manifest["kind"]], case.field)
+        if node is not None:
+            covered |= {node.get("pattern", ""), repr(node.get("enum", ""))}
+    for kind, root in roots.items():
+        parts = root["properties"]
+        for node in _spec_nodes(parts["spec"]) + _spec_nodes(parts["metadata"]):
+            if "pattern" in node:
+                assert node["pattern"] in covered, f"{kind}: no case for {node['pattern']}"
+            if "enum" in node:
+                assert repr(node["enum"]) in covered, f"{kind}: no case for {node['enum']}"
 
 
 def _crd_rules(node: Any) -> list[dict[str, str]]:
