@@ -9,6 +9,7 @@ run again when it starts next.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ from typing import Any
 from shardkeeper.dev.node import timing
 from shardkeeper.dev.node.binder import Binder
 from shardkeeper.dev.node.informer import Cache, Informer
-from shardkeeper.dev.node.ipam import IpAllocator
+from shardkeeper.dev.node.ipam import POD_NETWORK, IpAllocator
 from shardkeeper.dev.node.kube import Kube, collection, key_of
 from shardkeeper.dev.node.layout import Layout
 from shardkeeper.dev.node.podmanager import PodManager
@@ -53,7 +54,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=[],
         help="serve this namespace (repeatable; default: all but kube-system)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--pod-network",
+        type=ipaddress.IPv4Network,
+        default=POD_NETWORK,
+        help=f"loopback addresses for pods (default: {POD_NETWORK}); give each node its own",
+    )
+    args = parser.parse_args(argv)
+    if not args.pod_network.is_loopback:
+        parser.error("--pod-network must be inside 127.0.0.0/8")
+    return args
 
 
 def base_env() -> dict[str, str]:
@@ -116,7 +126,7 @@ def main(argv: Sequence[str]) -> int:
         kube=kube,
         node_name=args.name,
         layout=layout,
-        ips=IpAllocator(),
+        ips=IpAllocator(args.pod_network),
         claims=claims,
         volumes=volumes,
         server=server,
