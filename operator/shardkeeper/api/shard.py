@@ -245,8 +245,18 @@ class ShardStatus(StatusModel):
     epoch: Annotated[int, Field(ge=0)] = 0
     """Epoch of the current primary; it grows by one with each new primary, which fences
     the previous one."""
-    replicas: Annotated[list[ReplicaStatus], Field(max_length=8)] = Field(default_factory=list)
-    """One entry per replica."""
+    replicas: Annotated[
+        list[ReplicaStatus],
+        Field(
+            max_length=8,
+            # a map keyed by pod, so each replica server-side-applies only its own entry
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["pod"],
+            },
+        ),
+    ] = Field(default_factory=list)
+    """One entry per replica, keyed by pod; each replica writes only its own."""
     checkpoint: Checkpoint | None = None
     """The last committed checkpoint."""
     recovery_log_head: Annotated[int, Field(ge=0)] | None = None
