@@ -118,6 +118,17 @@ def http_get(ip: str, path: str, port: int = 8080) -> str:
     return body.decode()
 
 
+def dev_logs(dev_env: environment.EnvInfo, *args: str) -> subprocess.CompletedProcess[str]:
+    """`shardkeeper dev logs`, as a user runs it."""
+    command = [sys.executable, "-m", "shardkeeper", "dev", "logs"]
+    return subprocess.run(
+        [*command, "--state-dir", str(dev_env.state_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def get(kube: Kube, path: str) -> dict[str, Any] | None:
     obj: dict[str, Any] | None = kube.get(path)
     return obj
@@ -436,22 +447,7 @@ def test_environment_volumes_and_in_cluster_api(
         return obj if phase in ("Succeeded", "Failed") else None
 
     done = wait_for(finished, timeout=90, what="the report pod to finish")
-    logs = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "shardkeeper",
-            "dev",
-            "logs",
-            "--state-dir",
-            str(dev_env.state_dir),
-            f"{namespace}/report",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
+    logs = dev_logs(dev_env, f"{namespace}/report").stdout
     assert done["status"]["phase"] == "Succeeded", logs
     report = json.loads([line for line in logs.splitlines() if line.startswith("{")][-1])
     assert report["env"] == {
@@ -741,22 +737,7 @@ def test_logs_command_shows_the_containers_output(
     )
 
     def logs(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "shardkeeper",
-                "dev",
-                "logs",
-                "--state-dir",
-                str(dev_env.state_dir),
-                f"{namespace}/two",
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        return dev_logs(dev_env, f"{namespace}/two", *args)
 
     assert "from first" in logs().stdout  # the first container is the default
     second = logs("-c", "second")
