@@ -137,18 +137,27 @@ class Journal:
         raise errors.JournalGap(self.name, offset, later[0] if later else None)
 
     def read(
-        self, offset: int, until: int | None = None, *, read_ahead: int = DEFAULT_READ_AHEAD
+        self,
+        offset: int,
+        until: int | None = None,
+        *,
+        read_ahead: int = DEFAULT_READ_AHEAD,
+        boundary: bool = False,
     ) -> Iterator[Fragment]:
         """Fragments holding ``[offset, until)`` (or up to the current head), verified.
 
         A fragment straddling ``offset`` or ``until`` is trimmed to the range. Fragments are
         fetched ``read_ahead`` at a time so a long read streams at the store's speed while
-        memory stays bounded by ``read_ahead`` fragments.
+        memory stays bounded by ``read_ahead`` fragments. ``boundary`` says the caller
+        knows ``offset`` is where a fragment begins or the head (it saves a full listing).
         """
         if until is not None and offset >= until:
             return
         infos = self.list_fragments(offset)
-        if not infos or infos[0].begin != offset:
+        if boundary:
+            if infos and infos[0].begin != offset:
+                raise errors.JournalGap(self.name, offset, infos[0].begin)
+        elif not infos or infos[0].begin != offset:
             # ``offset`` is inside a fragment, at the head, or its data is gone
             infos = self._locate(offset)
         check_contiguous(self.name, infos, infos[0].begin if infos else offset)

@@ -135,7 +135,9 @@ def replay(
             journal = segment.log.journal
             state.log = segment.log
             state.offset = offset
-            for fragment in journal.read(offset, segment.until, read_ahead=read_ahead):
+            for fragment in journal.read(
+                offset, segment.until, read_ahead=read_ahead, boundary=True
+            ):
                 if fragment.kind is FragmentKind.DATA:
                     where = journal.key(fragment.begin)
                     record = decode_record(where, fragment.payload)
