@@ -12,7 +12,7 @@ import pytest
 
 from shardkeeper.dev.node import timing
 from shardkeeper.dev.node.binder import binding, needs_binding
-from shardkeeper.dev.node.ipam import IpAllocator
+from shardkeeper.dev.node.ipam import IpAllocator, pod_network_for
 from shardkeeper.dev.node.probestate import ProbeSpec, ProbeState
 from shardkeeper.dev.node.process import (
     LaunchSpec,
@@ -60,6 +60,16 @@ def test_reserving_an_adopted_pods_address() -> None:
     assert not ips.reserve("c", "127.0.0.1")  # outside the pod network
     assert not ips.reserve("c", "not an ip")
     assert ips.allocate("d") == "127.9.0.6"  # after the adopted ones
+
+
+def test_each_state_dir_has_its_own_stable_pod_network() -> None:
+    networks = {pod_network_for(Path(f"/tmp/env-{i}/node")) for i in range(20)}
+    assert len(networks) > 10
+    assert pod_network_for(Path("/tmp/env-1/node")) == pod_network_for(Path("/tmp/env-1/node"))
+    for network in networks:
+        assert network.prefixlen == 16
+        assert network.is_loopback
+        assert not network.overlaps(ipaddress.IPv4Network("127.0.0.0/16"))
 
 
 def test_backoff_doubles_caps_and_resets() -> None:

@@ -1,18 +1,29 @@
 """Pod addresses: one loopback address per pod, so pods can share ports as on a cluster.
 
 All of 127.0.0.0/8 is local on Linux without any configuration. Pods get addresses from
-127.1.0.0/16, away from 127.0.0.1 (the node and the control plane) and 127.0.0.53 (a
-local resolver). Addresses are handed out round-robin so that a released one is not
-reused at once, as on a cluster, where a recreated pod gets a fresh IP.
+a /16 of 127.1.0.0 to 127.250.0.0, away from 127.0.0.1 (the node and the control plane)
+and 127.0.0.53 (a local resolver). Addresses are handed out round-robin so that a
+released one is not reused at once, as on a cluster, where a recreated pod gets a fresh IP.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import threading
+from pathlib import Path
 
 POD_NETWORK = ipaddress.IPv4Network("127.1.0.0/16")
 HOST_IP = "127.0.0.1"
+_NETWORKS = 250
+
+
+def pod_network_for(state_dir: Path) -> ipaddress.IPv4Network:
+    """A /16 chosen by the node's state dir: the same on every start of that node, and
+    most likely different for two environments on one machine, whose pods would
+    otherwise meet on the same addresses and ports."""
+    digest = hashlib.sha256(str(state_dir).encode()).digest()
+    return ipaddress.IPv4Network(f"127.{1 + int.from_bytes(digest[:4]) % _NETWORKS}.0.0/16")
 
 
 def _usable(address: ipaddress.IPv4Address) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 from shardkeeper.dev.node import timing
 from shardkeeper.dev.node.binder import Binder
 from shardkeeper.dev.node.informer import Cache, Informer
-from shardkeeper.dev.node.ipam import POD_NETWORK, IpAllocator
+from shardkeeper.dev.node.ipam import IpAllocator, pod_network_for
 from shardkeeper.dev.node.kube import Kube, collection, key_of
 from shardkeeper.dev.node.layout import Layout
 from shardkeeper.dev.node.podmanager import PodManager
@@ -36,6 +36,8 @@ from shardkeeper.dev.node.workqueue import WorkQueue
 log = logging.getLogger("shardkeeper.dev.node")
 
 EXCLUDED_NAMESPACES = frozenset({"kube-system"})
+# the node's own address (127.0.0.1) and local resolvers (127.0.0.53) live here
+RESERVED = ipaddress.IPv4Network("127.0.0.0/16")
 SYNC_TIMEOUT = 60.0
 
 
@@ -57,12 +59,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--pod-network",
         type=ipaddress.IPv4Network,
-        default=POD_NETWORK,
-        help=f"loopback addresses for pods (default: {POD_NETWORK}); give each node its own",
+        default=None,
+        help="loopback addresses for pods, such as 127.1.0.0/16 (default: a /16 derived "
+        "from the state dir); nodes on one machine need different ones",
     )
     args = parser.parse_args(argv)
-    if not args.pod_network.is_loopback:
-        parser.error("--pod-network must be inside 127.0.0.0/8")
+    if args.pod_network is None:
+        args.pod_network = pod_network_for(args.state_dir.resolve())
+    if not args.pod_network.is_loopback or args.pod_network.overlaps(RESERVED):
+        parser.error(f"--pod-network must be inside 127.0.0.0/8 and outside {RESERVED}")
     return args
 
 
