@@ -90,7 +90,11 @@ def locate_volume(lineage: Lineage, meta: CommitMeta) -> tuple[int, int] | str:
         fragment = journal.read_fragment(meta.begin)
         if fragment is None:
             return "it is ahead of the log: its last commit never reached the log"
-        record = decode_record(journal.key(meta.begin), fragment.payload)
+        record = (
+            decode_record(journal.key(meta.begin), fragment.payload)
+            if fragment.kind is FragmentKind.DATA
+            else None
+        )
         if not isinstance(record, CommitRecord) or record.commit_id != meta.commit_id:
             return (
                 f"it diverged: the log holds another writer's record (epoch "

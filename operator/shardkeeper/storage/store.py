@@ -145,6 +145,12 @@ class ShardStore:
         self._role = Role.STANDBY
         self._stopped_by: errors.StorageError | None = None
         self._conn: sqlite3.Connection | None = None
+        # queries run on a read-only connection of their own
+        self._reader: sqlite3.Connection | None = None
+        # SQLite authorizes a statement when it is prepared, and Python caches prepared
+        # statements by their text: the store's own statements carry a tag no task SQL
+        # has, so a task's "COMMIT" is never the store's cached, authorized one
+        self._tag = f" /* shardkeeper {os.urandom(8).hex()} */"
         self._mode = Mode.INTERNAL
         self._writer: JournalWriter | None = None
         self._tracker: WalTracker | None = None
@@ -370,6 +376,9 @@ class ShardStore:
             )
             self._snapshotter.start()
 
+    def _own(self, sql: str) -> str:
+        return sql + self._tag
+
     def _authorize(
         self, action: int, arg1: str | None, arg2: str | None, _db: str | None, _src: str | None
     ) -> int:
@@ -389,7 +398,7 @@ class ShardStore:
         self._lock.acquire()
         try:
             self._maybe_checkpoint()
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute(self._own("BEGIN IMMEDIATE"))
         except BaseException:
             self._lock.release()
             raise
@@ -403,7 +412,7 @@ class ShardStore:
         assert self._tracker is not None
         if self._wal_bytes_since_checkpoint < self.options.checkpoint_bytes:
             return
-        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self._conn.execute(self._own("PRAGMA wal_checkpoint(PASSIVE)")).fetchall()
         # whether or not it completed, wait for as much growth again before the next try
         self._wal_bytes_since_checkpoint = 0
 
@@ -413,7 +422,7 @@ class ShardStore:
         self._mode = Mode.INTERNAL
         self._txn = None
         try:
-            self._conn.execute("ROLLBACK")
+            self._conn.execute(self._own("ROLLBACK"))
         finally:
             self._lock.release()
 
@@ -440,13 +449,15 @@ class ShardStore:
         )
         try:
             if previous is None:
-                conn.execute(META_SCHEMA)
-            conn.execute(META_WRITE, (meta.log, meta.begin, meta.commit_id, meta.seq, meta.epoch))
-            conn.execute("COMMIT")
+                conn.execute(self._own(META_SCHEMA))
+            conn.execute(
+                self._own(META_WRITE), (meta.log, meta.begin, meta.commit_id, meta.seq, meta.epoch)
+            )
+            conn.execute(self._own("COMMIT"))
         except Exception:
             self._txn = None
             with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+                conn.execute(self._own("ROLLBACK"))
             self._lock.release()
             raise
         self._txn = None
@@ -499,11 +510,12 @@ class ShardStore:
             raise errors.NotPrimary("queries need the primary's open database")
         if self._txn is not None:
             raise errors.StorageError("use the open transaction's execute() instead")
-        self._mode = Mode.READ
-        try:
-            return self._conn.execute(sql, parameters).fetchall()
-        finally:
-            self._mode = Mode.INTERNAL
+        if self._reader is None:
+            self._reader = sqlite3.connect(
+                f"file:{self.volume.db}?mode=ro", uri=True, isolation_level=None
+            )
+            self._reader.set_authorizer(_read_only)
+        return self._reader.execute(sql, parameters).fetchall()
 
     # -- failure ---------------------------------------------------------------------------
 
@@ -537,6 +549,9 @@ class ShardStore:
         thread = self._snapshotter
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -639,3 +654,9 @@ class ShardStore:
     @property
     def last_snapshot(self) -> Manifest | None:
         return self._last_snapshot
+
+
+def _read_only(
+    action: int, arg1: str | None, arg2: str | None, _db: str | None, _src: str | None
+) -> int:
+    return authorize(Mode.READ, action, arg1, arg2)
