@@ -1,0 +1,76 @@
+"""The admin endpoints of a shard pod: ``/healthz``, ``/readyz`` and ``/metrics``.
+
+Served on ``POD_IP:SHARDKEEPER_ADMIN_PORT`` (never on every address: on the process node
+all pods share the host's network). Each check answers 200 or 503 with a one-line reason,
+so ``curl`` shows why a pod is not ready.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+Check = Callable[[], tuple[bool, str]]
+
+
+class AdminServer:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        healthy: Check,
+        ready: Check,
+        registry: CollectorRegistry,
+    ) -> None:
+        routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
+            "/healthz": lambda: _check(healthy),
+            "/readyz": lambda: _check(ready),
+            "/metrics": lambda: (200, CONTENT_TYPE_LATEST, generate_latest(registry)),
+        }
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                route = routes.get(self.path.split("?", 1)[0])
+                if route is None:
+                    code, kind, body = 404, "text/plain", b"not found\n"
+                else:
+                    try:
+                        code, kind, body = route()
+                    except Exception as exc:
+                        code, kind, body = 500, "text/plain", f"{exc}\n".encode()
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # probes every few seconds would drown the log
+
+        self._server = http.server.ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="admin-http", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _check(check: Check) -> tuple[int, str, bytes]:
+    ok, reason = check()
+    return (200 if ok else 503), "text/plain; charset=utf-8", f"{reason}\n".encode()

@@ -1,0 +1,397 @@
+"""Primary election with a ``coordination.k8s.io/v1`` Lease named after the shard.
+
+Every write is a create or a replace carrying the ``resourceVersion`` that was read, so two
+replicas racing for the Lease cannot both win: the loser gets 409 and reads again.
+
+Expiry is judged on this replica's own clock, never by comparing ``renewTime`` with it
+(clocks of two machines differ): a Lease held by another replica counts as expired only
+once its ``leaseDurationSeconds`` have passed since *this replica saw* the record last
+change. A holder renews every third of the duration, so it has two chances to renew
+before anyone can take over. A holder that could not renew for a whole duration (counted
+from when it *sent* its last successful renewal, which is no later than when anyone saw
+it) must assume the Lease is gone.
+
+The Lease only keeps the roles honest; the recovery log's fence is what protects data,
+so a replica that wrongly believes it holds the Lease still cannot commit after a newer
+primary fenced the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LEASE_API_VERSION = "coordination.k8s.io/v1"
+
+
+# --- pure: what the Lease says and what to write ----------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaseRecord:
+    """The spec of a Lease, as far as election goes."""
+
+    holder: str | None
+    duration_seconds: int
+    acquire_time: str | None
+    renew_time: str | None
+    transitions: int
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> LeaseRecord:
+        return cls(
+            holder=spec.get("holderIdentity") or None,
+            duration_seconds=int(spec.get("leaseDurationSeconds") or 0),
+            acquire_time=spec.get("acquireTime"),
+            renew_time=spec.get("renewTime"),
+            transitions=int(spec.get("leaseTransitions") or 0),
+        )
+
+    def to_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "leaseDurationSeconds": self.duration_seconds,
+            "leaseTransitions": self.transitions,
+        }
+        if self.holder:
+            spec["holderIdentity"] = self.holder
+        if self.acquire_time:
+            spec["acquireTime"] = self.acquire_time
+        if self.renew_time:
+            spec["renewTime"] = self.renew_time
+        return spec
+
+
+def micro_time(moment: datetime) -> str:
+    """A metav1.MicroTime: RFC 3339 with exactly six fractional digits, in UTC."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Verdict(enum.Enum):
+    ABSENT = "absent"  # no Lease object yet
+    MINE = "mine"
+    FREE = "free"  # released: no holder
+    EXPIRED = "expired"  # held by another, not renewed for a whole duration as we saw it
+    HELD = "held"  # held by another replica
+
+
+@dataclasses.dataclass(frozen=True)
+class Sighting:
+    """The Lease as this replica last saw it, and since when it has looked so."""
+
+    record: LeaseRecord
+    version: str | None  # metadata.resourceVersion: every write changes it
+    since: float  # monotonic
+
+
+def sight(
+    previous: Sighting | None, record: LeaseRecord, version: str | None, now: float
+) -> Sighting:
+    """The clock restarts whenever the Lease is written (a renewal, a new holder), even if
+    the holder's clock gave its renewal the same ``renewTime`` as the last one."""
+    if previous is not None and (previous.record, previous.version) == (record, version):
+        return previous
+    return Sighting(record, version, now)
+
+
+def _version(obj: dict[str, Any]) -> str | None:
+    version = (obj.get("metadata") or {}).get("resourceVersion")
+    return None if version is None else str(version)
+
+
+def assess(sighting: Sighting | None, me: str, now: float) -> Verdict:
+    if sighting is None:
+        return Verdict.ABSENT
+    record = sighting.record
+    if record.holder == me:
+        return Verdict.MINE
+    if not record.holder:
+        return Verdict.FREE
+    if now - sighting.since >= record.duration_seconds:
+        return Verdict.EXPIRED
+    return Verdict.HELD
+
+
+def claimed(previous: LeaseRecord | None, me: str, duration: int, now: datetime) -> LeaseRecord:
+    """The record that makes ``me`` the holder, from ``previous`` (``None``: no Lease yet)."""
+    stamp = micro_time(now)
+    if previous is not None and previous.holder == me:
+        return dataclasses.replace(previous, duration_seconds=duration, renew_time=stamp)
+    transitions = 0 if previous is None else previous.transitions + 1
+    return LeaseRecord(me, duration, stamp, stamp, transitions)
+
+
+def released(previous: LeaseRecord) -> LeaseRecord:
+    """The record after a clean hand-over: no holder, so the next replica need not wait."""
+    return dataclasses.replace(previous, holder=None)
+
+
+# --- I/O: the Lease object -----------------------------------------------------------------
+
+
+class LeaseApi:
+    """Reads and writes one Lease; a write returns ``None`` when it lost a race (409)."""
+
+    def __init__(
+        self,
+        api_client: Any,
+        namespace: str,
+        name: str,
+        *,
+        timeout: float,
+        owner: dict[str, Any] | None = None,
+    ) -> None:
+        from kubernetes import client
+
+        self.api = client.CoordinationV1Api(api_client)
+        self.namespace = namespace
+        self.name = name
+        self.timeout = timeout
+        self.owner = owner
+
+    def read(self) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = self.api.read_namespaced_lease(
+                self.name, self.namespace, _preload_content=False, _request_timeout=self.timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        body: dict[str, Any] = json.loads(response.data)
+        return body
+
+    def create(self, record: LeaseRecord) -> dict[str, Any] | None:
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if self.owner is not None:
+            # deleting the Shard deletes its Lease
+            metadata["ownerReferences"] = [self.owner]
+        body = {
+            "apiVersion": LEASE_API_VERSION,
+            "kind": "Lease",
+            "metadata": metadata,
+            "spec": record.to_spec(),
+        }
+        return self._write(
+            lambda: self.api.create_namespaced_lease(self.namespace, body, **_raw(self.timeout))
+        )
+
+    def replace(self, current: dict[str, Any], record: LeaseRecord) -> dict[str, Any] | None:
+        # ``current`` carries metadata.resourceVersion: the write fails if anyone wrote since
+        body = {**current, "spec": record.to_spec()}
+        return self._write(
+            lambda: self.api.replace_namespaced_lease(
+                self.name, self.namespace, body, **_raw(self.timeout)
+            )
+        )
+
+    @staticmethod
+    def _write(call: Callable[[], Any]) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = call()
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+        body: dict[str, Any] = json.loads(response.data)
+        return body
+
+
+def _raw(timeout: float) -> dict[str, Any]:
+    return {"_preload_content": False, "_request_timeout": timeout}
+
+
+# --- I/O: election steps -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+    holder: str | None  # who holds the Lease after this step, as far as we know
+    mine: bool  # we hold it, from a write that succeeded
+    sent_at: float  # monotonic time the successful write was sent (when ``mine``)
+
+
+class Elector:
+    """One election step at a time; the thread that drives it is :class:`LeaseKeeper`."""
+
+    def __init__(
+        self,
+        api: LeaseApi,
+        me: str,
+        duration: int,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.api = api
+        self.me = me
+        self.duration = duration
+        self._monotonic = monotonic
+        self._wall = wall
+        self._sighting: Sighting | None = None
+
+    def step(self, want: bool) -> StepResult:
+        """Observe the Lease; if ``want``, acquire it when free or expired, renew it if ours."""
+        for _ in range(3):  # a 409 means someone wrote in between: look again
+            sent_at = self._monotonic()
+            current = self.api.read()
+            record = None if current is None else LeaseRecord.from_spec(current.get("spec") or {})
+            if current is not None and record is not None:
+                self._sighting = sight(self._sighting, record, _version(current), self._monotonic())
+            verdict = assess(
+                self._sighting if record is not None else None, self.me, self._monotonic()
+            )
+            if not want or verdict is Verdict.HELD:
+                return StepResult(record.holder if record else None, False, 0.0)
+            new = claimed(record, self.me, self.duration, self._wall())
+            sent_at = self._monotonic()
+            written = self.api.create(new) if current is None else self.api.replace(current, new)
+            if written is not None:
+                if verdict is not Verdict.MINE:
+                    log.info(
+                        "took the Lease",
+                        extra={
+                            "previous_holder": record.holder if record else None,
+                            "why": verdict.value,
+                        },
+                    )
+                self._sighting = sight(self._sighting, new, _version(written), self._monotonic())
+                return StepResult(self.me, True, sent_at)
+        return StepResult(self._sighting.record.holder if self._sighting else None, False, 0.0)
+
+    def release(self) -> bool:
+        """Clear ``holderIdentity`` if we hold the Lease. True if we released it."""
+        for _ in range(3):
+            current = self.api.read()
+            if current is None:
+                return False
+            record = LeaseRecord.from_spec(current.get("spec") or {})
+            if record.holder != self.me:
+                return False
+            if self.api.replace(current, released(record)) is not None:
+                log.info("released the Lease")
+                return True
+        return False
+
+
+class LeaseKeeper:
+    """Runs election steps in a thread: fast polls while waiting, renewals at duration/3.
+
+    ``want`` says whether this replica may take the Lease (it is restored and tailing).
+    Losing the Lease is final for a keeper: ``lost`` is set and it never takes the Lease
+    again, because a replica that lost it must stop and start over as a standby.
+    """
+
+    def __init__(
+        self,
+        elector: Elector,
+        *,
+        poll: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.elector = elector
+        self.duration = float(elector.duration)
+        self.poll = poll
+        self.renew_every = self.duration / 3
+        self.want = threading.Event()
+        self.acquired = threading.Event()
+        self.lost = threading.Event()
+        self.changed = threading.Event()  # for whoever waits on any news
+        self._stop = threading.Event()
+        self._monotonic = monotonic
+        self._renewed_at: float | None = None  # send time of the last successful write
+        self._holder: str | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._failures = 0
+
+    @property
+    def holder(self) -> str | None:
+        with self._lock:
+            return self._holder
+
+    def held(self) -> bool:
+        """We hold the Lease: a write of ours succeeded less than a duration ago."""
+        with self._lock:
+            renewed = self._renewed_at
+        return (
+            renewed is not None
+            and not self.lost.is_set()
+            and self._monotonic() - renewed < self.duration
+        )
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def release(self) -> bool:
+        """Stop stepping, then hand the Lease over if we hold it."""
+        self.stop()
+        if self._renewed_at is None or self.lost.is_set():
+            return False
+        try:
+            return self.elector.release()
+        except Exception as exc:
+            log.warning("could not release the Lease: %s", exc)
+            return False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._check_expiry()
+            want = self.want.is_set() and not self.lost.is_set()
+            try:
+                result = self.elector.step(want)
+            except Exception as exc:
+                self._failures += 1
+                # every failure while holding matters; while waiting, say it once in a while
+                if self._renewed_at is not None or self._failures % 20 == 1:
+                    log.warning("Lease step failed (%d in a row): %s", self._failures, exc)
+            else:
+                self._failures = 0
+                self._record(result)
+            self._check_expiry()
+            self._stop.wait(self.renew_every if self.held() else self.poll)
+
+    def _record(self, result: StepResult) -> None:
+        with self._lock:
+            self._holder = result.holder
+            had = self._renewed_at is not None
+            if result.mine:
+                self._renewed_at = result.sent_at
+        if result.mine and not had:
+            self.acquired.set()
+        elif had and not result.mine and result.holder != self.elector.me:
+            self._lose(f"the Lease is now held by {result.holder or 'nobody'}")
+        self.changed.set()
+
+    def _check_expiry(self) -> None:
+        with self._lock:
+            renewed = self._renewed_at
+        if renewed is None or self.lost.is_set():
+            return
+        elapsed = self._monotonic() - renewed
+        if elapsed >= self.duration:
+            self._lose(f"the Lease was not renewed for {elapsed:.1f}s")
+
+    def _lose(self, why: str) -> None:
+        if not self.lost.is_set():
+            log.error("lost the Lease: %s", why)
+            self.lost.set()
+            self.changed.set()

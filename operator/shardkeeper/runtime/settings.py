@@ -1,0 +1,72 @@
+"""What the operator tells a shard pod through its environment (see docs/shard-pod.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+from pathlib import Path
+
+DEFAULT_DATA_DIR = "/var/lib/shardkeeper"
+DEFAULT_ADMIN_PORT = 8081
+DEFAULT_LEASE_DURATION = 15.0
+
+
+class SettingsError(ValueError):
+    """The pod's environment is missing or has a bad variable; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PodSettings:
+    shard: str
+    pod: str
+    namespace: str
+    pod_ip: str
+    data_dir: Path
+    admin_port: int
+    lease_duration: float
+    log_level: str | None
+    # set when run by hand; in a pod the service account's in-cluster config is used
+    kubeconfig: str | None
+
+
+def _required(env: Mapping[str, str], name: str, meaning: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise SettingsError(f"{name} is not set: it names {meaning} (see docs/shard-pod.md)")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={raw!r} must be between {low:g} and {high:g}")
+    return value
+
+
+def settings_from_env(env: Mapping[str, str]) -> PodSettings:
+    pod_ip = env.get("POD_IP", "").strip() or "127.0.0.1"
+    try:
+        ipaddress.ip_address(pod_ip)
+    except ValueError:
+        raise SettingsError(f"POD_IP={pod_ip!r} is not an IP address") from None
+    port = _number(env, "SHARDKEEPER_ADMIN_PORT", DEFAULT_ADMIN_PORT, 1, 65535)
+    if port != int(port):
+        raise SettingsError(f"SHARDKEEPER_ADMIN_PORT={port:g} is not a whole number")
+    return PodSettings(
+        shard=_required(env, "SHARDKEEPER_SHARD", "the Shard this pod runs"),
+        pod=_required(env, "POD_NAME", "this replica (fieldRef metadata.name)"),
+        namespace=_required(env, "POD_NAMESPACE", "the namespace (fieldRef metadata.namespace)"),
+        pod_ip=pod_ip,
+        data_dir=Path(env.get("SHARDKEEPER_DATA_DIR", "").strip() or DEFAULT_DATA_DIR),
+        admin_port=int(port),
+        lease_duration=_number(env, "SHARDKEEPER_LEASE_DURATION", DEFAULT_LEASE_DURATION, 1, 3600),
+        log_level=env.get("SHARDKEEPER_LOG_LEVEL", "").strip() or None,
+        kubeconfig=env.get("KUBECONFIG", "").strip() or None,
+    )

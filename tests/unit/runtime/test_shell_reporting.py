@@ -1,0 +1,161 @@
+"""What a replica applies to its Shard's status, and when."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from shardkeeper.api.shard import Checkpoint, CommitPoint, ReplicaState, ReplicaStatus
+from shardkeeper.runtime.reporting import (
+    MESSAGE_LIMIT,
+    PRIMARY_MANAGER,
+    PrimaryStatus,
+    StatusReporter,
+    clip_message,
+    is_due,
+    is_urgent,
+    primary_apply,
+    replica_apply,
+)
+
+AT = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def standby(lag: int = 0, message: str = "") -> ReplicaStatus:
+    return ReplicaStatus(
+        pod="replica-1",
+        state=ReplicaState.STANDBY,
+        epoch=3,
+        last_commit=CommitPoint(offset=100),
+        lag=lag,
+        recovery_log_head=100,
+        message=message,
+    )
+
+
+def test_replica_apply_holds_only_its_own_entry_in_camel_case() -> None:
+    body = replica_apply("ns", "t-00000000-00000000", standby())
+    assert body["apiVersion"] == "shardkeeper.io/v1alpha1"
+    assert body["kind"] == "Shard"
+    assert body["metadata"] == {"name": "t-00000000-00000000", "namespace": "ns"}
+    assert body["status"] == {
+        "replicas": [
+            {
+                "pod": "replica-1",
+                "state": "STANDBY",
+                "epoch": 3,
+                "lastCommit": {"offset": 100},
+                "lag": 0,
+                "recoveryLogHead": 100,
+                "message": "",
+            }
+        ]
+    }
+
+
+def test_a_long_message_is_clipped_to_what_the_schema_takes() -> None:
+    message = clip_message("x" * 10_000)
+    assert len(message) == MESSAGE_LIMIT
+    assert message.endswith("...")
+    assert standby(message=message).message == message
+    assert clip_message("short") == "short"
+
+
+def test_primary_apply_never_touches_the_operators_fields() -> None:
+    checkpoint = Checkpoint(
+        committed_at=AT, transactions=7, recovery_log_offset=900, sources={"a/b": 12}
+    )
+    body = primary_apply("ns", "s", PrimaryStatus("replica-0", 4, checkpoint, 900, 5))
+    assert body["status"] == {
+        "primary": "replica-0",
+        "epoch": 4,
+        "checkpoint": {
+            "committedAt": "2024-05-01T12:00:00Z",
+            "transactions": 7,
+            "recoveryLogOffset": 900,
+            "sources": {"a/b": 12},
+        },
+        "recoveryLogHead": 900,
+        "lag": 5,
+    }
+    handed_over = primary_apply("ns", "s", PrimaryStatus(None, 4))
+    assert handed_over["status"] == {"epoch": 4}
+
+
+def test_state_and_message_changes_are_urgent_progress_is_not() -> None:
+    before = replica_apply("ns", "s", standby(lag=1))
+    assert is_urgent(None, before)
+    assert not is_urgent(before, replica_apply("ns", "s", standby(lag=99)))
+    assert is_urgent(before, replica_apply("ns", "s", standby(message="boom")))
+    primary = standby().model_copy(update={"state": ReplicaState.PRIMARY})
+    assert is_urgent(before, replica_apply("ns", "s", primary))
+    one = primary_apply("ns", "s", PrimaryStatus("a", 1))
+    assert is_urgent(one, primary_apply("ns", "s", PrimaryStatus("b", 2)))
+    assert not is_urgent(one, primary_apply("ns", "s", PrimaryStatus("a", 1, lag=3)))
+
+
+def test_progress_is_applied_at_most_every_min_interval() -> None:
+    applied = replica_apply("ns", "s", standby(lag=1))
+    moved = replica_apply("ns", "s", standby(lag=2))
+    assert not is_due(applied, applied, 0.0, 100.0, 1.0)
+    assert not is_due(None, applied, 0.0, 100.0, 1.0)
+    assert not is_due(moved, applied, 10.0, 10.5, 1.0)
+    assert is_due(moved, applied, 10.0, 11.0, 1.0)
+    failed = replica_apply("ns", "s", standby(message="bad"))
+    assert is_due(failed, applied, 10.0, 10.1, 1.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_reporter_sends_urgent_changes_at_once_and_holds_progress_back() -> None:
+    sent: list[tuple[str, dict[str, Any]]] = []
+    clock = Clock()
+    reporter = StatusReporter(
+        lambda manager, body: sent.append((manager, body)),
+        "ns",
+        "s",
+        "replica-1",
+        min_interval=1.0,
+        monotonic=clock,
+    )
+    reporter.replica(standby(lag=1))
+    reporter._pass()
+    reporter.replica(standby(lag=2))
+    wait = reporter._pass()
+    assert [m for m, _ in sent] == ["shardkeeper-replica-replica-1"]
+    assert 0 < wait <= 1.0
+    clock.now += 1.0
+    reporter._pass()
+    assert len(sent) == 2
+    assert sent[-1][1]["status"]["replicas"][0]["lag"] == 2
+    reporter.primary(PrimaryStatus("replica-1", 5))
+    reporter._pass()
+    assert sent[-1][0] == PRIMARY_MANAGER
+
+
+def test_reporter_retries_a_failed_apply_after_a_pause() -> None:
+    calls: list[dict[str, Any]] = []
+    clock = Clock()
+
+    def apply(manager: str, body: dict[str, Any]) -> None:
+        calls.append(body)
+        if len(calls) == 1:
+            raise RuntimeError("API server unavailable")
+
+    reporter = StatusReporter(apply, "ns", "s", "r", retry_after=2.0, monotonic=clock)
+    reporter.replica(standby())
+    reporter._pass()
+    reporter._pass()
+    assert len(calls) == 1
+    clock.now += 2.0
+    reporter._pass()
+    assert len(calls) == 2
+    reporter._pass()
+    assert len(calls) == 2
+    assert reporter.flush()
