@@ -1,0 +1,99 @@
+"""What a derivation is to the processor: migrations, then one call per source document.
+
+Both kinds (SQL lambdas, Python plug-ins) run inside the shard store's open transaction,
+so what they change in the store commits together with the checkpoint and the outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from shardkeeper.runtime.checkpoint import SavedState, SourceOffset, record_migrations
+from shardkeeper.runtime.documents import Document
+from shardkeeper.runtime.errors import DocumentRejected
+from shardkeeper.runtime.messages import CapturedDocuments, SourceDocument
+from shardkeeper.runtime.outputs import OutputBuffer
+from shardkeeper.runtime.routing import KeyExtractor, MissingKey
+from shardkeeper.runtime.schemas import DocumentSchema
+from shardkeeper.storage.store import ShardStore, Transaction
+
+
+class SqlHandle(Protocol):
+    """The open store transaction, as task code sees it."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> Any: ...
+
+
+class Deriver(Protocol):
+    def pending_migrations(self, applied: Sequence[str]) -> list[str]:
+        """Migrations not yet run; raises :class:`.errors.TaskMisconfigured` if ``applied`` (what
+        the store ran) is not a prefix of the task's migrations."""
+        ...
+
+    def migrate(self, txn: SqlHandle, migrations: Sequence[str], first: int) -> None:
+        """Run ``migrations`` (numbered from ``first``)."""
+        ...
+
+    def derive(self, txn: SqlHandle, source: str, document: Document) -> list[Document]:
+        """Outputs of one source document; raises :class:`.errors.DocumentRejected`."""
+        ...
+
+
+class DerivationHandler:
+    """Checks each source document, runs the derivation on it, checks and frames outputs."""
+
+    def __init__(
+        self,
+        deriver: Deriver,
+        sources: Mapping[str, DocumentSchema],
+        output: str,
+        output_schema: DocumentSchema,
+        output_key: KeyExtractor,
+    ) -> None:
+        self.deriver = deriver
+        self.sources = dict(sources)
+        self.output = output
+        self.output_schema = output_schema
+        self.output_key = output_key
+
+    def open(self, store: ShardStore, saved: SavedState) -> dict[str, SourceOffset] | None:
+        pending = self.deriver.pending_migrations(saved.migrations)
+        if pending:
+            first = len(saved.migrations)
+            with store.transaction() as txn:
+                self.deriver.migrate(txn, pending, first)
+                record_migrations(txn, first, pending)
+        return None
+
+    def apply(
+        self,
+        txn: Transaction,
+        message: SourceDocument | CapturedDocuments,
+        outputs: OutputBuffer,
+    ) -> int:
+        if not isinstance(message, SourceDocument):
+            raise TypeError(f"a derivation reads source documents, not {message!r}")
+        document = message.document
+        problem = self.sources[message.collection].problem(document)
+        if problem is not None:
+            raise DocumentRejected(problem)
+        for output in self.deriver.derive(txn, message.collection, document):
+            problem = self.output_schema.problem(output)
+            if problem is not None:
+                raise DocumentRejected(f"an output fails: {problem}")
+            try:
+                self.output_key.values(output)
+            except MissingKey as exc:
+                raise DocumentRejected(f"an output lacks its key: {exc}") from None
+            outputs.add(self.output, output)
+        return 1
+
+    def before_commit(self, checkpoint: Mapping[str, SourceOffset]) -> int:
+        return 0
+
+    def discard(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None

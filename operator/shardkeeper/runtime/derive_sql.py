@@ -1,0 +1,181 @@
+"""SQL derivations in SQLite, on the model of Flow's SQLite derivations.
+
+Migrations
+    Statements run once each, in order, in the shard store; the store records which ran
+    (``_shardkeeper_migrations``). A migration already run must not change: the shard
+    refuses to start if one did.
+
+Lambdas
+    One per source collection: one or more statements separated by ``;``, run for each
+    document of that source in the shard's open transaction. Parameters are bound by name
+    from the document: ``$id`` is the top-level field ``id``, ``$customer$name`` the value
+    at ``/customer/name``; a missing value is ``NULL``; objects and arrays are bound as JSON
+    text, booleans as 1 and 0. ``$flow_document`` is the whole document as JSON text.
+
+Outputs
+    Every row a statement returns (a ``SELECT``, or ``RETURNING``) is an output document:
+    each column is a field, named by the column; a column named ``a$b`` sets ``/a/b``. A row
+    with the single column ``flow_document`` holding a JSON object is that document.
+
+Task SQL may not name the runtime's ``_shardkeeper_`` tables, and may not begin or end
+transactions (the store refuses both).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from shardkeeper.runtime.checkpoint import RESERVED_PREFIX
+from shardkeeper.runtime.derivation import SqlHandle
+from shardkeeper.runtime.documents import MISSING, Document, resolve_tokens
+from shardkeeper.runtime.errors import DocumentRejected, TaskMisconfigured
+
+WHOLE_DOCUMENT = "flow_document"
+NESTING = "$"
+
+
+def split_statements(sql: str) -> list[str]:
+    """The statements of ``sql``, split at the ``;`` that end them (not those in strings,
+    comments or trigger bodies); blank ones dropped."""
+    statements = []
+    current: list[str] = []
+    for piece in sql.split(";"):
+        current.append(piece)
+        candidate = ";".join(current) + ";"
+        if sqlite3.complete_statement(candidate):
+            statements.append(candidate)
+            current = []
+    rest = ";".join(current)
+    if rest.strip():
+        statements.append(rest)
+    return [s for s in statements if _has_code(s)]
+
+
+def _has_code(statement: str) -> bool:
+    """Whether a statement is more than blanks, comments and ``;``."""
+    text = statement
+    while True:
+        text = text.lstrip().lstrip(";").lstrip()
+        if text.startswith("--"):
+            newline = text.find("\n")
+            text = "" if newline < 0 else text[newline + 1 :]
+        elif text.startswith("/*"):
+            close = text.find("*/")
+            text = "" if close < 0 else text[close + 2 :]
+        else:
+            return bool(text)
+
+
+class DocumentParameters(dict[str, Any]):
+    """Binds ``$name`` parameters from a document, resolving each name on first use.
+
+    sqlite3 looks named parameters up with ``[]`` on a dict subclass, so only the names a
+    statement uses are ever resolved.
+    """
+
+    def __init__(self, document: Document) -> None:
+        super().__init__()
+        self.document = document
+
+    def __missing__(self, name: str) -> Any:
+        if name == WHOLE_DOCUMENT:
+            value: Any = json.dumps(self.document, separators=(",", ":"), ensure_ascii=False)
+        else:
+            value = _bindable(resolve_tokens(self.document, name.split(NESTING)))
+        self[name] = value
+        return value
+
+
+def _bindable(value: Any) -> Any:
+    if value is MISSING:
+        return None
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return value
+
+
+def row_document(columns: Sequence[str], row: Sequence[Any]) -> Document:
+    """The output document of one returned row."""
+    if len(columns) == 1 and columns[0] == WHOLE_DOCUMENT:
+        return _whole_document(row[0])
+    document: Document = {}
+    for column, value in zip(columns, row, strict=True):
+        if isinstance(value, bytes):
+            raise DocumentRejected(f"column {column!r} returned a BLOB, which JSON cannot hold")
+        target = document
+        *parents, leaf = column.split(NESTING)
+        for parent in parents:
+            child = target.setdefault(parent, {})
+            if not isinstance(child, dict):
+                raise DocumentRejected(f"column {column!r} nests under a non-object field")
+            target = child
+        target[leaf] = value
+    return document
+
+
+def _whole_document(value: Any) -> Document:
+    try:
+        parsed = json.loads(value) if isinstance(value, str | bytes) else None
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise DocumentRejected(f"column {WHOLE_DOCUMENT} must hold a JSON object, not {value!r}")
+    return parsed
+
+
+def _check_unreserved(what: str, sql: str) -> None:
+    if RESERVED_PREFIX in sql.lower():
+        raise TaskMisconfigured(
+            f"{what} names a {RESERVED_PREFIX}* table: those hold the shard's checkpoint "
+            "and belong to the runtime"
+        )
+
+
+class SqlDeriver:
+    """Runs a task's ``derive.sql``."""
+
+    def __init__(self, migrations: Sequence[str], lambdas: Mapping[str, str]) -> None:
+        for index, migration in enumerate(migrations):
+            _check_unreserved(f"migration {index}", migration)
+        for source, sql in lambdas.items():
+            _check_unreserved(f"the lambda of {source}", sql)
+        self.migrations = list(migrations)
+        self.lambdas = {source: split_statements(sql) for source, sql in lambdas.items()}
+        empty = [source for source, statements in self.lambdas.items() if not statements]
+        if empty:
+            raise TaskMisconfigured(f"the lambda of {empty[0]} holds no SQL statement")
+
+    def pending_migrations(self, applied: Sequence[str]) -> list[str]:
+        for index, ran in enumerate(applied):
+            if index >= len(self.migrations) or self.migrations[index] != ran:
+                raise TaskMisconfigured(
+                    f"migration {index} was changed or removed after it ran; migrations are "
+                    "append-only: restore it and add a new migration instead"
+                )
+        return self.migrations[len(applied) :]
+
+    def migrate(self, txn: SqlHandle, migrations: Sequence[str], first: int) -> None:
+        for index, migration in enumerate(migrations, start=first):
+            try:
+                for statement in split_statements(migration):
+                    txn.execute(statement)
+            except sqlite3.Error as exc:
+                raise TaskMisconfigured(f"migration {index} failed: {exc}") from None
+
+    def derive(self, txn: SqlHandle, source: str, document: Document) -> list[Document]:
+        parameters = DocumentParameters(document)
+        outputs: list[Document] = []
+        for statement in self.lambdas[source]:
+            try:
+                cursor = txn.execute(statement, parameters)
+                if cursor.description is None:
+                    continue
+                columns = [d[0] for d in cursor.description]
+                rows = cursor.fetchall()
+            except sqlite3.Error as exc:
+                raise DocumentRejected(f"the lambda of {source} failed: {exc}") from None
+            outputs.extend(row_document(columns, row) for row in rows)
+        return outputs

@@ -1,0 +1,170 @@
+"""Documents in journals: JSON-lines framing, JSON pointers and document UUIDs. Pure.
+
+A collection journal's payload is a sequence of documents, each a JSON object written
+compactly (no insignificant whitespace, UTF-8) and ended by ``\\n``. A fragment always
+holds whole lines, so a document's offset (the journal offset of its first byte) and its
+end (the offset just past its ``\\n``) can be computed from any fragment alone.
+
+Every document a shard writes carries ``_meta.uuid``: a UUID version 5 of the journal name
+and the offset of the document's line. The same output at the same place always gets the
+same UUID, so a batch written again after a crash is byte for byte what the first attempt
+wrote.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+META = "_meta"
+UUID_FIELD = "uuid"
+# UUID namespace of Shardkeeper document ids (a fixed, random UUID)
+DOCUMENT_NAMESPACE = uuid.UUID("6f1d3c9e-5a0b-4e7c-9f21-8d3b7a64c2e5")
+
+Document = dict[str, Any]
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+"""What :func:`resolve` returns where a pointer leads nowhere."""
+
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class DocumentError(ValueError):
+    """A line of a journal, or a posted body, is not a JSON object."""
+
+
+def encode_line(document: Mapping[str, Any]) -> bytes:
+    """One document as a compact JSON line, ending in a newline."""
+    return (_encoder.encode(document) + "\n").encode()
+
+
+def document_uuid(journal: str, offset: int) -> str:
+    """The UUID of the document whose line begins at ``offset`` of ``journal``."""
+    return str(uuid.uuid5(DOCUMENT_NAMESPACE, f"{journal}@{offset}"))
+
+
+def with_uuid(document: Mapping[str, Any], doc_uuid: str) -> Document:
+    """A copy of ``document`` whose ``_meta.uuid`` is ``doc_uuid`` (other ``_meta`` kept)."""
+    meta = document.get(META)
+    merged = dict(meta) if isinstance(meta, Mapping) else {}
+    merged[UUID_FIELD] = doc_uuid
+    return {**document, META: merged}
+
+
+def uuid_of(document: Mapping[str, Any]) -> str | None:
+    meta = document.get(META)
+    if isinstance(meta, Mapping):
+        value = meta.get(UUID_FIELD)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Line:
+    """One line of a journal: where it sits, and its bytes without the newline."""
+
+    begin: int
+    end: int
+    data: bytes
+
+
+def split_lines(payload: bytes, begin: int) -> Iterator[Line]:
+    """The lines of a fragment payload that starts at journal offset ``begin``.
+
+    A last line without a newline is still a line (its end is the payload's end): only a
+    writer that does not follow the framing produces one, and the parser then says so.
+    """
+    start = 0
+    size = len(payload)
+    while start < size:
+        stop = payload.find(b"\n", start)
+        if stop < 0:
+            yield Line(begin + start, begin + size, payload[start:])
+            return
+        yield Line(begin + start, begin + stop + 1, payload[start:stop])
+        start = stop + 1
+
+
+def parse_line(data: bytes | str) -> Document:
+    """A document from one line; raises :class:`DocumentError` unless it is a JSON object."""
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DocumentError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise DocumentError(f"a document is a JSON object, not {type(value).__name__}")
+    return value
+
+
+def parse_body(body: bytes) -> list[Document]:
+    """Documents of a request body: one JSON object, a JSON array of objects, or NDJSON."""
+    text = body.strip()
+    if not text:
+        raise DocumentError("the body holds no document")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        # not one JSON value: newline-delimited documents, one per non-blank line
+        documents = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    documents.append(parse_line(line))
+                except DocumentError as exc:
+                    raise DocumentError(f"line {number}: {exc}") from None
+        return documents
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise DocumentError(
+                    f"document {index}: a document is a JSON object, not {type(item).__name__}"
+                )
+        return value
+    raise DocumentError(f"a document is a JSON object, not {type(value).__name__}")
+
+
+# --- JSON pointers (RFC 6901) ----------------------------------------------------------------
+
+
+def pointer_tokens(pointer: str) -> tuple[str, ...]:
+    """The reference tokens of a pointer: ``/a/b~1c`` -> ``("a", "b/c")``."""
+    if pointer == "":
+        return ()
+    if not pointer.startswith("/"):
+        raise ValueError(f"a JSON pointer starts with '/': {pointer!r}")
+    return tuple(t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/"))
+
+
+def resolve_tokens(document: Any, tokens: Iterable[str]) -> Any:
+    """The value at ``tokens`` in ``document``, or :data:`MISSING`."""
+    value = document
+    for token in tokens:
+        if isinstance(value, dict):
+            if token not in value:
+                return MISSING
+            value = value[token]
+        elif isinstance(value, list) and token.isdigit() and (token == "0" or token[0] != "0"):
+            index = int(token)
+            if index >= len(value):
+                return MISSING
+            value = value[index]
+        else:
+            return MISSING
+    return value
+
+
+def resolve(document: Any, pointer: str) -> Any:
+    """The value at JSON pointer ``pointer`` in ``document``, or :data:`MISSING`."""
+    return resolve_tokens(document, pointer_tokens(pointer))

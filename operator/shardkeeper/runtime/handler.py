@@ -1,0 +1,55 @@
+"""The two parts a task kind plugs into the processor: a feed and a handler.
+
+The **feed** fills the read channel: the readers of the source collections (derivations
+and materializations) or the HTTP ingest endpoint (captures). The **handler** applies each
+message inside the open store transaction and, for a materialization, commits to the
+endpoint before the store commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from shardkeeper.runtime.checkpoint import SavedState, SourceOffset
+from shardkeeper.runtime.messages import CapturedDocuments, SourceDocument
+from shardkeeper.runtime.outputs import OutputBuffer
+from shardkeeper.storage.store import ShardStore, Transaction
+
+
+class Feed(Protocol):
+    def start(self, checkpoint: Mapping[str, SourceOffset]) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def heads(self) -> dict[str, int]:
+        """The latest known head of each source journal (for lag)."""
+        ...
+
+
+class TaskHandler(Protocol):
+    def open(self, store: ShardStore, saved: SavedState) -> dict[str, SourceOffset] | None:
+        """Prepare on the primary store before the first transaction. A handler whose
+        endpoint holds the authoritative checkpoint returns it."""
+        ...
+
+    def apply(
+        self,
+        txn: Transaction,
+        message: SourceDocument | CapturedDocuments,
+        outputs: OutputBuffer,
+    ) -> int:
+        """Apply one message; returns how many documents it held. Raises
+        :class:`.errors.DocumentRejected` for a source document that fails."""
+        ...
+
+    def before_commit(self, checkpoint: Mapping[str, SourceOffset]) -> int:
+        """Commit to the endpoint, if any, with the transaction's full ``checkpoint``;
+        returns how many rows it wrote there."""
+        ...
+
+    def discard(self) -> None:
+        """Forget the current transaction (it rolled back)."""
+        ...
+
+    def close(self) -> None: ...

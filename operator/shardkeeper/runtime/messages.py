@@ -1,0 +1,76 @@
+"""What flows through a shard's read channel to its transaction loop.
+
+Readers of source journals put :class:`SourceDocument` (a document in the shard's ranges),
+:class:`SourceAdvance` (documents outside them were passed over, so the checkpoint moves
+on) and :class:`ReadFailure`; a capture's ingest endpoint puts :class:`CapturedDocuments`.
+:data:`WAKE` carries no data: it makes a waiting loop look at the clock again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+from shardkeeper.runtime.documents import Document
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceDocument:
+    """A document of a source collection within the shard's ranges."""
+
+    collection: str
+    journal: str
+    begin: int
+    end: int
+    # where reading resumes once this document is processed: the begin of its fragment,
+    # or the fragment's end when the document is the fragment's last
+    resume: int
+    document: Document
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceAdvance:
+    """Documents up to ``end`` were read and none of them is the shard's."""
+
+    journal: str
+    end: int
+    resume: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadFailure:
+    """A reader hit ``error`` (a :class:`.errors.TaskFailed` for a bad document)."""
+
+    error: BaseException
+
+
+class CapturedDocuments:
+    """Documents posted to a capture, waiting to be committed and then acknowledged."""
+
+    def __init__(self, collection: str, documents: list[Document]) -> None:
+        self.collection = collection
+        self.documents = documents
+        self.error: BaseException | None = None
+        self._settled = threading.Event()
+
+    def settle(self, error: BaseException | None = None) -> None:
+        """Called once: after the commit and its appends (``None``), or on failure."""
+        self.error = error
+        self._settled.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._settled.wait(timeout)
+
+    @property
+    def settled(self) -> bool:
+        return self._settled.is_set()
+
+
+class _Wake:
+    def __repr__(self) -> str:
+        return "WAKE"
+
+
+WAKE = _Wake()
+
+Message = SourceDocument | SourceAdvance | ReadFailure | CapturedDocuments | _Wake

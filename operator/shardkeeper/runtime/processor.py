@@ -1,0 +1,545 @@
+"""The processing core of a shard: transactions from source documents to committed state
+and exactly-once outputs.
+
+One **transaction loop** thread takes messages from the read channel (see
+:mod:`.transactions` for when a transaction stops reading), applies them in an open store
+transaction and writes the checkpoint and the framed outputs into it. A **committer**
+thread then commits the store (the record lands in the recovery log), appends the outputs
+at their recorded offsets and acknowledges (captured documents). Meanwhile the loop has
+begun the next transaction: while the previous store commit is in flight it holds up to
+``ringBufferSize`` messages, and it applies them as soon as that commit is in; it commits
+only once the previous transaction's outputs are appended, so commits never overlap and
+outputs go out in order. The feed threads keep reading ahead into the channel
+(``readChannelSize``) all along.
+
+On start, on a store that is already primary, the processor appends again whatever
+batches the last commit left pending (see :mod:`.outputs`), then runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from shardkeeper.api.collection import Collection
+from shardkeeper.api.meta import SecretKeyRef
+from shardkeeper.api.shard import Shard
+from shardkeeper.api.task import Task, TaskType
+from shardkeeper.runtime import checkpoint
+from shardkeeper.runtime.checkpoint import CommitRows, SourceOffset
+from shardkeeper.runtime.derivation import DerivationHandler, Deriver
+from shardkeeper.runtime.derive_python import PythonDeriver
+from shardkeeper.runtime.derive_sql import SqlDeriver
+from shardkeeper.runtime.errors import DocumentRejected, TaskFailed, TaskMisconfigured
+from shardkeeper.runtime.faults import NO_RUNTIME_FAULTS, RuntimeFaultPoint, RuntimeFaults
+from shardkeeper.runtime.handler import Feed, TaskHandler
+from shardkeeper.runtime.messages import (
+    WAKE,
+    CapturedDocuments,
+    Message,
+    ReadFailure,
+    SourceAdvance,
+    SourceDocument,
+)
+from shardkeeper.runtime.metrics import RuntimeMetrics
+from shardkeeper.runtime.outputs import OutputBatch, OutputBuffer, append_batch
+from shardkeeper.runtime.routing import KeyExtractor, Ranges
+from shardkeeper.runtime.schemas import DocumentSchema
+from shardkeeper.runtime.sources import ReaderOptions, Source, SourceReader
+from shardkeeper.runtime.storagemap import collection_journal
+from shardkeeper.runtime.transactions import TxnTiming
+from shardkeeper.storage import errors
+from shardkeeper.storage.journal import Journal
+from shardkeeper.storage.objectstore import ObjectStore
+from shardkeeper.storage.store import Role, ShardStore, Transaction
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "LastCommit",
+    "Processor",
+    "ProcessorOptions",
+    "Progress",
+    "ShardContext",
+    "TaskFailed",
+    "TransactionSummary",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardContext:
+    """Everything a shard's processor needs, resolved by the shell."""
+
+    namespace: str
+    task: Task
+    shard: Shard
+    collections: Mapping[str, Collection]  # every source and output collection, by name
+    objects: ObjectStore  # the StorageMapping's first store
+    prefix: str  # that store's prefix
+    resolve_secret: Callable[[SecretKeyRef], str]  # the Task's secret references
+    bind_host: str  # where a capture's ingest endpoint listens
+
+    @property
+    def shard_name(self) -> str:
+        name = self.shard.metadata.name
+        if not name:
+            raise ValueError("the Shard has no metadata.name")
+        return name
+
+    def collection(self, name: str) -> Collection:
+        try:
+            return self.collections[name]
+        except KeyError:
+            raise TaskMisconfigured(
+                f"collection {name!r} of task {self.task.metadata.name!r} was not found"
+            ) from None
+
+    def schema(self, name: str) -> DocumentSchema:
+        return DocumentSchema(self.collection(name).spec.document_schema, name=name)
+
+    def key(self, name: str) -> KeyExtractor:
+        return KeyExtractor.of(self.collection(name).spec.key)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessorOptions:
+    reader: ReaderOptions = dataclasses.field(default_factory=ReaderOptions)
+    # how often a loop with nothing to do looks at the stop event
+    idle_poll: float = 0.05
+    faults: RuntimeFaults = NO_RUNTIME_FAULTS
+    clock: Callable[[], float] = time.monotonic
+
+
+@dataclasses.dataclass(frozen=True)
+class LastCommit:
+    time: datetime
+    offset: int  # recovery-log offset just past the commit's record
+
+
+@dataclasses.dataclass(frozen=True)
+class TransactionSummary:
+    """The last committed transaction, as it ran."""
+
+    documents: int
+    outputs: int
+    reading_seconds: float  # first message to the close of reading
+    total_seconds: float  # first message to outputs appended
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    recovered: bool  # pending outputs re-appended and the feed started
+    transactions: int  # committed since the shard was created
+    last_commit: LastCommit | None
+    checkpoint: Mapping[str, int]  # source journal -> offset processed up to
+    lag_bytes: int
+    last_transaction: TransactionSummary | None
+
+
+@dataclasses.dataclass
+class _Open:
+    """The transaction the loop is building."""
+
+    started: float
+    documents: int = 0
+    sources: dict[str, SourceOffset] = dataclasses.field(default_factory=dict)
+    captured: list[CapturedDocuments] = dataclasses.field(default_factory=list)
+    txn: Transaction | None = None
+
+
+@dataclasses.dataclass(kw_only=True)
+class _Commit:
+    """One transaction between the loop and the committer: its events and its outcome."""
+
+    open: _Open
+    batches: list[OutputBatch]
+    checkpoint: dict[str, SourceOffset]
+    transactions: int
+    reading_closed: float
+    outputs: int
+    store_done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class Processor:
+    def __init__(
+        self,
+        ctx: ShardContext,
+        store: ShardStore,
+        metrics: RuntimeMetrics,
+        options: ProcessorOptions | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.store = store
+        self.metrics = metrics
+        self.options = options or ProcessorOptions()
+        self.timing = TxnTiming.of(ctx.task.spec)
+        self.ring_buffer_size = ctx.task.spec.shards.ring_buffer_size
+        self.channel: queue.Queue[Message] = queue.Queue(ctx.task.spec.shards.read_channel_size)
+        self._faults = self.options.faults
+        self._clock = self.options.clock
+        self._lock = threading.Lock()
+        self._progress = Progress(False, 0, None, {}, 0, None)
+        self._feed: Feed | None = None
+        self._handler: TaskHandler | None = None
+        self._outputs: OutputBuffer | None = None
+        self._checkpoint: dict[str, SourceOffset] = {}
+        self._appended: list[OutputBatch] = []
+        self._transactions = 0
+        self._previous: _Commit | None = None
+        self._committer: ThreadPoolExecutor | None = None
+
+    # -- the shell's view --------------------------------------------------------------------
+
+    def progress(self) -> Progress:
+        """A consistent snapshot, safe to call from any thread."""
+        with self._lock:
+            progress = self._progress
+        feed = self._feed
+        if feed is None:
+            return progress
+        lag = _lag(feed.heads(), progress.checkpoint)
+        self.metrics.lag_bytes.set(lag)
+        return dataclasses.replace(progress, lag_bytes=lag)
+
+    def run(self, stop: threading.Event) -> None:
+        """Recover, then run transactions until ``stop`` is set (the current one is
+        finished and committed first). Raises :class:`.errors.TaskError` (notably
+        :class:`TaskFailed`) for what a person must fix, and the storage layer's errors
+        (:class:`~shardkeeper.storage.errors.Fenced` when another primary took over)."""
+        if self.store.role is not Role.PRIMARY:
+            raise errors.NotPrimary(
+                f"the processor needs a primary store (this one is {self.store.role.value}): "
+                "call store.fence() first"
+            )
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="commit")
+        try:
+            self._start()
+            self._loop(stop)
+            self._wait_previous()
+        finally:
+            self._shutdown()
+
+    # -- start and stop ------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        ctx = self.ctx
+        checkpoint.ensure_tables(self.store)
+        saved = checkpoint.load(self.store)
+        journals = {
+            name: collection_journal(ctx.namespace, name, ctx.shard_name)
+            for name in ctx.task.spec.outputs
+        }
+        heads = dict(saved.output_heads)
+        for journal in journals.values():
+            if journal not in heads:
+                # a first output to this journal: start at its head, wherever it is
+                heads[journal] = Journal(ctx.objects, ctx.prefix + journal).head()
+        self._outputs = OutputBuffer(journals, heads)
+        for batch in saved.pending:
+            append_batch(ctx.objects, ctx.prefix, batch)
+        self._faults.reached(RuntimeFaultPoint.PENDING_REAPPENDED)
+        self._appended = list(saved.pending)
+        self._transactions = saved.transactions
+        self._handler = self._make_handler()
+        authoritative = self._handler.open(self.store, saved)
+        self._checkpoint = dict(saved.sources if authoritative is None else authoritative)
+        with self._lock:
+            self._progress = Progress(
+                True,
+                saved.transactions,
+                None,
+                {j: s.offset for j, s in self._checkpoint.items()},
+                0,
+                None,
+            )
+        self._feed = self._make_feed()
+        self._feed.start(self._checkpoint)
+
+    def _shutdown(self) -> None:
+        if self._feed is not None:
+            self._feed.stop()
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
+        stopping = errors.StoreClosed("the shard stopped before this was committed")
+        while True:
+            try:
+                message = self.channel.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(message, CapturedDocuments):
+                message.settle(stopping)
+        if self._handler is not None:
+            self._handler.close()
+
+    # -- task kinds ----------------------------------------------------------------------------
+
+    def _make_handler(self) -> TaskHandler:
+        ctx = self.ctx
+        spec = ctx.task.spec
+        if spec.type == TaskType.DERIVATION:
+            assert spec.derive is not None
+            deriver: Deriver
+            if spec.derive.sql is not None:
+                deriver = SqlDeriver(spec.derive.sql.migrations, spec.derive.sql.lambdas)
+            else:
+                assert spec.derive.python is not None
+                deriver = PythonDeriver(spec.derive.python.module)
+            output = spec.outputs[0]
+            return DerivationHandler(
+                deriver,
+                {name: ctx.schema(name) for name in spec.sources},
+                output,
+                ctx.schema(output),
+                ctx.key(output),
+            )
+        raise TaskMisconfigured(f"tasks of type {spec.type} are not supported yet")
+
+    def _make_feed(self) -> Feed:
+        ctx = self.ctx
+        sources = [Source(name, ctx.key(name)) for name in ctx.task.spec.sources]
+        return SourceReader(
+            ctx.objects,
+            ctx.prefix,
+            namespace=ctx.namespace,
+            sources=sources,
+            ranges=Ranges.of(ctx.shard.spec),
+            channel=self.channel,
+            options=self.options.reader,
+        )
+
+    # -- the transaction loop --------------------------------------------------------------------
+
+    def _loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            first = self._first_message(stop)
+            if first is None:
+                return
+            self._transaction(first, stop)
+
+    def _first_message(self, stop: threading.Event) -> Message | None:
+        """Wait for the message that begins a transaction; ``None`` once ``stop`` is set."""
+        while not stop.is_set():
+            previous = self._previous
+            if previous is not None and previous.done.is_set() and previous.error is not None:
+                raise previous.error
+            try:
+                message = self.channel.get(timeout=self.options.idle_poll)
+            except queue.Empty:
+                continue
+            if message is not WAKE:
+                return message
+        return None
+
+    def _transaction(self, first: Message, stop: threading.Event) -> None:
+        state = _Open(started=self._clock())
+        buffered = [first]
+        try:
+            self._hold_while_previous_commits(state, buffered, stop)
+            state.txn = self.store.begin()
+            for message in buffered:
+                self._apply(state, message)
+            buffered = []
+            self._read(state, stop)
+            commit = self._prepare_commit(state, self._clock())
+        except BaseException as exc:
+            self._abandon(state, buffered, exc)
+            raise
+        self._previous = commit
+        assert self._committer is not None
+        self._committer.submit(self._commit, commit)
+
+    def _hold_while_previous_commits(
+        self, state: _Open, buffered: list[Message], stop: threading.Event
+    ) -> None:
+        """While the store commits the previous transaction, take up to ringBufferSize
+        messages (and no later than maxTxnDuration); then wait for that commit."""
+        previous = self._previous
+        if previous is None:
+            return
+        timing = self.timing
+        while not previous.store_done.is_set():
+            elapsed = self._clock() - state.started
+            full = len(buffered) >= self.ring_buffer_size
+            if stop.is_set() or full or not timing.reading(elapsed):
+                previous.store_done.wait()
+                break
+            try:
+                message = self.channel.get(timeout=timing.remaining(elapsed))
+            except queue.Empty:
+                continue
+            if message is not WAKE:
+                buffered.append(message)
+        if previous.error is not None:
+            raise previous.error
+
+    def _read(self, state: _Open, stop: threading.Event) -> None:
+        """Apply messages while they are ready, at least minTxnDuration and at most
+        maxTxnDuration from the first one, or until ``stop`` is set."""
+        timing, clock = self.timing, self._clock
+        while not stop.is_set():
+            elapsed = clock() - state.started
+            if not timing.reading(elapsed):
+                return
+            try:
+                message = self.channel.get_nowait()
+            except queue.Empty:
+                wait = timing.wait_for_more(elapsed)
+                if wait <= 0:
+                    return
+                try:
+                    message = self.channel.get(timeout=min(wait, self.options.idle_poll))
+                except queue.Empty:
+                    continue
+            if message is not WAKE:
+                self._apply(state, message)
+
+    def _apply(self, state: _Open, message: Message) -> None:
+        assert state.txn is not None
+        assert self._handler is not None
+        assert self._outputs is not None
+        if isinstance(message, SourceDocument):
+            try:
+                state.documents += self._handler.apply(state.txn, message, self._outputs)
+            except DocumentRejected as exc:
+                raise TaskFailed(message.journal, message.begin, str(exc)) from None
+            state.sources[message.journal] = SourceOffset(message.end, message.resume)
+        elif isinstance(message, SourceAdvance):
+            state.sources[message.journal] = SourceOffset(message.end, message.resume)
+        elif isinstance(message, CapturedDocuments):
+            state.captured.append(message)
+            state.documents += self._handler.apply(state.txn, message, self._outputs)
+        elif isinstance(message, ReadFailure):
+            raise message.error
+
+    def _prepare_commit(self, state: _Open, reading_closed: float) -> _Commit:
+        """Write the checkpoint and outputs into the open transaction (after the previous
+        transaction is entirely done) and commit to the endpoint, if the task has one."""
+        assert state.txn is not None
+        assert self._handler is not None
+        assert self._outputs is not None
+        self._wait_previous()
+        outputs = self._outputs.documents
+        batches = self._outputs.seal(self.store.epoch)
+        full = {**self._checkpoint, **state.sources}
+        outputs += self._handler.before_commit(full)
+        rows = CommitRows(
+            sources=state.sources,
+            output_heads=self._outputs.heads,
+            appended=self._appended,
+            pending=batches,
+            transactions=self._transactions + 1,
+        )
+        checkpoint.write(state.txn, rows)
+        self._faults.reached(RuntimeFaultPoint.DOCUMENTS_APPLIED)
+        self._checkpoint = full
+        self._transactions += 1
+        self._appended = batches
+        return _Commit(
+            open=state,
+            batches=batches,
+            checkpoint=full,
+            transactions=self._transactions,
+            reading_closed=reading_closed,
+            outputs=outputs,
+        )
+
+    def _abandon(self, state: _Open, unapplied: list[Message], error: BaseException) -> None:
+        """Roll the open transaction back; the previous one may still finish."""
+        if state.txn is not None:
+            with contextlib.suppress(errors.StorageError):
+                self.store.rollback()
+        if self._outputs is not None:
+            self._outputs.discard()
+        if self._handler is not None:
+            self._handler.discard()
+        for message in [*state.captured, *unapplied]:
+            if isinstance(message, CapturedDocuments) and not message.settled:
+                message.settle(error)
+        previous = self._previous
+        if previous is not None:
+            previous.done.wait()
+
+    def _wait_previous(self) -> None:
+        previous = self._previous
+        if previous is None:
+            return
+        previous.done.wait()
+        if previous.error is not None:
+            raise previous.error
+
+    # -- the committer ----------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        with contextlib.suppress(queue.Full):
+            self.channel.put_nowait(WAKE)
+
+    def _commit(self, commit: _Commit) -> None:
+        try:
+            info = self.store.commit()
+        except BaseException as exc:
+            self._fail_commit(commit, exc)
+            commit.store_done.set()
+            self._wake()
+            return
+        commit.store_done.set()
+        self._wake()
+        try:
+            self.metrics.recovery_log_bytes_total.inc(info.end - info.begin)
+            self._faults.reached(RuntimeFaultPoint.STORE_COMMITTED)
+            for batch in commit.batches:
+                append_batch(self.ctx.objects, self.ctx.prefix, batch)
+                self._faults.reached(RuntimeFaultPoint.BATCH_APPENDED)
+            self._faults.reached(RuntimeFaultPoint.OUTPUTS_APPENDED)
+        except BaseException as exc:
+            self._fail_commit(commit, exc)
+            return
+        finished = self._clock()
+        state = commit.open
+        summary = TransactionSummary(
+            state.documents,
+            commit.outputs,
+            commit.reading_closed - state.started,
+            finished - state.started,
+        )
+        checkpoint_offsets = {j: s.offset for j, s in commit.checkpoint.items()}
+        with self._lock:
+            self._progress = Progress(
+                True,
+                commit.transactions,
+                LastCommit(datetime.now(UTC), info.end),
+                checkpoint_offsets,
+                self._progress.lag_bytes,
+                summary,
+            )
+        metrics = self.metrics
+        metrics.transactions_total.inc()
+        metrics.transaction_duration_seconds.observe(summary.total_seconds)
+        metrics.transaction_documents.observe(state.documents)
+        metrics.documents_in_total.inc(state.documents)
+        metrics.documents_out_total.inc(commit.outputs)
+        if self._feed is not None:
+            metrics.lag_bytes.set(_lag(self._feed.heads(), checkpoint_offsets))
+        for captured in state.captured:
+            captured.settle(None)
+        commit.done.set()
+
+    def _fail_commit(self, commit: _Commit, error: BaseException) -> None:
+        if not isinstance(error, errors.Fenced):
+            log.error("commit of transaction %d failed: %s", commit.transactions, error)
+        commit.error = error
+        for captured in commit.open.captured:
+            captured.settle(error)
+        commit.done.set()
+
+
+def _lag(heads: Mapping[str, int], offsets: Mapping[str, int]) -> int:
+    return sum(max(0, head - offsets.get(journal, 0)) for journal, head in heads.items())
