@@ -289,9 +289,10 @@ class Elector:
 class LeaseKeeper:
     """Runs election steps in a thread: fast polls while waiting, renewals at duration/3.
 
-    ``want`` says whether this replica may take the Lease (it is restored and tailing).
+    :meth:`stand` says this replica may take the Lease (it is restored and tailing).
     Losing the Lease is final for a keeper: ``lost`` is set and it never takes the Lease
     again, because a replica that lost it must stop and start over as a standby.
+    ``notify`` is called whenever the Lease is acquired or lost.
     """
 
     def __init__(
@@ -299,6 +300,7 @@ class LeaseKeeper:
         elector: Elector,
         *,
         poll: float,
+        notify: Callable[[], None] = lambda: None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.elector = elector
@@ -308,8 +310,9 @@ class LeaseKeeper:
         self.want = threading.Event()
         self.acquired = threading.Event()
         self.lost = threading.Event()
-        self.changed = threading.Event()  # for whoever waits on any news
+        self._notify = notify
         self._stop = threading.Event()
+        self._kick = threading.Event()
         self._monotonic = monotonic
         self._renewed_at: float | None = None  # send time of the last successful write
         self._holder: str | None = None
@@ -336,8 +339,14 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
         self._thread.start()
 
+    def stand(self) -> None:
+        """Stand for the Lease from now on, starting with a step right away."""
+        self.want.set()
+        self._kick.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._kick.set()
         if self._thread is not None:
             self._thread.join()
 
@@ -367,7 +376,8 @@ class LeaseKeeper:
                 self._failures = 0
                 self._record(result)
             self._check_expiry()
-            self._stop.wait(self.renew_every if self.held() else self.poll)
+            self._kick.wait(self.renew_every if self.held() else self.poll)
+            self._kick.clear()
 
     def _record(self, result: StepResult) -> None:
         with self._lock:
@@ -377,9 +387,9 @@ class LeaseKeeper:
                 self._renewed_at = result.sent_at
         if result.mine and not had:
             self.acquired.set()
+            self._notify()
         elif had and not result.mine and result.holder != self.elector.me:
             self._lose(f"the Lease is now held by {result.holder or 'nobody'}")
-        self.changed.set()
 
     def _check_expiry(self) -> None:
         with self._lock:
@@ -394,4 +404,4 @@ class LeaseKeeper:
         if not self.lost.is_set():
             log.error("lost the Lease: %s", why)
             self.lost.set()
-            self.changed.set()
+            self._notify()

@@ -94,7 +94,7 @@ class Hooks(Protocol):
 
     def processor(self, resources: ShardResources, store: ShardStore) -> Processing: ...
 
-    def lease(self, resources: ShardResources) -> LeaseKeeper: ...
+    def lease(self, resources: ShardResources, notify: Callable[[], None]) -> LeaseKeeper: ...
 
     def task_generation(self, resources: ShardResources) -> int | None: ...
 
@@ -268,7 +268,7 @@ class Replica:
                     backoff = self._fail(exc, backoff)
                     continue
                 if self._lease is None:
-                    self._lease = self.hooks.lease(resources)
+                    self._lease = self.hooks.lease(resources, self._wake.set)
                     self._lease.start()
                 exit_code = self._run_store(resources)
                 if exit_code is not None:
@@ -351,7 +351,7 @@ class Replica:
             )
             if first:
                 # stand for the Lease only once restored and tailing
-                lease.want.set()
+                lease.stand()
                 first = False
             poll = poll.after(found=applied > 0)
             self._wake.wait(poll.current)
@@ -408,20 +408,7 @@ class Replica:
             # stop at once: whatever the processor does now, the fence keeps it from
             # committing once the next primary has taken over
             thread.join(timeout=min(5.0, lease.duration))
-            self._enter(
-                ReplicaState.FAILED,
-                "lost the Lease (could not renew it in time, or another replica took it): "
-                "stopped processing; restarting as a standby",
-            )
-            return Exit.RESTART_AS_STANDBY
-        error = outcome[0]
-        self._report_progress(processor, store, epoch)
-        if error is None:
-            # clean shutdown: give the primary fields up, so the next primary's are the
-            # only ones; the Lease is released after the status is out (see _finish)
-            final = self._primary_status(processor, store, epoch)
-            self.reporter.primary(dataclasses.replace(final, pod=None))
-            return Exit.CLEAN
+        error = outcome[0] if outcome else None
         if isinstance(error, errors.Fenced) or store.role is Role.FENCED:
             self._enter(
                 ReplicaState.FAILED,
@@ -429,6 +416,20 @@ class Replica:
                 "replica's last commit did not count; restarting as a standby",
             )
             return Exit.RESTART_AS_STANDBY
+        if lease.lost.is_set():
+            self._enter(
+                ReplicaState.FAILED,
+                "lost the Lease (could not renew it in time, or another replica took it): "
+                "stopped processing; restarting as a standby",
+            )
+            return Exit.RESTART_AS_STANDBY
+        self._report_progress(processor, store, epoch)
+        if error is None:
+            # clean shutdown: give the primary fields up, so the next primary's are the
+            # only ones; the Lease is released after the status is out (see _finish)
+            final = self._primary_status(processor, store, epoch)
+            self.reporter.primary(dataclasses.replace(final, pod=None))
+            return Exit.CLEAN
         if isinstance(error, ProcessingFailed):
             self._enter(ReplicaState.FAILED, str(error))
             return self._hold_after_task_failure(resources)
