@@ -26,9 +26,15 @@ from shardkeeper.dev.environment import EnvInfo
 from shardkeeper.runtime.collectionio import CollectionWriter, JournalDocument, read_collection
 from shardkeeper.runtime.faults import NO_RUNTIME_FAULTS, RuntimeFaultPoint, RuntimeFaults
 from shardkeeper.runtime.metrics import RuntimeMetrics
-from shardkeeper.runtime.processor import Processor, ProcessorOptions, ShardContext
+from shardkeeper.runtime.processor import (
+    Processor,
+    ProcessorOptions,
+    ShardContext,
+    TransactionSummary,
+)
 from shardkeeper.runtime.sources import ReaderOptions
 from shardkeeper.runtime.storagemap import recovery_log_key
+from shardkeeper.storage.faults import NO_FAULTS, FaultPoint, Faults
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.retry import PollPolicy
@@ -127,18 +133,18 @@ class Crash(BaseException):
 
 
 @dataclasses.dataclass
-class CrashAt:
-    """Runtime fault hook that dies the ``nth`` time ``point`` is reached."""
+class Tripwire:
+    """Fault hook (runtime or storage points) that dies at ``point`` once armed."""
 
-    point: RuntimeFaultPoint
-    nth: int = 1
-    seen: int = 0
+    point: RuntimeFaultPoint | FaultPoint
+    armed: bool = False
+    tripped: bool = False
 
-    def reached(self, point: RuntimeFaultPoint) -> None:
-        if point is self.point:
-            self.seen += 1
-            if self.seen == self.nth:
-                raise Crash(point.value)
+    def reached(self, point: Any) -> None:
+        if self.armed and point is self.point:
+            self.armed = False
+            self.tripped = True
+            raise Crash(self.point.value)
 
 
 @dataclasses.dataclass
@@ -152,6 +158,7 @@ class Incarnation:
     stop: threading.Event
     thread: threading.Thread
     error: list[BaseException]
+    commits: list[TransactionSummary]
 
     def finish(self) -> BaseException | None:
         """Ask it to stop and wait; the error it ended with, if any."""
@@ -179,19 +186,28 @@ class ShardRunner:
         self._epochs = itertools.count(1)
         self._volumes = itertools.count()
 
+    def new_volume(self) -> Path:
+        return self.tmp_path / f"volume-{next(self._volumes)}"
+
     def start(
         self,
         *,
         faults: RuntimeFaults = NO_RUNTIME_FAULTS,
+        log_faults: Faults = NO_FAULTS,
         volume: Path | None = None,
         ctx: ShardContext | None = None,
     ) -> Incarnation:
-        volume = volume or self.tmp_path / f"volume-{next(self._volumes)}"
-        store = ShardStore.open(volume, self.log, next(self._epochs), options=STORE_OPTIONS)
+        log = RecoveryLog(self.log.store, self.log.name, faults=log_faults)
+        store = ShardStore.open(
+            volume or self.new_volume(), log, next(self._epochs), options=STORE_OPTIONS
+        )
         store.fence()
         registry = CollectorRegistry()
         metrics = RuntimeMetrics(registry, self.ctx.shard_name)
-        options = ProcessorOptions(reader=FAST_READS, idle_poll=0.01, faults=faults)
+        commits: list[TransactionSummary] = []
+        options = ProcessorOptions(
+            reader=FAST_READS, idle_poll=0.01, faults=faults, on_commit=commits.append
+        )
         processor = Processor(ctx or self.ctx, store, metrics, options)
         stop = threading.Event()
         error: list[BaseException] = []
@@ -202,12 +218,12 @@ class ShardRunner:
             except BaseException as exc:
                 error.append(exc)
             finally:
-                # closed where it was used: the store's read connection is bound to a thread
+                # as the shell does: the store closes when its primary's run ends
                 store.close()
 
         thread = threading.Thread(target=run, name="processor", daemon=True)
         thread.start()
-        return Incarnation(store, processor, metrics, registry, stop, thread, error)
+        return Incarnation(store, processor, metrics, registry, stop, thread, error, commits)
 
 
 def documents_of(found: Sequence[JournalDocument]) -> list[dict[str, Any]]:

@@ -81,36 +81,51 @@ class CommitRows:
     transactions: int
 
 
-def ensure_tables(store: ShardStore) -> bool:
-    """Create the runtime's tables if the store lacks any (one commit). True if it did."""
-    present = {row[0] for row in store.query("SELECT name FROM sqlite_master WHERE type='table'")}
-    if all(t in present for t in _TABLES):
-        return False
-    with store.transaction() as txn:
-        for statement in SCHEMA:
-            txn.execute(statement)
-        txn.execute(f"INSERT OR IGNORE INTO {STATS_TABLE} (id, transactions) VALUES (1, 0)")
-    return True
+def open_state(store: ShardStore) -> SavedState:
+    """The runtime's state as the primary store holds it; creates the tables (one commit)
+    the first time.
+
+    Read inside a store transaction on the store's own connection, then rolled back when
+    nothing was created: nothing is appended to the recovery log for a plain read.
+    """
+    txn = store.begin()
+    try:
+        present = {
+            row[0] for row in txn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        created = not all(t in present for t in _TABLES)
+        if created:
+            for statement in SCHEMA:
+                txn.execute(statement)
+            txn.execute(f"INSERT OR IGNORE INTO {STATS_TABLE} (id, transactions) VALUES (1, 0)")
+        saved = _read(txn)
+    except BaseException:
+        store.rollback()
+        raise
+    if created:
+        store.commit()
+    else:
+        store.rollback()
+    return saved
 
 
-def load(store: ShardStore) -> SavedState:
-    """The runtime's state as the primary store holds it (tables must exist)."""
+def _read(txn: Transaction) -> SavedState:
     sources = {
         journal: SourceOffset(offset, fragment)
-        for journal, offset, fragment in store.query(
+        for journal, offset, fragment in txn.execute(
             f"SELECT journal, offset, fragment FROM {CHECKPOINT_TABLE}"
         )
     }
-    heads = dict(store.query(f"SELECT journal, head FROM {OUTPUT_HEADS_TABLE}"))
+    heads = dict(txn.execute(f"SELECT journal, head FROM {OUTPUT_HEADS_TABLE}").fetchall())
     pending = [
         OutputBatch(journal, begin, epoch, bytes(payload))
-        for journal, begin, epoch, payload in store.query(
+        for journal, begin, epoch, payload in txn.execute(
             f"SELECT journal, begin, epoch, payload FROM {PENDING_TABLE} ORDER BY journal, begin"
         )
     ]
-    stats = store.query(f"SELECT transactions FROM {STATS_TABLE} WHERE id = 1")
+    stats = txn.execute(f"SELECT transactions FROM {STATS_TABLE} WHERE id = 1").fetchall()
     migrations = [
-        row[0] for row in store.query(f"SELECT statement FROM {MIGRATIONS_TABLE} ORDER BY idx")
+        row[0] for row in txn.execute(f"SELECT statement FROM {MIGRATIONS_TABLE} ORDER BY idx")
     ]
     return SavedState(sources, heads, pending, int(stats[0][0]) if stats else 0, migrations)
 

@@ -109,28 +109,32 @@ class ShardContext:
 
 
 @dataclasses.dataclass(frozen=True)
+class TransactionSummary:
+    """The last committed transaction, as it ran."""
+
+    transaction: int  # its number, counted since the shard was created
+    documents: int
+    outputs: int
+    started: float  # the clock (ProcessorOptions.clock) at its first message
+    reading_seconds: float  # first message to the close of reading
+    total_seconds: float  # first message to outputs appended
+
+
+@dataclasses.dataclass(frozen=True)
 class ProcessorOptions:
     reader: ReaderOptions = dataclasses.field(default_factory=ReaderOptions)
     # how often a loop with nothing to do looks at the stop event
     idle_poll: float = 0.05
     faults: RuntimeFaults = NO_RUNTIME_FAULTS
     clock: Callable[[], float] = time.monotonic
+    # called by the committer after each transaction is entirely done (tests, benchmarks)
+    on_commit: Callable[[TransactionSummary], None] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class LastCommit:
     time: datetime
     offset: int  # recovery-log offset just past the commit's record
-
-
-@dataclasses.dataclass(frozen=True)
-class TransactionSummary:
-    """The last committed transaction, as it ran."""
-
-    documents: int
-    outputs: int
-    reading_seconds: float  # first message to the close of reading
-    total_seconds: float  # first message to outputs appended
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,8 +236,7 @@ class Processor:
 
     def _start(self) -> None:
         ctx = self.ctx
-        checkpoint.ensure_tables(self.store)
-        saved = checkpoint.load(self.store)
+        saved = checkpoint.open_state(self.store)
         journals = {
             name: collection_journal(ctx.namespace, name, ctx.shard_name)
             for name in ctx.task.spec.outputs
@@ -505,10 +508,12 @@ class Processor:
         finished = self._clock()
         state = commit.open
         summary = TransactionSummary(
-            state.documents,
-            commit.outputs,
-            commit.reading_closed - state.started,
-            finished - state.started,
+            transaction=commit.transactions,
+            documents=state.documents,
+            outputs=commit.outputs,
+            started=state.started,
+            reading_seconds=commit.reading_closed - state.started,
+            total_seconds=finished - state.started,
         )
         checkpoint_offsets = {j: s.offset for j, s in commit.checkpoint.items()}
         with self._lock:
@@ -530,6 +535,8 @@ class Processor:
             metrics.lag_bytes.set(_lag(self._feed.heads(), checkpoint_offsets))
         for captured in state.captured:
             captured.settle(None)
+        if self.options.on_commit is not None:
+            self.options.on_commit(summary)
         commit.done.set()
 
     def _fail_commit(self, commit: _Commit, error: BaseException) -> None:
