@@ -80,7 +80,7 @@ class JournalGap(JournalCorrupt):
 class ChecksumMismatch(JournalCorrupt):
     def __init__(self, key: str, expected: str, actual: str) -> None:
         super().__init__(
-            f"object {key} is corrupt (sha256 {actual}, its header says {expected}): restore "
+            f"object {key} is corrupt (checksum {actual}, expected {expected}): restore "
             "it from a backup or replica; it cannot be read as it is"
         )
         self.key = key

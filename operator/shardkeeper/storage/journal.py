@@ -113,7 +113,7 @@ class Journal:
         infos = self.list_fragments(from_offset)
         if not infos:
             return from_offset
-        check_contiguous(self.name, infos, from_offset)
+        check_contiguous(self.name, infos, _first_held(infos, from_offset))
         return infos[-1].end
 
     # -- reading -------------------------------------------------------------------------
@@ -260,7 +260,7 @@ class Journal:
         """
         self.store.ensure_conditional_writes()
         infos = self.list_fragments(from_offset)
-        check_contiguous(self.name, infos, from_offset)
+        check_contiguous(self.name, infos, _first_held(infos, from_offset))
         head = infos[-1].end if infos else from_offset
         newest = self.last_epoch(infos)
         if newest > epoch:
@@ -337,6 +337,11 @@ class JournalWriter:
     @property
     def broken(self) -> errors.StorageError | None:
         return self._broken
+
+
+def _first_held(infos: list[FragmentInfo], from_offset: int) -> int:
+    # offset 0 means "wherever the journal starts": pruning may have removed its beginning
+    return infos[0].begin if infos and from_offset == 0 else from_offset
 
 
 def _trim(fragment: Fragment, offset: int, until: int | None) -> Fragment:

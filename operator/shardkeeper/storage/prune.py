@@ -128,7 +128,10 @@ def plan_prune(
             data.append(obj.key)
             continue
         # no manifest: a failed snapshot, or one still being written
-        offset = int(snapshot_id[:OFFSET_DIGITS], 16)
+        digits = snapshot_id[:OFFSET_DIGITS]
+        if len(digits) != OFFSET_DIGITS or digits.strip("0123456789abcdef"):
+            continue  # not ours: leave it alone
+        offset = int(digits, 16)
         old_enough = now - obj.last_modified >= orphan_grace
         if newest is not None and offset < newest.offset and old_enough:
             data.append(obj.key)

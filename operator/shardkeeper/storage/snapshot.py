@@ -1,7 +1,7 @@
 """Snapshots: full page images of a shard store at a log offset, written beside the log.
 
 A snapshot is data parts (runs of consecutive pages, a few MiB each) and, written last, a
-manifest naming them with their sha256. Without a manifest a snapshot does not exist, so a
+manifest naming them with their checksums. Without a manifest a snapshot does not exist, so a
 crash while writing one leaves only garbage that pruning removes. Restore takes the
 newest manifest, lays its pages down, then replays the log from the manifest's offset.
 
@@ -15,12 +15,12 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
-import hashlib
 import json
 import os
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +40,9 @@ class Part:
     key: str
     first_page: int
     pages: int
-    sha256: str
+    # "crc32:<8 hex digits>": parts are large and restore is CPU-bound on small machines,
+    # so they carry a fast checksum against corruption (fragments carry a sha256)
+    checksum: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +61,10 @@ class Manifest:
     @property
     def data_bytes(self) -> int:
         return self.page_size * self.db_pages
+
+
+def part_checksum(data: bytes) -> str:
+    return f"crc32:{zlib.crc32(data):08x}"
 
 
 def encode_manifest(manifest: Manifest) -> bytes:
@@ -199,7 +205,7 @@ def write_snapshot(
                 )
             key = log.part_key(snapshot_id, index)
             log.store.put(key, data)
-            return Part(key, first, count, hashlib.sha256(data).hexdigest())
+            return Part(key, first, count, part_checksum(data))
 
         window: collections.deque[concurrent.futures.Future[Part]] = collections.deque()
         with concurrent.futures.ThreadPoolExecutor(max(1, transfers)) as pool:
@@ -247,9 +253,9 @@ def read_parts(
             )
         if len(data) != part.pages * manifest.page_size:
             raise errors.SnapshotCorrupt(f"snapshot part {part.key} has {len(data)} bytes")
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != part.sha256:
-            raise errors.ChecksumMismatch(part.key, part.sha256, actual)
+        actual = part_checksum(data)
+        if actual != part.checksum:
+            raise errors.ChecksumMismatch(part.key, part.checksum, actual)
         return data
 
     window: collections.deque[tuple[Part, concurrent.futures.Future[bytes]]] = collections.deque()
@@ -272,6 +278,7 @@ def restore_snapshot(
     log: RecoveryLog, manifest: Manifest, writer: PageWriter, *, transfers: int = DEFAULT_TRANSFERS
 ) -> None:
     writer.resize(0)
+    writer.preallocate(manifest.db_pages)
     for part, data in read_parts(log, manifest, transfers=transfers):
         writer.write_run(part.first_page, data)
     writer.resize(manifest.db_pages)

@@ -462,18 +462,24 @@ class ShardStore:
             raise
         self._txn = None
         faults.reached(FaultPoint.COMMIT_LOCAL)
-        wal_commit = tracker.read_commit()
-        pages = tracker.read_pages(wal_commit.frames)
-        record = CommitRecord(
-            meta.seq, meta.commit_id, tracker.page_size, wal_commit.db_pages, pages
-        )
-        payload = encode_commit(record)
-        faults.reached(FaultPoint.COMMIT_RECORD_BUILT)
+        wal_commit: WalCommit | None = None
         try:
+            wal_commit = tracker.read_commit()
+            pages = tracker.read_pages(wal_commit.frames)
+            record = CommitRecord(
+                meta.seq, meta.commit_id, tracker.page_size, wal_commit.db_pages, pages
+            )
+            payload = encode_commit(record)
+            faults.reached(FaultPoint.COMMIT_RECORD_BUILT)
             fragment = writer.append(payload)
         except errors.StorageError as exc:
             self._stop_after_failed_append(exc, wal_commit)
             raise
+        except Exception as exc:
+            # the record could not even be built: nothing was appended
+            stopped = errors.StoreClosed(f"commit failed before its append: {exc!r}")
+            self._stop_after_failed_append(stopped, wal_commit)
+            raise stopped from exc
         faults.reached(FaultPoint.COMMIT_APPENDED)
         tracker.accept(wal_commit)
         self._wal_bytes_since_checkpoint += wal_commit.end - wal_commit.start
@@ -519,15 +525,20 @@ class ShardStore:
 
     # -- failure ---------------------------------------------------------------------------
 
-    def _stop_after_failed_append(self, exc: errors.StorageError, wal_commit: WalCommit) -> None:
-        """Never append again; if the append surely failed, roll the local commit back."""
+    def _stop_after_failed_append(
+        self, exc: errors.StorageError, wal_commit: WalCommit | None
+    ) -> None:
+        """Never append again; if the append surely failed, roll the local commit back.
+
+        Without the commit's frames there is nothing to roll back with: the volume then
+        stays ahead of the log, and the next recovery rebuilds it."""
         self._stopped_by = exc
         self._role = Role.FENCED if isinstance(exc, errors.Fenced) else Role.FAILED
-        undo = not isinstance(exc, errors.AppendOutcomeUnknown)
+        undo = wal_commit is not None and not isinstance(exc, errors.AppendOutcomeUnknown)
         assert self._tracker is not None
         before = self._replay.db_pages
         previous = []
-        if undo:
+        if undo and wal_commit is not None:
             previous = [
                 (page, self._tracker.page_before(page, wal_commit, self.volume.db, before))
                 for page in sorted(wal_commit.frames)

@@ -132,6 +132,12 @@ class PageWriter:
         """Consecutive pages starting at ``first_page``."""
         os.pwrite(self.fd, data, (first_page - 1) * self.page_size)
 
+    def preallocate(self, db_pages: int) -> None:
+        """Reserve the file's blocks up front: allocating them one write at a time is
+        several times slower on ext4 than filling blocks that already exist."""
+        if db_pages:
+            os.posix_fallocate(self.fd, 0, db_pages * self.page_size)
+
     def resize(self, db_pages: int) -> None:
         os.ftruncate(self.fd, db_pages * self.page_size)
 

@@ -1,0 +1,330 @@
+"""Storage benchmarks: journal appends, store restore, commit latency, restore memory.
+
+Every figure is set against a raw boto3 baseline measured in the same run on the same
+MinIO, with the same object sizes and the same concurrency:
+
+* journal append throughput vs ``put_object`` of the same bytes (target >= 0.8x);
+* restore throughput of a 1 GiB store (64 MiB with ``quick``) vs ``get_object`` of the
+  same objects (target >= 0.7x);
+* commit latency p50/p99 vs one conditional ``put_object`` of the record's size
+  (target p99 <= 2x);
+* peak RSS of a restore, in a subprocess, at two store sizes: the ratio shows whether it
+  grows with the store (target: it does not, ratio <= 1.25).
+
+Run by hand against a running environment with
+``python -m bench.bench_storage --env-dir DIR [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.harness import Context, Result, Run
+from shardkeeper.storage.client import make_s3_client
+from shardkeeper.storage.journal import Journal
+from shardkeeper.storage.objectstore import ObjectStore
+from shardkeeper.storage.recoverylog import RecoveryLog
+from shardkeeper.storage.snapshot import latest_snapshot
+from shardkeeper.storage.store import ShardStore, StoreOptions
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MIB = 1 << 20
+TRANSFERS = 4
+BUILD_OPTIONS = StoreOptions(background_snapshots=False)
+
+
+def client_of(env: Any) -> S3Client:
+    return make_s3_client(
+        endpoint=env.s3_endpoint,
+        access_key=env.s3_access_key,
+        secret_key=env.s3_secret_key,
+        region=env.s3_region,
+    )
+
+
+def fresh_bucket(client: S3Client) -> str:
+    name = f"bench-storage-{secrets.token_hex(4)}"
+    client.create_bucket(Bucket=name)
+    return name
+
+
+def drop_bucket(client: S3Client, bucket: str) -> None:
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket):
+        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+    client.delete_bucket(Bucket=bucket)
+
+
+# -- journal append throughput --------------------------------------------------------
+
+
+def bench_append(client: S3Client, bucket: str, out: Run, *, total: int, size: int) -> None:
+    """Sequential appends of ``size``-byte fragments vs sequential raw puts, in rounds
+    that alternate so that drift of the machine hits both alike."""
+    journal = Journal(ObjectStore(client, bucket), f"append-{size}")
+    writer, _ = journal.fence(1)
+    payload = os.urandom(size)
+    count = max(4, total // size)
+    rounds = 4
+    per_round = max(1, count // rounds)
+    ours = raw = 0.0
+    for round_ in range(rounds):
+        started = time.perf_counter()
+        for i in range(per_round):
+            client.put_object(Bucket=bucket, Key=f"raw-{size}/{round_}-{i}", Body=payload)
+        raw += time.perf_counter() - started
+        started = time.perf_counter()
+        for _ in range(per_round):
+            writer.append(payload)
+        ours += time.perf_counter() - started
+    moved = per_round * rounds * size / MIB
+    out.add(
+        Result(
+            name=f"storage.journal_append_throughput.{size // 1024}KiB",
+            value=moved / ours,
+            unit="MiB/s",
+            baseline=moved / raw,
+            better="higher",
+            params={"fragment_bytes": size, "fragments": per_round * rounds, "sequential": True},
+            target=">= 0.8x raw put_object",
+        )
+    )
+
+
+# -- building stores ------------------------------------------------------------------
+
+
+def build_store(volume: Path, log: RecoveryLog, size: int) -> None:
+    """A store of about ``size`` bytes: rows of random blobs in 16 MiB transactions,
+    a snapshot, then a short tail of smaller commits after it."""
+    store = ShardStore.open(volume, log, 1, options=BUILD_OPTIONS)
+    store.fence()
+    row = os.urandom(3000)
+    per_txn = (16 * MIB) // len(row)
+    written = 0
+    n = 0
+    while written < size:
+        with store.transaction() as txn:
+            txn.execute("CREATE TABLE IF NOT EXISTS blobs (id INTEGER PRIMARY KEY, v BLOB)")
+            txn.executemany(
+                "INSERT INTO blobs (v) VALUES (?)",
+                ((row[: len(row) - (i % 7)] + n.to_bytes(4, "big"),) for i in range(per_txn)),
+            )
+        n += 1
+        written += per_txn * len(row)
+    assert store.snapshot() is not None
+    for i in range(8):
+        with store.transaction() as txn:
+            txn.execute("UPDATE blobs SET v = randomblob(3000) WHERE id % 500 = ?", (i,))
+    store.close()
+
+
+def restore_objects(log: RecoveryLog) -> list[str]:
+    """The objects a restore of ``log`` reads: snapshot parts, then the log's tail."""
+    manifest = latest_snapshot(log)
+    assert manifest is not None
+    keys = [part.key for part in manifest.parts]
+    keys += [info.key for info in log.journal.list_fragments(manifest.offset)]
+    return keys
+
+
+def bench_restore(ctx: Context, client: S3Client, log: RecoveryLog, out: Run, size: int) -> None:
+    keys = restore_objects(log)
+    total = 0
+
+    def fetch(key: str) -> int:
+        return len(client.get_object(Bucket=log.store.bucket, Key=key)["Body"].read())
+
+    raw_times, our_times = [], []
+    for attempt in range(2):
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(TRANSFERS) as pool:
+            total = sum(pool.map(fetch, keys))
+        raw_times.append(time.perf_counter() - started)
+        target = ctx.workdir / f"restore-{attempt}"
+        started = time.perf_counter()
+        store = ShardStore.open(target, log, 2, options=BUILD_OPTIONS)
+        our_times.append(time.perf_counter() - started)
+        assert store.restore_report.source == "snapshot"
+        store.close()
+        shutil.rmtree(target)
+    out.add(
+        Result(
+            name="storage.restore_throughput",
+            value=total / MIB / min(our_times),
+            unit="MiB/s",
+            baseline=total / MIB / min(raw_times),
+            better="higher",
+            params={
+                "store_bytes": size,
+                "objects": len(keys),
+                "object_bytes": total,
+                "transfers": TRANSFERS,
+                "best_of": 2,
+            },
+            target=">= 0.7x raw get_object",
+        )
+    )
+
+
+# -- restore memory -------------------------------------------------------------------
+
+_CHILD = """
+import json, resource, sys
+from pathlib import Path
+from shardkeeper.storage.client import make_s3_client
+from shardkeeper.storage.objectstore import ObjectStore
+from shardkeeper.storage.recoverylog import RecoveryLog
+from shardkeeper.storage.store import ShardStore, StoreOptions
+a = json.loads(sys.argv[1])
+client = make_s3_client(endpoint=a["endpoint"], access_key=a["key"], secret_key=a["secret"],
+                        region=a["region"])
+log = RecoveryLog(ObjectStore(client, a["bucket"]), a["log"])
+store = ShardStore.open(Path(a["volume"]), log, 3, options=StoreOptions(background_snapshots=False))
+store.close()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def restore_peak_rss(env: Any, log: RecoveryLog, volume: Path) -> float:
+    """Peak RSS in MiB of a fresh process that restores ``log`` onto ``volume``."""
+    spec = {
+        "endpoint": env.s3_endpoint,
+        "key": env.s3_access_key,
+        "secret": env.s3_secret_key,
+        "region": env.s3_region,
+        "bucket": log.store.bucket,
+        "log": log.name,
+        "volume": str(volume),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+    )
+    shutil.rmtree(volume)
+    return int(done.stdout.strip().splitlines()[-1]) / 1024
+
+
+# -- commit latency -------------------------------------------------------------------
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def bench_commit_latency(
+    ctx: Context, client: S3Client, bucket: str, out: Run, *, commits: int
+) -> None:
+    log = RecoveryLog(ObjectStore(client, bucket), "latency")
+    store = ShardStore.open(ctx.workdir / "latency", log, 1)
+    store.fence()
+    with store.transaction() as txn:
+        txn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, body BLOB)")
+    ours, raw, sizes = [], [], []
+    for i in range(commits):
+        body = os.urandom(200)
+        started = time.perf_counter()
+        with store.transaction() as txn:
+            txn.execute("INSERT INTO events (body) VALUES (?)", (body,))
+        ours.append(time.perf_counter() - started)
+        assert txn.result is not None
+        sizes.append(txn.result.end - txn.result.begin)
+        record = os.urandom(sizes[-1])
+        started = time.perf_counter()
+        client.put_object(Bucket=bucket, Key=f"raw-latency/{i:08d}", Body=record, IfNoneMatch="*")
+        raw.append(time.perf_counter() - started)
+    store.close()
+    params = {"commits": commits, "record_bytes": statistics.median(sizes), "rows_per_commit": 1}
+    for name, fraction, target in (("p50", 0.5, "informational"), ("p99", 0.99, "<= 2x")):
+        out.add(
+            Result(
+                name=f"storage.commit_latency_{name}",
+                value=percentile(ours, fraction) * 1000,
+                unit="ms",
+                baseline=percentile(raw, fraction) * 1000,
+                better="lower",
+                params=params,
+                target=f"{target} raw conditional put_object",
+            )
+        )
+
+
+# -- entry point ----------------------------------------------------------------------
+
+
+def run(ctx: Context, out: Run) -> None:
+    client = client_of(ctx.env)
+    bucket = fresh_bucket(client)
+    try:
+        append_total = 64 * MIB if ctx.quick else 512 * MIB
+        for size in (256 * 1024, 4 * MIB):
+            bench_append(client, bucket, out, total=append_total, size=size)
+        bench_commit_latency(ctx, client, bucket, out, commits=150 if ctx.quick else 600)
+
+        small_size, large_size = (16 * MIB, 64 * MIB) if ctx.quick else (256 * MIB, 1024 * MIB)
+        objects = ObjectStore(client, bucket)
+        sizes = {"small": small_size, "large": large_size}
+        logs = {name: RecoveryLog(objects, f"store-{name}") for name in sizes}
+        for name, size in sizes.items():
+            build_store(ctx.workdir / f"build-{name}", logs[name], size)
+            shutil.rmtree(ctx.workdir / f"build-{name}")
+        bench_restore(ctx, client, logs["large"], out, large_size)
+        small_rss = restore_peak_rss(ctx.env, logs["small"], ctx.workdir / "rss-small")
+        large_rss = restore_peak_rss(ctx.env, logs["large"], ctx.workdir / "rss-large")
+        out.add(
+            Result(
+                name="storage.restore_peak_rss",
+                value=large_rss,
+                unit="MiB",
+                baseline=small_rss,
+                better="lower",
+                params={"store_bytes": large_size, "baseline_store_bytes": small_size},
+                target="ratio <= 1.25 (does not grow with the store)",
+            )
+        )
+    finally:
+        drop_bucket(client, bucket)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from shardkeeper.dev.environment import Environment
+
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_storage")
+    parser.add_argument("--env-dir", type=Path, required=True, help="a running environment")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path(".bench/storage.json"))
+    args = parser.parse_args(argv)
+    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-storage-{secrets.token_hex(3)}"
+    workdir.mkdir(parents=True)
+    try:
+        ctx = Context(env=Environment(args.env_dir).info(), workdir=workdir, quick=args.quick)
+        out = Run()
+        run(ctx, out)
+        out.write(args.out)
+        print(f"wrote {len(out.results)} results to {args.out}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
