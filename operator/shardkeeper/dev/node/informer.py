@@ -89,7 +89,7 @@ class Informer:
         listing = self._kube.request("GET", self._path, query=self._query)
         fresh = {key_of(obj): obj for obj in listing.get("items") or []}
         kind = listing.get("kind", "").removesuffix("List")
-        for key in self._keys - fresh.keys():
+        for key in sorted(self._keys - fresh.keys()):
             gone = self._cache.remove(key)
             if gone is not None:
                 self._dispatch("DELETED", gone)
