@@ -5,12 +5,13 @@ One **transaction loop** thread takes messages from the read channel (see
 :mod:`.transactions` for when a transaction stops reading), applies them in an open store
 transaction and writes the checkpoint and the framed outputs into it. A **committer**
 thread then commits the store (the record lands in the recovery log), appends the outputs
-at their recorded offsets and acknowledges (captured documents). Meanwhile the loop has
-begun the next transaction: while the previous store commit is in flight it holds up to
-``ringBufferSize`` messages, and it applies them as soon as that commit is in; it commits
-only once the previous transaction's outputs are appended, so commits never overlap and
-outputs go out in order. The feed threads keep reading ahead into the channel
-(``readChannelSize``) all along.
+at their recorded offsets and acknowledges (captured documents). Meanwhile the next
+transaction begins: its clock starts at its first message, it applies messages as soon as
+the previous record is in the recovery log, and it commits only once the previous
+transaction's outputs are appended, so commits never overlap and outputs go out in order.
+The feed threads keep reading ahead into the channel (``readChannelSize`` messages) all
+along. A transaction holds at most ``ringBufferSize`` documents: what it must keep in
+memory until it commits (framed outputs, captured requests, upserts) stays bounded.
 
 On start, on a store that is already primary, the processor appends again whatever
 batches the last commit left pending (see :mod:`.outputs`), then runs.
@@ -344,51 +345,31 @@ class Processor:
 
     def _transaction(self, first: Message, stop: threading.Event) -> None:
         state = _Open(started=self._clock())
-        buffered = [first]
         try:
-            self._hold_while_previous_commits(state, buffered, stop)
+            previous = self._previous
+            if previous is not None:
+                # SQLite takes one transaction at a time: the previous one must be in the
+                # recovery log (its outputs may still be on their way)
+                previous.store_done.wait()
+                if previous.error is not None:
+                    raise previous.error
             state.txn = self.store.begin()
-            for message in buffered:
-                self._apply(state, message)
-            buffered = []
+            self._apply(state, first)
             self._read(state, stop)
             commit = self._prepare_commit(state, self._clock())
         except BaseException as exc:
-            self._abandon(state, buffered, exc)
+            self._abandon(state, first, exc)
             raise
         self._previous = commit
         assert self._committer is not None
         self._committer.submit(self._commit, commit)
 
-    def _hold_while_previous_commits(
-        self, state: _Open, buffered: list[Message], stop: threading.Event
-    ) -> None:
-        """While the store commits the previous transaction, take up to ringBufferSize
-        messages (and no later than maxTxnDuration); then wait for that commit."""
-        previous = self._previous
-        if previous is None:
-            return
-        timing = self.timing
-        while not previous.store_done.is_set():
-            elapsed = self._clock() - state.started
-            full = len(buffered) >= self.ring_buffer_size
-            if stop.is_set() or full or not timing.reading(elapsed):
-                previous.store_done.wait()
-                break
-            try:
-                message = self.channel.get(timeout=timing.remaining(elapsed))
-            except queue.Empty:
-                continue
-            if message is not WAKE:
-                buffered.append(message)
-        if previous.error is not None:
-            raise previous.error
-
     def _read(self, state: _Open, stop: threading.Event) -> None:
         """Apply messages while they are ready, at least minTxnDuration and at most
-        maxTxnDuration from the first one, or until ``stop`` is set."""
+        maxTxnDuration from the first one, until the transaction holds ringBufferSize
+        documents, or until ``stop`` is set."""
         timing, clock = self.timing, self._clock
-        while not stop.is_set():
+        while not stop.is_set() and state.documents < self.ring_buffer_size:
             elapsed = clock() - state.started
             if not timing.reading(elapsed):
                 return
@@ -455,7 +436,7 @@ class Processor:
             outputs=outputs,
         )
 
-    def _abandon(self, state: _Open, unapplied: list[Message], error: BaseException) -> None:
+    def _abandon(self, state: _Open, first: Message, error: BaseException) -> None:
         """Roll the open transaction back; the previous one may still finish."""
         if state.txn is not None:
             with contextlib.suppress(errors.StorageError):
@@ -464,7 +445,7 @@ class Processor:
             self._outputs.discard()
         if self._handler is not None:
             self._handler.discard()
-        for message in [*state.captured, *unapplied]:
+        for message in [*state.captured, first]:
             if isinstance(message, CapturedDocuments) and not message.settled:
                 message.settle(error)
         previous = self._previous

@@ -1,0 +1,121 @@
+"""Dynamic transactions: minTxnDuration and maxTxnDuration, observed on a running shard."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.runtime import core_plugins
+from tests.runtime.core_fixtures import (
+    ShardRunner,
+    collection,
+    context,
+    objects,
+    read,
+    shard_for,
+    task,
+    writer,
+)
+from tests.support.wait import wait_for
+
+from shardkeeper.runtime.processor import ShardContext
+from shardkeeper.storage.objectstore import ObjectStore
+
+__all__ = ["objects"]
+
+TICKS = collection("ticks", key=["/id"])
+ECHOES = collection("echoes", key=["/id"])
+
+
+@pytest.fixture(autouse=True)
+def fresh_plugin_calls() -> Iterator[None]:
+    core_plugins.reset()
+    yield
+    core_plugins.reset()
+
+
+def echo_context(objects: ObjectStore, plugin: str, shards: dict[str, str]) -> ShardContext:
+    echo = task(
+        "echo",
+        {
+            "type": "derivation",
+            "sources": ["ticks"],
+            "outputs": ["echoes"],
+            "derive": {"python": {"module": f"tests.runtime.core_plugins:{plugin}"}},
+            "shards": shards,
+        },
+    )
+    return context(objects, echo, shard_for("echo"), [TICKS, ECHOES])
+
+
+def echoed(objects: ObjectStore) -> int:
+    return len(read(objects, "echoes"))
+
+
+@pytest.mark.parametrize("min_txn", ["0s", "1s"])
+def test_min_txn_duration_keeps_a_transaction_open_for_late_documents(
+    tmp_path: Path, objects: ObjectStore, min_txn: str
+) -> None:
+    ctx = echo_context(objects, "echo", {"minTxnDuration": min_txn, "maxTxnDuration": "5s"})
+    shard = ShardRunner(tmp_path, ctx).start()
+    source = writer(objects, "ticks")
+    source.append([{"id": 0}])
+    # the shard has read and processed the first document; the second comes after it
+    wait_for(lambda: core_plugins.calls() == [("ticks", 0)], timeout=30, what="tick 0 read")
+    source.append([{"id": 1}])
+    wait_for(lambda: echoed(objects) == 2, timeout=30, what="2 echoes")
+    assert shard.finish() is None
+    if min_txn == "0s":
+        # nothing keeps a transaction open once no document is ready: one each
+        assert [c.documents for c in shard.commits] == [1, 1]
+    else:
+        # the first transaction waited for more documents until it was 1s old
+        assert [c.documents for c in shard.commits] == [2]
+        assert shard.commits[0].reading_seconds >= 1.0
+
+
+def test_max_txn_duration_stops_reading_while_documents_keep_coming(
+    tmp_path: Path, objects: ObjectStore
+) -> None:
+    ctx = echo_context(objects, "slow_echo", {"maxTxnDuration": "200ms"})
+    source = writer(objects, "ticks")
+    # 2 ms of work each: about 1.2 s of documents, always ready
+    source.append([{"id": i} for i in range(600)])
+    shard = ShardRunner(tmp_path, ctx).start()
+    wait_for(lambda: echoed(objects) == 600, timeout=60, what="600 echoes")
+    assert shard.finish() is None
+    commits = shard.commits
+    assert sum(c.documents for c in commits) == 600
+    assert len(commits) >= 4
+    for full in commits[:-1]:
+        # each stopped reading at maxTxnDuration, give or take one document's work and the
+        # scheduler of a busy machine
+        assert 0.2 <= full.reading_seconds <= 0.35, full
+    # the next transaction began reading before the previous one had finished committing
+    overlapping = [
+        later.started < earlier.started + earlier.total_seconds
+        for earlier, later in itertools.pairwise(commits)
+    ]
+    assert any(overlapping)
+
+
+def test_ring_buffer_size_bounds_the_documents_of_a_transaction(
+    tmp_path: Path, objects: ObjectStore
+) -> None:
+    # minTxnDuration would keep each transaction waiting for more: only the bound closes it
+    shards = {
+        "minTxnDuration": "30s",
+        "maxTxnDuration": "60s",
+        "ringBufferSize": 10,
+        "readChannelSize": 5,
+    }
+    ctx = echo_context(objects, "echo", shards)
+    source = writer(objects, "ticks")
+    source.append([{"id": i} for i in range(50)])
+    shard = ShardRunner(tmp_path, ctx).start()
+    assert shard.processor.channel.maxsize == 5
+    wait_for(lambda: echoed(objects) == 50, timeout=60, what="50 echoes")
+    assert shard.finish() is None
+    assert [c.documents for c in shard.commits] == [10] * 5
