@@ -1,18 +1,158 @@
-"""``shardkeeper operator``: runs the kopf operator."""
+"""``shardkeeper operator``: elect a leader, then run kopf's watches and the reconcile loop.
+
+Every replica serves ``/metrics`` and ``/healthz``; only the one that holds the leader
+Lease watches and reconciles. A leader that loses the Lease stops and exits with 1, to be
+restarted as a standby; on SIGTERM it stops, releases the Lease and exits with 0.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
 from collections.abc import Sequence
+
+import kopf
+
+from shardkeeper import __version__
+from shardkeeper.controller import kube, metrics
+from shardkeeper.controller.cache import Cache
+from shardkeeper.controller.events import Recorder
+from shardkeeper.controller.handlers import build_registry
+from shardkeeper.controller.leader import Elector
+from shardkeeper.controller.manager import Manager
+from shardkeeper.controller.names import DEFAULT_LEASE_DURATION
+from shardkeeper.controller.queue import WorkQueue
+from shardkeeper.controller.reconciler import Deps
+from shardkeeper.controller.workload import WorkloadDefaults
+
+log = logging.getLogger("shardkeeper.operator")
+LEADER_LEASE = "shardkeeper-operator"
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    env = os.environ
+    parser = argparse.ArgumentParser(prog="shardkeeper operator", description=__doc__)
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="a namespace to watch; repeat for more (default: every namespace)",
+    )
+    parser.add_argument(
+        "--shard-image",
+        default=env.get("SHARDKEEPER_SHARD_IMAGE", f"shardkeeper:{__version__}"),
+        help="image of shard pods whose Task sets none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lease-duration",
+        type=int,
+        default=DEFAULT_LEASE_DURATION,
+        help="seconds of a shard's primary Lease, passed to shard pods (default: %(default)s)",
+    )
+    parser.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics, /healthz")
+    parser.add_argument(
+        "--metrics-address",
+        default=env.get("POD_IP", "0.0.0.0"),
+        help="address to serve metrics on (default: $POD_IP, else every address)",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=env.get("POD_NAMESPACE", "default"),
+        help="namespace of the leader Lease (default: $POD_NAMESPACE, else default)",
+    )
+    parser.add_argument("--leader-election-name", default=LEADER_LEASE, help="name of the Lease")
+    parser.add_argument(
+        "--identity",
+        default=env.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+        help="this replica's name in the Lease (default: $POD_NAME, else host-pid)",
+    )
+    parser.add_argument("--workers", type=int, default=8, help="reconciles run at once")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="shardkeeper operator")
-    parser.add_argument("--namespace", action="append", help="namespaces to watch (default: all)")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
+    kopf.configure(verbose=args.verbose)
+    if not args.verbose:
+        # kopf logs every handled watch event at INFO
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logging.getLogger("shardkeeper").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    return asyncio.run(run(args))
 
-    import kopf
 
-    kopf.configure(verbose=False)
-    kopf.run(clusterwide=not args.namespace, namespaces=args.namespace or [])
+async def run(args: argparse.Namespace) -> int:
+    client = kube.AsyncKube(kube.connect())
+    server = await metrics.serve(args.metrics_port, metrics.Health(), args.metrics_address)
+    elector = Elector(
+        client, args.leader_election_namespace, args.leader_election_name, args.identity
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        acquiring = asyncio.create_task(elector.acquire())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not acquiring.done():
+            acquiring.cancel()
+            return 0
+        stopping.cancel()
+        return await lead(args, client, elector, stop)
+    finally:
+        await server.cleanup()
+        client.close()
+
+
+async def lead(
+    args: argparse.Namespace, client: kube.AsyncKube, elector: Elector, stop: asyncio.Event
+) -> int:
+    queue = WorkQueue()
+    deps = Deps(
+        cache=Cache(),
+        kube=client,
+        recorder=Recorder(client, args.identity),
+        queue=queue,
+        defaults=WorkloadDefaults(args.shard_image, args.lease_duration),
+    )
+    manager = Manager(deps)
+    settings = kopf.OperatorSettings()
+    # leader election is ours (above): kopf's peering only pauses equal-priority peers
+    # after the fact, so it is off
+    settings.peering.standalone = True
+    settings.posting.enabled = False
+    # kopf removes *its* finalizer from objects none of its handlers needs it for, so it
+    # must not be told that ours is its own
+
+    holding = asyncio.create_task(elector.hold())
+    holding.add_done_callback(lambda _: stop.set())
+    workers = asyncio.create_task(manager.run(args.workers))
+    workers.add_done_callback(lambda t: stop.set() if not t.cancelled() else None)
+    try:
+        await kopf.operator(
+            registry=build_registry(manager),
+            settings=settings,
+            stop_flag=stop,
+            standalone=True,
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+        )
+    finally:
+        queue.close()
+        lost = holding.done()
+        for task in (workers, holding):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if not lost:
+            await elector.release()
+    if lost:
+        log.error("lost the leader Lease: exiting")
+        return 1
     return 0

@@ -1,0 +1,94 @@
+"""Conditions as verdicts: what each of Ready, Progressing and Degraded should say now, and
+which of them changed, for the Events a person sees."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from datetime import datetime
+
+from shardkeeper.api.meta import (
+    DEGRADED,
+    PROGRESSING,
+    READY,
+    Condition,
+    ConditionStatus,
+    find_condition,
+    set_condition,
+)
+
+TRUE, FALSE = ConditionStatus.TRUE, ConditionStatus.FALSE
+_REASON = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+MAX_MESSAGE = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """The value one condition should have."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str
+
+    def __post_init__(self) -> None:
+        if not _REASON.match(self.reason):
+            raise ValueError(f"condition reason {self.reason!r} is not a CamelCase word")
+
+
+def ready(status: bool, reason: str, message: str) -> Verdict:
+    return Verdict(READY, TRUE if status else FALSE, reason, message)
+
+
+def progressing(status: bool, reason: str, message: str) -> Verdict:
+    return Verdict(PROGRESSING, TRUE if status else FALSE, reason, message)
+
+
+def degraded(status: bool, reason: str, message: str) -> Verdict:
+    return Verdict(DEGRADED, TRUE if status else FALSE, reason, message)
+
+
+def merge(
+    previous: Sequence[Condition],
+    verdicts: Sequence[Verdict],
+    *,
+    generation: int | None,
+    now: datetime,
+) -> list[Condition]:
+    """The conditions with each verdict applied; a transition time moves only with its
+    status, so re-applying the same verdicts changes nothing but what they say."""
+    conditions = list(previous)
+    for verdict in verdicts:
+        conditions = set_condition(
+            conditions,
+            verdict.type,
+            verdict.status,
+            verdict.reason,
+            verdict.message[:MAX_MESSAGE],
+            observed_generation=generation,
+            now=now,
+        )
+    return conditions
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """A condition that now has another status or reason than before."""
+
+    verdict: Verdict
+    before: Condition | None
+
+
+def changes(previous: Sequence[Condition], verdicts: Sequence[Verdict]) -> list[Change]:
+    out = []
+    for verdict in verdicts:
+        before = find_condition(list(previous), verdict.type)
+        if before is None or (before.status, before.reason) != (verdict.status, verdict.reason):
+            out.append(Change(verdict, before))
+    return out
+
+
+def is_true(conditions: Sequence[Condition], type_: str) -> bool:
+    found = find_condition(list(conditions), type_)
+    return found is not None and found.status == TRUE

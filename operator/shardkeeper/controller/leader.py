@@ -1,0 +1,165 @@
+"""Leader election with a coordination.k8s.io/v1 Lease, as client-go's leaderelection does.
+
+Only the holder of the Lease runs kopf and reconciles. It renews every ``renew_every``
+seconds; a standby polls every ``retry_every`` seconds and takes the Lease once it has
+seen the same record, unrenewed, for ``duration`` seconds. Expiry is judged by the
+standby's own clock from when it last saw the record change, never by comparing
+timestamps written on another machine, so clock skew does not matter. A leader that
+cannot renew within ``renew_deadline`` stops (the process exits non-zero and its
+Deployment restarts it as a standby); one that stops cleanly releases the Lease, so a
+standby takes over at its next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from shardkeeper.controller import metrics
+from shardkeeper.controller.kube import ApiError, AsyncKube
+
+log = logging.getLogger(__name__)
+LEASE_API = "coordination.k8s.io/v1"
+
+
+def micro_time(at: datetime) -> str:
+    """metav1.MicroTime: RFC 3339 with microseconds."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    duration: float = 15.0
+    renew_every: float = 5.0
+    renew_deadline: float = 10.0
+    retry_every: float = 2.0
+
+
+def may_take(holder: str, identity: str, unchanged_for: float, duration: float) -> bool:
+    """Whether ``identity`` may write itself into a Lease held by ``holder`` whose record
+    has not changed for ``unchanged_for`` seconds."""
+    return not holder or holder == identity or unchanged_for >= duration
+
+
+class Elector:
+    def __init__(
+        self,
+        kube: AsyncKube,
+        namespace: str,
+        name: str,
+        identity: str,
+        *,
+        timing: Timing | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.name = name
+        self.identity = identity
+        self.timing = timing or Timing()
+        self.clock = clock
+        self._seen: tuple[Any, ...] | None = None
+        self._seen_at = 0.0
+
+    async def _try(self) -> bool:
+        """One attempt to take or renew the Lease; whether this replica holds it now."""
+        lease = await self.kube.get(LEASE_API, "Lease", self.namespace, self.name)
+        now = datetime.now(UTC)
+        if lease is None:
+            body = self._record(None, now)
+            try:
+                await self.kube.create(body)
+            except ApiError as err:
+                if err.status == 409:
+                    return False
+                raise
+            return True
+        spec = lease.get("spec", {})
+        record = tuple(sorted(spec.items()))
+        if record != self._seen:
+            self._seen, self._seen_at = record, self.clock()
+        holder = spec.get("holderIdentity") or ""
+        duration = float(spec.get("leaseDurationSeconds") or self.timing.duration)
+        if not may_take(holder, self.identity, self.clock() - self._seen_at, duration):
+            return False
+        body = self._record(lease, now)
+        try:
+            await self.kube.replace(body)
+        except ApiError as err:
+            if err.status == 409:  # someone else wrote it first
+                return False
+            raise
+        if holder != self.identity:
+            log.info("took the leader Lease %s/%s over from %r", self.namespace, self.name, holder)
+        return True
+
+    def _record(self, lease: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+        spec = (lease or {}).get("spec", {})
+        ours = spec.get("holderIdentity") == self.identity
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if lease is not None:
+            metadata["resourceVersion"] = lease["metadata"]["resourceVersion"]
+        return {
+            "apiVersion": LEASE_API,
+            "kind": "Lease",
+            "metadata": metadata,
+            "spec": {
+                "holderIdentity": self.identity,
+                "leaseDurationSeconds": int(self.timing.duration),
+                "acquireTime": spec.get("acquireTime") if ours else micro_time(now),
+                "renewTime": micro_time(now),
+                "leaseTransitions": int(spec.get("leaseTransitions", 0)) + (0 if ours else 1),
+            },
+        }
+
+    async def acquire(self) -> None:
+        """Wait until this replica holds the Lease."""
+        log.info(
+            "waiting to lead (Lease %s/%s, identity %s)", self.namespace, self.name, self.identity
+        )
+        while True:
+            try:
+                if await self._try():
+                    metrics.LEADER.set(1)
+                    log.info("leading as %s", self.identity)
+                    return
+            except Exception as exc:
+                log.warning("leader election: %s", exc)
+            await asyncio.sleep(self.timing.retry_every)
+
+    async def hold(self) -> None:
+        """Renew until renewing fails for longer than the deadline; then return."""
+        last_renewed = self.clock()
+        while True:
+            await asyncio.sleep(self.timing.renew_every)
+            try:
+                if await self._try():
+                    last_renewed = self.clock()
+                    continue
+                log.error("another replica took the leader Lease")
+                break
+            except Exception as exc:
+                log.warning("renewing the leader Lease failed: %s", exc)
+            if self.clock() - last_renewed > self.timing.renew_deadline:
+                log.error("could not renew the leader Lease for %.0fs", self.timing.renew_deadline)
+                break
+        metrics.LEADER.set(0)
+
+    async def release(self) -> None:
+        """Give the Lease up (if still ours), so that a standby need not wait for it."""
+        metrics.LEADER.set(0)
+        try:
+            lease = await self.kube.get(LEASE_API, "Lease", self.namespace, self.name)
+            if lease is None or lease.get("spec", {}).get("holderIdentity") != self.identity:
+                return
+            lease["spec"]["holderIdentity"] = None
+            lease["spec"]["leaseDurationSeconds"] = 1
+            await self.kube.replace(lease)
+            log.info("released the leader Lease")
+        except Exception as exc:
+            log.warning("could not release the leader Lease: %s", exc)
