@@ -271,6 +271,13 @@ class Elector:
                 return StepResult(self.me, True, sent_at)
         return StepResult(self._sighting.record.holder if self._sighting else None, False, 0.0)
 
+    def expires_in(self) -> float | None:
+        """Seconds until the Lease of another holder expires as we count, if it has one."""
+        sighting = self._sighting
+        if sighting is None or sighting.record.holder in (None, self.me):
+            return None
+        return sighting.since + sighting.record.duration_seconds - self._monotonic()
+
     def release(self) -> bool:
         """Clear ``holderIdentity`` if we hold the Lease. True if we released it."""
         for _ in range(3):
@@ -376,8 +383,17 @@ class LeaseKeeper:
                 self._failures = 0
                 self._record(result)
             self._check_expiry()
-            self._kick.wait(self.renew_every if self.held() else self.poll)
+            self._kick.wait(self._next_step_in(want))
             self._kick.clear()
+
+    def _next_step_in(self, want: bool) -> float:
+        if self.held():
+            return self.renew_every
+        expires_in = self.elector.expires_in()
+        if want and expires_in is not None:
+            # look again right when the holder's Lease runs out, not up to a poll later
+            return min(self.poll, max(expires_in, 0.0) + 0.01)
+        return self.poll
 
     def _record(self, result: StepResult) -> None:
         with self._lock:

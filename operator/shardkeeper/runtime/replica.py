@@ -258,30 +258,35 @@ class Replica:
 
     def run(self) -> int:
         """Run until shut down (0) or until the pod must restart as a standby (1)."""
-        backoff = PollBackoff(FAILURE_BACKOFF)
         try:
-            while not self.shutdown.is_set():
-                self._enter(ReplicaState.IDLE)
-                try:
-                    resources = self.hooks.load()
-                except StartupError as exc:
-                    backoff = self._fail(exc, backoff)
-                    continue
-                if self._lease is None:
-                    self._lease = self.hooks.lease(resources, self._wake.set)
-                    self._lease.start()
-                exit_code = self._run_store(resources)
-                if exit_code is not None:
-                    return exit_code
-                if self._view.state is ReplicaState.FAILED:
-                    backoff = backoff.after(found=False)
-                    self.shutdown.wait(backoff.current)
-                else:
-                    backoff = PollBackoff(FAILURE_BACKOFF)
-            self._enter(ReplicaState.IDLE, "shut down")
-            return Exit.CLEAN
+            code = self._cycle()
+            if code is Exit.CLEAN:
+                self._enter(ReplicaState.IDLE, "shut down")
+            return code
         finally:
             self._finish()
+
+    def _cycle(self) -> Exit:
+        backoff = PollBackoff(FAILURE_BACKOFF)
+        while not self.shutdown.is_set():
+            self._enter(ReplicaState.IDLE)
+            try:
+                resources = self.hooks.load()
+            except StartupError as exc:
+                backoff = self._fail(exc, backoff)
+                continue
+            if self._lease is None:
+                self._lease = self.hooks.lease(resources, self._wake.set)
+                self._lease.start()
+            code = self._run_store(resources)
+            if code is not None:
+                return code
+            if self.state is ReplicaState.FAILED:
+                backoff = backoff.after(found=False)
+                self.shutdown.wait(backoff.current)
+            else:
+                backoff = PollBackoff(FAILURE_BACKOFF)
+        return Exit.CLEAN
 
     def _finish(self) -> None:
         """Last status, then the Lease: the next primary applies its status after ours."""
@@ -290,7 +295,7 @@ class Replica:
         if self._lease is not None:
             self._lease.release()
 
-    def _run_store(self, resources: ShardResources) -> int | None:
+    def _run_store(self, resources: ShardResources) -> Exit | None:
         """BACKFILL, STANDBY and PRIMARY on one store. Returns an exit code, or ``None`` to
         go round again (after a failure, which the view then shows)."""
         self._enter(ReplicaState.BACKFILL)
@@ -358,7 +363,7 @@ class Replica:
             self._wake.clear()
         return _Standby.STOPPED
 
-    def _primary(self, resources: ShardResources, store: ShardStore) -> int | None:
+    def _primary(self, resources: ShardResources, store: ShardStore) -> Exit | None:
         lease = self._lease
         assert lease is not None
         try:
@@ -475,7 +480,7 @@ class Replica:
         )
         self._update(last_commit=last, recovery_log_head=store.position)
 
-    def _hold_after_task_failure(self, resources: ShardResources) -> int | None:
+    def _hold_after_task_failure(self, resources: ShardResources) -> Exit | None:
         """Keep the Lease (no replica may go past the failure) until the Task changes."""
         lease = self._lease
         assert lease is not None

@@ -207,3 +207,15 @@ def test_keeper_loses_the_lease_when_another_replica_holds_it() -> None:
     keeper._record(keeper.elector.step(want=True))
     assert keeper.lost.is_set()
     assert keeper.holder == "b"
+
+
+def test_a_waiting_keeper_steps_again_right_when_the_holders_lease_runs_out() -> None:
+    api, clock = FakeLeaseApi(), Clock()
+    elector(api, "a", clock).step(want=True)
+    keeper = LeaseKeeper(elector(api, "b", clock), poll=0.5, monotonic=clock)
+    keeper._record(keeper.elector.step(want=True))
+    assert keeper._next_step_in(want=True) == 0.5
+    assert keeper.elector.expires_in() == 15.0
+    clock.now += 14.8
+    assert abs(keeper._next_step_in(want=True) - 0.21) < 1e-9
+    assert keeper._next_step_in(want=False) == 0.5
