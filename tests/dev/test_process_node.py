@@ -150,6 +150,13 @@ def ready_pod(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
     return found if condition(found, "Ready") == "True" else None
 
 
+def events_for(kube: Kube, namespace: str, name: str) -> set[tuple[str, str]]:
+    """(type, reason) of the events about a pod."""
+    query = {"fieldSelector": f"involvedObject.name={name}"}
+    listing = kube.request("GET", namespaced("events", namespace), query=query)
+    return {(e["type"], e["reason"]) for e in listing["items"]}
+
+
 def container_pid(obj: dict[str, Any]) -> int:
     container_id = obj["status"]["containerStatuses"][0]["containerID"]
     assert container_id.startswith("process://"), container_id
@@ -241,6 +248,7 @@ def test_statefulset_with_volume_claims_becomes_ready(
         volume = get(kube, f"/api/v1/persistentvolumes/{claim['spec']['volumeName']}")
         assert volume is not None
         assert (Path(volume["spec"]["hostPath"]["path"]) / "boots").read_text() == "1"
+        assert ("Normal", "Scheduled") in events_for(kube, namespace, name)
     assert len(addresses) == 2
 
 
@@ -537,6 +545,13 @@ def test_crashing_container_restarts_with_back_off(
     assert condition(obj, "Ready") == "False"
     log = dev_env.state_dir / "node" / "pods" / namespace / "crash" / "crash.log"
     assert log.read_text().count("boom") >= 3
+    wait_for(
+        lambda: (
+            {("Normal", "Started"), ("Warning", "BackOff")} <= events_for(kube, namespace, "crash")
+        ),
+        timeout=30,
+        what="Started and BackOff events",
+    )
 
 
 def test_liveness_failure_restarts_the_container(
@@ -562,6 +577,14 @@ def test_liveness_failure_restarts_the_container(
     last = obj["status"]["containerStatuses"][0]["lastState"]["terminated"]
     assert "Liveness probe failed" in last.get("message", "")
     assert last["exitCode"] in (137, 143)
+    wait_for(
+        lambda: (
+            {("Warning", "Unhealthy"), ("Normal", "Killing")}
+            <= events_for(kube, namespace, "unhealthy")
+        ),
+        timeout=30,
+        what="Unhealthy and Killing events",
+    )
 
 
 def test_readiness_follows_an_exec_probe(

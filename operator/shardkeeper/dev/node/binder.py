@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from shardkeeper.dev.node.events import Events
 from shardkeeper.dev.node.informer import Cache
 from shardkeeper.dev.node.kube import ApiError, Kube, namespaced
 from shardkeeper.dev.node.podcontext import Obj
@@ -38,8 +39,9 @@ def binding(pod: Obj, node_name: str) -> dict[str, Any]:
 
 
 class Binder:
-    def __init__(self, kube: Kube, pods: Cache, node_name: str) -> None:
+    def __init__(self, kube: Kube, pods: Cache, node_name: str, events: Events) -> None:
         self._kube = kube
+        self._events = events
         self._pods = pods
         self._node_name = node_name
 
@@ -58,3 +60,5 @@ class Binder:
                 return
             raise
         log.info("bound pod %s to %s", key, self._node_name)
+        message = f"Successfully assigned {key} to {self._node_name}"
+        self._events.pod(pod, "Normal", "Scheduled", message, component="default-scheduler")

@@ -22,6 +22,7 @@ from typing import Any
 
 from shardkeeper.dev.node import timing
 from shardkeeper.dev.node.binder import Binder
+from shardkeeper.dev.node.events import Events
 from shardkeeper.dev.node.informer import Cache, Informer
 from shardkeeper.dev.node.ipam import IpAllocator, pod_network_for
 from shardkeeper.dev.node.kube import Kube, collection, key_of
@@ -127,6 +128,7 @@ def main(argv: Sequence[str]) -> int:
 
     served = frozenset(args.namespace)
     pods, claims, volumes = Cache(), Cache(), Cache()
+    events = Events(kube, args.name)
     node = NodeServices(
         kube=kube,
         node_name=args.name,
@@ -139,9 +141,10 @@ def main(argv: Sequence[str]) -> int:
         allocatable=resources,
         tools=Tools.find(),
         as_root=os.geteuid() == 0,
+        events=events,
     )
     manager = PodManager(node)
-    binder = Binder(kube, pods, args.name)
+    binder = Binder(kube, pods, args.name, events)
     provisioner = Provisioner(kube, claims, volumes, layout, args.name)
     bind_queue = WorkQueue("bind", binder.reconcile)
     claim_queue = WorkQueue("provision", provisioner.reconcile_claim)

@@ -26,6 +26,7 @@ from typing import Any
 from shardkeeper.dev.node import probes, timing
 from shardkeeper.dev.node.clock import rfc3339
 from shardkeeper.dev.node.container import ContainerRunner
+from shardkeeper.dev.node.events import Events
 from shardkeeper.dev.node.expansion import expand
 from shardkeeper.dev.node.informer import Cache
 from shardkeeper.dev.node.ipam import HOST_IP, IpAllocator
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 ROOT_CA_CONFIG_MAP = "kube-root-ca.crt"
 # how long to wait for processes that were SIGKILLed to be gone
 KILL_WAIT = 5.0
+# how long a pod may wait for its volumes before the node records an event about it
+SETUP_COMPLAINT_AFTER = 10.0
 
 
 class SetupPending(Exception):
@@ -81,6 +84,7 @@ class NodeServices:
     allocatable: Mapping[str, str]
     tools: Tools
     as_root: bool
+    events: Events
 
     def service_env(self) -> dict[str, str]:
         """The API server's service variables, which every container gets."""
@@ -140,6 +144,7 @@ class PodWorker:
         self._sandbox_ready = False
         self._setup_message = ""
         self._setup_retry_at = 0.0
+        self._setup_failing_since: float | None = None
         self._pod_ip = ""
         self._sources: dict[str, str] = {}
         self._tokens: dict[TokenSource, tuple[str, float]] = {}
@@ -223,6 +228,12 @@ class PodWorker:
                 )
                 if ended is not None:
                     self._log_line(runner, f"container exited with code {ended.exit_code}")
+                    if runner.next_start > now:
+                        message = (
+                            f"Back-off restarting failed container {runner.name} in pod "
+                            f"{self.name}_{self.namespace}({self.uid})"
+                        )
+                        self._event("Warning", "BackOff", message, runner.name)
             if shutdown:
                 grace = min(timing.NODE_SHUTDOWN_GRACE, termination_grace(pod))
                 if self._stop_all(grace, now):
@@ -258,6 +269,9 @@ class PodWorker:
         """Stop every process; True once none is left."""
         for runner in self._runners:
             if runner.process is not None:
+                if runner.kill_deadline is None:
+                    message = f"Stopping container {runner.name}"
+                    self._event("Normal", "Killing", message, runner.name)
                 runner.stop(grace, now)
                 self._at(runner.kill_deadline)
         return all(runner.process is None for runner in self._runners)
@@ -317,6 +331,12 @@ class PodWorker:
                 if runner.process is None and not runner.done and not runner.has_run:
                     runner.hold("ContainerCreating", self._setup_message, self._setup_retry_at)
             log.info("pod %s: not ready to start: %s", self.key, err)
+            if self._setup_failing_since is None:
+                self._setup_failing_since = now
+            elif now - self._setup_failing_since >= SETUP_COMPLAINT_AFTER:
+                # a claim normally binds within a second or two: only a wait that lasts
+                # is worth an event
+                self._event("Warning", "FailedMount", self._setup_message)
             return
         self._sources = sources
         self._sandbox_ready = True
@@ -442,11 +462,13 @@ class PodWorker:
         if not runner.spec.get("command"):
             message = "the process node runs a container's command and has no image to run"
             runner.hold("CreateContainerError", message, now + timing.SETUP_RETRY)
+            self._event("Warning", "Failed", f"Error: {message}", runner.name)
             return
         try:
             launch = self._launch_spec(pod, runner)
         except (ConfigError, ApiError) as err:
             runner.hold("CreateContainerConfigError", str(err), now + timing.SETUP_RETRY)
+            self._event("Warning", "Failed", f"Error: {err}", runner.name)
             return
         self._log_line(runner, f"starting container (restart count {runner.restart_count})")
         try:
@@ -455,8 +477,10 @@ class PodWorker:
             )
         except OSError as err:
             runner.hold("RunContainerError", str(err), now + timing.SETUP_RETRY)
+            self._event("Warning", "Failed", f"Error: {err}", runner.name)
             return
         runner.started(process, dict(launch.env), now)
+        self._event("Normal", "Started", f"Started container {runner.name}", runner.name)
 
     def _launch_spec(self, pod: Obj, runner: ContainerRunner) -> LaunchSpec:
         spec = runner.spec
@@ -531,10 +555,18 @@ class PodWorker:
             except Exception as err:
                 ok, message = False, repr(err)
             state.record(ok, message, now)
+            kind = key[1].removesuffix("Probe").capitalize()
+            if not ok:
+                self._event("Warning", "Unhealthy", f"{kind} probe failed: {message}", runner.name)
             if key[1] in ("livenessProbe", "startupProbe") and state.failed_out:
-                kind = "Liveness" if key[1] == "livenessProbe" else "Startup"
                 reason = f"{kind} probe failed: {message}"
                 self._log_line(runner, f"{reason}; killing the container")
+                self._event(
+                    "Normal",
+                    "Killing",
+                    f"Container {runner.name} failed {kind.lower()} probe, will be restarted",
+                    runner.name,
+                )
                 grace = state.spec.termination_grace
                 runner.stop(termination_grace(pod) if grace is None else grace, now, reason)
 
@@ -602,7 +634,13 @@ class PodWorker:
         """The pod is gone for good: its address and per-pod directories go too (its logs
         and its claims' volumes stay)."""
         self._node.ips.release(self.uid)
+        self._node.events.forget(self.uid)
         shutil.rmtree(self._node.layout.pod_run_dir(self.uid), ignore_errors=True)
+
+    def _event(self, kind: str, reason: str, message: str, container: str | None = None) -> None:
+        with self._lock:
+            pod = self._pod
+        self._node.events.pod(pod, kind, reason, message, container=container)
 
     # --- logs ----------------------------------------------------------------------------
 
