@@ -149,7 +149,9 @@ def _collection(name: str) -> dict[str, Any]:
     }
 
 
-def counting_task(hot_standbys: int, max_txn: str = "200ms", min_txn: str = "0s") -> dict[str, Any]:
+def counting_task(
+    hot_standbys: int, max_txn: str = "200ms", min_txn: str = "0s", sql: str = COUNT_SQL
+) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Task",
@@ -164,7 +166,7 @@ def counting_task(hot_standbys: int, max_txn: str = "200ms", min_txn: str = "0s"
                     "migrations": [
                         "CREATE TABLE counts (key TEXT PRIMARY KEY, n INTEGER NOT NULL)"
                     ],
-                    "lambdas": {SOURCE: COUNT_SQL},
+                    "lambdas": {SOURCE: sql},
                 }
             },
             "shards": {
