@@ -1,0 +1,296 @@
+"""The shard workload is exactly what docs/shard-pod.md says, computed from the models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.unit.controller.models import NAMESPACE, shard_of, task
+
+from shardkeeper.api.meta import API_VERSION
+from shardkeeper.controller import names
+from shardkeeper.controller.objects import content_hash
+from shardkeeper.controller.workload import (
+    ShardContext,
+    WorkloadDefaults,
+    keep_immutable_claims,
+    runtime_rules,
+    termination_grace_seconds,
+    workload,
+)
+
+SHARD = "customer-totals-00000000-00000000"
+DEFAULTS = WorkloadDefaults(shard_image="registry.example/shardkeeper:1.2.3", lease_duration=20)
+
+
+def objects(**changes: Any) -> dict[str, dict[str, Any]]:
+    owner = task(**changes)
+    ctx = ShardContext(shard_of(owner), owner, ["s3-credentials"], DEFAULTS)
+    return {obj["kind"]: obj for obj in workload(ctx)}
+
+
+def container(**changes: Any) -> dict[str, Any]:
+    spec = objects(**changes)["StatefulSet"]["spec"]["template"]["spec"]
+    assert len(spec["containers"]) == 1
+    found: dict[str, Any] = spec["containers"][0]
+    return found
+
+
+def test_every_object_is_named_labelled_and_owned_by_the_shard() -> None:
+    found = objects()
+    assert list(found) == [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "PodDisruptionBudget",
+        "StatefulSet",
+    ], "identity and rights first, the StatefulSet last"
+    runtime = f"{SHARD}-runtime"
+    expected_names = {
+        "ServiceAccount": runtime,
+        "Role": runtime,
+        "RoleBinding": runtime,
+        "Service": SHARD,
+        "PodDisruptionBudget": SHARD,
+        "StatefulSet": SHARD,
+    }
+    for kind, obj in found.items():
+        meta = obj["metadata"]
+        assert meta["name"] == expected_names[kind]
+        assert meta["namespace"] == NAMESPACE
+        assert meta["labels"] == {
+            "app.kubernetes.io/name": "shardkeeper-shard",
+            "app.kubernetes.io/managed-by": "shardkeeper",
+            "shardkeeper.io/task": "customer-totals",
+            "shardkeeper.io/shard": SHARD,
+        }
+        (owner,) = meta["ownerReferences"]
+        assert owner == {
+            "apiVersion": API_VERSION,
+            "kind": "Shard",
+            "name": SHARD,
+            "uid": f"uid-shard-{SHARD}",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def test_statefulset_runs_a_primary_and_its_standbys_with_a_data_claim() -> None:
+    sts = objects()["StatefulSet"]["spec"]
+    assert sts["replicas"] == 2, "the example has hotStandbys: 1"
+    assert sts["serviceName"] == SHARD
+    assert sts["updateStrategy"] == {"type": "OnDelete"}
+    assert sts["podManagementPolicy"] == "Parallel"
+    assert sts["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "shardkeeper-shard",
+        "shardkeeper.io/shard": SHARD,
+    }
+    assert sts["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Delete",
+        "whenScaled": "Retain",
+    }
+    (claim,) = sts["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"]["resources"] == {"requests": {"storage": "1Gi"}}
+    assert "storageClassName" not in claim["spec"]
+    pod = sts["template"]["spec"]
+    assert pod["serviceAccountName"] == f"{SHARD}-runtime"
+    assert pod["containers"][0]["volumeMounts"] == [
+        {"name": "data", "mountPath": "/var/lib/shardkeeper"}
+    ]
+    assert sts["template"]["metadata"]["labels"]["shardkeeper.io/shard"] == SHARD
+
+
+def test_disable_scales_to_zero_and_standbys_add_replicas() -> None:
+    assert objects(**{"spec.shards.disable": True})["StatefulSet"]["spec"]["replicas"] == 0
+    assert objects(**{"spec.shards.hotStandbys": 3})["StatefulSet"]["spec"]["replicas"] == 4
+
+
+def test_container_command_environment_ports_and_probes() -> None:
+    found = container()
+    assert found["name"] == "shard"
+    assert found["command"] == ["shardkeeper", "shard"]
+    assert "args" not in found
+    assert found["image"] == DEFAULTS.shard_image
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in found["env"]}
+    assert env == {
+        "SHARDKEEPER_SHARD": SHARD,
+        "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
+        "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        "POD_IP": {"fieldRef": {"fieldPath": "status.podIP"}},
+        "SHARDKEEPER_DATA_DIR": "/var/lib/shardkeeper",
+        "SHARDKEEPER_ADMIN_PORT": "8081",
+        "SHARDKEEPER_LEASE_DURATION": "20",
+        "SHARDKEEPER_LOG_LEVEL": "info",
+    }
+    assert found["ports"] == [{"name": "admin", "containerPort": 8081}]
+    assert found["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert found["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+
+
+def test_capture_with_http_gets_an_ingest_port_on_pod_and_service() -> None:
+    owner = task("ingest-orders")
+    ctx = ShardContext(shard_of(owner), owner, [], DEFAULTS)
+    found = {obj["kind"]: obj for obj in workload(ctx)}
+    ports = found["StatefulSet"]["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert {"name": "ingest", "containerPort": 8080} in ports
+    assert found["Service"]["spec"]["clusterIP"] == "None"
+    assert [p["name"] for p in found["Service"]["spec"]["ports"]] == ["admin", "ingest"]
+
+
+def test_template_fields_reach_the_pod() -> None:
+    found = container(
+        **{
+            "spec.shards.image": "mine:2",
+            "spec.shards.imagePullPolicy": "Always",
+            "spec.shards.logLevel": "debug",
+            "spec.shards.resources": {"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi"}},
+        }
+    )
+    assert found["image"] == "mine:2"
+    assert found["imagePullPolicy"] == "Always"
+    assert found["resources"] == {"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi"}}
+    assert {"name": "SHARDKEEPER_LOG_LEVEL", "value": "debug"} in found["env"]
+    pod = objects(
+        **{
+            "spec.shards.nodeSelector": {"disk": "ssd"},
+            "spec.shards.tolerations": [{"key": "dedicated", "operator": "Exists"}],
+        }
+    )["StatefulSet"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"disk": "ssd"}
+    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+
+
+@pytest.mark.parametrize(
+    ("changes", "seconds"),
+    [
+        ({}, 12),  # derivation default maxTxnDuration 1s: 2 x 1s + 10s
+        ({"spec.shards.maxTxnDuration": "2500ms"}, 15),
+    ],
+)
+def test_termination_grace_covers_two_transactions(changes: dict[str, Any], seconds: int) -> None:
+    assert termination_grace_seconds(task(**changes)) == seconds
+    found = objects(**changes)["StatefulSet"]["spec"]["template"]["spec"]
+    assert found["terminationGracePeriodSeconds"] == seconds
+
+
+def test_materialization_grace_uses_its_longer_default() -> None:
+    assert termination_grace_seconds(task("totals-to-postgres")) == 2 * 300 + 10
+
+
+def test_pdb_takes_one_pod_at_a_time() -> None:
+    pdb = objects()["PodDisruptionBudget"]["spec"]
+    assert pdb == {
+        "maxUnavailable": 1,
+        "selector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "shardkeeper-shard",
+                "shardkeeper.io/shard": SHARD,
+            }
+        },
+    }
+
+
+def test_role_pins_names_wherever_the_verb_allows() -> None:
+    rules = runtime_rules(SHARD, ["s3-credentials", "postgres-password", "s3-credentials"])
+    table = {
+        (tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"])): r.get("resourceNames")
+        for r in rules
+    }
+    assert table == {
+        (("shardkeeper.io",), ("shards",), ("get", "watch")): [SHARD],
+        (("shardkeeper.io",), ("shards/status",), ("get", "patch")): [SHARD],
+        (
+            ("shardkeeper.io",),
+            ("tasks", "collections", "storagemappings"),
+            ("get", "list", "watch"),
+        ): None,
+        (("coordination.k8s.io",), ("leases",), ("get", "update", "patch")): [SHARD],
+        (("coordination.k8s.io",), ("leases",), ("create",)): None,
+        (("",), ("events",), ("create", "patch")): None,
+        (("events.k8s.io",), ("events",), ("create", "patch")): None,
+        (("",), ("secrets",), ("get",)): ["postgres-password", "s3-credentials"],
+    }
+
+
+def test_no_secret_rule_at_all_when_there_is_no_secret_to_read() -> None:
+    # resourceNames: [] would grant every Secret
+    rules = runtime_rules(SHARD, [])
+    assert all("secrets" not in r["resources"] for r in rules)
+
+
+def test_rolebinding_binds_the_role_to_the_service_account() -> None:
+    binding = objects()["RoleBinding"]
+    runtime = f"{SHARD}-runtime"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": runtime,
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": runtime, "namespace": NAMESPACE}
+    ]
+
+
+def test_same_inputs_same_hash_and_any_template_change_moves_it() -> None:
+    def digest(**changes: Any) -> str:
+        return content_hash(list(objects(**changes).values()))
+
+    assert digest() == digest()
+    assert digest() != digest(**{"spec.shards.image": "other:1"})
+    assert digest() != digest(**{"spec.shards.hotStandbys": 2})
+    assert digest() != digest(**{"spec.shards.logLevel": "debug"})
+
+
+def test_existing_claims_are_kept_because_the_server_refuses_to_change_them() -> None:
+    desired = objects(**{"spec.shards.volumeSize": "5Gi"})["StatefulSet"]
+    observed = {
+        "spec": {
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data", "labels": {"a": "b"}},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": "1Gi"}},
+                        "volumeMode": "Filesystem",
+                        "storageClassName": "standard",
+                    },
+                }
+            ]
+        }
+    }
+    kept, changed = keep_immutable_claims(desired, observed)
+    assert changed
+    (claim,) = kept["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"] == {"requests": {"storage": "1Gi"}}
+    assert kept["spec"]["template"] == desired["spec"]["template"]
+
+
+def test_claims_that_match_in_canonical_form_are_not_a_change() -> None:
+    desired = objects(**{"spec.shards.volumeSize": "1.5Gi"})["StatefulSet"]
+    observed = {
+        "spec": {
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data"},
+                    # the server's canonical form of 1.5Gi, and the default class it chose
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": "1536Mi"}},
+                        "storageClassName": "standard",
+                    },
+                }
+            ]
+        }
+    }
+    kept, changed = keep_immutable_claims(desired, observed)
+    assert not changed
+    assert kept is desired
+    assert keep_immutable_claims(desired, None) == (desired, False)
+
+
+def test_names_and_ordinals() -> None:
+    assert names.pod_ordinal(SHARD, f"{SHARD}-3") == 3
+    assert names.pod_ordinal(SHARD, f"{SHARD}-x") is None
+    assert names.pod_ordinal(SHARD, "other-0") is None
