@@ -347,6 +347,32 @@ def test_garbage_collection_removes_owned_objects(
     assert get(kube, namespaced("configmaps", namespace, "bystander")) is not None
 
 
+def test_generic_ephemeral_volume_lives_and_goes_with_its_pod(
+    kube: Kube, kubectl: Kubectl, namespace: str
+) -> None:
+    wait_default_service_account(kube, namespace)
+    template = {
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    }
+    spec = {
+        "containers": [app_container()],
+        "volumes": [{"name": "data", "ephemeral": {"volumeClaimTemplate": template}}],
+    }
+    apply(kubectl, namespace, pod_manifest("scratchy", spec))
+    ready = wait_for(lambda: ready_pod(kube, namespace, "scratchy"), timeout=90, what="ready")
+    assert http_get(ready["status"]["podIP"], "/boots") == "1"
+    claim = get(kube, namespaced("persistentvolumeclaims", namespace, "scratchy-data"))
+    assert claim is not None
+    volume_name = claim["spec"]["volumeName"]
+
+    kube.delete(namespaced("pods", namespace, "scratchy"))
+    wait_for(
+        lambda: get(kube, f"/api/v1/persistentvolumes/{volume_name}") is None,
+        timeout=90,
+        what="the ephemeral volume to go with its pod",
+    )
+
+
 # what a pod reports about its own environment, volumes and API access
 REPORT = r"""
 import json, os, pathlib, socket

@@ -12,6 +12,7 @@ from shardkeeper.dev.node.volumes import (
     File,
     Mount,
     TokenSource,
+    claim_name,
     container_mounts,
     token_sources,
     volume_files,
@@ -177,3 +178,9 @@ def test_sub_paths_and_expressions() -> None:
 def test_bad_mounts_are_config_errors(mount: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         container_mounts({"volumeMounts": [mount]}, VOLUMES, SOURCES, {})
+
+
+def test_claims_behind_volumes() -> None:
+    assert claim_name(POD, VOLUMES["data"]) == "c"
+    assert claim_name(POD, {"name": "tmp", "ephemeral": {"volumeClaimTemplate": {}}}) == "p-tmp"
+    assert claim_name(POD, VOLUMES["scratch"]) is None

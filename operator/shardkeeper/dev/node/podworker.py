@@ -48,6 +48,7 @@ from shardkeeper.dev.node.volumes import (
     FILE_KINDS,
     SUPPORTED_KINDS,
     TokenSource,
+    claim_name,
     container_mounts,
     token_sources,
     volume_files,
@@ -322,7 +323,7 @@ class PodWorker:
                 self._pod_ip = self._allocate_ip(pod)
             sources = {}
             for volume in pod["spec"].get("volumes") or []:
-                sources[volume["name"]] = self._volume_source(volume)
+                sources[volume["name"]] = self._volume_source(pod, volume)
             self._write_file_volumes(pod, now)
         except (SetupPending, ConfigError, ApiError, OSError) as err:
             self._setup_message = str(err)
@@ -350,12 +351,13 @@ class PodWorker:
             return str(previous)
         return self._node.ips.allocate(self.uid)
 
-    def _volume_source(self, volume: Obj) -> str:
+    def _volume_source(self, pod: Obj, volume: Obj) -> str:
         name, kind = volume["name"], volume_kind(volume)
         if kind not in SUPPORTED_KINDS:
             raise ConfigError(f'volume "{name}": {kind} volumes are not supported here')
-        if kind == "persistentVolumeClaim":
-            return self._claim_path(volume["persistentVolumeClaim"]["claimName"])
+        claim = claim_name(pod, volume)
+        if claim is not None:
+            return self._claim_path(claim)
         if kind == "hostPath":
             return self._host_path(volume["hostPath"])
         directory = self._node.layout.volume_dir(self.uid, name)

@@ -28,7 +28,7 @@ from shardkeeper.dev.node.podenv import Objects, References, config_map_data, se
 DEFAULT_MODE = 0o644
 # volumes the node writes files into; a container sees them read-only
 FILE_KINDS = frozenset({"configMap", "secret", "downwardAPI", "projected"})
-SUPPORTED_KINDS = FILE_KINDS | {"persistentVolumeClaim", "emptyDir", "hostPath"}
+SUPPORTED_KINDS = FILE_KINDS | {"persistentVolumeClaim", "ephemeral", "emptyDir", "hostPath"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +55,16 @@ class TokenSource:
 def volume_kind(volume: Obj) -> str:
     kinds = [key for key in volume if key != "name"]
     return kinds[0] if kinds else "emptyDir"
+
+
+def claim_name(pod: Obj, volume: Obj) -> str | None:
+    """The claim behind a volume: its own, or the one the ephemeral-volume controller
+    makes for a generic ephemeral volume (``<pod>-<volume>``)."""
+    if "persistentVolumeClaim" in volume:
+        return str(volume["persistentVolumeClaim"]["claimName"])
+    if "ephemeral" in volume:
+        return f"{pod['metadata']['name']}-{volume['name']}"
+    return None
 
 
 def volume_references(pod: Obj) -> References:
