@@ -63,8 +63,15 @@ class OutputBuffer:
     name); ``heads`` holds each journal's next offset as the store recorded it.
     """
 
-    def __init__(self, journals: Mapping[str, str], heads: Mapping[str, int]) -> None:
+    def __init__(
+        self,
+        journals: Mapping[str, str],
+        heads: Mapping[str, int],
+        *,
+        max_fragment_bytes: int = MAX_FRAGMENT_BYTES,
+    ) -> None:
         self.journals = dict(journals)
+        self.max_fragment_bytes = max_fragment_bytes
         self.heads = {j: heads.get(j, 0) for j in self.journals.values()}
         self._chunks: dict[str, list[bytes]] = {j: [] for j in self.heads}
         self._sizes: dict[str, int] = dict.fromkeys(self.heads, 0)
@@ -90,7 +97,7 @@ class OutputBuffer:
         batches: list[OutputBatch] = []
         for journal, lines in self._chunks.items():
             begin = self.heads[journal]
-            for payload in _cut(lines, MAX_FRAGMENT_BYTES):
+            for payload in _cut(lines, self.max_fragment_bytes):
                 batches.append(OutputBatch(journal, begin, epoch, payload))
                 begin += len(payload)
             self.heads[journal] = begin

@@ -1,0 +1,160 @@
+"""Transaction timing, output framing, schemas and storage names: pure pieces of the core."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shardkeeper.api.storagemapping import StorageMapping
+from shardkeeper.api.task import TaskSpec
+from shardkeeper.runtime.documents import document_uuid, encode_line, parse_line, split_lines
+from shardkeeper.runtime.outputs import OutputBuffer
+from shardkeeper.runtime.schemas import DocumentSchema, SchemaError
+from shardkeeper.runtime.storagemap import (
+    collection_journal,
+    key_prefix,
+    object_store,
+    recovery_log_key,
+)
+from shardkeeper.runtime.transactions import TxnTiming
+
+
+def test_timing_comes_from_the_task_with_its_defaults() -> None:
+    spec = TaskSpec.model_validate(
+        {
+            "type": "materialization",
+            "storageMapping": "m",
+            "sources": ["a"],
+            "materialize": {
+                "postgres": {
+                    "host": "h",
+                    "database": "d",
+                    "user": "u",
+                    "passwordSecretRef": {"name": "s", "key": "k"},
+                    "tables": {"a": "t"},
+                }
+            },
+        }
+    )
+    assert TxnTiming.of(spec) == TxnTiming(0.0, 300.0)
+    spec.shards.min_txn_duration = spec.shards.min_txn_duration.parse("250ms")
+    spec.shards.max_txn_duration = spec.shards.min_txn_duration.parse("2s")
+    assert TxnTiming.of(spec) == TxnTiming(0.25, 2.0)
+
+
+def test_a_transaction_waits_for_more_only_while_younger_than_min() -> None:
+    timing = TxnTiming(min_duration=1.0, max_duration=3.0)
+    assert timing.wait_for_more(0.25) == 0.75
+    assert timing.wait_for_more(1.0) == 0.0
+    assert timing.reading(2.99)
+    assert not timing.reading(3.0)
+    assert timing.remaining(2.5) == 0.5
+    assert timing.remaining(4.0) == 0.0
+    assert TxnTiming(0.0, 1.0).wait_for_more(0.0) == 0.0
+
+
+@given(st.floats(0, 10), st.floats(0, 10), st.floats(0, 20))
+def test_a_transaction_never_waits_past_min_or_reads_past_max(
+    low: float, high: float, elapsed: float
+) -> None:
+    timing = TxnTiming(min(low, high), max(low, high) or 0.1)
+    wait = timing.wait_for_more(elapsed)
+    assert wait >= 0
+    assert elapsed + wait <= max(timing.min_duration, elapsed) + 1e-9
+    if not timing.reading(elapsed):
+        assert wait == 0
+
+
+def test_timing_refuses_min_above_max() -> None:
+    with pytest.raises(ValueError, match="minTxnDuration"):
+        TxnTiming(2.0, 1.0)
+
+
+def test_outputs_are_framed_at_the_offsets_they_will_occupy() -> None:
+    buffer = OutputBuffer({"out": "collections/ns/out/s"}, {"collections/ns/out/s": 100})
+    first = buffer.add("out", {"id": 1})
+    second = buffer.add("out", {"id": 2, "_meta": {"op": "c"}})
+    assert first["_meta"]["uuid"] == document_uuid("collections/ns/out/s", 100)
+    width = len(encode_line(first))
+    assert second["_meta"] == {
+        "op": "c",
+        "uuid": document_uuid("collections/ns/out/s", 100 + width),
+    }
+    (batch,) = buffer.seal(epoch=3)
+    assert (batch.journal, batch.begin, batch.epoch) == ("collections/ns/out/s", 100, 3)
+    lines = list(split_lines(batch.payload, batch.begin))
+    assert [(line.begin, parse_line(line.data)) for line in lines] == [
+        (100, first),
+        (100 + width, second),
+    ]
+    assert buffer.heads == {"collections/ns/out/s": batch.end}
+    assert buffer.seal(epoch=3) == []
+
+
+def test_a_discarded_transaction_leaves_the_heads_alone() -> None:
+    buffer = OutputBuffer({"out": "j"}, {})
+    buffer.add("out", {"id": 1})
+    buffer.discard()
+    assert buffer.seal(epoch=1) == []
+    assert buffer.next_offset("j") == 0
+
+
+def test_large_outputs_are_cut_into_fragments_at_line_boundaries() -> None:
+    buffer = OutputBuffer({"out": "j"}, {"j": 0}, max_fragment_bytes=200)
+    for n in range(10):
+        buffer.add("out", {"n": n})
+    batches = buffer.seal(epoch=1)
+    assert len(batches) > 1
+    assert all(len(b.payload) <= 200 and b.payload.endswith(b"\n") for b in batches)
+    assert [b.begin for b in batches[1:]] == [b.end for b in batches[:-1]]
+
+
+def test_a_schema_admits_meta_even_when_it_closes_the_object() -> None:
+    closed = DocumentSchema(
+        {
+            "type": "object",
+            "properties": {"id": {"type": "integer"}},
+            "additionalProperties": False,
+        },
+        name="c",
+    )
+    assert closed.problem({"id": 1, "_meta": {"uuid": "u"}}) is None
+    assert (
+        closed.problem({"id": "x"})
+        == "$.id fails the schema of collection 'c': 'x' is not of type 'integer'"
+    )
+    assert "Additional properties" in (closed.problem({"id": 1, "other": 2}) or "")
+    assert DocumentSchema(None, name="any").problem({"whatever": [1]}) is None
+    with pytest.raises(SchemaError, match="schema of collection 'bad' is invalid"):
+        DocumentSchema({"type": 12}, name="bad")
+
+
+def test_names_in_the_bucket_sit_under_the_store_prefix() -> None:
+    assert collection_journal("ns", "orders", "t-00000000-00000000") == (
+        "collections/ns/orders/t-00000000-00000000"
+    )
+    assert key_prefix("", "collections/x") == "collections/x"
+    assert key_prefix("env/prod/", "collections/x") == "env/prod/collections/x"
+    assert recovery_log_key("p/", "recovery/ns/t/0-0") == "p/recovery/ns/t/0-0"
+    with pytest.raises(ValueError, match="ends in '/'"):
+        key_prefix("p", "x")
+
+
+def test_the_object_store_is_the_first_store_with_the_given_credentials() -> None:
+    mapping = StorageMapping.model_validate(
+        {
+            "metadata": {"name": "m"},
+            "spec": {
+                "stores": [
+                    {"bucket": "new-bucket", "endpoint": "http://127.0.0.1:9", "prefix": "a/"},
+                    {"bucket": "old-bucket"},
+                ]
+            },
+        }
+    )
+    objects = object_store(mapping, {"accessKeyId": "k", "secretAccessKey": "s"})
+    assert objects.bucket == "new-bucket"
+    assert objects.endpoint == "http://127.0.0.1:9"
+    with pytest.raises(ValueError, match="lack secretAccessKey"):
+        object_store(mapping, {"accessKeyId": "k"})
