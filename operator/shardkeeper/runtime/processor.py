@@ -34,6 +34,12 @@ from shardkeeper.api.meta import SecretKeyRef
 from shardkeeper.api.shard import Shard
 from shardkeeper.api.task import Task, TaskType
 from shardkeeper.runtime import checkpoint
+from shardkeeper.runtime.capture_http import (
+    CaptureHandler,
+    CaptureServer,
+    IngestSettings,
+    IngestTarget,
+)
 from shardkeeper.runtime.checkpoint import CommitRows, SourceOffset
 from shardkeeper.runtime.derivation import DerivationHandler, Deriver
 from shardkeeper.runtime.derive_python import PythonDeriver
@@ -305,10 +311,31 @@ class Processor:
                 ctx.schema(output),
                 ctx.key(output),
             )
+        if spec.type == TaskType.CAPTURE:
+            return CaptureHandler()
         raise TaskMisconfigured(f"tasks of type {spec.type} are not supported yet")
 
     def _make_feed(self) -> Feed:
         ctx = self.ctx
+        spec = ctx.task.spec
+        if spec.type == TaskType.CAPTURE:
+            assert spec.capture is not None
+            assert spec.capture.http is not None
+            http = spec.capture.http
+            settings = IngestSettings(
+                host=ctx.bind_host,
+                port=http.port,
+                token=(
+                    None
+                    if http.auth_token_secret_ref is None
+                    else ctx.resolve_secret(http.auth_token_secret_ref)
+                ),
+                max_request_bytes=http.max_request_bytes,
+                max_documents=self.ring_buffer_size,
+                commit_timeout=2 * self.timing.max_duration + 60,
+            )
+            targets = {name: IngestTarget(ctx.schema(name), ctx.key(name)) for name in spec.outputs}
+            return CaptureServer(settings, targets, self.channel)
         sources = [Source(name, ctx.key(name)) for name in ctx.task.spec.sources]
         return SourceReader(
             ctx.objects,
