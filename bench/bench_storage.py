@@ -23,6 +23,7 @@ Run by hand against a running environment with
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import json
 import os
@@ -32,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -167,25 +169,42 @@ def restore_objects(log: RecoveryLog) -> list[str]:
     return keys
 
 
+def in_order(fn: Callable[[str], bytes], keys: list[str], window: int) -> Iterator[bytes]:
+    """``fn`` of each key, in order, at most ``window`` running or waiting to be taken:
+    the restore's read-ahead, so memory stays bounded the same way."""
+    pending: collections.deque[concurrent.futures.Future[bytes]] = collections.deque()
+    todo = iter(keys)
+    with concurrent.futures.ThreadPoolExecutor(window) as pool:
+        for key in todo:
+            pending.append(pool.submit(fn, key))
+            if len(pending) >= window:
+                break
+        while pending:
+            data = pending.popleft().result()
+            following = next(todo, None)
+            if following is not None:
+                pending.append(pool.submit(fn, following))
+            yield data
+
+
 def bench_restore(ctx: Context, client: S3Client, log: RecoveryLog, out: Run, size: int) -> None:
     keys = restore_objects(log)
     total = 0
 
+    def get(key: str) -> bytes:
+        return client.get_object(Bucket=log.store.bucket, Key=key)["Body"].read()
+
     def fetch(key: str) -> int:
-        return len(client.get_object(Bucket=log.store.bucket, Key=key)["Body"].read())
+        return len(get(key))
 
     def fetch_and_write(target: Path) -> int:
         """The same downloads, written to a local file and synced, as a restore must."""
         written = 0
         fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            with concurrent.futures.ThreadPoolExecutor(TRANSFERS) as pool:
-                for data in pool.map(
-                    lambda key: client.get_object(Bucket=log.store.bucket, Key=key)["Body"].read(),
-                    keys,
-                ):
-                    os.pwrite(fd, data, written)
-                    written += len(data)
+            for data in in_order(get, keys, TRANSFERS):
+                os.pwrite(fd, data, written)
+                written += len(data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -242,7 +261,7 @@ def bench_restore(ctx: Context, client: S3Client, log: RecoveryLog, out: Run, si
 # -- restore memory -------------------------------------------------------------------
 
 _CHILD = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 from shardkeeper.storage.client import make_s3_client
 from shardkeeper.storage.objectstore import ObjectStore
@@ -254,7 +273,10 @@ client = make_s3_client(endpoint=a["endpoint"], access_key=a["key"], secret_key=
 log = RecoveryLog(ObjectStore(client, a["bucket"]), a["log"])
 store = ShardStore.open(Path(a["volume"]), log, 3, options=StoreOptions(background_snapshots=False))
 store.close()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM is this process's own peak: ru_maxrss would also count the parent's memory that a
+# fork copied before exec
+status = Path("/proc/self/status").read_text()
+print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
 """
 
 

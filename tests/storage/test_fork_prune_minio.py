@@ -151,6 +151,15 @@ def test_prune_keeps_what_own_recovery_needs(tmp_path: Path, new_log: NewLog) ->
     put(store, "d")
     again = ShardStore.open(tmp_path / "b", log, 3, options=MANUAL)
     assert again.restore_report.source == "volume"
+    # a pruned journal no longer starts at 0; its head and fencing still work from there
+    bounds = log.journal.bounds()
+    assert bounds is not None
+    assert bounds[0] > 0
+    assert log.journal.head() == bounds[1]
+    fence = log.fence(4)
+    assert fence.offset == bounds[1]
+    with pytest.raises(errors.Fenced):
+        put(store, "e")
 
 
 def test_prune_cli_dry_run_prints_the_plan(

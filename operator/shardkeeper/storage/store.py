@@ -155,6 +155,7 @@ class ShardStore:
         self._writer: JournalWriter | None = None
         self._tracker: WalTracker | None = None
         self._txn: Transaction | None = None
+        self._txn_thread = 0
         self._lock = threading.Lock()
         self._wal_bytes_since_checkpoint = 0
         self._bytes_since_snapshot = 0
@@ -404,6 +405,7 @@ class ShardStore:
             raise
         self.log.faults.reached(FaultPoint.COMMIT_BEGUN)
         self._mode = Mode.WRITE
+        self._txn_thread = threading.get_ident()
         self._txn = Transaction(self)
         return self._txn
 
@@ -623,6 +625,8 @@ class ShardStore:
         """Write a snapshot of the state as of the last commit. Returns ``None`` if the
         database could not be checkpointed completely just now (try again later)."""
         self._check_can_write()
+        if self._txn is not None and self._txn_thread == threading.get_ident():
+            raise errors.StorageError("snapshot() waits for the open transaction: end it first")
         reader = sqlite3.connect(self.volume.db, isolation_level=None, check_same_thread=False)
         try:
             with self._lock:
