@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -237,7 +238,8 @@ class PodWorker:
                         self._event("Warning", "BackOff", message, runner.name)
             if shutdown:
                 grace = min(timing.NODE_SHUTDOWN_GRACE, termination_grace(pod))
-                if self._stop_all(grace, now):
+                # no events: the API server may be going down with the node
+                if self._stop_all(grace, now, announce=False):
                     return
             elif gone:
                 grace = min(timing.FORCED_DELETION_GRACE, termination_grace(pod))
@@ -266,11 +268,11 @@ class PodWorker:
         if when is not None:
             self._deadlines.append(when)
 
-    def _stop_all(self, grace: float, now: float) -> bool:
+    def _stop_all(self, grace: float, now: float, *, announce: bool = True) -> bool:
         """Stop every process; True once none is left."""
         for runner in self._runners:
             if runner.process is not None:
-                if runner.kill_deadline is None:
+                if runner.kill_deadline is None and announce:
                     message = f"Stopping container {runner.name}"
                     self._event("Normal", "Killing", message, runner.name)
                 runner.stop(grace, now)
@@ -279,8 +281,6 @@ class PodWorker:
 
     def _kill_remaining(self) -> None:
         """Last resort (the worker failed): no process may outlive its worker thread."""
-        import signal
-
         for runner in self._runners:
             if runner.process is not None:
                 runner.process.signal(signal.SIGKILL)
