@@ -258,6 +258,7 @@ class Replica:
 
     def run(self) -> int:
         """Run until shut down (0) or until the pod must restart as a standby (1)."""
+        self.hooks.observe_state(self.state)
         try:
             code = self._cycle()
             if code is Exit.CLEAN:
@@ -306,6 +307,8 @@ class Replica:
             self._enter(ReplicaState.FAILED, failure_message(exc))
             if not isinstance(exc, errors.StorageError):
                 log.error("restore failed", exc_info=exc)
+            # a replica that cannot serve must not hold, or take, the Lease meanwhile
+            self._give_up_lease()
             return None
         self.hooks.observe_recovery(self._monotonic() - started)
         report = store.restore_report
@@ -322,6 +325,8 @@ class Replica:
             if outcome is _Standby.LOST:
                 self._enter(ReplicaState.FAILED, "lost the Lease; restarting as a standby")
                 return Exit.RESTART_AS_STANDBY
+            if outcome is _Standby.FAILED:
+                self._give_up_lease()
             if outcome is not _Standby.WON:
                 return None
             return self._primary(resources, store)
