@@ -7,6 +7,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from pathlib import Path
@@ -119,6 +120,45 @@ def test_exec_runs_inside_the_containers_namespaces(tmp_path: Path) -> None:
         process.signal(signal.SIGKILL)
         ended.wait(30)
         process.poll()
+
+
+def test_an_unprivileged_node_mounts_in_a_user_namespace() -> None:
+    with tempfile.TemporaryDirectory(prefix="unprivileged-node-") as tmp:
+        # not pytest's tmp_path: it lies in a directory only root may enter
+        check_unprivileged(Path(tmp))
+
+
+def check_unprivileged(tmp_path: Path) -> None:
+    nobody = 65534
+    data, target = tmp_path / "data", tmp_path / "target"
+    for path in (tmp_path, data, target):
+        path.mkdir(exist_ok=True)
+        path.chmod(0o777)
+    (data / "file").write_text("mounted")
+    node = textwrap.dedent(
+        f"""
+        import threading
+        from pathlib import Path
+        from shardkeeper.dev.node.process import LaunchSpec, Tools, start
+        from shardkeeper.dev.node.volumes import Mount
+        command = ["sh", "-c", "cat {target}/file; echo; hostname; id -u"]
+        mounts = [Mount("{data}", "{target}", True)]
+        spec = LaunchSpec("t", command, {{"PATH": "/usr/bin:/bin"}}, "{tmp_path}", mounts,
+                          "box-1", Path("{tmp_path}/out.log"))
+        ended = threading.Event()
+        process = start(spec, Tools.find(), ended.set, as_root=False)
+        ended.wait(30)
+        print(process.poll())
+        """
+    )
+    setpriv = ["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups", "--"]
+    result = subprocess.run(
+        [*setpriv, sys.executable, "-c", node], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "0", result.stderr
+    # inside its user namespace the container is root, on the host it is nobody
+    assert (tmp_path / "out.log").read_text().splitlines() == ["mounted", "box-1", "0"]
+    assert (tmp_path / "out.log").stat().st_uid == nobody
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])

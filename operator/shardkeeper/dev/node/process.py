@@ -46,16 +46,19 @@ class Tools:
     mount: str
     mkdir: str
     sh: str
+    # optional: without it the host name is written to /proc, which needs real root
+    hostname: str | None = None
 
     @classmethod
     def find(cls) -> Tools:
         found = {}
+        search = "/usr/sbin:/usr/bin:/sbin:/bin"
         for name in ("unshare", "nsenter", "mount", "mkdir", "sh"):
-            path = shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+            path = shutil.which(name, path=search)
             if path is None:
                 raise RuntimeError(f"{name} (util-linux/coreutils) is needed by the process node")
             found[name] = path
-        return cls(**found)
+        return cls(**found, hostname=shutil.which("hostname", path=search))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +93,10 @@ def setup_script(spec: LaunchSpec, tools: Tools) -> str:
         lines.append(f"{q(tools.mount)} --bind {q(m.source)} {q(m.target)}")
         if m.read_only:
             lines.append(f"{q(tools.mount)} -o remount,bind,ro {q(m.target)}")
-    lines.append(f"echo {q(spec.hostname)} > /proc/sys/kernel/hostname")
+    if tools.hostname:
+        lines.append(f"{q(tools.hostname)} {q(spec.hostname)}")
+    else:
+        lines.append(f"echo {q(spec.hostname)} > /proc/sys/kernel/hostname")
     lines.append(f"{q(tools.mkdir)} -p {q(spec.working_dir)}")
     lines.append(f"cd {q(spec.working_dir)}")
     lines.append("set +e")
