@@ -47,6 +47,11 @@ from shardkeeper.runtime.derive_sql import SqlDeriver
 from shardkeeper.runtime.errors import DocumentRejected, TaskFailed, TaskMisconfigured
 from shardkeeper.runtime.faults import NO_RUNTIME_FAULTS, RuntimeFaultPoint, RuntimeFaults
 from shardkeeper.runtime.handler import Feed, TaskHandler
+from shardkeeper.runtime.materialize_postgres import (
+    PostgresMaterializer,
+    connection_string,
+    table_binding,
+)
 from shardkeeper.runtime.messages import (
     WAKE,
     CapturedDocuments,
@@ -313,7 +318,15 @@ class Processor:
             )
         if spec.type == TaskType.CAPTURE:
             return CaptureHandler()
-        raise TaskMisconfigured(f"tasks of type {spec.type} are not supported yet")
+        assert spec.materialize is not None
+        assert spec.materialize.postgres is not None
+        postgres = spec.materialize.postgres
+        return PostgresMaterializer(
+            connection_string(postgres, ctx.resolve_secret),
+            postgres.db_schema,
+            [table_binding(ctx.collection(name), table) for name, table in postgres.tables.items()],
+            f"{ctx.namespace}/{ctx.shard_name}",
+        )
 
     def _make_feed(self) -> Feed:
         ctx = self.ctx
