@@ -771,6 +771,13 @@ def test_node_restart_adopts_its_pods_and_leaves_nothing_behind(
     node.wait()
     wait_for(lambda: process_gone(pid), timeout=10, what="the container to die with the node")
 
+    # a pod deleted while its node is down leaves no directories once the node is back
+    run_dir = second_node.state_dir / "run" / second["metadata"]["uid"]
+    assert (run_dir / "volumes" / "data" / "boots").exists()
+    kube.delete(namespaced("pods", namespace, "adopted"), {"gracePeriodSeconds": 0})
+    second_node()
+    wait_for(lambda: not run_dir.exists(), timeout=60, what="the stale pod directory to go")
+
 
 def test_logs_command_shows_the_containers_output(
     kube: Kube, kubectl: Kubectl, namespace: str, dev_env: environment.EnvInfo

@@ -35,8 +35,12 @@ class Layout:
     def pod_manifest(self, namespace: str, pod: str) -> Path:
         return self.pod_log_dir(namespace, pod) / "pod.json"
 
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
     def pod_run_dir(self, pod_uid: str) -> Path:
-        return self.root / "run" / pod_uid
+        return self.run / pod_uid
 
     def volume_dir(self, pod_uid: str, volume: str) -> Path:
         return self.pod_run_dir(pod_uid) / "volumes" / volume

@@ -27,7 +27,7 @@ from shardkeeper.dev.node.informer import Cache, Informer
 from shardkeeper.dev.node.ipam import IpAllocator, pod_network_for
 from shardkeeper.dev.node.kube import Kube, collection, key_of
 from shardkeeper.dev.node.layout import Layout
-from shardkeeper.dev.node.podmanager import PodManager
+from shardkeeper.dev.node.podmanager import PodManager, remove_stale_pod_dirs
 from shardkeeper.dev.node.podworker import NodeServices
 from shardkeeper.dev.node.process import Tools
 from shardkeeper.dev.node.provisioner import Provisioner
@@ -186,10 +186,15 @@ def main(argv: Sequence[str]) -> int:
     ]
     for thread in threads:
         thread.start()
+    # listed before any worker runs: these are the previous node process's pods
+    previous_pods = [d.name for d in layout.run.iterdir()] if layout.run.is_dir() else []
     for informer in informers:
         threading.Thread(target=informer.run, args=(stop,), name="informer", daemon=True).start()
         if informer in (volume_informer, *claim_informers):
             informer.synced.wait(SYNC_TIMEOUT)
+    if all(informer.synced.wait(SYNC_TIMEOUT) for informer in pod_informers):
+        live = {pod["metadata"]["uid"] for pod in pods.values()}
+        remove_stale_pod_dirs(layout, previous_pods, live)
     log.info(
         "node %s serving %s; state in %s",
         args.name,

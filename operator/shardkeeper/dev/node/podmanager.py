@@ -4,10 +4,13 @@ name (a StatefulSet's) is a new pod with a new worker, even while the old one st
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
+from shardkeeper.dev.node.layout import Layout
 from shardkeeper.dev.node.podworker import NodeServices, PodWorker
 
 log = logging.getLogger(__name__)
@@ -61,3 +64,12 @@ class PodManager:
             left = [w.key for w in self._workers.values()]
         if left:
             log.warning("pods still stopping at shutdown: %s", ", ".join(left))
+
+
+def remove_stale_pod_dirs(layout: Layout, found_at_start: Iterable[str], live: set[str]) -> None:
+    """Pods deleted while the node was down leave their per-pod directories (emptyDirs,
+    file volumes) behind: remove those of the pods that no longer exist."""
+    for uid in found_at_start:
+        if uid not in live:
+            shutil.rmtree(layout.pod_run_dir(uid), ignore_errors=True)
+            log.info("removed the directories of pod %s, deleted while the node was down", uid)
