@@ -689,6 +689,22 @@ def test_termination_is_sigterm_then_sigkill_after_the_grace_period(
     assert "container exited with code 137" in log.read_text()
 
 
+def test_a_force_deleted_pod_is_stopped_at_once(
+    kube: Kube, kubectl: Kubectl, namespace: str
+) -> None:
+    wait_default_service_account(kube, namespace)
+    spec = {
+        "terminationGracePeriodSeconds": 600,
+        "containers": [{"name": "c", "image": "x", "command": ["sleep", "3600"]}],
+    }
+    apply(kubectl, namespace, pod_manifest("forced", spec))
+    running = wait_for(lambda: ready_pod(kube, namespace, "forced"), timeout=60, what="ready")
+    pid = container_pid(running)
+    kube.delete(namespaced("pods", namespace, "forced"), {"gracePeriodSeconds": 0})
+    # the object is gone at once; the node gives the process a short grace, not 600s
+    wait_for(lambda: process_gone(pid), timeout=30, what="the process to be stopped")
+
+
 @pytest.fixture
 def second_node(
     dev_env: environment.EnvInfo, namespace: str, tmp_path: Path, kube: Kube
