@@ -30,7 +30,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +37,11 @@ from tests.runtime.shard_harness import (
     Feeder,
     ReplicaProcess,
     ShardSetup,
+    committed_after,
     counting_shard,
     output_documents,
     pod_network,
+    roles,
 )
 from tests.support.wait import wait_for
 
@@ -86,23 +87,8 @@ def shard_setup(ctx: Context, kube_api: Any, hot_standbys: int) -> Iterator[Shar
         s3.delete_bucket(Bucket=name)
 
 
-def committed_after(replica: ReplicaProcess, moment: float) -> float | None:
-    entry = replica.setup.replica(replica.pod)
-    when = (entry.get("lastCommit") or {}).get("time")
-    if entry.get("state") != "PRIMARY" or when is None:
-        return None
-    at = datetime.fromisoformat(when).timestamp()
-    return at if at > moment else None
-
-
 def primary_and_standby(replicas: list[ReplicaProcess]) -> tuple[ReplicaProcess, ReplicaProcess]:
-    def roles() -> tuple[ReplicaProcess, ReplicaProcess] | None:
-        states = {r.pod: r.state() for r in replicas}
-        primaries = [r for r in replicas if states[r.pod] == "PRIMARY"]
-        standbys = [r for r in replicas if states[r.pod] == "STANDBY"]
-        return (primaries[0], standbys[0]) if primaries and standbys else None
-
-    return wait_for(roles, timeout=120, what="a PRIMARY and a STANDBY")
+    return wait_for(lambda: roles(*replicas), timeout=120, what="a PRIMARY and a STANDBY")
 
 
 # -- failover and hand-over ------------------------------------------------------------------
@@ -216,9 +202,13 @@ def bench_recovery(ctx: Context, kube_api: Any, out: Run, documents: int) -> Non
         try:
             builder.wait_state("PRIMARY", timeout=120)
             feeder = Feeder(setup)
-            keys = [f"key-{i % 500}" for i in range(documents)]
-            for start in range(0, documents, 500):
-                feeder.send(keys[start : start + 500])
+            # a key per document, fed in small batches while the shard processes: a log of
+            # many commits, each of many pages, as a busy shard writes it
+            batch = documents // 100
+            keys = [f"key-{i:08d}" for i in range(documents)]
+            for start in range(0, documents, batch):
+                feeder.send(keys[start : start + batch])
+                time.sleep(0.1)
             wait_for(
                 lambda: len(output_documents(setup)) >= documents,
                 timeout=600,
@@ -281,7 +271,7 @@ def run(ctx: Context, out: Run) -> None:
     leases = (3,) if ctx.quick else (5, 15)
     for lease in leases:
         bench_failover(ctx, kube_api, out, lease, trials=2 if ctx.quick else 4)
-    bench_recovery(ctx, kube_api, out, documents=2_000 if ctx.quick else 20_000)
+    bench_recovery(ctx, kube_api, out, documents=5_000 if ctx.quick else 100_000)
 
 
 def main(argv: list[str] | None = None) -> int:

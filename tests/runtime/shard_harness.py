@@ -19,9 +19,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -378,6 +378,26 @@ class ReplicaProcess:
         return wait_for(reached, timeout=timeout, what=f"{self.pod} to report {state}")
 
 
+def roles(*replicas: ReplicaProcess) -> tuple[ReplicaProcess, ReplicaProcess] | None:
+    """``(primary, a standby)`` once one replica reports PRIMARY and another STANDBY."""
+    states = {r.pod: r.state() for r in replicas}
+    primaries = [r for r in replicas if states[r.pod] == "PRIMARY"]
+    standbys = [r for r in replicas if states[r.pod] == "STANDBY"]
+    return (primaries[0], standbys[0]) if len(primaries) == 1 and standbys else None
+
+
+def committed_after(replica: ReplicaProcess, moment: float) -> float | None:
+    """When this replica, as PRIMARY, last committed, if that was after ``moment``
+    (a wall-clock time): the status carries the commit's own time, so the figure does
+    not depend on how soon the status was applied."""
+    entry = replica.setup.replica(replica.pod)
+    when = (entry.get("lastCommit") or {}).get("time")
+    if entry.get("state") != "PRIMARY" or when is None:
+        return None
+    at = datetime.fromisoformat(when).timestamp()
+    return at if at > moment else None
+
+
 def wait_outputs(setup: ShardSetup, total: int, timeout: float) -> None:
     wait_for(
         lambda: len(output_documents(setup)) >= total,
@@ -385,7 +405,3 @@ def wait_outputs(setup: ShardSetup, total: int, timeout: float) -> None:
         what=f"{total} output documents",
         interval=0.5,
     )
-
-
-def now() -> float:
-    return time.time()

@@ -11,9 +11,9 @@ from tests.runtime.shard_harness import (
     check_counts_exact,
     counting_task,
     output_documents,
+    roles,
     wait_outputs,
 )
-from tests.runtime.test_shard_failover import roles
 from tests.support.wait import wait_for
 
 # n is NOT NULL: every document fails
@@ -23,9 +23,7 @@ BROKEN_SQL = "INSERT INTO counts (key, n) VALUES ($key, NULL) RETURNING key, n"
 def test_a_failed_task_holds_until_the_task_changes(new_shard: NewShard, spawn: Spawn) -> None:
     setup = new_shard(hot_standbys=1, sql=BROKEN_SQL)
     a, b = spawn(setup, "replica-0"), spawn(setup, "replica-1")
-    primary, standby = wait_for(
-        lambda: roles(setup, a, b), timeout=60, what="one PRIMARY and one STANDBY"
-    )
+    primary, standby = wait_for(lambda: roles(a, b), timeout=60, what="one PRIMARY and one STANDBY")
     feeder = Feeder(setup)
     feeder.send(["a", "b", "a"])
     entry = primary.wait_state("FAILED", timeout=30)

@@ -13,10 +13,11 @@ from tests.runtime.shard_harness import (
     LEASE_DURATION,
     Feeder,
     check_counts_exact,
+    committed_after,
     output_documents,
+    roles,
     wait_outputs,
 )
-from tests.runtime.test_shard_failover import committed_after, roles
 from tests.support.wait import wait_for
 
 
@@ -24,9 +25,7 @@ def test_a_paused_primary_can_never_commit_again(new_shard: NewShard, spawn: Spa
     # transactions last at least a second: the zombie is paused with one open
     setup = new_shard(hot_standbys=1, min_txn="1s", max_txn="2s")
     a, b = spawn(setup, "replica-0"), spawn(setup, "replica-1")
-    zombie, standby = wait_for(
-        lambda: roles(setup, a, b), timeout=60, what="one PRIMARY and one STANDBY"
-    )
+    zombie, standby = wait_for(lambda: roles(a, b), timeout=60, what="one PRIMARY and one STANDBY")
     feeder = Feeder(setup)
     feeder.send([f"k{i % 5}" for i in range(50)])
     wait_outputs(setup, 50, timeout=30)
