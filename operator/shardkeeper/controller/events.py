@@ -30,6 +30,7 @@ from shardkeeper.controller.objects import namespaced_name
 log = logging.getLogger(__name__)
 NORMAL, WARNING = "Normal", "Warning"
 COMPONENT = "shardkeeper-operator"
+ASKED_FOR = frozenset({"Deleting", "Disabling"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +55,9 @@ def for_changes(changes: Sequence[Change]) -> list[Notice]:
             if true:
                 out.append(Notice(NORMAL, verdict.reason, verdict.message or "ready"))
             elif before is not None and before.status == ConditionStatus.TRUE:
-                out.append(Notice(WARNING, verdict.reason, verdict.message or "not ready"))
+                # stopping because someone asked for it is no warning
+                kind = NORMAL if verdict.reason in ASKED_FOR else WARNING
+                out.append(Notice(kind, verdict.reason, verdict.message or "not ready"))
         elif verdict.type == DEGRADED:
             if true:
                 out.append(Notice(WARNING, verdict.reason, verdict.message))

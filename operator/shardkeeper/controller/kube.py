@@ -157,7 +157,7 @@ class AsyncKube:
             raise
         return True
 
-    async def list(
+    async def list_objects(
         self, api_version: str, kind: str, namespace: str, *, labels: Mapping[str, str]
     ) -> list[dict[str, Any]]:
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
@@ -181,6 +181,19 @@ class AsyncKube:
             if err.status == 404:
                 return None
             raise
+
+    async def json_patch(
+        self, api_version: str, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> Any:
+        """An RFC 6902 patch; a ``test`` op in it makes the patch conditional (422 if not)."""
+        return await self._request(
+            "patch",
+            PLURALS[(api_version, kind)],
+            "PATCH",
+            path(api_version, kind, namespace, name),
+            body=ops,
+            content_type="application/json-patch+json",
+        )
 
     async def replace(self, obj: Mapping[str, Any]) -> Any:
         """PUT: fails with 409 unless ``metadata.resourceVersion`` is still current."""

@@ -16,7 +16,7 @@ from shardkeeper.api.meta import Condition, Resource
 from shardkeeper.controller import conditions as cond
 from shardkeeper.controller import events
 from shardkeeper.controller.cache import Cache
-from shardkeeper.controller.kube import AsyncKube
+from shardkeeper.controller.kube import ApiError, AsyncKube
 from shardkeeper.controller.names import FINALIZER
 from shardkeeper.controller.objects import namespaced_name
 from shardkeeper.controller.queue import Key, WorkQueue
@@ -70,12 +70,14 @@ class Base:
         previous: list[Condition] = list(status_model.conditions)
         generation = obj.metadata.generation
         merged = cond.merge(previous, verdicts, generation=generation, now=datetime.now(UTC))
-        # None means "unknown": the field is left out, which removes it if it was set
+        # None and empty values are left out, which removes them if they were set: an
+        # applied empty map whose keys are all removed would be stored as null
         wanted = {"observedGeneration": generation, "conditions": _dump(merged), **fields}
+        wanted = {k: v for k, v in wanted.items() if v not in (None, {}, [])}
         current = status_model.model_dump(mode="json", by_alias=True, exclude_none=True)
         current["conditions"] = _dump(previous)
-        written = any(current.get(k) != v for k, v in wanted.items())
-        wanted = {k: v for k, v in wanted.items() if v is not None}
+        current = {k: v for k, v in current.items() if v not in ({}, [])}
+        written = any(current.get(k) != wanted.get(k) for k in {*fields, *wanted})
         if written:
             namespace, name = namespaced_name(obj)
             await self.deps.kube.apply(
@@ -104,20 +106,28 @@ class Base:
         for key in [k for k in self._announced if k[0] == uid]:
             del self._announced[key]
 
-    async def set_finalizer(self, obj: Resource, present: bool) -> None:
-        """Add or remove the operator's finalizer, and no other, by applying the finalizer
-        list as the operator's field manager (finalizers are a set)."""
-        if (FINALIZER in obj.metadata.finalizers) == present:
-            return
+    async def set_finalizer(self, obj: Resource, present: bool) -> bool:
+        """Add or remove the operator's finalizer and no other; whether this call did.
+
+        A JSON patch that first tests the list it read: a concurrent change makes it fail
+        (and the reconcile retry) instead of overwriting another finalizer, and a patch,
+        unlike an apply, never re-creates an object that is already gone.
+        """
+        current = list(obj.metadata.finalizers)
+        if (FINALIZER in current) == present:
+            return False
+        wanted = [*current, FINALIZER] if present else [f for f in current if f != FINALIZER]
         namespace, name = namespaced_name(obj)
-        await self.deps.kube.apply(
-            {
-                "apiVersion": obj.api_version,
-                "kind": obj.kind,
-                "metadata": {
-                    "name": name,
-                    "namespace": namespace,
-                    "finalizers": [FINALIZER] if present else [],
-                },
-            }
+        ops: list[dict[str, Any]] = (
+            [{"op": "test", "path": "/metadata/finalizers", "value": current}]
+            if current
+            else [{"op": "test", "path": "/metadata/uid", "value": obj.metadata.uid}]
         )
+        ops.append({"op": "add", "path": "/metadata/finalizers", "value": wanted})
+        try:
+            await self.deps.kube.json_patch(obj.api_version, obj.kind, namespace, name, ops)
+        except ApiError as err:
+            if err.status == 404:
+                return False
+            raise
+        return True

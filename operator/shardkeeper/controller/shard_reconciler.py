@@ -93,7 +93,7 @@ class ShardReconciler(Base):
         if sts is None or task.spec.shards.disable or not sts.rolling or not sts.settled:
             return None
         namespace, name = namespaced_name(shard)
-        listed = await self.deps.kube.list(
+        listed = await self.deps.kube.list_objects(
             "v1", "Pod", namespace, labels=names.shard_selector(name)
         )
         pods = [PodView.from_k8s(p) for p in listed]

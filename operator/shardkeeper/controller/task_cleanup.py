@@ -78,7 +78,7 @@ class TaskCleanup:
             )
         if shards:
             return POLL_SECONDS
-        pods = await self.deps.kube.list(
+        pods = await self.deps.kube.list_objects(
             "v1",
             "Pod",
             namespace,
@@ -90,8 +90,10 @@ class TaskCleanup:
             notices = await self.delete_data(task)
         else:
             notices = [self.retained(task)]
-        await self.deps.recorder.post_all(task, notices)
-        await self.owner.set_finalizer(task, present=False)
+        # notices only once the finalizer is off: a second look at a stale copy of the
+        # Task finds it gone (404) and says nothing again
+        if await self.owner.set_finalizer(task, present=False):
+            await self.deps.recorder.post_all(task, notices)
         self.owner.forget(task.metadata.uid)
         return None
 

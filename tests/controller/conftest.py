@@ -1,0 +1,57 @@
+"""Fixtures of the operator's end-to-end tests: the CRDs, and one operator process per test,
+watching only the test's namespace and electing its leader there, so that tests never
+share an operator and a test may kill or restart its own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+# the session fixture that applies crds/ and waits for them: reused, not copied
+from tests.api.conftest import crds
+from tests.controller.support import Kubectl, OperatorProcess
+
+from shardkeeper.dev.environment import EnvInfo
+
+__all__ = ["crds", "operator", "operators"]
+
+StartOperator = Callable[..., OperatorProcess]
+
+
+@pytest.fixture
+def operators(
+    crds: list[str],
+    dev_env: EnvInfo,
+    namespace: str,
+    bucket: str,  # set up before, torn down after: no shard writes to a deleted bucket
+    kubectl: Kubectl,
+) -> Iterator[StartOperator]:
+    """Starts operators for the test's namespace. Afterwards the test's Tasks are deleted
+    through a running operator (so their shards stop before the namespace and bucket go,
+    and no finalizer is left behind), then every operator is stopped."""
+    started: list[OperatorProcess] = []
+    # next to the pods' logs, where pytest's rotation of temporary directories (shared
+    # with everyone's runs) does not delete them
+    log_dir = dev_env.state_dir / "logs" / "operator-tests" / namespace
+
+    def start(identity: str = "operator-a", *extra: str) -> OperatorProcess:
+        process = OperatorProcess(dev_env, namespace, log_dir, identity=identity, extra=extra)
+        started.append(process.start())
+        return process
+
+    yield start
+    if not any(p.alive() for p in started):
+        start("operator-cleanup")
+    kubectl("delete", "tasks.shardkeeper.io", "--all", "-n", namespace, "--timeout=120s")
+    for process in started:
+        if process.alive():
+            process.stop()
+
+
+@pytest.fixture
+def operator(operators: StartOperator) -> OperatorProcess:
+    """One operator, leading."""
+    process = operators()
+    process.wait_leading()
+    return process
