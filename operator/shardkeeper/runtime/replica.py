@@ -245,15 +245,6 @@ class Replica:
             )
         )
 
-    def _fail(self, exc: BaseException, backoff: PollBackoff) -> PollBackoff:
-        """FAILED with what to fix; wait out the back-off (or a shutdown)."""
-        self._enter(ReplicaState.FAILED, failure_message(exc))
-        if not isinstance(exc, StartupError | errors.StorageError):
-            log.error("unexpected failure", exc_info=exc)
-        backoff = backoff.after(found=False)
-        self.shutdown.wait(backoff.current)
-        return backoff
-
     # -- the loop ------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -268,18 +259,11 @@ class Replica:
             self._finish()
 
     def _cycle(self) -> Exit:
+        """Attempt after attempt, backing off after each one that failed."""
         backoff = PollBackoff(FAILURE_BACKOFF)
         while not self.shutdown.is_set():
             self._enter(ReplicaState.IDLE)
-            try:
-                resources = self.hooks.load()
-            except StartupError as exc:
-                backoff = self._fail(exc, backoff)
-                continue
-            if self._lease is None:
-                self._lease = self.hooks.lease(resources, self._wake.set)
-                self._lease.start()
-            code = self._run_store(resources)
+            code = self._attempt()
             if code is not None:
                 return code
             if self.state is ReplicaState.FAILED:
@@ -288,6 +272,17 @@ class Replica:
             else:
                 backoff = PollBackoff(FAILURE_BACKOFF)
         return Exit.CLEAN
+
+    def _attempt(self) -> Exit | None:
+        try:
+            resources = self.hooks.load()
+        except StartupError as exc:
+            self._enter(ReplicaState.FAILED, str(exc))
+            return None
+        if self._lease is None:
+            self._lease = self.hooks.lease(resources, self._wake.set)
+            self._lease.start()
+        return self._run_store(resources)
 
     def _finish(self) -> None:
         """Last status, then the Lease: the next primary applies its status after ours."""
@@ -409,11 +404,11 @@ class Replica:
             self._wake.wait(PROGRESS_EVERY)
             self._wake.clear()
             self._report_progress(processor, store, epoch)
-            if self.shutdown.is_set() or lease.lost.is_set():
+            if self.shutdown.is_set():
+                stop.set()  # the processor finishes its transaction, then returns
+            if lease.lost.is_set():
                 stop.set()
-                if lease.lost.is_set():
-                    break
-                thread.join()
+                break
         if lease.lost.is_set():
             # stop at once: whatever the processor does now, the fence keeps it from
             # committing once the next primary has taken over
