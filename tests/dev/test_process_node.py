@@ -192,7 +192,9 @@ def test_node_is_registered_and_heartbeating(kube: Kube, dev_env: environment.En
     node = get(kube, f"/api/v1/nodes/{dev_env.node_name}")
     assert node is not None
     assert condition(node, "Ready") == "True"
-    assert {"type": "InternalIP", "address": "127.0.0.1"} in node["status"]["addresses"]
+    # the only address: the API server reaches the node's log endpoint through it
+    assert node["status"]["addresses"] == [{"type": "InternalIP", "address": "127.0.0.1"}]
+    assert node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] > 0
     assert int(node["status"]["allocatable"]["pods"]) > 0
 
     # the API server taints every new Node not-ready; the node-lifecycle controller
@@ -821,6 +823,47 @@ def test_logs_command_shows_the_containers_output(
     assert "from second" in second.stdout
     assert "from first" not in second.stdout
     assert logs("-c", "third").returncode == 1
+
+
+def test_kubectl_logs_shows_the_current_and_previous_run(
+    kube: Kube, kubectl: Kubectl, namespace: str
+) -> None:
+    wait_default_service_account(kube, namespace)
+    # undefined $(...) references are left alone by Kubernetes' expansion: plain shell
+    script = (
+        "n=$(cat /state/n 2>/dev/null || echo 0); echo run $n; "
+        "echo $((n + 1)) > /state/n; sleep 1; exit 1"
+    )
+    spec = {
+        "containers": [
+            {
+                "name": "c",
+                "image": "x",
+                "command": ["sh", "-c", script],
+                "volumeMounts": [{"name": "state", "mountPath": "/state"}],
+            }
+        ],
+        "volumes": [{"name": "state", "emptyDir": {}}],
+    }
+    apply(kubectl, namespace, pod_manifest("runs", spec))
+
+    def restarts() -> int:
+        statuses = ((pod(kube, namespace, "runs") or {}).get("status") or {}).get(
+            "containerStatuses"
+        ) or [{}]
+        return int(statuses[0].get("restartCount", 0))
+
+    wait_for(lambda: restarts() >= 2, timeout=60, what="two restarts")
+    current = kubectl("logs", "-n", namespace, "runs").stdout
+    previous = kubectl("logs", "-n", namespace, "runs", "--previous").stdout
+    # each run says its number once; the node's own marker lines are not shown
+    assert current.startswith("run ")
+    assert previous.startswith("run ")
+    assert int(current.split()[1]) == int(previous.split()[1]) + 1
+    assert "process-node" not in current + previous
+    # following ends with the run (at most a second and the back-off later)
+    followed = kubectl("logs", "-n", namespace, "runs", "-f")
+    assert followed.stdout.startswith("run ")
 
 
 def test_only_pods_for_the_default_scheduler_are_bound(

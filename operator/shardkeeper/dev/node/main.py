@@ -26,6 +26,7 @@ from shardkeeper.dev.node.events import Events
 from shardkeeper.dev.node.informer import Cache, Informer
 from shardkeeper.dev.node.ipam import IpAllocator, pod_network_for
 from shardkeeper.dev.node.kube import Kube, collection, key_of
+from shardkeeper.dev.node.kubeletapi import KubeletApi
 from shardkeeper.dev.node.layout import Layout
 from shardkeeper.dev.node.podmanager import PodManager, remove_stale_pod_dirs
 from shardkeeper.dev.node.podworker import NodeServices
@@ -123,7 +124,9 @@ def main(argv: Sequence[str]) -> int:
     layout = Layout(state_dir)
     kube, server = Kube.from_kubeconfig(args.kubeconfig)
     resources = host_resources(state_dir)
-    registration = Registration(kube, args.name, resources)
+    kubelet_api = KubeletApi(layout)
+    kubelet_api.start()
+    registration = Registration(kube, args.name, resources, kubelet_api.port)
     registration.register()
 
     served = frozenset(args.namespace)

@@ -33,6 +33,7 @@ from shardkeeper.dev.node.informer import Cache
 from shardkeeper.dev.node.ipam import HOST_IP, IpAllocator
 from shardkeeper.dev.node.kube import STRATEGIC_MERGE_PATCH, ApiError, Kube, ServerInfo, namespaced
 from shardkeeper.dev.node.layout import Layout
+from shardkeeper.dev.node.logruns import marker_line
 from shardkeeper.dev.node.podcontext import ConfigError, Obj, PodContext
 from shardkeeper.dev.node.podenv import Objects, env_references, resolve_env
 from shardkeeper.dev.node.process import (
@@ -650,7 +651,7 @@ class PodWorker:
         path = self._node.layout.container_log(self.namespace, self.name, runner.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as out:
-            out.write(f"--- process-node {rfc3339(time.time())} {runner.name}: {text} ---\n")
+            out.write(marker_line(rfc3339(time.time()), runner.name, text))
 
     def _write_manifest(self) -> None:
         """Which containers the pod has, for `shardkeeper dev logs`."""

@@ -97,17 +97,16 @@ def node_conditions(now: float, since: float) -> list[dict[str, Any]]:
 
 
 def node_status(
-    name: str, resources: dict[str, str], info: dict[str, str], now: float, since: float
+    resources: dict[str, str], info: dict[str, str], kubelet_port: int, now: float, since: float
 ) -> dict[str, Any]:
     return {
         "capacity": resources,
         "allocatable": resources,
         "conditions": node_conditions(now, since),
-        "addresses": [
-            {"type": "InternalIP", "address": HOST_IP},
-            {"type": "Hostname", "address": name},
-        ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        # no Hostname address: the API server would prefer it to reach the kubelet API,
+        # and the node's name does not resolve
+        "addresses": [{"type": "InternalIP", "address": HOST_IP}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
         "nodeInfo": info,
     }
 
@@ -146,10 +145,11 @@ def lease(name: str, node_uid: str, now: float) -> dict[str, Any]:
 class Registration:
     """Registers the Node, then keeps its Lease and Ready condition fresh."""
 
-    def __init__(self, kube: Kube, name: str, resources: dict[str, str]) -> None:
+    def __init__(self, kube: Kube, name: str, resources: dict[str, str], kubelet_port: int) -> None:
         self._kube = kube
         self.name = name
         self.resources = resources
+        self.kubelet_port = kubelet_port
         self._since = time.time()
         self._node_uid = ""
         self._info: dict[str, str] = {}
@@ -166,7 +166,7 @@ class Registration:
         version = self._kube.request("GET", "/version") or {}
         self._info = node_info(str(version.get("gitVersion", "v0.0.0")))
         now = time.time()
-        status = node_status(self.name, self.resources, self._info, now, self._since)
+        status = self._status(now)
         labels = node_labels(self.name, self._info["architecture"])
         node = self._kube.get(self._node_path)
         if node is None:
@@ -190,8 +190,13 @@ class Registration:
         self._renew_lease(now)
         log.info("node %s registered", self.name)
 
+    def _status(self, now: float) -> dict[str, Any]:
+        return node_status(self.resources, self._info, self.kubelet_port, now, self._since)
+
     def _patch_status(self, now: float) -> None:
-        status = node_status(self.name, self.resources, self._info, now, self._since)
+        status = self._status(now)
+        # replace, not merge: an address an earlier node process reported must go
+        status["addresses"] = [{"$patch": "replace"}, *status["addresses"]]
         self._kube.patch(self._node_path + "/status", {"status": status}, STRATEGIC_MERGE_PATCH)
 
     def _renew_lease(self, now: float) -> None:
