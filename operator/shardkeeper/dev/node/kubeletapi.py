@@ -13,16 +13,19 @@ import contextlib
 import http.server
 import io
 import logging
+import select
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from shardkeeper.dev import pki
+from shardkeeper.dev.node import logruns
 from shardkeeper.dev.node.layout import Layout
-from shardkeeper.dev.node.logruns import EXITED, STARTED, is_marker, select
+from shardkeeper.dev.node.logruns import EXITED, STARTED, is_marker
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,11 @@ class KubeletApi:
         handler = _handler(layout)
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        # the handshake happens on each connection's own thread, not in the accept loop,
+        # so one silent client cannot hold up the others
+        self._server.socket = context.wrap_socket(
+            self._server.socket, server_side=True, do_handshake_on_connect=False
+        )
         self.port: int = self._server.server_address[1]
 
     def start(self) -> None:
@@ -63,6 +70,8 @@ class KubeletApi:
 def _handler(layout: Layout) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "shardkeeper-process-node"
+        # a client that neither talks nor reads is dropped after this long
+        timeout = 60
 
         def log_message(self, format: str, *args: object) -> None:
             log.debug(format, *args)
@@ -100,7 +109,7 @@ def _handler(layout: Layout) -> type[http.server.BaseHTTPRequestHandler]:
             previous = query.get("previous") == "true"
             with path.open("rb") as source:
                 text = source.read().decode("utf-8", "replace")
-                run = select(
+                run = logruns.select(
                     text,
                     previous=previous,
                     tail_lines=_int(query.get("tailLines")),
@@ -116,7 +125,12 @@ def _handler(layout: Layout) -> type[http.server.BaseHTTPRequestHandler]:
                 self.wfile.write(run.output.encode())
                 self.wfile.flush()
                 if query.get("follow") == "true" and not previous and not run.ended:
-                    _follow(source, self.wfile)
+                    _follow(source, self.wfile, self._peer_gone)
+
+        def _peer_gone(self) -> bool:
+            # the client sends nothing after its request: anything readable is its end
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable)
 
     return Handler
 
@@ -128,12 +142,15 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def _follow(source: BinaryIO, out: io.BufferedIOBase) -> None:
-    """Pass on what the container writes until it exits (as `kubectl logs -f` does)."""
+def _follow(source: BinaryIO, out: io.BufferedIOBase, peer_gone: Callable[[], bool]) -> None:
+    """Pass on what the container writes until it exits (as `kubectl logs -f` does), or
+    until the client goes away."""
     partial = b""
     while True:
         chunk = source.read()
         if not chunk:
+            if peer_gone():
+                return
             time.sleep(FOLLOW_POLL)  # a file has nothing to wait on
             continue
         lines = (partial + chunk).split(b"\n")
