@@ -115,7 +115,7 @@ def test_ring_buffer_size_bounds_the_documents_of_a_transaction(
     source = writer(objects, "ticks")
     source.append([{"id": i} for i in range(50)])
     shard = ShardRunner(tmp_path, ctx).start()
-    assert shard.processor.channel.maxsize == 5
+    assert shard.processor.channel.maxsize * shard.processor.read_batch == 5
     wait_for(lambda: echoed(objects) == 50, timeout=60, what="50 echoes")
     assert shard.finish() is None
     assert [c.documents for c in shard.commits] == [10] * 5

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 from shardkeeper.runtime.outputs import OutputBatch
 from shardkeeper.storage.store import ShardStore, Transaction
@@ -50,8 +51,7 @@ SCHEMA = (
 _TABLES = (CHECKPOINT_TABLE, OUTPUT_HEADS_TABLE, PENDING_TABLE, STATS_TABLE, MIGRATIONS_TABLE)
 
 
-@dataclasses.dataclass(frozen=True)
-class SourceOffset:
+class SourceOffset(NamedTuple):
     """How far a source journal is processed: ``offset``, inside the fragment beginning
     at ``fragment`` (equal to ``offset`` when it is a fragment boundary)."""
 

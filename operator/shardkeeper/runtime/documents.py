@@ -14,6 +14,7 @@ wrote.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -47,9 +48,18 @@ def encode_line(document: Mapping[str, Any]) -> bytes:
     return (_encoder.encode(document) + "\n").encode()
 
 
+_NAMESPACE_BYTES = DOCUMENT_NAMESPACE.bytes
+
+
 def document_uuid(journal: str, offset: int) -> str:
-    """The UUID of the document whose line begins at ``offset`` of ``journal``."""
-    return str(uuid.uuid5(DOCUMENT_NAMESPACE, f"{journal}@{offset}"))
+    """The UUID of the document whose line begins at ``offset`` of ``journal``: exactly
+    ``uuid.uuid5(DOCUMENT_NAMESPACE, f"{journal}@{offset}")``, without the UUID object
+    (this runs once per output document)."""
+    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{journal}@{offset}".encode()).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def with_uuid(document: Mapping[str, Any], doc_uuid: str) -> Document:
@@ -95,10 +105,22 @@ def split_lines(payload: bytes, begin: int) -> Iterator[Line]:
         start = stop + 1
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def parse_json(data: bytes | str) -> Any:
+    """Strict JSON in UTF-8: no ``NaN`` or ``Infinity``, which Python would otherwise accept."""
+    return _decoder.decode(data.decode() if isinstance(data, bytes) else data)
+
+
 def parse_line(data: bytes | str) -> Document:
     """A document from one line; raises :class:`DocumentError` unless it is a JSON object."""
     try:
-        value = json.loads(data)
+        value = parse_json(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DocumentError(f"not valid JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -112,7 +134,7 @@ def parse_body(body: bytes) -> list[Document]:
     if not text:
         raise DocumentError("the body holds no document")
     try:
-        value = json.loads(text)
+        value = parse_json(text)
     except ValueError:
         # not one JSON value: newline-delimited documents, one per non-blank line
         documents = []

@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -59,12 +59,13 @@ from shardkeeper.runtime.messages import (
     ReadFailure,
     SourceAdvance,
     SourceDocument,
+    SourceLines,
 )
 from shardkeeper.runtime.metrics import RuntimeMetrics
 from shardkeeper.runtime.outputs import OutputBatch, OutputBuffer, append_batch
 from shardkeeper.runtime.routing import KeyExtractor, Ranges
 from shardkeeper.runtime.schemas import DocumentSchema
-from shardkeeper.runtime.sources import ReaderOptions, Source, SourceReader
+from shardkeeper.runtime.sources import ReaderOptions, SourceReader, route_lines
 from shardkeeper.runtime.storagemap import collection_journal
 from shardkeeper.runtime.transactions import TxnTiming
 from shardkeeper.storage import errors
@@ -199,7 +200,17 @@ class Processor:
         self.options = options or ProcessorOptions()
         self.timing = TxnTiming.of(ctx.task.spec)
         self.ring_buffer_size = ctx.task.spec.shards.ring_buffer_size
-        self.channel: queue.Queue[Message] = queue.Queue(ctx.task.spec.shards.read_channel_size)
+        # readers hand documents over in batches: the channel holds readChannelSize
+        # documents as that many batches
+        read_channel_size = ctx.task.spec.shards.read_channel_size
+        self.read_batch = max(1, min(self.options.reader.batch_documents, read_channel_size))
+        self.channel: queue.Queue[Message] = queue.Queue(
+            max(1, read_channel_size // self.read_batch)
+        )
+        # what is left of the batch of lines being routed
+        self._routing: Iterator[SourceDocument | SourceAdvance] | None = None
+        self._keys = {name: ctx.key(name) for name in ctx.task.spec.sources}
+        self._ranges = Ranges.of(ctx.shard.spec)
         self._faults = self.options.faults
         self._clock = self.options.clock
         self._lock = threading.Lock()
@@ -349,15 +360,13 @@ class Processor:
             )
             targets = {name: IngestTarget(ctx.schema(name), ctx.key(name)) for name in spec.outputs}
             return CaptureServer(settings, targets, self.channel)
-        sources = [Source(name, ctx.key(name)) for name in ctx.task.spec.sources]
         return SourceReader(
             ctx.objects,
             ctx.prefix,
             namespace=ctx.namespace,
-            sources=sources,
-            ranges=Ranges.of(ctx.shard.spec),
+            sources=ctx.task.spec.sources,
             channel=self.channel,
-            options=self.options.reader,
+            options=dataclasses.replace(self.options.reader, batch_documents=self.read_batch),
         )
 
     # -- the transaction loop --------------------------------------------------------------------
@@ -375,13 +384,31 @@ class Processor:
             previous = self._previous
             if previous is not None and previous.done.is_set() and previous.error is not None:
                 raise previous.error
-            try:
-                message = self.channel.get(timeout=self.options.idle_poll)
-            except queue.Empty:
-                continue
-            if message is not WAKE:
+            message = self._take(self.options.idle_poll)
+            if message is not None and message is not WAKE:
                 return message
         return None
+
+    def _take(self, timeout: float) -> Message | None:
+        """The next message: the next document of the batch being routed, else the
+        channel's next message (waiting up to ``timeout`` seconds; 0 waits not at all);
+        ``None`` if none came. Raises :class:`TaskFailed` at a line that cannot be routed."""
+        while True:
+            if self._routing is not None:
+                routed = next(self._routing, None)
+                if routed is not None:
+                    return routed
+                self._routing = None
+            try:
+                if timeout <= 0:
+                    message = self.channel.get_nowait()
+                else:
+                    message = self.channel.get(timeout=timeout)
+            except queue.Empty:
+                return None
+            if not isinstance(message, SourceLines):
+                return message
+            self._routing = route_lines(message, self._keys[message.collection], self._ranges)
 
     def _transaction(self, first: Message, stop: threading.Event) -> None:
         state = _Open(started=self._clock())
@@ -413,15 +440,13 @@ class Processor:
             elapsed = clock() - state.started
             if not timing.reading(elapsed):
                 return
-            try:
-                message = self.channel.get_nowait()
-            except queue.Empty:
+            message = self._take(0)
+            if message is None:
                 wait = timing.wait_for_more(elapsed)
                 if wait <= 0:
                     return
-                try:
-                    message = self.channel.get(timeout=min(wait, self.options.idle_poll))
-                except queue.Empty:
+                message = self._take(min(wait, self.options.idle_poll))
+                if message is None:
                     continue
             if message is not WAKE:
                 self._apply(state, message)

@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
+from json.encoder import encode_basestring
 from typing import Any
 
 from shardkeeper.api.meta import RANGE_MAX, RANGE_MIN
@@ -54,7 +55,17 @@ def _canonical(value: Any) -> Any:
 
 def pack_key(values: Sequence[Any]) -> bytes:
     """The canonical packing of a key's values."""
-    return _packer.encode([_canonical(v) for v in values]).encode()
+    # most keys are strings and integers: write those directly, exactly as the encoder would
+    parts = []
+    for value in values:
+        kind = type(value)
+        if kind is str:
+            parts.append(encode_basestring(value))
+        elif kind is int:
+            parts.append(int.__repr__(value))
+        else:
+            return _packer.encode([_canonical(v) for v in values]).encode()
+    return ("[" + ",".join(parts) + "]").encode()
 
 
 def hash32(data: bytes, person: bytes) -> int:
@@ -113,10 +124,21 @@ class Ranges:
 
     @property
     def everything(self) -> bool:
-        return self == Ranges()
+        return self.all_keys and self.all_clocks
+
+    @property
+    def all_keys(self) -> bool:
+        return (self.key_begin, self.key_end) == (RANGE_MIN, RANGE_MAX)
+
+    @property
+    def all_clocks(self) -> bool:
+        return (self.r_clock_begin, self.r_clock_end) == (RANGE_MIN, RANGE_MAX)
 
     def owns(self, key: int, clock: int) -> bool:
-        return (
-            self.key_begin <= key <= self.key_end
-            and self.r_clock_begin <= clock <= self.r_clock_end
-        )
+        return self.owns_key(key) and self.owns_clock(clock)
+
+    def owns_key(self, key: int) -> bool:
+        return self.key_begin <= key <= self.key_end
+
+    def owns_clock(self, clock: int) -> bool:
+        return self.r_clock_begin <= clock <= self.r_clock_end

@@ -3,12 +3,12 @@
 A source is a Collection: every journal under its directory, one per writing shard. A
 discovery thread lists the directory now and then and starts a reader thread for each
 journal it has not seen; each reader tails its journal from the checkpoint, routes every
-document (see :mod:`.routing`) and puts the shard's own into the read channel, a bounded
-queue (``readChannelSize``): when the transaction loop falls behind, readers wait.
+puts its lines, in batches, into the read channel, a bounded queue (``readChannelSize``
+documents): when the transaction loop falls behind, readers wait. The loop routes each
+line (:func:`route_lines`, see :mod:`.routing`) and keeps only the shard's documents.
 
-A document that is not a JSON object, or lacks its key, cannot be routed; the reader puts
-a :class:`.messages.ReadFailure` naming it and stops, so the loop fails at exactly that
-document.
+A document that is not a JSON object, or lacks its key, cannot be routed: the loop fails
+with :class:`.errors.TaskFailed` at exactly that document.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import queue
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from shardkeeper.runtime.checkpoint import SourceOffset
 from shardkeeper.runtime.documents import DocumentError, parse_line, split_lines
@@ -27,8 +27,16 @@ from shardkeeper.runtime.messages import (
     ReadFailure,
     SourceAdvance,
     SourceDocument,
+    SourceLines,
 )
-from shardkeeper.runtime.routing import KeyExtractor, MissingKey, Ranges, r_clock
+from shardkeeper.runtime.routing import (
+    KeyExtractor,
+    MissingKey,
+    Ranges,
+    key_hash,
+    pack_key,
+    r_clock,
+)
 from shardkeeper.runtime.storagemap import collection_dir, collection_journal, key_prefix
 from shardkeeper.storage.fragment import Fragment, FragmentKind
 from shardkeeper.storage.journal import Journal
@@ -42,14 +50,6 @@ _AFTER_FRAGMENTS = "~"
 
 
 @dataclasses.dataclass(frozen=True)
-class Source:
-    """A source collection as a reader needs it."""
-
-    collection: str
-    key: KeyExtractor
-
-
-@dataclasses.dataclass(frozen=True)
 class ReaderOptions:
     poll: PollPolicy = dataclasses.field(
         default_factory=lambda: PollPolicy(min_delay=0.01, max_delay=0.5)
@@ -57,6 +57,8 @@ class ReaderOptions:
     # how often the collections' directories are listed for new journals (and heads)
     discover_every: float = 1.0
     put_timeout: float = 0.1
+    # documents handed to the transaction loop at once
+    batch_documents: int = 256
 
 
 def list_journals(objects: ObjectStore, prefix: str, namespace: str, collection: str) -> list[str]:
@@ -85,8 +87,7 @@ class SourceReader:
         prefix: str,
         *,
         namespace: str,
-        sources: Sequence[Source],
-        ranges: Ranges,
+        sources: Sequence[str],
         channel: queue.Queue[Message],
         options: ReaderOptions | None = None,
     ) -> None:
@@ -94,7 +95,6 @@ class SourceReader:
         self.prefix = prefix
         self.namespace = namespace
         self.sources = list(sources)
-        self.ranges = ranges
         self.channel = channel
         self.options = options or ReaderOptions()
         self._stop = threading.Event()
@@ -141,13 +141,11 @@ class SourceReader:
 
     def _discover(self) -> None:
         for source in self.sources:
-            for journal in list_journals(
-                self.objects, self.prefix, self.namespace, source.collection
-            ):
+            for journal in list_journals(self.objects, self.prefix, self.namespace, source):
                 if journal not in self._threads:
                     self._begin(source, journal)
 
-    def _begin(self, source: Source, journal: str) -> None:
+    def _begin(self, source: str, journal: str) -> None:
         start = self._start.get(journal, SourceOffset(0, 0))
         with self._lock:
             self._heads.setdefault(journal, start.fragment)
@@ -174,7 +172,7 @@ class SourceReader:
                 continue
         return False
 
-    def _read(self, source: Source, journal: str, start: SourceOffset) -> None:
+    def _read(self, source: str, journal: str, start: SourceOffset) -> None:
         tail = Journal(self.objects, self.prefix + journal)
         try:
             for fragment in tail.tail(start.fragment, self._stop, poll=self.options.poll):
@@ -187,30 +185,49 @@ class SourceReader:
                 log.warning("reading %s failed: %s", journal, exc)
                 self._put(ReadFailure(exc))
 
-    def _route(self, source: Source, journal: str, fragment: Fragment, skip_to: int) -> bool:
-        """Put the fragment's documents that are the shard's; False to stop reading."""
-        if fragment.kind is not FragmentKind.DATA:
-            return self._put(SourceAdvance(journal, fragment.end, fragment.end))
-        passed_over = False
-        for line in split_lines(fragment.payload, fragment.begin):
-            if line.begin < skip_to:
-                continue
-            try:
-                document = parse_line(line.data)
-                key = source.key.hash(document)
-            except (DocumentError, MissingKey) as exc:
-                self._put(ReadFailure(TaskFailed(journal, line.begin, str(exc))))
+    def _route(self, source: str, journal: str, fragment: Fragment, skip_to: int) -> bool:
+        """Put the fragment's lines in batches; False to stop reading."""
+        lines = tuple(
+            line
+            for line in split_lines(fragment.payload, fragment.begin)
+            if fragment.kind is FragmentKind.DATA and line.begin >= skip_to
+        )
+        limit = self.options.batch_documents
+        for first in range(0, max(1, len(lines)), limit):
+            chunk = lines[first : first + limit]
+            batch = SourceLines(source, journal, fragment.begin, fragment.end, chunk)
+            if not self._put(batch):
                 return False
-            if not self.ranges.owns(key, r_clock(document, journal, line.begin)):
-                passed_over = True
-                continue
-            passed_over = False
-            resume = fragment.begin if line.end < fragment.end else fragment.end
-            message = SourceDocument(
-                source.collection, journal, line.begin, line.end, resume, document
-            )
-            if not self._put(message):
-                return False
-        if passed_over:
-            return self._put(SourceAdvance(journal, fragment.end, fragment.end))
         return True
+
+
+def route_lines(
+    batch: SourceLines, key: KeyExtractor, ranges: Ranges
+) -> Iterator[SourceDocument | SourceAdvance]:
+    """The shard's documents of a batch, in order, and an advance over a trailing stretch
+    of others (or over a batch without data, such as a fence). Raises :class:`TaskFailed`
+    at a line that is not a JSON object or lacks its key."""
+    journal, fragment_begin, fragment_end = batch.journal, batch.fragment_begin, batch.fragment_end
+    passed_over = not batch.lines
+    # a shard that owns a whole range skips hashing for it (the key must exist all the same)
+    all_keys, all_clocks = ranges.all_keys, ranges.all_clocks
+    last_end = fragment_end
+    for line in batch.lines:
+        last_end = line.end
+        try:
+            document = parse_line(line.data)
+            values = key.values(document)
+        except (DocumentError, MissingKey) as exc:
+            raise TaskFailed(journal, line.begin, str(exc)) from None
+        owned = (all_keys or ranges.owns_key(key_hash(pack_key(values)))) and (
+            all_clocks or ranges.owns_clock(r_clock(document, journal, line.begin))
+        )
+        if not owned:
+            passed_over = True
+            continue
+        passed_over = False
+        resume = fragment_begin if line.end < fragment_end else fragment_end
+        yield SourceDocument(batch.collection, journal, line.begin, line.end, resume, document)
+    if passed_over:
+        resume = fragment_begin if last_end < fragment_end else fragment_end
+        yield SourceAdvance(journal, last_end, resume)

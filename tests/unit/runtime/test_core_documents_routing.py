@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from shardkeeper.api.shard import ShardSpec
 from shardkeeper.runtime.documents import (
+    DOCUMENT_NAMESPACE,
     MISSING,
     DocumentError,
     document_uuid,
@@ -118,6 +119,7 @@ def test_document_uuids_are_stable_version_5_and_keep_other_meta() -> None:
     assert first == document_uuid("collections/ns/c/w", 42)
     assert first != document_uuid("collections/ns/c/w", 43)
     assert uuid.UUID(first).version == 5
+    assert first == str(uuid.uuid5(DOCUMENT_NAMESPACE, "collections/ns/c/w@42"))
     stamped = with_uuid({"x": 1, "_meta": {"uuid": "old", "op": "c"}}, first)
     assert stamped == {"x": 1, "_meta": {"uuid": first, "op": "c"}}
 
@@ -172,3 +174,9 @@ def test_ranges_are_inclusive_on_both_ends() -> None:
     assert not ranges.owns(0x10, 0x7FFFFFFF)
     assert Ranges().everything
     assert not ranges.everything
+
+
+@given(st.lists(st.text(max_size=12) | st.integers(-(2**70), 2**70), min_size=1, max_size=4))
+def test_string_and_integer_keys_pack_as_the_json_encoder_writes_them(values: list[object]) -> None:
+    expected = json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode()
+    assert pack_key(values) == expected

@@ -158,3 +158,74 @@ def test_the_object_store_is_the_first_store_with_the_given_credentials() -> Non
     assert objects.endpoint == "http://127.0.0.1:9"
     with pytest.raises(ValueError, match="lack secretAccessKey"):
         object_store(mapping, {"accessKeyId": "k"})
+
+
+# --- compiled schemas decide exactly as jsonschema does -------------------------------------
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.sampled_from([0.0, 1.0, 2.5, -1.5, 1e300])
+    | st.sampled_from(["", "a", "ab", "é", "abc"])
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["a", "b", "c", "_meta"]), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+type_names = st.sampled_from(["object", "array", "string", "boolean", "null", "number", "integer"])
+
+
+def _schemas(inner: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    keyword = st.one_of(
+        st.tuples(st.just("type"), type_names | st.lists(type_names, min_size=1, max_size=3)),
+        st.tuples(st.just("enum"), st.lists(scalars, min_size=1, max_size=3)),
+        st.tuples(st.just("const"), scalars),
+        st.tuples(
+            st.sampled_from(["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"]),
+            st.integers(-3, 3) | st.just(1.5),
+        ),
+        st.tuples(st.sampled_from(["minLength", "maxLength"]), st.integers(0, 3)),
+        st.tuples(st.just("required"), st.lists(st.sampled_from(["a", "b", "c"]), max_size=2)),
+        st.tuples(
+            st.just("properties"), st.dictionaries(st.sampled_from(["a", "b"]), inner, max_size=2)
+        ),
+        st.tuples(st.just("additionalProperties"), inner),
+        st.tuples(st.just("items"), inner),
+        st.tuples(st.sampled_from(["title", "format"]), st.just("date-time")),
+    )
+    return st.booleans() | st.lists(keyword, max_size=4).map(dict)
+
+
+schemas = st.recursive(st.just({}), _schemas, max_leaves=6)
+
+
+@given(schemas, values)
+def test_compiled_schemas_agree_with_jsonschema(schema: object, value: object) -> None:
+    import jsonschema
+
+    from shardkeeper.runtime.schemas import compile_fast
+
+    check = compile_fast(schema)
+    assert check is not None
+    assert check(value) == jsonschema.Draft202012Validator(schema).is_valid(value)
+
+
+def test_schemas_outside_the_compiled_subset_use_jsonschema() -> None:
+    pattern = DocumentSchema(
+        {"type": "object", "patternProperties": {"^x": {"type": "integer"}}}, name="p"
+    )
+    assert not pattern.compiled
+    assert pattern.problem({"x1": "no"}) is not None
+    assert DocumentSchema(
+        {"type": "object", "properties": {"a": {"type": "string"}}}, name="s"
+    ).compiled
+    draft4 = DocumentSchema(
+        {"$schema": "http://json-schema.org/draft-04/schema#", "type": "integer"}, name="d4"
+    )
+    assert not draft4.compiled
+    assert draft4.problem(1.0) is not None
