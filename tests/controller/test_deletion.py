@@ -1,0 +1,142 @@
+"""Deleting a Task stops its shards first; then ``deletionPolicy: Delete`` removes its
+recovery logs and the journals its shards wrote, and ``Retain`` keeps them and says where."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.controller.support import (
+    GROUP,
+    Kubectl,
+    apply,
+    events,
+    examples,
+    get,
+)
+from tests.support.wait import wait_for
+
+from shardkeeper.dev.environment import EnvInfo
+from shardkeeper.runtime.collectionio import CollectionWriter
+from shardkeeper.storage.client import make_s3_client
+from shardkeeper.storage.objectstore import ObjectStore
+
+SHARD = "customer-totals-00000000-00000000"
+PREFIX = "examples/"
+PIPELINE = [
+    ("Secret", "s3-credentials"),
+    ("StorageMapping", "local"),
+    ("Collection", "orders"),
+    ("Collection", "customer-totals"),
+    ("Task", "customer-totals"),
+]
+
+
+def keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def run_derivation(
+    kubectl: Kubectl, namespace: str, dev_env: EnvInfo, bucket: str, policy: str
+) -> None:
+    docs = examples(dev_env, bucket, *PIPELINE)
+    docs[-1]["spec"]["deletionPolicy"] = policy
+    apply(kubectl, namespace, docs)
+    kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", "task/customer-totals"
+    )
+
+
+def feed_orders(dev_env: EnvInfo, bucket: str, namespace: str) -> None:
+    client = make_s3_client(
+        endpoint=dev_env.s3_endpoint,
+        access_key=dev_env.s3_access_key,
+        secret_key=dev_env.s3_secret_key,
+        region=dev_env.s3_region,
+    )
+    writer = CollectionWriter(
+        ObjectStore(client, bucket),
+        PREFIX,
+        namespace=namespace,
+        collection="orders",
+        writer="feeder",
+    )
+    writer.append([{"id": "o1", "customer": "alice", "amount": 1.0}])
+
+
+def deleted(kubectl: Kubectl, namespace: str) -> None:
+    kubectl("delete", "-n", namespace, f"tasks.{GROUP}/customer-totals", "--timeout=120s")
+    assert get(kubectl, namespace, f"shards.{GROUP}") == []
+    assert get(kubectl, namespace, "statefulsets") == []
+    assert [
+        p for p in get(kubectl, namespace, "pods") if "customer-totals" in p["metadata"]["name"]
+    ] == []
+
+
+def notice(kubectl: Kubectl, namespace: str, reason: str) -> dict[str, Any]:
+    found: dict[str, Any] = wait_for(
+        lambda: next(
+            (e for e in events(kubectl, namespace, "customer-totals") if e["reason"] == reason),
+            None,
+        ),
+        timeout=30,
+        what=f"a {reason} Event",
+    )
+    return found
+
+
+def test_delete_policy_removes_the_tasks_logs_and_journals_and_nothing_else(
+    operator: OperatorProcess,
+    kubectl: Kubectl,
+    namespace: str,
+    dev_env: EnvInfo,
+    bucket: str,
+    s3: Any,
+) -> None:
+    run_derivation(kubectl, namespace, dev_env, bucket, "Delete")
+    feed_orders(dev_env, bucket, namespace)
+    recovery = f"{PREFIX}recovery/{namespace}/customer-totals/"
+    journal = f"{PREFIX}collections/{namespace}/customer-totals/{SHARD}/"
+    wait_for(lambda: keys(s3, bucket, journal), timeout=60, what="the derivation's output journal")
+    assert keys(s3, bucket, recovery)
+    others = [
+        f"{PREFIX}recovery/{namespace}/customer-totals-other/00000000-00000000/journal/0",
+        f"{PREFIX}collections/{namespace}/customer-totals/customer-totals-x-00000000-00000000/0",
+    ]
+    for key in others:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"not the task's")
+    source = keys(s3, bucket, f"{PREFIX}collections/{namespace}/orders/")
+
+    deleted(kubectl, namespace)
+    assert keys(s3, bucket, recovery) == []
+    assert keys(s3, bucket, journal) == []
+    for key in others:
+        assert keys(s3, bucket, key) == [key], "another task's data stays"
+    assert keys(s3, bucket, f"{PREFIX}collections/{namespace}/orders/") == source, "sources stay"
+    event = notice(kubectl, namespace, "DataDeleted")
+    assert f"s3://{bucket}/{recovery}" in event["message"]
+
+
+def test_retain_policy_keeps_the_data_and_says_where(
+    operator: OperatorProcess,
+    kubectl: Kubectl,
+    namespace: str,
+    dev_env: EnvInfo,
+    bucket: str,
+    s3: Any,
+) -> None:
+    run_derivation(kubectl, namespace, dev_env, bucket, "Retain")
+    recovery = f"{PREFIX}recovery/{namespace}/customer-totals/"
+    before = wait_for(lambda: keys(s3, bucket, recovery), timeout=60, what="the recovery log")
+    deleted(kubectl, namespace)
+    after = keys(s3, bucket, recovery)
+    assert set(before) <= set(after)
+    assert get(kubectl, namespace, "pvc") == [], "volumes go with the StatefulSet"
+    event = notice(kubectl, namespace, "DataRetained")
+    assert f"s3://{bucket}/{recovery}" in event["message"]
+    assert (
+        f"s3://{bucket}/{PREFIX}collections/{namespace}/customer-totals/customer-totals-*"
+        in event["message"]
+    )
