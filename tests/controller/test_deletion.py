@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from tests.controller.support import (
     GROUP,
     Kubectl,
@@ -87,8 +86,8 @@ def notice(kubectl: Kubectl, namespace: str, reason: str) -> dict[str, Any]:
     return found
 
 
+@pytest.mark.usefixtures("operator")
 def test_delete_policy_removes_the_tasks_logs_and_journals_and_nothing_else(
-    operator: OperatorProcess,
     kubectl: Kubectl,
     namespace: str,
     dev_env: EnvInfo,
@@ -119,8 +118,8 @@ def test_delete_policy_removes_the_tasks_logs_and_journals_and_nothing_else(
     assert f"s3://{bucket}/{recovery}" in event["message"]
 
 
+@pytest.mark.usefixtures("operator")
 def test_retain_policy_keeps_the_data_and_says_where(
-    operator: OperatorProcess,
     kubectl: Kubectl,
     namespace: str,
     dev_env: EnvInfo,
