@@ -247,3 +247,21 @@ def test_a_document_that_fails_the_schema_fails_the_materialization(
     assert isinstance(error, TaskFailed)
     assert (error.journal, error.offset) == (accounts.journal, written[1].offset)
     assert query(dsn, f"SELECT count(*) FROM {pg_schema}.accounts") == [(0,)]
+
+
+def test_a_row_the_database_refuses_names_its_document(
+    tmp_path: Path, objects: ObjectStore, dev_env: EnvInfo, pg_schema: str
+) -> None:
+    dsn = dev_env.postgres_dsn
+    runner = ShardRunner(tmp_path, materialize_context(objects, dsn, pg_schema))
+    accounts = writer(objects, "accounts")
+    # an integer the schema accepts and a bigint column cannot hold
+    written = accounts.append(
+        [{"id": 1, "name": "Ann"}, {"id": 2**70, "name": "Big"}, {"id": 3, "name": "Cy"}]
+    )
+    error = runner.start().ended()
+    assert isinstance(error, TaskFailed)
+    assert (error.journal, error.offset) == (accounts.journal, written[1].offset)
+    assert "PostgreSQL refused the row" in error.reason
+    assert query(dsn, f"SELECT count(*) FROM {pg_schema}.accounts") == [(0,)]
+    assert checkpoint_row(dsn, pg_schema) == (1, {})
