@@ -209,7 +209,7 @@ class Processor:
         )
         # what is left of the batch of lines being routed
         self._routing: Iterator[SourceDocument | SourceAdvance] | None = None
-        self._keys = {name: ctx.key(name) for name in ctx.task.spec.sources}
+        self._keys: dict[str, KeyExtractor] = {}
         self._ranges = Ranges.of(ctx.shard.spec)
         self._faults = self.options.faults
         self._clock = self.options.clock
@@ -275,6 +275,7 @@ class Processor:
         self._faults.reached(RuntimeFaultPoint.PENDING_REAPPENDED)
         self._appended = list(saved.pending)
         self._transactions = saved.transactions
+        self._keys = {name: ctx.key(name) for name in ctx.task.spec.sources}
         self._handler = self._make_handler()
         authoritative = self._handler.open(self.store, saved)
         self._checkpoint = dict(saved.sources if authoritative is None else authoritative)

@@ -23,12 +23,13 @@ import jsonschema.exceptions
 import jsonschema.validators
 
 from shardkeeper.runtime.documents import META
+from shardkeeper.runtime.errors import TaskMisconfigured
 
 _META_SCHEMA: dict[str, Any] = {"type": "object"}
 _DEFAULT_DRAFT = jsonschema.Draft202012Validator
 
 
-class SchemaError(ValueError):
+class SchemaError(TaskMisconfigured):
     """A collection's schema is not a valid JSON schema."""
 
 
