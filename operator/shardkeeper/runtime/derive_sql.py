@@ -101,7 +101,14 @@ def row_document(columns: Sequence[str], row: Sequence[Any]) -> Document:
     """The output document of one returned row."""
     if len(columns) == 1 and columns[0] == WHOLE_DOCUMENT:
         return _whole_document(row[0])
-    document: Document = {}
+    if NESTING not in "".join(columns):
+        # flat columns, the common case: no paths to follow
+        document = dict(zip(columns, row, strict=True))
+        for column, value in document.items():
+            if isinstance(value, bytes):
+                raise DocumentRejected(f"column {column!r} returned a BLOB, which JSON cannot hold")
+        return document
+    document = {}
     for column, value in zip(columns, row, strict=True):
         if isinstance(value, bytes):
             raise DocumentRejected(f"column {column!r} returned a BLOB, which JSON cannot hold")
