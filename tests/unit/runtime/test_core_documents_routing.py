@@ -24,6 +24,8 @@ from shardkeeper.runtime.documents import (
     split_lines,
     with_uuid,
 )
+from shardkeeper.runtime.errors import TaskFailed
+from shardkeeper.runtime.messages import SourceAdvance, SourceDocument, SourceLines
 from shardkeeper.runtime.routing import (
     KeyExtractor,
     MissingKey,
@@ -32,6 +34,7 @@ from shardkeeper.runtime.routing import (
     pack_key,
     r_clock,
 )
+from shardkeeper.runtime.sources import route_lines
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
 json_values = st.recursive(
@@ -180,3 +183,49 @@ def test_ranges_are_inclusive_on_both_ends() -> None:
 def test_string_and_integer_keys_pack_as_the_json_encoder_writes_them(values: list[object]) -> None:
     expected = json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode()
     assert pack_key(values) == expected
+
+
+def _lines_of(documents: list[dict[str, object]], begin: int = 1000) -> SourceLines:
+    payload = b"".join(encode_line(d) for d in documents)
+    lines = tuple(split_lines(payload, begin))
+    return SourceLines("c", "collections/ns/c/w", begin, begin + len(payload), lines)
+
+
+def test_routed_lines_keep_the_shards_documents_and_where_to_resume() -> None:
+    key = KeyExtractor.of(["/id"])
+    batch = _lines_of([{"id": n} for n in range(40)])
+    everything = list(route_lines(batch, key, Ranges()))
+    assert [m.document["id"] for m in everything if isinstance(m, SourceDocument)] == list(
+        range(40)
+    )
+    # inside the fragment reading resumes at its begin; after its last line, at its end
+    assert {m.resume for m in everything[:-1]} == {batch.fragment_begin}
+    assert everything[-1].resume == everything[-1].end == batch.fragment_end
+
+    low = Ranges(key_end=0x7FFFFFFF)
+    mine = [m for m in route_lines(batch, key, low) if isinstance(m, SourceDocument)]
+    assert 0 < len(mine) < 40
+    assert all(key.hash(m.document) <= 0x7FFFFFFF for m in mine)
+    last_owned = key.hash({"id": 39}) <= 0x7FFFFFFF
+    tail = list(route_lines(batch, key, low))[-1]
+    # a trailing stretch of others is passed over with an advance to the fragment's end
+    assert isinstance(tail, SourceDocument if last_owned else SourceAdvance)
+    assert tail.end == batch.fragment_end
+
+
+def test_a_batch_without_lines_advances_over_it() -> None:
+    fence = SourceLines("c", "j", 500, 620, ())
+    assert list(route_lines(fence, KeyExtractor.of(["/id"]), Ranges())) == [
+        SourceAdvance("j", 620, 620)
+    ]
+
+
+def test_a_line_that_cannot_be_routed_fails_at_its_offset() -> None:
+    batch = _lines_of([{"id": 1}, {"no": "key"}, {"id": 3}])
+    routed = route_lines(batch, KeyExtractor.of(["/id"]), Ranges())
+    assert next(routed).document == {"id": 1}
+    with pytest.raises(TaskFailed) as failed:
+        next(routed)
+    assert failed.value.journal == "collections/ns/c/w"
+    assert failed.value.offset == batch.lines[1].begin
+    assert "no value at key pointer /id" in failed.value.reason
