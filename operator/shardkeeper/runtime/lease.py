@@ -388,7 +388,9 @@ class LeaseKeeper:
 
     def _next_step_in(self, want: bool) -> float:
         if self.held():
-            return self.renew_every
+            # a failed renewal is retried at the pace of polls: at a third of the duration
+            # a holder would get only two tries before its Lease runs out
+            return self.poll if self._failures else self.renew_every
         expires_in = self.elector.expires_in()
         if want and expires_in is not None:
             # look again right when the holder's Lease runs out, not up to a poll later

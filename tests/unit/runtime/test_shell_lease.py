@@ -219,3 +219,12 @@ def test_a_waiting_keeper_steps_again_right_when_the_holders_lease_runs_out() ->
     clock.now += 14.8
     assert abs(keeper._next_step_in(want=True) - 0.21) < 1e-9
     assert keeper._next_step_in(want=False) == 0.5
+
+
+def test_a_failed_renewal_is_retried_at_the_pace_of_polls() -> None:
+    api, clock = FakeLeaseApi(), Clock()
+    keeper = LeaseKeeper(elector(api, "a", clock), poll=0.5, monotonic=clock)
+    keeper._record(keeper.elector.step(want=True))
+    assert keeper._next_step_in(want=True) == 5.0
+    keeper._failures = 1  # what _run counts when a step raises
+    assert keeper._next_step_in(want=True) == 0.5
