@@ -29,12 +29,12 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
+from bench.bench_storage import client_of, drop_bucket, percentile
 from bench.harness import Context, Result, Run
 from shardkeeper.api.collection import Collection
 from shardkeeper.api.meta import SecretKeyRef
@@ -49,7 +49,6 @@ from shardkeeper.runtime.processor import (
     TransactionSummary,
 )
 from shardkeeper.runtime.storagemap import recovery_log_key
-from shardkeeper.storage.client import make_s3_client
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.store import ShardStore
@@ -87,33 +86,10 @@ TOTALS_SCHEMA = {
 }
 
 
-def client_of(env: Any) -> S3Client:
-    return make_s3_client(
-        endpoint=env.s3_endpoint,
-        access_key=env.s3_access_key,
-        secret_key=env.s3_secret_key,
-        region=env.s3_region,
-    )
-
-
 def fresh_bucket(client: S3Client) -> str:
     name = f"bench-runtime-{secrets.token_hex(4)}"
     client.create_bucket(Bucket=name)
     return name
-
-
-def drop_bucket(client: S3Client, bucket: str) -> None:
-    paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket):
-        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-    client.delete_bucket(Bucket=bucket)
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 # -- a shard of the totals derivation ----------------------------------------------------

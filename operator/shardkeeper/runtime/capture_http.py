@@ -29,13 +29,14 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from shardkeeper.runtime.checkpoint import SavedState, SourceOffset
+from shardkeeper.runtime.checkpoint import SourceOffset
 from shardkeeper.runtime.documents import DocumentError, parse_body
+from shardkeeper.runtime.handler import HandlerDefaults
 from shardkeeper.runtime.messages import CapturedDocuments, Message, SourceDocument
 from shardkeeper.runtime.outputs import OutputBuffer
 from shardkeeper.runtime.routing import KeyExtractor, MissingKey
 from shardkeeper.runtime.schemas import DocumentSchema
-from shardkeeper.storage.store import ShardStore, Transaction
+from shardkeeper.storage.store import Transaction
 
 log = logging.getLogger(__name__)
 
@@ -245,11 +246,8 @@ def _handler_class(server: CaptureServer) -> type[http.server.BaseHTTPRequestHan
     return Handler
 
 
-class CaptureHandler:
+class CaptureHandler(HandlerDefaults):
     """Writes captured documents to their collections' journals of this shard."""
-
-    def open(self, store: ShardStore, saved: SavedState) -> dict[str, SourceOffset] | None:
-        return None
 
     def apply(
         self,
@@ -262,12 +260,3 @@ class CaptureHandler:
         for document in message.documents:
             outputs.add(message.collection, document)
         return len(message.documents)
-
-    def before_commit(self, checkpoint: Mapping[str, SourceOffset]) -> int:
-        return 0
-
-    def discard(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None

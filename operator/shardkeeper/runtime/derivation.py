@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from shardkeeper.runtime.checkpoint import SavedState, SourceOffset, record_migrations
 from shardkeeper.runtime.documents import Document
 from shardkeeper.runtime.errors import DocumentRejected
+from shardkeeper.runtime.handler import HandlerDefaults
 from shardkeeper.runtime.messages import CapturedDocuments, SourceDocument
 from shardkeeper.runtime.outputs import OutputBuffer
 from shardkeeper.runtime.routing import KeyExtractor, MissingKey
@@ -40,7 +41,7 @@ class Deriver(Protocol):
         ...
 
 
-class DerivationHandler:
+class DerivationHandler(HandlerDefaults):
     """Checks each source document, runs the derivation on it, checks and frames outputs."""
 
     def __init__(
@@ -88,12 +89,3 @@ class DerivationHandler:
                 raise DocumentRejected(f"an output lacks its key: {exc}") from None
             outputs.add(self.output, output)
         return 1
-
-    def before_commit(self, checkpoint: Mapping[str, SourceOffset]) -> int:
-        return 0
-
-    def discard(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None

@@ -53,3 +53,19 @@ class TaskHandler(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class HandlerDefaults:
+    """What a handler without an endpoint of its own does at each step: nothing."""
+
+    def open(self, store: ShardStore, saved: SavedState) -> dict[str, SourceOffset] | None:
+        return None
+
+    def before_commit(self, checkpoint: Mapping[str, SourceOffset]) -> int:
+        return 0
+
+    def discard(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
