@@ -2,8 +2,8 @@
 
 A source is a Collection: every journal under its directory, one per writing shard. A
 discovery thread lists the directory now and then and starts a reader thread for each
-journal it has not seen; each reader tails its journal from the checkpoint, routes every
-puts its lines, in batches, into the read channel, a bounded queue (``readChannelSize``
+journal it has not seen; each reader tails its journal from the checkpoint and puts its
+lines, in batches, into the read channel, a bounded queue (``readChannelSize``
 documents): when the transaction loop falls behind, readers wait. The loop routes each
 line (:func:`route_lines`, see :mod:`.routing`) and keeps only the shard's documents.
 
