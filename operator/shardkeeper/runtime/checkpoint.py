@@ -9,8 +9,9 @@ replicates through the recovery log) with it or not at all:
 ``_shardkeeper_output_heads``
     per output journal of this shard: the offset its next output goes to.
 ``_shardkeeper_pending_outputs``
-    output batches committed but not yet known to be appended (see :mod:`.outputs`). A
-    transaction deletes the batches of the previous one, which by then were appended.
+    output batches (zlib-compressed) committed but not yet known to be appended (see
+    :mod:`.outputs`). A transaction deletes the batches of the previous one, which by then
+    were appended.
 ``_shardkeeper_stats``
     transactions committed since the shard was created.
 ``_shardkeeper_migrations``
@@ -22,6 +23,7 @@ Task SQL must leave the ``_shardkeeper_`` tables alone (see :mod:`.derive_sql`).
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
@@ -42,7 +44,7 @@ SCHEMA = (
     "journal TEXT PRIMARY KEY, head INTEGER NOT NULL)",
     f"CREATE TABLE IF NOT EXISTS {PENDING_TABLE} ("
     "journal TEXT NOT NULL, begin INTEGER NOT NULL, epoch INTEGER NOT NULL, "
-    "payload BLOB NOT NULL, PRIMARY KEY (journal, begin))",
+    "compressed BLOB NOT NULL, PRIMARY KEY (journal, begin))",
     f"CREATE TABLE IF NOT EXISTS {STATS_TABLE} ("
     "id INTEGER PRIMARY KEY CHECK (id = 1), transactions INTEGER NOT NULL)",
     f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
@@ -118,9 +120,9 @@ def _read(txn: Transaction) -> SavedState:
     }
     heads = dict(txn.execute(f"SELECT journal, head FROM {OUTPUT_HEADS_TABLE}").fetchall())
     pending = [
-        OutputBatch(journal, begin, epoch, bytes(payload))
-        for journal, begin, epoch, payload in txn.execute(
-            f"SELECT journal, begin, epoch, payload FROM {PENDING_TABLE} ORDER BY journal, begin"
+        OutputBatch(journal, begin, epoch, zlib.decompress(compressed))
+        for journal, begin, epoch, compressed in txn.execute(
+            f"SELECT journal, begin, epoch, compressed FROM {PENDING_TABLE} ORDER BY journal, begin"
         )
     ]
     stats = txn.execute(f"SELECT transactions FROM {STATS_TABLE} WHERE id = 1").fetchall()
@@ -145,10 +147,16 @@ def write(txn: Transaction, rows: CommitRows) -> None:
         [(b.journal, b.begin) for b in rows.appended],
     )
     txn.executemany(
-        f"INSERT INTO {PENDING_TABLE} (journal, begin, epoch, payload) VALUES (?, ?, ?, ?)",
-        [(b.journal, b.begin, b.epoch, b.payload) for b in rows.pending],
+        f"INSERT INTO {PENDING_TABLE} (journal, begin, epoch, compressed) VALUES (?, ?, ?, ?)",
+        [(b.journal, b.begin, b.epoch, compress(b.payload)) for b in rows.pending],
     )
     txn.execute(f"UPDATE {STATS_TABLE} SET transactions = ? WHERE id = 1", (rows.transactions,))
+
+
+def compress(payload: bytes) -> bytes:
+    # JSON lines shrink several times even at the fastest level, and every byte stored here
+    # is written again to the recovery log; zlib works without holding the GIL
+    return zlib.compress(payload, 1)
 
 
 def record_migrations(txn: Transaction, first: int, statements: Iterable[str]) -> None:
