@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,29 @@ def test_standby_catches_up_and_takes_over(tmp_path: Path, new_log: NewLog) -> N
     with pytest.raises(errors.Fenced):
         put(first, ("late", b"zombie"))
     assert first.role is Role.FENCED
+
+
+def test_a_store_that_answered_queries_closes_from_another_thread(
+    tmp_path: Path, new_log: NewLog
+) -> None:
+    """The runtime stops a store from whichever thread learns it must (a fenced commit, a
+    signal); the query connection must not be tied to the thread that opened it."""
+    store = primary(tmp_path / "a", new_log(), 1)
+    put(store, ("k", b"v"))
+    assert live_rows(store) == [("k", b"v")]
+    failure: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            store.close()
+        except BaseException as err:  # collected for the assertion below
+            failure.append(err)
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    closer.join(timeout=30)
+    assert not closer.is_alive()
+    assert failure == []
 
 
 def test_zombie_writer_can_never_commit(tmp_path: Path, new_log: NewLog) -> None:

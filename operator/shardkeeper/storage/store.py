@@ -519,8 +519,12 @@ class ShardStore:
         if self._txn is not None:
             raise errors.StorageError("use the open transaction's execute() instead")
         if self._reader is None:
+            # closed by whichever thread stops the store (a failed commit may do it)
             self._reader = sqlite3.connect(
-                f"file:{self.volume.db}?mode=ro", uri=True, isolation_level=None
+                f"file:{self.volume.db}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
             )
             self._reader.set_authorizer(_read_only)
         return self._reader.execute(sql, parameters).fetchall()
