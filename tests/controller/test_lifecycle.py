@@ -17,6 +17,7 @@ from tests.controller.support import (
     OperatorProcess,
     apply,
     event_reasons,
+    events,
     examples,
     get,
     wait_condition,
@@ -43,8 +44,18 @@ def start(kubectl: Kubectl, namespace: str, dev_env: EnvInfo, bucket: str, stand
     kubectl(
         "wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", "task/customer-totals"
     )
-    # every standby tails the log (the shard is no longer degraded)
+    # every standby tails the log (the shard is no longer degraded) and every pod is ready
     wait_condition(kubectl, namespace, f"shard/{SHARD}", "Degraded=False", timeout=90)
+    wait_for(
+        lambda: (
+            (get(kubectl, namespace, "statefulset", SHARD) or {})
+            .get("status", {})
+            .get("readyReplicas")
+            == standbys + 1
+        ),
+        timeout=60,
+        what="every pod ready",
+    )
 
 
 def patch_task(kubectl: Kubectl, namespace: str, shards: dict[str, Any]) -> None:
@@ -145,7 +156,10 @@ def test_new_image_then_new_template_roll_standbys_first_primary_last(
             timeout=180,
             what=f"{change} rolled out",
         )
-        assert deletions.order == expected_order(primary), f"roll for {change}"
+        replaced = [
+            e["message"] for e in events(kubectl, namespace, SHARD) if e["reason"] == "ReplacingPod"
+        ]
+        assert deletions.order == expected_order(primary), (change, replaced)
         kubectl(
             "wait",
             "-n",

@@ -1,6 +1,7 @@
 """The examples, applied as a user applies them, become running shards: one Shard per
 Task over the full ranges, each with exactly the workload of docs/shard-pod.md, statuses
-that tell the truth, and `kubectl wait --for=condition=Ready` working."""
+that tell the truth, and `kubectl wait --for=condition=Ready` working once every shard
+has a primary."""
 
 from __future__ import annotations
 
@@ -78,6 +79,16 @@ def test_examples_get_shards_with_their_workload_and_statuses(
             assert condition["observedGeneration"] == 1
         assert {c["type"] for c in status["conditions"]} == {"Ready", "Progressing", "Degraded"}
 
+    # they become Ready, which `kubectl wait` sees
+    for task in TASKS:
+        kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", f"task/{task}")
+        status = get(kubectl, namespace, f"tasks.{GROUP}", task)["status"]
+        assert (status["readyShards"], status["shardsByPhase"]) == (1, {"Running": 1})
+        shard = get(kubectl, namespace, f"shards.{GROUP}", shard_name(task))
+        assert shard["status"]["phase"] == "Running"
+        assert shard["status"]["primary"].startswith(shard_name(task))
+        assert "Running" in event_reasons(kubectl, namespace, task)
+
 
 def _counted(task: dict[str, Any] | None) -> dict[str, Any] | None:
     status = (task or {}).get("status", {})
@@ -130,36 +141,3 @@ def _pods(kubectl: Kubectl, namespace: str, shard: str) -> list[dict[str, Any]]:
 
     items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
     return items
-
-
-def test_the_derivation_becomes_ready_and_kubectl_wait_works(
-    operator: OperatorProcess, kubectl: Kubectl, namespace: str, dev_env: EnvInfo, bucket: str
-) -> None:
-    docs = examples(
-        dev_env,
-        bucket,
-        ("Secret", "s3-credentials"),
-        ("StorageMapping", "local"),
-        ("Collection", "orders"),
-        ("Collection", "customer-totals"),
-        ("Task", "customer-totals"),
-    )
-    apply(kubectl, namespace, docs)
-    kubectl(
-        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", "task/customer-totals"
-    )
-    task = get(kubectl, namespace, f"tasks.{GROUP}", "customer-totals")
-    assert task["status"]["readyShards"] == 1
-    assert task["status"]["shardsByPhase"] == {"Running": 1}
-    shard = get(kubectl, namespace, f"shards.{GROUP}", shard_name("customer-totals"))
-    assert shard["status"]["phase"] == "Running"
-    assert shard["status"]["primary"].startswith(shard_name("customer-totals"))
-    assert "Running" in event_reasons(kubectl, namespace, "customer-totals")
-
-
-def test_all_examples_become_ready(
-    operator: OperatorProcess, kubectl: Kubectl, namespace: str, dev_env: EnvInfo, bucket: str
-) -> None:
-    apply(kubectl, namespace, examples(dev_env, bucket))
-    for task in TASKS:
-        kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", f"task/{task}")

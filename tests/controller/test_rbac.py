@@ -79,25 +79,14 @@ def pipeline(
 
 
 @pytest.mark.usefixtures("pipeline")
-def test_the_runtime_may_do_what_the_contract_lists_for_its_own_shard(
+def test_the_runtime_may_do_what_the_contract_lists_for_its_own_shard_and_nothing_more(
     kubectl: Kubectl, namespace: str
 ) -> None:
     refused = [r for r in ALLOWED if not can(kubectl, namespace, DERIVATION, *r)]
     assert refused == []
-
-
-@pytest.mark.usefixtures("pipeline")
-def test_the_runtime_may_not_read_other_secrets_nor_touch_other_shards(
-    kubectl: Kubectl, namespace: str
-) -> None:
     granted = [r for r in DENIED if can(kubectl, namespace, DERIVATION, *r)]
-    assert granted == []
-
-
-@pytest.mark.usefixtures("pipeline")
-def test_a_task_that_names_a_secret_gets_exactly_that_one_too(
-    kubectl: Kubectl, namespace: str
-) -> None:
+    assert granted == [], "other Secrets and other shards are out of reach"
+    # a task that names a Secret gets exactly that one too
     assert can(kubectl, namespace, MATERIALIZATION, "get", "secrets/postgres-password")
     assert can(kubectl, namespace, MATERIALIZATION, "get", "secrets/s3-credentials")
     assert not can(kubectl, namespace, MATERIALIZATION, "get", "secrets/unrelated")
