@@ -13,6 +13,7 @@ from tests.controller.support import (
     events,
     examples,
     get,
+    wait_condition,
 )
 from tests.support.wait import wait_for
 
@@ -139,3 +140,37 @@ def test_retain_policy_keeps_the_data_and_says_where(
         f"s3://{bucket}/{PREFIX}collections/{namespace}/customer-totals/customer-totals-*"
         in event["message"]
     )
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_collection_with_delete_policy_waits_for_its_tasks_then_removes_its_journals(
+    kubectl: Kubectl, namespace: str, dev_env: EnvInfo, bucket: str, s3: Any
+) -> None:
+    docs = examples(dev_env, bucket, *PIPELINE)
+    for doc in docs:
+        if doc["kind"] == "Collection" and doc["metadata"]["name"] == "orders":
+            doc["spec"]["deletionPolicy"] = "Delete"
+    apply(kubectl, namespace, docs)
+    kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", "task/customer-totals"
+    )
+    feed_orders(dev_env, bucket, namespace)
+    orders = f"{PREFIX}collections/{namespace}/orders/"
+    totals = f"{PREFIX}collections/{namespace}/customer-totals/"
+    wait_for(lambda: keys(s3, bucket, totals), timeout=60, what="the derivation's output")
+    assert keys(s3, bucket, orders)
+
+    kubectl("delete", "-n", namespace, f"collections.{GROUP}/orders", "--wait=false")
+    wait_condition(kubectl, namespace, "collection/orders", "Ready=False", reason="Deleting")
+    assert keys(s3, bucket, orders), "kept while a Task reads it"
+
+    kubectl("delete", "-n", namespace, f"tasks.{GROUP}/customer-totals", "--timeout=120s")
+    wait_for(
+        lambda: get(kubectl, namespace, f"collections.{GROUP}", "orders") is None,
+        timeout=60,
+        what="the collection to go",
+    )
+    assert keys(s3, bucket, orders) == []
+    assert keys(s3, bucket, totals), "a Retain collection keeps its journals"
+    kubectl("delete", "-n", namespace, f"collections.{GROUP}/customer-totals", "--timeout=60s")
+    assert keys(s3, bucket, totals)

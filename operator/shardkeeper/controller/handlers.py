@@ -148,9 +148,11 @@ def build_registry(manager: Manager) -> kopf.OperatorRegistry:
     # --- events: queue what depends on the object -------------------------------------------
 
     @kopf.on.event(GROUP, VERSION, "tasks", registry=registry)
-    async def task_event(*, namespace: str | None, name: str, **kwargs: Any) -> None:
+    async def task_event(
+        *, namespace: str | None, name: str, body: kopf.Body, **kwargs: Any
+    ) -> None:
         manager.observed("Task", kwargs)
-        manager.enqueue(triggers.for_task(cache, namespace or "", name))
+        manager.enqueue(triggers.for_task(cache, namespace or "", name, body))
 
     @kopf.on.event(GROUP, VERSION, "shards", registry=registry)
     async def shard_event(

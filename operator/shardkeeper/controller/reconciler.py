@@ -80,15 +80,20 @@ class Base:
         written = any(current.get(k) != wanted.get(k) for k in {*fields, *wanted})
         if written:
             namespace, name = namespaced_name(obj)
-            await self.deps.kube.apply(
-                {
-                    "apiVersion": obj.api_version,
-                    "kind": obj.kind,
-                    "metadata": {"name": name, "namespace": namespace},
-                    "status": wanted,
-                },
-                subresource="status",
-            )
+            try:
+                await self.deps.kube.apply(
+                    {
+                        "apiVersion": obj.api_version,
+                        "kind": obj.kind,
+                        "metadata": {"name": name, "namespace": namespace},
+                        "status": wanted,
+                    },
+                    subresource="status",
+                )
+            except ApiError as err:
+                if err.status == 404:  # deleted since the cache saw it: nothing to say
+                    return False
+                raise
         await self.announce(obj, cond.changes(previous, verdicts))
         return written
 

@@ -8,15 +8,12 @@ data is found by name under the Task's prefixes, not through Shards that may be 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from collections.abc import Callable
 
 from shardkeeper.api.meta import API_VERSION, DeletionPolicy
-from shardkeeper.api.storagemapping import Store
 from shardkeeper.api.task import Task
-from shardkeeper.controller import buckets, events, names
-from shardkeeper.controller.credentials import CredentialsProblem, store_credentials
+from shardkeeper.controller import events, names
+from shardkeeper.controller.data_cleanup import DataPlace, delete_places
 from shardkeeper.controller.datapaths import (
     collection_prefix,
     recovery_prefix,
@@ -25,24 +22,11 @@ from shardkeeper.controller.datapaths import (
 )
 from shardkeeper.controller.objects import namespaced_name
 from shardkeeper.controller.reconciler import Base, Deps
-from shardkeeper.controller.references import mapping_readiness, task_problems
+from shardkeeper.controller.references import task_problems
 from shardkeeper.controller.status import task_verdict
-from shardkeeper.storage import errors
 
 # Pods are not watched: while they stop, the deletion looks again this often.
 POLL_SECONDS = 2.0
-
-
-@dataclasses.dataclass(frozen=True)
-class DataPlace:
-    """Objects of the task under one prefix of one store."""
-
-    what: str
-    mapping: str
-    prefix: str
-    """Relative to the store's own prefix."""
-    where: Callable[[str, str], bool] | None = None
-    """Selects objects by (full prefix, key); None means everything under the prefix."""
 
 
 class TaskCleanup:
@@ -138,52 +122,7 @@ class TaskCleanup:
     async def delete_data(self, task: Task) -> list[events.Notice]:
         namespace, _ = namespaced_name(task)
         places, unknown = self.places(task)
-        deleted: list[str] = []
-        skipped = list(unknown)
-        for place in places:
-            mapping = self.deps.cache.storage_mapping(namespace, place.mapping)
-            problem = mapping_readiness(mapping, place.mapping)
-            if mapping is None or problem is not None:
-                skipped.append(f"{place.what}: {problem.message if problem else ''}")
-                continue
-            for store in mapping.spec.stores:
-                try:
-                    count = await self._delete_from(namespace, store, place)
-                except (
-                    CredentialsProblem,
-                    errors.AccessDenied,
-                    errors.UnexpectedStorageError,
-                ) as exc:
-                    skipped.append(f"{place.what} at {store_url(store, place.prefix)}: {exc}")
-                    continue
-                deleted.append(
-                    f"{count} objects of {place.what} at {store_url(store, place.prefix)}"
-                )
-        notices = [events.Notice(events.NORMAL, "DataDeleted", "deleted " + "; ".join(deleted))]
-        if skipped:
-            notices.append(
-                events.Notice(
-                    events.WARNING,
-                    "DataNotDeleted",
-                    "deletionPolicy is Delete, but these were not deleted (delete them by "
-                    "hand): " + "; ".join(skipped),
-                )
-            )
-        return notices
-
-    async def _delete_from(self, namespace: str, store: Store, place: DataPlace) -> int:
-        credentials = await store_credentials(self.deps.kube, namespace, store)
-        prefix = store.prefix + place.prefix
-
-        def run() -> int:
-            objects = buckets.open_store(store, credentials)
-            where = None if place.where is None else functools.partial(place.where, prefix)
-            try:
-                return buckets.delete_under(objects, prefix, where)
-            except errors.BucketNotFound:
-                return 0  # no bucket, so nothing of the task's in it
-
-        return await self.deps.kube.run(run)
+        return await delete_places(self.deps, namespace, places, unknown)
 
 
 def _journal_of(task: str, prefix: str, key: str) -> bool:

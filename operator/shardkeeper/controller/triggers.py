@@ -1,7 +1,8 @@
 """Which objects to reconcile when something changes: the object itself, and whatever
 derives from it.
 
-- a Task's Shards take their template from it; its output Collections list its shards;
+- a Task's Shards take their template from it; its output Collections list its shards,
+  and a Collection being deleted waits for its Tasks;
 - a Shard's Task counts it; a StatefulSet's Shard reports it;
 - a StorageMapping decides whether Tasks and Collections can run, and its Secrets are in
   the Roles of the shards that use it (directly or through a Collection);
@@ -35,8 +36,14 @@ def _outputs(cache: Cache, namespace: str, task: str) -> list[Key]:
     return [Key("Collection", namespace, c) for c in outputs]
 
 
-def for_task(cache: Cache, namespace: str, name: str) -> list[Key]:
-    return _task_and_shards(cache, namespace, [name]) + _outputs(cache, namespace, name)
+def for_task(cache: Cache, namespace: str, name: str, body: Mapping[str, Any]) -> list[Key]:
+    # the body, not the cache: a deleted Task is no longer in the cache, and a Collection
+    # being deleted waits for its Tasks to go
+    spec = body.get("spec", {})
+    collections = dict.fromkeys([*spec.get("sources", []), *spec.get("outputs", [])])
+    return _task_and_shards(cache, namespace, [name]) + [
+        Key("Collection", namespace, c) for c in collections
+    ]
 
 
 def for_shard(cache: Cache, namespace: str, name: str, body: Mapping[str, Any]) -> list[Key]:
