@@ -26,8 +26,9 @@ setup: venv tools  ## everything a fresh machine needs: .venv and the Go tools
 tools: venv  ## build etcd, kube-apiserver, kube-controller-manager, kubectl, MinIO, helm (cached)
 	$(PY) -m shardkeeper dev tools
 
-dev: setup  ## run the product locally: control plane, MinIO, process node
-	$(PY) -m shardkeeper dev up
+dev: setup  ## run the product locally: control plane, MinIO, PostgreSQL, operator, example pipeline
+	$(PY) -m shardkeeper dev up --with-operator
+	$(PY) -m shardkeeper dev demo
 
 down: venv  ## stop what `make dev` started
 	$(PY) -m shardkeeper dev down

@@ -111,6 +111,7 @@ class Ports:
     s3: int = 0
     s3_console: int = 0
     postgres: int = 0
+    operator_metrics: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +123,8 @@ class Component:
     healthy: Callable[[], bool]
     endpoint: str
     env: dict[str, str] = dataclasses.field(default_factory=dict)
+    # runs once the component is healthy, before the next one starts
+    then: Callable[[], None] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,12 +266,14 @@ class Environment:
         *,
         die_with_parent: bool = False,
         only_control_plane: bool = False,
+        with_operator: bool = False,
         progress: Callable[[str], None] = lambda _msg: None,
     ) -> EnvInfo:
         """Start every component and wait until each is healthy.
 
         ``only_control_plane`` stops after etcd and kube-apiserver (the floor that
-        benchmarks compare a full start with).
+        benchmarks compare a full start with). ``with_operator`` also installs the CRDs
+        and runs ``shardkeeper operator`` against the environment.
 
         Raises EnvironmentError_ if one is already running here, a port is taken or a tool
         is missing; a component that fails to start is stopped with the rest, and the
@@ -310,6 +315,8 @@ class Environment:
         components = self._components(ports, info)
         if only_control_plane:
             components = components[:2]
+        elif not with_operator:
+            components = [c for c in components if c.name != "operator"]
         try:
             for component in components:
                 progress(f"starting {component.name}")
@@ -325,10 +332,8 @@ class Environment:
                 records.append(record)
                 self._write_state(None, records, ports)
                 self._wait(record, component.healthy)
-                if component.name == "minio":
-                    _ensure_bucket(info)
-                if component.name == "postgres":
-                    self._ensure_database(info)
+                if component.then is not None:
+                    component.then()
         except BaseException:
             self._stop_records(records)
             self._write_state(None, [], ports)
@@ -372,18 +377,37 @@ class Environment:
                     "MINIO_BROWSER": "off",
                     "MINIO_UPDATE": "off",
                 },
+                then=lambda: _ensure_bucket(info),
             ),
             Component(
                 "postgres",
                 self._postgres_argv(postgres_bin_dir(), ports),
                 lambda: _pg_ready(postgres_bin_dir(), ports.postgres),
                 f"127.0.0.1:{ports.postgres}",
+                then=lambda: self._ensure_database(info),
             ),
             Component(
                 "process-node",
                 self._node_argv(info),
                 lambda: self._node_ready(info.server),
                 f"node/{info.node_name}",
+                then=lambda: install_crds(info),
+            ),
+            Component(
+                "operator",
+                [
+                    sys.executable,
+                    "-m",
+                    "shardkeeper",
+                    "operator",
+                    "--metrics-address=127.0.0.1",
+                    f"--metrics-port={ports.operator_metrics}",
+                    "--leader-election-namespace=default",
+                    "--identity=dev-operator",
+                ],
+                lambda: _http_ok(f"http://127.0.0.1:{ports.operator_metrics}/healthz"),
+                f"http://127.0.0.1:{ports.operator_metrics}/metrics",
+                env={"KUBECONFIG": str(info.kubeconfig)},
             ),
         ]
 
@@ -722,6 +746,24 @@ def _http_ok(url: str, *, context: ssl.SSLContext | None = None, insecure: bool 
             return 200 <= int(resp.status) < 300
     except (urllib.error.URLError, OSError):
         return False
+
+
+def install_crds(info: EnvInfo) -> None:
+    """Server-side apply the CRDs generated from the API models; wait until they are served."""
+    from shardkeeper.api import KINDS
+    from shardkeeper.api.crd import crds
+    from shardkeeper.api.generate import render_yaml
+
+    kubectl = str(tools.binary_path("kubectl"))
+    env = {**os.environ, "KUBECONFIG": str(info.kubeconfig)}
+    documents = "---\n".join(render_yaml(doc) for doc in crds(KINDS).values())
+    for argv in (
+        [kubectl, "apply", "--server-side", "--force-conflicts", "-f", "-", "-o", "name"],
+        [kubectl, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"],
+    ):
+        proc = subprocess.run(argv, input=documents, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise EnvironmentError_(f"installing the CRDs failed: {proc.stderr.strip()}")
 
 
 def postgres_bin_dir() -> Path:

@@ -23,8 +23,15 @@ def _add_state_dir(parser: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shardkeeper dev", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start etcd, kube-apiserver, controller-manager, MinIO, node")
+    up = sub.add_parser(
+        "up", help="start etcd, kube-apiserver, controller-manager, MinIO, PostgreSQL, node"
+    )
     _add_state_dir(up)
+    up.add_argument(
+        "--with-operator",
+        action="store_true",
+        help="also install the CRDs and run `shardkeeper operator` against the environment",
+    )
     fields = (
         "apiserver",
         "etcd",
@@ -33,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         "s3",
         "s3-console",
         "postgres",
+        "operator-metrics",
     )
     for field in fields:
         up.add_argument(f"--{field}-port", type=int, default=0, help="default: a free port")
@@ -43,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_state_dir(status)
     env = sub.add_parser("env", help='print shell exports: eval "$(shardkeeper dev env)"')
     _add_state_dir(env)
+    demo = sub.add_parser(
+        "demo", help="apply examples/, post orders to the capture, show the totals in PostgreSQL"
+    )
+    _add_state_dir(demo)
+    demo.add_argument("--namespace", default="default")
+    demo.add_argument("--orders", type=int, default=20, help="how many orders to post")
     sub.add_parser("tools", help="build the Go tools into the cache", add_help=False)
     sub.add_parser("node", help="run the process node (started by `up`)", add_help=False)
     sub.add_parser("logs", help="show a pod's log from the process node", add_help=False)
@@ -74,6 +88,11 @@ def main(argv: Sequence[str]) -> int:
             return 0
         if args.command == "status":
             return _status(env)
+        if args.command == "demo":
+            from shardkeeper.dev import demo as demo_
+
+            demo_.run(env.info(), namespace=args.namespace, count=args.orders)
+            return 0
         if args.command == "env":
             info = env.info()
             for key, value in info.variables().items():
@@ -94,9 +113,14 @@ def _up(env: environment.Environment, args: argparse.Namespace) -> int:
         s3=args.s3_port,
         s3_console=args.s3_console_port,
         postgres=args.postgres_port,
+        operator_metrics=args.operator_metrics_port,
     )
     try:
-        info = env.up(ports, progress=lambda msg: print(msg, flush=True))
+        info = env.up(
+            ports,
+            with_operator=args.with_operator,
+            progress=lambda msg: print(msg, flush=True),
+        )
     except environment.AlreadyRunning as err:
         print(str(err))
         return 0
