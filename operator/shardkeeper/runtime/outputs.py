@@ -18,9 +18,17 @@ none is written twice.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 
-from shardkeeper.runtime.documents import Document, document_uuid, encode_line, with_uuid
+from shardkeeper.runtime.documents import (
+    META,
+    UUID_FIELD,
+    Document,
+    encode_line,
+    encode_plain_line,
+    uuid_maker,
+    with_uuid,
+)
 from shardkeeper.storage import errors
 from shardkeeper.storage.journal import Journal
 from shardkeeper.storage.objectstore import ObjectStore
@@ -56,6 +64,35 @@ class OutputBatch:
         return self.begin + len(self.payload)
 
 
+class _Journal:
+    """What a transaction framed so far for one output journal: its lines, already joined
+    into payloads of at most ``limit`` bytes (a longer line alone).
+
+    Lines go straight into growing buffers: holding each as an object until the commit
+    costs more than writing it (tens of thousands of objects per transaction, in memory
+    that is new each time)."""
+
+    __slots__ = ("limit", "name", "payloads", "size", "uuid")
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.uuid = uuid_maker(name)
+        self.limit = limit
+        self.payloads: list[bytearray] = []
+        self.size = 0  # of all payloads
+
+    def append(self, line: bytes) -> None:
+        payloads = self.payloads
+        if not payloads or (payloads[-1] and len(payloads[-1]) + len(line) > self.limit):
+            payloads.append(bytearray())
+        payloads[-1] += line
+        self.size += len(line)
+
+    def clear(self) -> None:
+        self.payloads = []
+        self.size = 0
+
+
 class OutputBuffer:
     """Frames a transaction's output documents at the offsets they will occupy.
 
@@ -73,59 +110,71 @@ class OutputBuffer:
         self.journals = dict(journals)
         self.max_fragment_bytes = max_fragment_bytes
         self.heads = {j: heads.get(j, 0) for j in self.journals.values()}
-        self._chunks: dict[str, list[bytes]] = {j: [] for j in self.heads}
-        self._sizes: dict[str, int] = dict.fromkeys(self.heads, 0)
+        self._framed = {j: _Journal(j, max_fragment_bytes) for j in self.heads}
+        self._by_collection = {c: self._framed[j] for c, j in self.journals.items()}
         self.documents = 0
 
-    def add(self, collection: str, document: Document) -> Document:
-        """Frame ``document`` for ``collection``; returns it as written (with its UUID)."""
-        journal = self.journals[collection]
-        offset = self.next_offset(journal)
-        written = with_uuid(document, document_uuid(journal, offset))
-        line = encode_line(written)
-        self._chunks[journal].append(line)
-        self._sizes[journal] += len(line)
+    def add(self, collection: str, document: Document, *, owned: bool = False) -> Document:
+        """Frame ``document`` for ``collection``; returns it as written (with its UUID).
+
+        ``owned`` says the caller made ``document`` for this call and keeps no reference to
+        it: its ``_meta`` is then set in place rather than in a copy."""
+        framed = self._by_collection[collection]
+        doc_uuid = framed.uuid(self.heads[framed.name] + framed.size)
+        line = None
+        meta = document.get(META)
+        if meta is None and _plain(document):
+            # the common case: no _meta yet, and only values orjson writes as json does
+            written = document if owned else dict(document)
+            written[META] = {UUID_FIELD: doc_uuid}
+            line = encode_plain_line(written)
+        else:
+            written = with_uuid(document, doc_uuid)
+            line = encode_line(written)
+        framed.append(line)
         self.documents += 1
         return written
 
     def next_offset(self, journal: str) -> int:
         """Where the next document framed for ``journal`` will sit."""
-        return self.heads[journal] + self._sizes[journal]
+        return self.heads[journal] + self._framed[journal].size
 
     def seal(self, epoch: int) -> list[OutputBatch]:
         """The transaction's batches, in append order; the heads move past them."""
         batches: list[OutputBatch] = []
-        for journal, lines in self._chunks.items():
+        for journal, framed in self._framed.items():
             begin = self.heads[journal]
-            for payload in _cut(lines, self.max_fragment_bytes):
-                batches.append(OutputBatch(journal, begin, epoch, payload))
+            for payload in framed.payloads:
+                batches.append(OutputBatch(journal, begin, epoch, bytes(payload)))
                 begin += len(payload)
             self.heads[journal] = begin
-            self._chunks[journal] = []
-            self._sizes[journal] = 0
+            framed.clear()
         self.documents = 0
         return batches
 
     def discard(self) -> None:
         """Forget what the current transaction framed (it rolled back)."""
-        for journal in self._chunks:
-            self._chunks[journal] = []
-            self._sizes[journal] = 0
+        for framed in self._framed.values():
+            framed.clear()
         self.documents = 0
 
 
-def _cut(lines: Sequence[bytes], limit: int) -> Iterable[bytes]:
-    """Whole lines joined into payloads of at most ``limit`` bytes (a longer line alone)."""
-    chunk: list[bytes] = []
-    size = 0
-    for line in lines:
-        if chunk and size + len(line) > limit:
-            yield b"".join(chunk)
-            chunk, size = [], 0
-        chunk.append(line)
-        size += len(line)
-    if chunk:
-        yield b"".join(chunk)
+def _plain(document: Document) -> bool:
+    """Whether every value of ``document`` is a string, an integer, a boolean, null or a
+    float that :func:`.documents.plain_float` admits (rows of SQL lambdas, most flat
+    documents): what :func:`.documents.encode_plain_line` writes as the stdlib does."""
+    for value in document.values():
+        kind = value.__class__
+        if kind is str or kind is int or kind is bool or value is None:
+            continue
+        # plain_float, inline: this runs for every value of every output
+        if kind is float and (1e-4 <= abs(value) < _INFINITY or value == 0.0):
+            continue
+        return False
+    return True
+
+
+_INFINITY = float("inf")
 
 
 def append_batch(objects: ObjectStore, prefix: str, batch: OutputBatch) -> None:

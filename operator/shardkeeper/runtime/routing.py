@@ -22,8 +22,9 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring
+from operator import itemgetter
 from typing import Any
 
 from shardkeeper.api.meta import RANGE_MAX, RANGE_MIN
@@ -72,14 +73,23 @@ def hash32(data: bytes, person: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=4, person=person).digest(), "big")
 
 
+# copying a keyed hasher costs half of making one with its parameters (once per document)
+_KEY_HASHER = hashlib.blake2b(digest_size=4, person=_KEY_PERSON)
+_RCLOCK_HASHER = hashlib.blake2b(digest_size=4, person=_RCLOCK_PERSON)
+
+
 def key_hash(packed: bytes) -> int:
-    return hash32(packed, _KEY_PERSON)
+    hasher = _KEY_HASHER.copy()
+    hasher.update(packed)
+    return int.from_bytes(hasher.digest(), "big")
 
 
 def r_clock(document: dict[str, Any], journal: str, offset: int) -> int:
     doc_uuid = uuid_of(document)
     source = doc_uuid if doc_uuid is not None else f"{journal}@{offset}"
-    return hash32(source.encode(), _RCLOCK_PERSON)
+    hasher = _RCLOCK_HASHER.copy()
+    hasher.update(source.encode())
+    return int.from_bytes(hasher.digest(), "big")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,12 +98,29 @@ class KeyExtractor:
 
     pointers: tuple[str, ...]
     tokens: tuple[tuple[str, ...], ...]
+    # keys of top-level fields only (the common case) are read with one C call: the value
+    # (one pointer) or the values (several) of an object, or KeyError if one is missing
+    _getter: Callable[[Any], Any] | None = dataclasses.field(
+        default=None, compare=False, repr=False
+    )
 
     @classmethod
     def of(cls, pointers: Sequence[str]) -> KeyExtractor:
-        return cls(tuple(pointers), tuple(pointer_tokens(p) for p in pointers))
+        tokens = tuple(pointer_tokens(p) for p in pointers)
+        getter = None
+        if tokens and all(len(t) == 1 for t in tokens):
+            getter = itemgetter(*(t[0] for t in tokens))
+        return cls(tuple(pointers), tokens, getter)
 
     def values(self, document: Any) -> list[Any]:
+        getter = self._getter
+        if getter is not None and document.__class__ is dict:
+            try:
+                found = getter(document)
+            except KeyError:
+                pass  # the loop below names the missing pointer
+            else:
+                return [found] if len(self.tokens) == 1 else list(found)
         values = []
         for pointer, tokens in zip(self.pointers, self.tokens, strict=True):
             value = resolve_tokens(document, tokens)
