@@ -13,7 +13,7 @@ import dataclasses
 import threading
 from typing import NamedTuple
 
-from shardkeeper.runtime.documents import Document, Line
+from shardkeeper.runtime.documents import Document
 
 
 # one per document: a NamedTuple is made several times faster than a frozen dataclass
@@ -43,15 +43,20 @@ class SourceLines:
     """Consecutive lines of one fragment of a source journal, not yet parsed.
 
     Readers hand lines over in batches, and the transaction loop parses and routes them
-    (see :func:`.sources.route_lines`): one hand-over between threads per batch rather than
+    (see :class:`.sources.LineRouter`): one hand-over between threads per batch rather than
     per document, and the parsing runs on the thread that processes, instead of contending
-    with it. A transaction may end inside a batch; the rest opens the next transaction."""
+    with it. A transaction may end inside a batch; the rest opens the next transaction.
+
+    ``lines`` are without their newlines: the first begins at ``begin``, each next one just
+    past the newline of the one before, and a line ends past its newline (the last may have
+    none: it then ends at ``fragment_end``)."""
 
     collection: str
     journal: str
     fragment_begin: int
     fragment_end: int
-    lines: tuple[Line, ...]
+    begin: int
+    lines: tuple[bytes, ...]
 
 
 @dataclasses.dataclass(frozen=True)

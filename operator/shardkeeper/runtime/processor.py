@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -65,7 +65,7 @@ from shardkeeper.runtime.metrics import RuntimeMetrics
 from shardkeeper.runtime.outputs import OutputBatch, OutputBuffer, append_batch
 from shardkeeper.runtime.routing import KeyExtractor, Ranges
 from shardkeeper.runtime.schemas import DocumentSchema
-from shardkeeper.runtime.sources import ReaderOptions, SourceReader, route_lines
+from shardkeeper.runtime.sources import LineRouter, ReaderOptions, SourceReader
 from shardkeeper.runtime.storagemap import collection_journal
 from shardkeeper.runtime.transactions import TxnTiming
 from shardkeeper.storage import errors
@@ -171,6 +171,17 @@ class _Open:
     txn: Transaction | None = None
 
 
+class _Lines:
+    """The batch of lines the loop is working through, and how far it got."""
+
+    __slots__ = ("batch", "begin", "index")
+
+    def __init__(self, batch: SourceLines) -> None:
+        self.batch = batch
+        self.index = 0  # the next line
+        self.begin = batch.begin  # where it begins
+
+
 @dataclasses.dataclass(kw_only=True)
 class _Commit:
     """One transaction between the loop and the committer: its events and its outcome."""
@@ -208,8 +219,8 @@ class Processor:
             max(1, read_channel_size // self.read_batch)
         )
         # what is left of the batch of lines being routed
-        self._routing: Iterator[SourceDocument | SourceAdvance] | None = None
-        self._keys: dict[str, KeyExtractor] = {}
+        self._lines: _Lines | None = None
+        self._routers: dict[str, LineRouter] = {}
         self._ranges = Ranges.of(ctx.shard.spec)
         self._faults = self.options.faults
         self._clock = self.options.clock
@@ -275,7 +286,9 @@ class Processor:
         self._faults.reached(RuntimeFaultPoint.PENDING_REAPPENDED)
         self._appended = list(saved.pending)
         self._transactions = saved.transactions
-        self._keys = {name: ctx.key(name) for name in ctx.task.spec.sources}
+        self._routers = {
+            name: LineRouter(ctx.key(name), self._ranges) for name in ctx.task.spec.sources
+        }
         self._handler = self._make_handler()
         authoritative = self._handler.open(self.store, saved)
         self._checkpoint = dict(saved.sources if authoritative is None else authoritative)
@@ -379,7 +392,7 @@ class Processor:
                 return
             self._transaction(first, stop)
 
-    def _first_message(self, stop: threading.Event) -> Message | None:
+    def _first_message(self, stop: threading.Event) -> Message | _Lines | None:
         """Wait for the message that begins a transaction; ``None`` once ``stop`` is set."""
         while not stop.is_set():
             previous = self._previous
@@ -390,28 +403,24 @@ class Processor:
                 return message
         return None
 
-    def _take(self, timeout: float) -> Message | None:
-        """The next message: the next document of the batch being routed, else the
-        channel's next message (waiting up to ``timeout`` seconds; 0 waits not at all);
-        ``None`` if none came. Raises :class:`TaskFailed` at a line that cannot be routed."""
-        while True:
-            if self._routing is not None:
-                routed = next(self._routing, None)
-                if routed is not None:
-                    return routed
-                self._routing = None
-            try:
-                if timeout <= 0:
-                    message = self.channel.get_nowait()
-                else:
-                    message = self.channel.get(timeout=timeout)
-            except queue.Empty:
-                return None
-            if not isinstance(message, SourceLines):
-                return message
-            self._routing = route_lines(message, self._keys[message.collection], self._ranges)
+    def _take(self, timeout: float) -> Message | _Lines | None:
+        """The rest of the batch of lines being routed, else the channel's next message
+        (waiting up to ``timeout`` seconds; 0 waits not at all); ``None`` if none came."""
+        if self._lines is not None:
+            return self._lines
+        try:
+            if timeout <= 0:
+                message = self.channel.get_nowait()
+            else:
+                message = self.channel.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(message, SourceLines):
+            self._lines = _Lines(message)
+            return self._lines
+        return message
 
-    def _transaction(self, first: Message, stop: threading.Event) -> None:
+    def _transaction(self, first: Message | _Lines, stop: threading.Event) -> None:
         state = _Open(started=self._clock())
         try:
             previous = self._previous
@@ -422,7 +431,7 @@ class Processor:
                 if previous.error is not None:
                     raise previous.error
             state.txn = self.store.begin()
-            self._apply(state, first)
+            self._apply(state, first, stop)
             self._read(state, stop)
             commit = self._prepare_commit(state, self._clock())
         except BaseException as exc:
@@ -450,13 +459,15 @@ class Processor:
                 if message is None:
                     continue
             if message is not WAKE:
-                self._apply(state, message)
+                self._apply(state, message, stop)
 
-    def _apply(self, state: _Open, message: Message) -> None:
+    def _apply(self, state: _Open, message: Message | _Lines, stop: threading.Event) -> None:
         assert state.txn is not None
         assert self._handler is not None
         assert self._outputs is not None
-        if isinstance(message, SourceDocument):
+        if isinstance(message, _Lines):
+            self._apply_lines(state, message, self._handler, self._outputs, stop)
+        elif isinstance(message, SourceDocument):
             try:
                 state.documents += self._handler.apply(state.txn, message, self._outputs)
             except DocumentRejected as exc:
@@ -469,6 +480,63 @@ class Processor:
             state.documents += self._handler.apply(state.txn, message, self._outputs)
         elif isinstance(message, ReadFailure):
             raise message.error
+
+    def _apply_lines(
+        self,
+        state: _Open,
+        lines: _Lines,
+        handler: TaskHandler,
+        outputs: OutputBuffer,
+        stop: threading.Event,
+    ) -> None:
+        """Parse, route and apply lines of the batch until it is done, or until the
+        transaction must stop reading after a document (as :meth:`_read` decides between
+        messages). One loop rather than a message per document: this runs for every
+        document, and its calls are most of what a document costs besides the task's own
+        work."""
+        batch = lines.batch
+        journal, collection = batch.journal, batch.collection
+        fragment_begin, fragment_end = batch.fragment_begin, batch.fragment_end
+        route = self._routers[collection].route
+        apply, txn = handler.apply, state.txn
+        assert txn is not None
+        clock, started = self._clock, state.started
+        limit_documents, max_duration = self.ring_buffer_size, self.timing.max_duration
+        documents, index, begin = state.documents, lines.index, lines.begin
+        data_lines = batch.lines
+        count = len(data_lines)
+        try:
+            while index < count:
+                data = data_lines[index]
+                index += 1
+                # a last line without its newline ends at the fragment's end
+                end = min(begin + len(data) + 1, fragment_end)
+                document = route(journal, begin, data)
+                if document is not None:
+                    resume = fragment_begin if end < fragment_end else fragment_end
+                    message = SourceDocument(collection, journal, begin, end, resume, document)
+                    try:
+                        documents += apply(txn, message, outputs)
+                    except DocumentRejected as exc:
+                        raise TaskFailed(journal, begin, str(exc)) from None
+                    begin = end
+                    if (
+                        documents >= limit_documents
+                        or clock() - started >= max_duration
+                        or stop.is_set()
+                    ):
+                        break
+                else:
+                    begin = end
+        finally:
+            state.documents = documents
+        if index >= count:
+            self._lines = None
+            begin = fragment_end if not data_lines else begin
+        else:
+            lines.index, lines.begin = index, begin
+        resume = fragment_begin if begin < fragment_end else fragment_end
+        state.sources[journal] = SourceOffset(begin, resume)
 
     def _prepare_commit(self, state: _Open, reading_closed: float) -> _Commit:
         """Write the checkpoint and outputs into the open transaction (after the previous
@@ -502,7 +570,7 @@ class Processor:
             outputs=outputs,
         )
 
-    def _abandon(self, state: _Open, first: Message, error: BaseException) -> None:
+    def _abandon(self, state: _Open, first: Message | _Lines, error: BaseException) -> None:
         """Roll the open transaction back; the previous one may still finish."""
         if state.txn is not None:
             with contextlib.suppress(errors.StorageError):

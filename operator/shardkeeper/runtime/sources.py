@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 
 from shardkeeper.runtime.checkpoint import SourceOffset
-from shardkeeper.runtime.documents import DocumentError, parse_line, split_lines
+from shardkeeper.runtime.documents import Document, DocumentError, parse_line
 from shardkeeper.runtime.errors import TaskFailed
 from shardkeeper.runtime.messages import (
     Message,
@@ -186,19 +186,65 @@ class SourceReader:
                 self._put(ReadFailure(exc))
 
     def _route(self, source: str, journal: str, fragment: Fragment, skip_to: int) -> bool:
-        """Put the fragment's lines in batches; False to stop reading."""
-        lines = tuple(
-            line
-            for line in split_lines(fragment.payload, fragment.begin)
-            if fragment.kind is FragmentKind.DATA and line.begin >= skip_to
-        )
+        """Put the fragment's lines (those from ``skip_to`` on) in batches; False to stop
+        reading. Splitting is one C call: the lines' offsets follow from their lengths, and
+        the transaction loop works them out as it parses (the reader's time per line would
+        be taken from the loop's, under the interpreter lock)."""
+        begin, lines = fragment.begin, list[bytes]()
+        if fragment.kind is FragmentKind.DATA:
+            begin, lines = _lines_from(fragment.payload, fragment.begin, skip_to)
         limit = self.options.batch_documents
         for first in range(0, max(1, len(lines)), limit):
-            chunk = lines[first : first + limit]
-            batch = SourceLines(source, journal, fragment.begin, fragment.end, chunk)
+            chunk = tuple(lines[first : first + limit])
+            batch = SourceLines(source, journal, fragment.begin, fragment.end, begin, chunk)
             if not self._put(batch):
                 return False
+            begin += sum(map(len, chunk)) + len(chunk)
         return True
+
+
+def _lines_from(payload: bytes, begin: int, skip_to: int) -> tuple[int, list[bytes]]:
+    """The lines (without newlines) of a payload that starts at journal offset ``begin``,
+    from the first that begins at or after ``skip_to``, and where that one begins. A last
+    line without a newline is still a line (the parser then refuses it)."""
+    start = 0
+    if skip_to > begin:
+        start = skip_to - begin
+        if start < len(payload) and payload[start - 1] != 0x0A:  # inside a line: the next
+            found = payload.find(b"\n", start)
+            start = len(payload) if found < 0 else found + 1
+    if start >= len(payload):
+        return begin + len(payload), []
+    lines = (payload[start:] if start else payload).split(b"\n")
+    if not lines[-1]:
+        lines.pop()  # the newline ending the last line
+    return begin + start, lines
+
+
+class LineRouter:
+    """Parses one source collection's lines and keeps the shard's documents."""
+
+    def __init__(self, key: KeyExtractor, ranges: Ranges) -> None:
+        self.key = key
+        self.ranges = ranges
+        # a shard that owns a whole range skips hashing for it (the key must exist all the same)
+        self._everything = ranges.everything
+
+    def route(self, journal: str, begin: int, data: bytes) -> Document | None:
+        """The document of the line at ``begin`` if the shard owns it, else ``None``.
+        Raises :class:`TaskFailed` at a line that is not a JSON object or lacks its key."""
+        try:
+            document = parse_line(data)
+            values = self.key.values(document)
+        except (DocumentError, MissingKey) as exc:
+            raise TaskFailed(journal, begin, str(exc)) from None
+        if self._everything:
+            return document
+        ranges = self.ranges
+        owned = (ranges.all_keys or ranges.owns_key(key_hash(pack_key(values)))) and (
+            ranges.all_clocks or ranges.owns_clock(r_clock(document, journal, begin))
+        )
+        return document if owned else None
 
 
 def route_lines(
@@ -206,28 +252,23 @@ def route_lines(
 ) -> Iterator[SourceDocument | SourceAdvance]:
     """The shard's documents of a batch, in order, and an advance over a trailing stretch
     of others (or over a batch without data, such as a fence). Raises :class:`TaskFailed`
-    at a line that is not a JSON object or lacks its key."""
+    at a line that is not a JSON object or lacks its key. (The transaction loop does the
+    same without a message per document, see :meth:`.processor.Processor`.)"""
+    router = LineRouter(key, ranges)
     journal, fragment_begin, fragment_end = batch.journal, batch.fragment_begin, batch.fragment_end
     passed_over = not batch.lines
-    # a shard that owns a whole range skips hashing for it (the key must exist all the same)
-    all_keys, all_clocks = ranges.all_keys, ranges.all_clocks
-    last_end = fragment_end
-    for line in batch.lines:
-        last_end = line.end
-        try:
-            document = parse_line(line.data)
-            values = key.values(document)
-        except (DocumentError, MissingKey) as exc:
-            raise TaskFailed(journal, line.begin, str(exc)) from None
-        owned = (all_keys or ranges.owns_key(key_hash(pack_key(values)))) and (
-            all_clocks or ranges.owns_clock(r_clock(document, journal, line.begin))
-        )
-        if not owned:
+    begin = batch.begin
+    end = fragment_end
+    for data in batch.lines:
+        end = min(begin + len(data) + 1, fragment_end)
+        document = router.route(journal, begin, data)
+        if document is None:
             passed_over = True
-            continue
-        passed_over = False
-        resume = fragment_begin if line.end < fragment_end else fragment_end
-        yield SourceDocument(batch.collection, journal, line.begin, line.end, resume, document)
+        else:
+            passed_over = False
+            resume = fragment_begin if end < fragment_end else fragment_end
+            yield SourceDocument(batch.collection, journal, begin, end, resume, document)
+        begin = end
     if passed_over:
-        resume = fragment_begin if last_end < fragment_end else fragment_end
-        yield SourceAdvance(journal, last_end, resume)
+        resume = fragment_begin if end < fragment_end else fragment_end
+        yield SourceAdvance(journal, end, resume)

@@ -187,8 +187,8 @@ def test_string_and_integer_keys_pack_as_the_json_encoder_writes_them(values: li
 
 def _lines_of(documents: list[dict[str, object]], begin: int = 1000) -> SourceLines:
     payload = b"".join(encode_line(d) for d in documents)
-    lines = tuple(split_lines(payload, begin))
-    return SourceLines("c", "collections/ns/c/w", begin, begin + len(payload), lines)
+    lines = tuple(line.data for line in split_lines(payload, begin))
+    return SourceLines("c", "collections/ns/c/w", begin, begin + len(payload), begin, lines)
 
 
 def test_routed_lines_keep_the_shards_documents_and_where_to_resume() -> None:
@@ -214,7 +214,7 @@ def test_routed_lines_keep_the_shards_documents_and_where_to_resume() -> None:
 
 
 def test_a_batch_without_lines_advances_over_it() -> None:
-    fence = SourceLines("c", "j", 500, 620, ())
+    fence = SourceLines("c", "j", 500, 620, 500, ())
     assert list(route_lines(fence, KeyExtractor.of(["/id"]), Ranges())) == [
         SourceAdvance("j", 620, 620)
     ]
@@ -227,5 +227,5 @@ def test_a_line_that_cannot_be_routed_fails_at_its_offset() -> None:
     with pytest.raises(TaskFailed) as failed:
         next(routed)
     assert failed.value.journal == "collections/ns/c/w"
-    assert failed.value.offset == batch.lines[1].begin
+    assert failed.value.offset == batch.begin + len(batch.lines[0]) + 1
     assert "no value at key pointer /id" in failed.value.reason
