@@ -7,8 +7,8 @@ never checked against the user's rules.
 Every document of every transaction is checked, often twice (a derivation's source and
 its outputs), so speed matters. A schema written with only the common keywords (types,
 properties, required, additionalProperties, items, enum and const of scalars, numeric and
-length bounds, annotations) is compiled into plain Python predicates (:func:`compile_fast`)
-that decide exactly as ``jsonschema`` does; ``jsonschema`` itself still checks any other
+length bounds, annotations) is compiled into one Python function (:func:`compile_fast`)
+that decides exactly as ``jsonschema`` does; ``jsonschema`` itself still checks any other
 schema, and explains every failure.
 """
 
@@ -49,6 +49,10 @@ class DocumentSchema:
     def __init__(self, schema: Mapping[str, Any] | None, *, name: str) -> None:
         self.name = name
         self._validator: Any = None
+        self._fast: Check | None = None
+        # whether a document passes (problem() says why not): the compiled function itself
+        # where there is one, to spare a call per document
+        self.accepts: Check = _accept_all
         if schema is None:
             return
         cls = jsonschema.validators.validator_for(schema, default=_DEFAULT_DRAFT)
@@ -61,6 +65,7 @@ class DocumentSchema:
         admitted = _admit_meta(schema)
         self._validator = cls(admitted)
         self._fast = compile_fast(admitted) if cls in _FAST_DRAFTS else None
+        self.accepts = self._fast or self._validator.is_valid
 
     @property
     def compiled(self) -> bool:
@@ -87,6 +92,11 @@ class DocumentSchema:
 # --- compiled predicates ---------------------------------------------------------------------
 
 Check = Callable[[Any], bool]
+
+
+def _accept_all(document: Any) -> bool:
+    return True
+
 
 # drafts whose "integer" admits 1.0, as the predicates below do
 _FAST_DRAFTS = (
@@ -127,24 +137,17 @@ _KEYWORDS = frozenset(
         "maxLength",
     }
 )
+_OBJECT_KEYWORDS = frozenset({"properties", "required", "additionalProperties"})
+_BOUNDS = {
+    "minimum": ">=",
+    "maximum": "<=",
+    "exclusiveMinimum": ">",
+    "exclusiveMaximum": "<",
+}
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-_TYPE_CHECKS: dict[str, Check] = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-    "number": _is_number,
-    "integer": lambda v: (
-        (isinstance(v, int) and not isinstance(v, bool))
-        or (isinstance(v, float) and v.is_integer())
-    ),
-}
 
 
 def _scalar(value: Any) -> bool:
@@ -160,148 +163,166 @@ def _same_scalar(expected: Any, value: Any) -> bool:
     return type(expected) is type(value) and bool(expected == value)
 
 
+def _one_of_scalars(members: tuple[Any, ...], value: Any) -> bool:
+    return any(_same_scalar(m, value) for m in members)
+
+
+# what each type name admits, as an expression of the value {x}; the exact classes of
+# parsed JSON are tried first (a class comparison is cheaper than isinstance)
+_NUMBER = "({x}.__class__ is float or {x}.__class__ is int or _is_number({x}))"
+_TYPE_TESTS = {
+    "object": "isinstance({x}, dict)",
+    "array": "isinstance({x}, list)",
+    "string": "isinstance({x}, str)",
+    "boolean": "isinstance({x}, bool)",
+    "null": "{x} is None",
+    "number": _NUMBER,
+    "integer": (
+        "({x}.__class__ is int or (isinstance({x}, int) and not isinstance({x}, bool))"
+        " or (isinstance({x}, float) and {x}.is_integer()))"
+    ),
+}
+
+
+class _Unsupported(Exception):
+    """The schema uses something outside the compiled subset."""
+
+
+class _Compiler:
+    """Writes the source of one function that returns whether a value is valid: a
+    ``return False`` at each rule it breaks, in nested blocks, with no call per keyword.
+    Constants (names, bounds, members) are passed in as defaults, never written as text."""
+
+    def __init__(self) -> None:
+        self.constants: dict[str, Any] = {}
+        self.variables = 0
+
+    def constant(self, value: Any) -> str:
+        name = f"_c{len(self.constants)}"
+        self.constants[name] = value
+        return name
+
+    def variable(self) -> str:
+        self.variables += 1
+        return f"v{self.variables}"
+
+    def schema(self, schema: Any, x: str) -> list[str]:
+        """Lines (indented from 0) that return False if ``x`` breaks ``schema``."""
+        if schema is True:
+            return []
+        if schema is False:
+            return ["return False"]
+        if not isinstance(schema, Mapping):
+            raise _Unsupported
+        if any(k not in _KEYWORDS and k not in _ANNOTATIONS for k in schema):
+            raise _Unsupported
+        lines: list[str] = []
+        # the type first: it rejects most wrong values at once
+        if "type" in schema:
+            lines.append(f"if not ({self.type(schema['type'], x)}): return False")
+        for keyword in ("enum", "const"):
+            if keyword in schema:
+                members = schema[keyword] if keyword == "enum" else [schema[keyword]]
+                if not isinstance(members, list) or not all(_scalar(m) for m in members):
+                    raise _Unsupported
+                members_name = self.constant(tuple(members))
+                lines.append(f"if not _one_of_scalars({members_name}, {x}): return False")
+        for keyword, operator in _BOUNDS.items():
+            if keyword in schema:
+                bound = schema[keyword]
+                if not _is_number(bound):
+                    raise _Unsupported
+                number = _NUMBER.format(x=x)
+                test = f"{x} {operator} {self.constant(bound)}"
+                lines.append(f"if {number} and not ({test}): return False")
+        for keyword, operator in (("minLength", ">="), ("maxLength", "<=")):
+            if keyword in schema:
+                length = schema[keyword]
+                if not isinstance(length, int) or isinstance(length, bool):
+                    raise _Unsupported
+                test = f"len({x}) {operator} {self.constant(length)}"
+                lines.append(f"if isinstance({x}, str) and not ({test}): return False")
+        if "items" in schema:
+            items = schema["items"]
+            if not isinstance(items, Mapping | bool):
+                raise _Unsupported
+            element = self.variable()
+            inner = self.schema(items, element)
+            if inner:
+                lines.append(f"if isinstance({x}, list):")
+                lines.append(f"    for {element} in {x}:")
+                lines.extend("        " + line for line in inner)
+        if _OBJECT_KEYWORDS & schema.keys():
+            inner = self.object(schema, x)
+            if inner:
+                lines.append(f"if isinstance({x}, dict):")
+                lines.extend("    " + line for line in inner)
+        return lines
+
+    def type(self, value: Any, x: str) -> str:
+        names = value if isinstance(value, list) else [value]
+        if not names or not all(isinstance(n, str) and n in _TYPE_TESTS for n in names):
+            raise _Unsupported
+        return " or ".join(_TYPE_TESTS[n].format(x=x) for n in names)
+
+    def object(self, schema: Mapping[str, Any], x: str) -> list[str]:
+        """required, properties and additionalProperties, for ``x`` a dict."""
+        required = schema.get("required", [])
+        if not isinstance(required, list) or not all(isinstance(n, str) for n in required):
+            raise _Unsupported
+        properties = schema.get("properties", {})
+        if not isinstance(properties, Mapping):
+            raise _Unsupported
+        lines = []
+        if required:
+            missing = " or ".join(f"{self.constant(n)} not in {x}" for n in required)
+            lines.append(f"if {missing}: return False")
+        for name, subschema in properties.items():
+            value = self.variable()
+            inner = self.schema(subschema, value)
+            if not inner:
+                continue
+            if name in required:  # known to be there
+                lines.append(f"{value} = {x}[{self.constant(name)}]")
+                lines.extend(inner)
+            else:
+                lines.append(f"{value} = {x}.get({self.constant(name)}, _MISSING)")
+                lines.append(f"if {value} is not _MISSING:")
+                lines.extend("    " + line for line in inner)
+        if "additionalProperties" in schema:
+            name, value = self.variable(), self.variable()
+            inner = self.schema(schema["additionalProperties"], value)
+            if inner:
+                known = self.constant(frozenset(properties))
+                lines.append(f"for {name} in {x}:")
+                lines.append(f"    if {name} not in {known}:")
+                lines.append(f"        {value} = {x}[{name}]")
+                lines.extend("        " + line for line in inner)
+        return lines
+
+
+_MISSING_VALUE = object()
+
+
 def compile_fast(schema: Any) -> Check | None:
     """A predicate equal to ``jsonschema``'s ``is_valid`` for ``schema``, or ``None`` if the
-    schema uses a keyword outside the compiled subset."""
-    if schema is True:
-        return lambda _: True
-    if schema is False:
-        return lambda _: False
-    if not isinstance(schema, Mapping):
+    schema uses a keyword outside the compiled subset (or nests too deep to compile)."""
+    compiler = _Compiler()
+    try:
+        lines = compiler.schema(schema, "v0")
+        constants = compiler.constants
+        parameters = "".join(f", {name}={name}" for name in constants)
+        source = "\n".join(
+            [f"def check(v0{parameters}):", *("    " + line for line in lines), "    return True"]
+        )
+        namespace: dict[str, Any] = {
+            **constants,
+            "_MISSING": _MISSING_VALUE,
+            "_is_number": _is_number,
+            "_one_of_scalars": _one_of_scalars,
+        }
+        exec(compile(source, f"<schema check {id(schema):x}>", "exec"), namespace)
+    except (_Unsupported, SyntaxError, RecursionError, MemoryError):
         return None
-    if any(k not in _KEYWORDS and k not in _ANNOTATIONS for k in schema):
-        return None
-    checks: list[Check] = []
-    # the type first: it rejects most wrong values at once
-    for keyword in sorted(_KEYWORDS & schema.keys() - _OBJECT_KEYWORDS, key=_rank):
-        check = _compile_keyword(keyword, schema[keyword])
-        if check is None:
-            return None
-        checks.append(check)
-    if _OBJECT_KEYWORDS & schema.keys():
-        check = _compile_object(schema)
-        if check is None:
-            return None
-        checks.append(check)
-    return _all_of(checks)
-
-
-def _all_of(checks: list[Check]) -> Check:
-    if not checks:
-        return lambda _: True
-    if len(checks) == 1:
-        return checks[0]
-    if len(checks) == 2:
-        first, second = checks
-        return lambda v: first(v) and second(v)
-    every = tuple(checks)
-
-    def check_all(v: Any) -> bool:
-        for check in every:  # noqa: SIM110 - a loop beats all() over a generator here
-            if not check(v):
-                return False
-        return True
-
-    return check_all
-
-
-_OBJECT_KEYWORDS = frozenset({"properties", "required", "additionalProperties"})
-_ORDER = {"type": 0, "enum": 1, "const": 1}
-
-
-def _rank(keyword: str) -> int:
-    return _ORDER.get(keyword, 2)
-
-
-def _compile_keyword(keyword: str, value: Any) -> Check | None:
-    if keyword == "type":
-        return _compile_type(value)
-    if keyword in ("enum", "const"):
-        members = value if keyword == "enum" else [value]
-        if not isinstance(members, list) or not all(_scalar(m) for m in members):
-            return None
-        return lambda v: any(_same_scalar(m, v) for m in members)
-    if keyword in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        return _compile_bound(keyword, value)
-    if keyword in ("minLength", "maxLength"):
-        if not isinstance(value, int) or isinstance(value, bool):
-            return None
-        if keyword == "minLength":
-            return lambda v: not isinstance(v, str) or len(v) >= value
-        return lambda v: not isinstance(v, str) or len(v) <= value
-    if keyword == "items":
-        item = compile_fast(value)
-        if item is None or not isinstance(value, Mapping | bool):
-            return None
-
-        def check_items(v: Any) -> bool:
-            if not isinstance(v, list):
-                return True
-            for element in v:  # noqa: SIM110 - see _all_of
-                if not item(element):
-                    return False
-            return True
-
-        return check_items
-    return None
-
-
-def _compile_type(value: Any) -> Check | None:
-    names = value if isinstance(value, list) else [value]
-    if not names or not all(isinstance(n, str) and n in _TYPE_CHECKS for n in names):
-        return None
-    tests = [_TYPE_CHECKS[n] for n in names]
-    if len(tests) == 1:
-        return tests[0]
-    return lambda v: any(test(v) for test in tests)
-
-
-def _compile_bound(keyword: str, bound: Any) -> Check | None:
-    if not _is_number(bound):
-        return None
-    compare: Callable[[Any], bool] = {
-        "minimum": lambda v: v >= bound,
-        "maximum": lambda v: v <= bound,
-        "exclusiveMinimum": lambda v: v > bound,
-        "exclusiveMaximum": lambda v: v < bound,
-    }[keyword]
-    return lambda v: not _is_number(v) or compare(v)
-
-
-def _compile_object(schema: Mapping[str, Any]) -> Check | None:
-    """required, properties and additionalProperties as one check of a dict."""
-    required = schema.get("required", [])
-    if not isinstance(required, list) or not all(isinstance(n, str) for n in required):
-        return None
-    properties = schema.get("properties", {})
-    if not isinstance(properties, Mapping):
-        return None
-    compiled = []
-    for name, subschema in properties.items():
-        check = compile_fast(subschema)
-        if check is None:
-            return None
-        compiled.append((name, check))
-    additional: Check | None = None
-    if "additionalProperties" in schema:
-        additional = compile_fast(schema["additionalProperties"])
-        if additional is None:
-            return None
-    names, pairs, known = tuple(required), tuple(compiled), frozenset(properties)
-
-    def check_object(v: Any) -> bool:
-        if not isinstance(v, dict):
-            return True
-        for name in names:
-            if name not in v:
-                return False
-        for name, check in pairs:
-            if name in v and not check(v[name]):
-                return False
-        if additional is not None:
-            for name in v:
-                if name not in known and not additional(v[name]):
-                    return False
-        return True
-
-    return check_object
+    check: Check = namespace["check"]
+    return check
