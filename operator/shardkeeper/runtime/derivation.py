@@ -37,7 +37,8 @@ class Deriver(Protocol):
         ...
 
     def derive(self, txn: SqlHandle, source: str, document: Document) -> list[Document]:
-        """Outputs of one source document; raises :class:`.errors.DocumentRejected`."""
+        """Outputs of one source document, new objects of the caller's (it sets their
+        ``_meta`` in place); raises :class:`.errors.DocumentRejected`."""
         ...
 
 
@@ -57,6 +58,7 @@ class DerivationHandler(HandlerDefaults):
         self.output = output
         self.output_schema = output_schema
         self.output_key = output_key
+        self._accepts = {name: schema.accepts for name, schema in self.sources.items()}
 
     def open(self, store: ShardStore, saved: SavedState) -> dict[str, SourceOffset] | None:
         pending = self.deriver.pending_migrations(saved.migrations)
@@ -73,19 +75,22 @@ class DerivationHandler(HandlerDefaults):
         message: SourceDocument | CapturedDocuments,
         outputs: OutputBuffer,
     ) -> int:
-        if not isinstance(message, SourceDocument):
+        if message.__class__ is not SourceDocument:
             raise TypeError(f"a derivation reads source documents, not {message!r}")
-        document = message.document
-        problem = self.sources[message.collection].problem(document)
-        if problem is not None:
-            raise DocumentRejected(problem)
-        for output in self.deriver.derive(txn, message.collection, document):
-            problem = self.output_schema.problem(output)
+        collection, document = message.collection, message.document
+        if not self._accepts[collection](document):
+            problem = self.sources[collection].problem(document)
             if problem is not None:
-                raise DocumentRejected(f"an output fails: {problem}")
+                raise DocumentRejected(problem)
+        output_accepts, output_key = self.output_schema.accepts, self.output_key.values
+        for output in self.deriver.derive(txn, collection, document):
+            if not output_accepts(output):
+                problem = self.output_schema.problem(output)
+                if problem is not None:
+                    raise DocumentRejected(f"an output fails: {problem}")
             try:
-                self.output_key.values(output)
+                output_key(output)
             except MissingKey as exc:
                 raise DocumentRejected(f"an output lacks its key: {exc}") from None
-            outputs.add(self.output, output)
+            outputs.add(self.output, output, owned=True)
         return 1

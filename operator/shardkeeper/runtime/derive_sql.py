@@ -23,9 +23,10 @@ transactions (the store refuses both).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from shardkeeper.runtime.checkpoint import RESERVED_PREFIX
@@ -82,7 +83,7 @@ class DocumentParameters(dict[str, Any]):
 
     def __missing__(self, name: str) -> Any:
         if name == WHOLE_DOCUMENT:
-            value: Any = json.dumps(self.document, separators=(",", ":"), ensure_ascii=False)
+            value: Any = _json_text(self.document)
         else:
             value = _bindable(resolve_tokens(self.document, name.split(NESTING)))
         self[name] = value
@@ -93,8 +94,70 @@ def _bindable(value: Any) -> Any:
     if value is MISSING:
         return None
     if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return _json_text(value)
     return value
+
+
+Binder = Callable[[Document], dict[str, Any]]
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def binder(names: Sequence[str]) -> Binder:
+    """A function that makes the parameters :class:`DocumentParameters` would bind for
+    ``names`` (those a statement uses) as a plain dict, at once: what each name reads is
+    worked out here, once, and written out as one function with no loop or call per name
+    (this runs for every statement of every document). Names are passed in as values,
+    never written into the source."""
+    constants: dict[str, Any] = {"_CONTAINERS": (dict, list), "_text": _json_text}
+    body, entries = [], []
+    for index, name in enumerate(names):
+        key, value = f"_k{index}", f"p{index}"
+        constants[key] = name
+        entries.append(f"{key}: {value}")
+        if name == WHOLE_DOCUMENT:
+            body.append(f"{value} = _text(document)")
+        elif NESTING in name:
+            constants[f"_t{index}"] = tuple(name.split(NESTING))
+            body.append(f"{value} = _bindable(_resolve(document, _t{index}))")
+            constants["_bindable"], constants["_resolve"] = _bindable, resolve_tokens
+        else:
+            # a top-level field of the document (a dict): missing binds NULL, as None does
+            body.append(f"{value} = document.get({key})")
+            body.append(f"if isinstance({value}, _CONTAINERS): {value} = _text({value})")
+    defaults = "".join(f", {name}={name}" for name in constants)
+    source = "\n".join(
+        [
+            f"def bind(document{defaults}):",
+            *("    " + line for line in body),
+            "    return {" + ", ".join(entries) + "}",
+        ]
+    )
+    namespace = dict(constants)
+    exec(compile(source, "<lambda parameters>", "exec"), namespace)
+    bind: Binder = namespace["bind"]
+    return bind
+
+
+RowConverter = Callable[[Sequence[Any]], Document]
+
+
+def row_converter(columns: Sequence[str]) -> RowConverter:
+    """:func:`row_document` for rows of these columns."""
+    names = tuple(columns)
+    if (len(names) == 1 and names[0] == WHOLE_DOCUMENT) or NESTING in "".join(names):
+        return lambda row: row_document(names, row)
+
+    def flat(row: Sequence[Any]) -> Document:
+        # flat columns, the common case: no paths to follow
+        for value in row:
+            if value.__class__ is bytes:
+                return row_document(names, row)  # which says which column
+        return dict(zip(names, row, strict=True))
+
+    return flat
 
 
 def row_document(columns: Sequence[str], row: Sequence[Any]) -> Document:
@@ -141,8 +204,27 @@ def _check_unreserved(what: str, sql: str) -> None:
         )
 
 
+class _Statement:
+    """One statement of a lambda, and what its executions taught: the names of its
+    parameters (which never change for a statement) and the columns of its rows."""
+
+    __slots__ = ("bind", "columns", "convert", "sql")
+
+    def __init__(self, sql: str) -> None:
+        self.sql = sql
+        self.bind: Binder | None = None
+        self.columns: Any = None  # the last cursor.description
+        self.convert: RowConverter = lambda row: {}
+
+
 class SqlDeriver:
-    """Runs a task's ``derive.sql``."""
+    """Runs a task's ``derive.sql``.
+
+    Per document, each statement runs on one cursor of the open transaction (kept while it
+    is open) with a plain dict of exactly the parameters it names: the first execution of a
+    statement binds through :class:`DocumentParameters`, which records which names SQLite
+    asks for, and later ones build just those. Rows become documents through a converter
+    made once per set of columns."""
 
     def __init__(self, migrations: Sequence[str], lambdas: Mapping[str, str]) -> None:
         for index, migration in enumerate(migrations):
@@ -154,6 +236,14 @@ class SqlDeriver:
         empty = [source for source, statements in self.lambdas.items() if not statements]
         if empty:
             raise TaskMisconfigured(f"the lambda of {empty[0]} holds no SQL statement")
+        self._statements = {
+            source: [_Statement(sql) for sql in statements]
+            for source, statements in self.lambdas.items()
+        }
+        # the transaction the cursor belongs to (held, so that a new one is never taken
+        # for it), and the cursor
+        self._txn: SqlHandle | None = None
+        self._cursor: Any = None
 
     def pending_migrations(self, applied: Sequence[str]) -> list[str]:
         for index, ran in enumerate(applied):
@@ -173,16 +263,48 @@ class SqlDeriver:
                 raise TaskMisconfigured(f"migration {index} failed: {exc}") from None
 
     def derive(self, txn: SqlHandle, source: str, document: Document) -> list[Document]:
-        parameters = DocumentParameters(document)
         outputs: list[Document] = []
-        for statement in self.lambdas[source]:
+        cursor = self._cursor if txn is self._txn else None
+        for statement in self._statements[source]:
+            bind = statement.bind
             try:
-                cursor = txn.execute(statement, parameters)
-                if cursor.description is None:
+                if bind is None:
+                    parameters = DocumentParameters(document)
+                    cursor = self._execute(txn, cursor, statement.sql, parameters)
+                    statement.bind = binder(list(parameters))
+                else:
+                    cursor = self._execute(txn, cursor, statement.sql, bind(document))
+                description = cursor.description
+                if description is None:
                     continue
-                columns = [d[0] for d in cursor.description]
                 rows = cursor.fetchall()
             except sqlite3.Error as exc:
+                self._forget_cursor()
+                # the cursor skips the transaction's own check that the store is still open:
+                # a store closed under it is the store's error (raised here), not the lambda's
+                with contextlib.suppress(sqlite3.Error):
+                    txn.execute("SELECT 1").close()
                 raise DocumentRejected(f"the lambda of {source} failed: {exc}") from None
-            outputs.extend(row_document(columns, row) for row in rows)
+            if description != statement.columns:
+                statement.convert = row_converter([d[0] for d in description])
+                statement.columns = description
+            convert = statement.convert
+            for row in rows:
+                outputs.append(convert(row))
         return outputs
+
+    def _forget_cursor(self) -> None:
+        # a cursor whose statement failed holds on to it, and a connection closed with a
+        # statement alive stays open underneath (its WAL is never cleaned up): close it
+        cursor, self._txn, self._cursor = self._cursor, None, None
+        if cursor is not None:
+            with contextlib.suppress(sqlite3.Error):
+                cursor.close()
+
+    def _execute(self, txn: SqlHandle, cursor: Any, sql: str, parameters: dict[str, Any]) -> Any:
+        """Run ``sql`` on the transaction's cursor (its first statement makes it)."""
+        if cursor is not None:
+            return cursor.execute(sql, parameters)
+        cursor = txn.execute(sql, parameters)
+        self._txn, self._cursor = txn, cursor
+        return cursor
