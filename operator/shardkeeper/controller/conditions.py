@@ -92,3 +92,8 @@ def changes(previous: Sequence[Condition], verdicts: Sequence[Verdict]) -> list[
 def is_true(conditions: Sequence[Condition], type_: str) -> bool:
     found = find_condition(list(conditions), type_)
     return found is not None and found.status == TRUE
+
+
+def is_false(conditions: Sequence[Condition], type_: str) -> bool:
+    found = find_condition(list(conditions), type_)
+    return found is not None and found.status == FALSE

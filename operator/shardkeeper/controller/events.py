@@ -8,6 +8,7 @@ already moved and posts nothing again.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -74,14 +75,26 @@ def for_changes(changes: Sequence[Change]) -> list[Notice]:
 
 
 class Recorder:
-    """Posts core/v1 Events about the operator's objects; failures are logged, not raised:
-    an Event is worth less than the reconcile that wanted to post it."""
+    """Posts core/v1 Events about the operator's objects, in the background: a reconcile
+    does not wait for its Events, and a failure to post one is logged, not raised (an
+    Event is worth less than the reconcile that wanted to post it)."""
 
     def __init__(self, kube: AsyncKube, instance: str) -> None:
         self.kube = kube
         self.instance = instance
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def post(self, obj: Resource, notice: Notice) -> None:
+        task = asyncio.create_task(self._post(obj, notice))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def flush(self) -> None:
+        """Wait for the Events still being posted (at shutdown)."""
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=5)
+
+    async def _post(self, obj: Resource, notice: Notice) -> None:
         namespace, name = namespaced_name(obj)
         now = format_time(datetime.now(UTC))
         event = {

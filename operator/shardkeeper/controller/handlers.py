@@ -50,7 +50,6 @@ def parse(model: type[R], body: kopf.Body) -> R | None:
 
 def build_registry(manager: Manager) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    cache = manager.deps.cache
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -147,40 +146,23 @@ def build_registry(manager: Manager) -> kopf.OperatorRegistry:
 
     # --- events: queue what depends on the object -------------------------------------------
 
-    @kopf.on.event(GROUP, VERSION, "tasks", registry=registry)
-    async def task_event(
-        *, namespace: str | None, name: str, body: kopf.Body, **kwargs: Any
-    ) -> None:
-        manager.observed("Task", kwargs)
-        manager.enqueue(triggers.for_task(cache, namespace or "", name, body))
+    def watch(kind: str, *resource: str, **filters: Any) -> None:
+        @kopf.on.event(*resource, id=f"{kind.lower()}_event", registry=registry, **filters)
+        async def on_event(
+            *,
+            type: str | None,
+            namespace: str | None,
+            name: str,
+            body: kopf.Body,
+            **kwargs: Any,
+        ) -> None:
+            event = triggers.WatchEvent(kind, type, namespace or "", name, body)
+            manager.on_event(event, kwargs)
 
-    @kopf.on.event(GROUP, VERSION, "shards", registry=registry)
-    async def shard_event(
-        *, namespace: str | None, name: str, body: kopf.Body, **kwargs: Any
-    ) -> None:
-        manager.observed("Shard", kwargs)
-        manager.enqueue(triggers.for_shard(cache, namespace or "", name, body))
-
-    @kopf.on.event("apps", "v1", "statefulsets", labels=OWN_STATEFULSETS, registry=registry)
-    async def statefulset_event(
-        *, namespace: str | None, labels: kopf.Labels, **kwargs: Any
-    ) -> None:
-        manager.observed("StatefulSet", kwargs)
-        manager.enqueue(triggers.for_statefulset(namespace or "", labels))
-
-    @kopf.on.event(GROUP, VERSION, "storagemappings", registry=registry)
-    async def mapping_event(*, namespace: str | None, name: str, **kwargs: Any) -> None:
-        manager.observed("StorageMapping", kwargs)
-        manager.enqueue(triggers.for_mapping(cache, namespace or "", name))
-
-    @kopf.on.event(GROUP, VERSION, "collections", registry=registry)
-    async def collection_event(*, namespace: str | None, name: str, **kwargs: Any) -> None:
-        manager.observed("Collection", kwargs)
-        manager.enqueue(triggers.for_collection(cache, namespace or "", name))
-
-    @kopf.on.event("", "v1", "secrets", registry=registry)
-    async def secret_event(*, namespace: str | None, name: str, **kwargs: Any) -> None:
-        manager.observed("Secret", kwargs)
-        manager.enqueue(triggers.for_secret(cache, namespace or "", name))
-
+    watch("Task", GROUP, VERSION, "tasks")
+    watch("Shard", GROUP, VERSION, "shards")
+    watch("StatefulSet", "apps", "v1", "statefulsets", labels=OWN_STATEFULSETS)
+    watch("StorageMapping", GROUP, VERSION, "storagemappings")
+    watch("Collection", GROUP, VERSION, "collections")
+    watch("Secret", "", "v1", "secrets")
     return registry

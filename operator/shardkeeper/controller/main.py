@@ -145,6 +145,7 @@ async def lead(
         )
     finally:
         queue.close()
+        await deps.recorder.flush()
         lost = holding.done()
         for task in (workers, holding):
             task.cancel()

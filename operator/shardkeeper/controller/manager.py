@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from shardkeeper.controller import metrics
+from shardkeeper.controller import metrics, triggers
 from shardkeeper.controller.collection_reconciler import CollectionReconciler
 from shardkeeper.controller.kube import ApiError
 from shardkeeper.controller.mapping_reconciler import MappingReconciler
-from shardkeeper.controller.queue import Key
 from shardkeeper.controller.reconciler import Deps, Reconciler
 from shardkeeper.controller.shard_reconciler import ShardReconciler
 from shardkeeper.controller.task_reconciler import TaskReconciler
@@ -38,6 +37,7 @@ class Manager:
         ]
         self.reconcilers = {r.kind: r for r in reconcilers}
         self.started = asyncio.Event()
+        self.seen = triggers.Seen()
 
     def observed(self, kind: str, indexes: Mapping[str, Any]) -> None:
         """Called by every watch event handler, with the handler's keyword arguments."""
@@ -51,10 +51,14 @@ class Manager:
             self.started.set()
             log.info("every watched kind is listed: reconciling")
 
-    def enqueue(self, keys: Iterable[Key]) -> None:
-        for key in keys:
+    def on_event(self, event: triggers.WatchEvent, indexes: Mapping[str, Any]) -> None:
+        """A watch event: queue what it concerns. A new Task or Shard is urgent: creating
+        its workload goes before status updates of the ones that already run."""
+        self.observed(event.kind, indexes)
+        urgent = event.type == "ADDED" and event.kind in ("Task", "Shard")
+        for key in triggers.keys_for(self.deps.cache, self.seen, event):
             if key.name:
-                self.deps.queue.add(key)
+                self.deps.queue.add(key, urgent=urgent and key.kind == event.kind)
 
     async def run(self, workers: int) -> None:
         await self.started.wait()

@@ -5,6 +5,8 @@
   it is queued again when that worker is done, so the last change is never missed.
 - A failed key comes back after an exponential back-off per key; a success resets it.
 - A key can be asked for after a delay (periodic checks, waiting on something unwatched).
+- A key can be urgent (a new Task or Shard): urgent keys go before the others, so new
+  work is not stuck behind status updates.
 
 Nothing in it is needed for correctness after a restart: the watches list every object
 again, and every reconcile starts from what is observed.
@@ -41,6 +43,7 @@ class Backoff:
 class WorkQueue:
     def __init__(self, backoff: Backoff | None = None) -> None:
         self.backoff = backoff or Backoff()
+        self._urgent: collections.deque[Key] = collections.deque()
         self._queue: collections.deque[Key] = collections.deque()
         self._dirty: set[Key] = set()
         self._processing: set[Key] = set()
@@ -50,14 +53,19 @@ class WorkQueue:
         self._closed = False
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._urgent) + len(self._queue)
 
-    def add(self, key: Key) -> None:
-        if self._closed or key in self._dirty:
+    def add(self, key: Key, *, urgent: bool = False) -> None:
+        if self._closed:
+            return
+        if key in self._dirty:
+            if urgent and key in self._queue:
+                self._queue.remove(key)
+                self._urgent.append(key)
             return
         self._dirty.add(key)
         if key not in self._processing:
-            self._queue.append(key)
+            (self._urgent if urgent else self._queue).append(key)
             self._changed()
 
     def add_after(self, key: Key, delay: float) -> None:
@@ -79,12 +87,12 @@ class WorkQueue:
         self.add(key)
 
     async def get(self) -> Key:
-        while not self._queue:
+        while not (self._urgent or self._queue):
             if self._closed:
                 raise asyncio.CancelledError
             self._wakeup.clear()
             await self._wakeup.wait()
-        key = self._queue.popleft()
+        key = self._urgent.popleft() if self._urgent else self._queue.popleft()
         self._processing.add(key)
         self._dirty.discard(key)
         self._changed()
@@ -112,6 +120,6 @@ class WorkQueue:
         self._wakeup.set()
 
     def _changed(self) -> None:
-        metrics.QUEUE_DEPTH.set(len(self._queue))
-        if self._queue:
+        metrics.QUEUE_DEPTH.set(len(self))
+        if len(self):
             self._wakeup.set()

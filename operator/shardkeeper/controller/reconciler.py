@@ -45,13 +45,41 @@ def _dump(conditions: Sequence[Condition]) -> list[dict[str, Any]]:
     return [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
 
 
+class RecentWrites:
+    """What this operator last wrote to each object, until its cache shows a newer version.
+
+    A write's own watch event arrives a moment later; a reconcile in between would see
+    the object as it was and write the same thing again. Only an optimisation: after a
+    restart the cache is fresh, and a repeated write would change nothing.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], tuple[str | None, Any]] = {}
+
+    def current(self, obj: Resource, what: str, observed: Any) -> Any:
+        """``observed``, unless this operator wrote over exactly that version of ``obj``."""
+        key = (obj.metadata.uid or "", what)
+        last = self._last.get(key)
+        if last is not None and last[0] == obj.metadata.resource_version:
+            return last[1]
+        self._last.pop(key, None)
+        return observed
+
+    def wrote(self, obj: Resource, what: str, value: Any) -> None:
+        self._last[(obj.metadata.uid or "", what)] = (obj.metadata.resource_version, value)
+
+    def forget(self, uid: str | None) -> None:
+        for key in [k for k in self._last if k[0] == uid]:
+            del self._last[key]
+
+
 class Base:
     kind = ""
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
-        # (uid, condition type) -> (status, reason) last announced: the cache may still
-        # show the old status when the same object is reconciled again right away
+        self.recent = RecentWrites()
+        # (uid, condition type) -> (status, reason) last announced, for the same reason
         self._announced: dict[tuple[str, str], tuple[str, str]] = {}
 
     def enqueue(self, kind: str, namespace: str, name: str) -> None:
@@ -67,16 +95,16 @@ class Base:
         operator owns, None for unset) to the status if any differs from what the object
         has, and post Events for the conditions that moved. Whether a write was made."""
         status_model = obj.status  # type: ignore[attr-defined]
-        previous: list[Condition] = list(status_model.conditions)
+        observed = status_model.model_dump(mode="json", by_alias=True, exclude_none=True)
+        current = self.recent.current(obj, "status", observed)
+        current = {k: v for k, v in current.items() if v not in ({}, [])}
+        previous = [Condition.model_validate(c) for c in current.get("conditions", [])]
         generation = obj.metadata.generation
         merged = cond.merge(previous, verdicts, generation=generation, now=datetime.now(UTC))
         # None and empty values are left out, which removes them if they were set: an
         # applied empty map whose keys are all removed would be stored as null
         wanted = {"observedGeneration": generation, "conditions": _dump(merged), **fields}
         wanted = {k: v for k, v in wanted.items() if v not in (None, {}, [])}
-        current = status_model.model_dump(mode="json", by_alias=True, exclude_none=True)
-        current["conditions"] = _dump(previous)
-        current = {k: v for k, v in current.items() if v not in ({}, [])}
         written = any(current.get(k) != wanted.get(k) for k in {*fields, *wanted})
         if written:
             namespace, name = namespaced_name(obj)
@@ -94,6 +122,7 @@ class Base:
                 if err.status == 404:  # deleted since the cache saw it: nothing to say
                     return False
                 raise
+            self.recent.wrote(obj, "status", {**observed, **wanted})
         await self.announce(obj, cond.changes(previous, verdicts))
         return written
 
@@ -108,6 +137,7 @@ class Base:
         await self.deps.recorder.post_all(obj, events.for_changes(fresh))
 
     def forget(self, uid: str | None) -> None:
+        self.recent.forget(uid)
         for key in [k for k in self._announced if k[0] == uid]:
             del self._announced[key]
 
@@ -118,7 +148,7 @@ class Base:
         (and the reconcile retry) instead of overwriting another finalizer, and a patch,
         unlike an apply, never re-creates an object that is already gone.
         """
-        current = list(obj.metadata.finalizers)
+        current = list(self.recent.current(obj, "finalizers", obj.metadata.finalizers))
         if (FINALIZER in current) == present:
             return False
         wanted = [*current, FINALIZER] if present else [f for f in current if f != FINALIZER]
@@ -135,4 +165,5 @@ class Base:
             if err.status == 404:
                 return False
             raise
+        self.recent.wrote(obj, "finalizers", wanted)
         return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from shardkeeper.api.shard import Shard
@@ -74,9 +75,10 @@ class ShardReconciler(Base):
         digest = content_hash(objects)
         if sts is not None and sts.applied_hash == digest:
             return
-        objects[-1] = stamp(stateful, digest)
-        for obj in objects:
-            await self.deps.kube.apply(obj)
+        # the pods' identity, rights, Service and PDB at once, and the StatefulSet only
+        # after them, so no pod is refused for want of its ServiceAccount
+        await asyncio.gather(*(self.deps.kube.apply(obj) for obj in objects[:-1]))
+        await self.deps.kube.apply(stamp(stateful, digest))
         if claims_changed:
             await self.deps.recorder.post(
                 shard,

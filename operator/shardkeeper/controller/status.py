@@ -56,10 +56,6 @@ def _primary(shard: Shard, live: Sequence[ReplicaStatus]) -> ReplicaStatus | Non
     return None
 
 
-def _states(live: Sequence[ReplicaStatus]) -> str:
-    return ", ".join(f"{e.pod} is {e.state}" for e in sorted(live, key=lambda e: e.pod))
-
-
 def shard_verdict(
     shard: Shard,
     task: Task | None,
@@ -99,8 +95,10 @@ def shard_verdict(
         phase = ShardPhase.FAILED
         ready = cond.ready(False, "ReplicaFailed", _failures(failed))
     elif live:
+        # how far each replica got is in status.replicas; a message that followed it would
+        # have the status written at every step of every replica
         phase = ShardPhase.RECOVERING
-        ready = cond.ready(False, "Recovering", f"no primary yet: {_states(live)}")
+        ready = cond.ready(False, "Recovering", "the replicas are recovering; none is primary yet")
     else:
         phase = ShardPhase.PENDING
         ready = cond.ready(
@@ -254,9 +252,18 @@ def _task_progressing(
         return cond.progressing(first.waiting, first.reason, summary(problems))
     if creating:
         return cond.progressing(True, "CreatingShards", f"creating {creating} shards")
-    moving = [s for s in shards if cond.is_true(s.status.conditions, PROGRESSING)]
+    # a shard the operator has not looked at yet has no conditions: it is starting
+    moving = [s for s in shards if not cond.is_false(s.status.conditions, PROGRESSING)]
     if moving:
-        return cond.progressing(True, "ShardsProgressing", _condition_text(moving[0], PROGRESSING))
+        # which shards, not what each is doing (their own conditions say it): a task's
+        # status need not be written at every step of every shard
+        shown = ", ".join(s.metadata.name or "" for s in moving[:3])
+        more = f" and {len(moving) - 3} more" if len(moving) > 3 else ""
+        return cond.progressing(
+            True,
+            "ShardsProgressing",
+            f"{len(moving)} of {len(shards)} shards are starting or changing: {shown}{more}",
+        )
     return cond.progressing(False, "Stable", "")
 
 

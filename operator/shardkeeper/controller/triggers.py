@@ -8,10 +8,17 @@ derives from it.
   the Roles of the shards that use it (directly or through a Collection);
 - a Collection's Tasks need it, and its StorageMapping's Secrets are in their shards' Roles;
 - a Secret is checked by the StorageMappings and Tasks that name it.
+
+Shards change often (each replica reports its progress, the primary its checkpoints), and
+Tasks change whenever the operator writes their status; :class:`Seen` keeps what of each
+object its dependents read, so that an event that changed none of it queues only what
+needs it. It is memory only: after a restart every object is new, and queued.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -80,3 +87,93 @@ def for_secret(cache: Cache, namespace: str, name: str) -> list[Key]:
     out = [Key("StorageMapping", namespace, m) for m in cache.mappings_referring(namespace, name)]
     out += [Key("Task", namespace, t) for t in cache.tasks_referring(namespace, "Secret", name)]
     return out
+
+
+class Seen:
+    """What of each object (by uid) the last watch event showed, aspect by aspect."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], object] = {}
+
+    def changed(self, uid: str, aspect: str, value: object) -> bool:
+        key = (uid, aspect)
+        if key in self._last and self._last[key] == value:
+            return False
+        self._last[key] = value
+        return True
+
+    def forget(self, uid: str) -> None:
+        for key in [k for k in self._last if k[0] == uid]:
+            del self._last[key]
+
+
+def _conditions(status: Mapping[str, Any]) -> tuple[tuple[Any, ...], ...]:
+    return tuple(
+        (c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
+        for c in status.get("conditions", [])
+    )
+
+
+def shard_aspects(body: Mapping[str, Any]) -> tuple[object, object]:
+    """What a Shard's own reconcile reads of it (not the checkpoint, lag or log head), and
+    what its Task and Collections read of it."""
+    meta, status = body.get("metadata", {}), body.get("status", {})
+    replicas = tuple(
+        (r.get("pod"), r.get("state"), r.get("message")) for r in status.get("replicas", [])
+    )
+    own = (
+        meta.get("generation"),
+        meta.get("deletionTimestamp"),
+        status.get("primary"),
+        status.get("epoch"),
+        replicas,
+        json.dumps(status.get("split"), sort_keys=True),
+        status.get("phase"),
+        _conditions(status),
+    )
+    dependents = (meta.get("deletionTimestamp"), status.get("phase"), _conditions(status))
+    return own, dependents
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchEvent:
+    kind: str
+    type: str | None
+    """kopf's: ADDED, MODIFIED, DELETED, or None while listing."""
+    namespace: str
+    name: str
+    body: Mapping[str, Any]
+
+
+def keys_for(cache: Cache, seen: Seen, event: WatchEvent) -> list[Key]:
+    """What to reconcile after a watch event."""
+    kind, namespace, name, body = event.kind, event.namespace, event.name, event.body
+    uid = str(body.get("metadata", {}).get("uid", ""))
+    gone = event.type == "DELETED"
+    if gone:
+        seen.forget(uid)
+
+    def moved(aspect: str, value: object) -> bool:
+        return gone or seen.changed(uid, aspect, value)
+
+    if kind == "Task":
+        meta = body.get("metadata", {})
+        if moved("dependents", (meta.get("generation"), meta.get("deletionTimestamp"))):
+            return for_task(cache, namespace, name, body)
+        return [Key("Task", namespace, name)]
+    if kind == "Shard":
+        own, dependents = shard_aspects(body)
+        out = for_shard(cache, namespace, name, body)
+        keep_self, keep_rest = moved("own", own), moved("dependents", dependents)
+        return [
+            k for k in out if (k.kind == "Shard" and keep_self) or (k.kind != "Shard" and keep_rest)
+        ]
+    if kind == "StatefulSet":
+        return for_statefulset(namespace, body.get("metadata", {}).get("labels", {}))
+    if kind == "StorageMapping":
+        return for_mapping(cache, namespace, name)
+    if kind == "Collection":
+        return for_collection(cache, namespace, name)
+    if kind == "Secret":
+        return for_secret(cache, namespace, name)
+    raise ValueError(f"no triggers for {kind}")

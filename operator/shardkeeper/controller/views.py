@@ -39,8 +39,8 @@ class StatefulSetView:
 
     @property
     def rolling(self) -> bool:
-        """Some pods run an outdated template (or the status is not caught up yet)."""
-        return not self.settled or self.updated < self.current
+        """Some pods run an outdated template (or may: the status is not caught up yet)."""
+        return self.current > 0 and (not self.settled or self.updated < self.current)
 
     def as_observed(self) -> dict[str, Any]:
         """The parts of the object that an apply must take into account."""

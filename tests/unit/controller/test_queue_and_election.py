@@ -92,3 +92,15 @@ def test_micro_time_is_rfc3339_with_microseconds() -> None:
     from datetime import UTC, datetime
 
     assert micro_time(datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=UTC)) == "2024-01-02T03:04:05.000006Z"
+
+
+def test_urgent_keys_go_first_even_when_already_queued() -> None:
+    async def scenario() -> None:
+        queue = WorkQueue()
+        queue.add(A)
+        queue.add(B)
+        queue.add(B, urgent=True)
+        assert len(queue) == 2
+        assert [await queue.get(), await queue.get()] == [B, A]
+
+    run(scenario())
