@@ -1,0 +1,178 @@
+"""Writing pages into the closed database file: concurrent runs, direct I/O and its
+fallbacks, short writes, and the torn marker that covers all of it until it is durable."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import errno
+import fcntl
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shardkeeper.storage import volume as volume_module
+from shardkeeper.storage.volume import DIRECT_ALIGN, Volume
+
+Pwrite = Callable[[int, bytes | memoryview, int], int]
+REAL_PWRITE: Pwrite = os.pwrite
+
+
+def supports_direct(directory: Path) -> bool:
+    probe = directory / "probe"
+    probe.touch()
+    fd = volume_module._open_direct(probe)
+    if fd is None:
+        return False
+    os.close(fd)
+    return True
+
+
+def is_direct(fd: int) -> bool:
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & getattr(os, "O_DIRECT", 0))
+
+
+def layout(total_pages: int, sizes: list[int]) -> list[tuple[int, int]]:
+    """``(first page, pages)`` runs covering ``1..total_pages``."""
+    runs, first = [], 1
+    for size in sizes:
+        if first > total_pages:
+            break
+        count = min(size, total_pages - first + 1)
+        runs.append((first, count))
+        first += count
+    if first <= total_pages:
+        runs.append((first, total_pages - first + 1))
+    return runs
+
+
+def write_runs(
+    tmp_path: Path,
+    page_size: int,
+    runs: list[tuple[int, int]],
+    *,
+    threads: int = 4,
+    run_bytes: int | None = None,
+) -> tuple[bytes, bytes, int, int]:
+    """Write ``runs`` of random pages in shuffled order from ``threads`` threads."""
+    total = sum(count for _, count in runs) * page_size
+    expected = os.urandom(total)
+    volume = Volume(tmp_path / "volume")
+    volume.directory.mkdir(exist_ok=True)
+    order = list(runs)
+    random.shuffle(order)
+    with volume.writing_pages(page_size) as pages:
+        pages.preallocate(total // page_size)
+        largest = max(count for _, count in runs) * page_size
+        with pages.runs(writers=threads, run_bytes=run_bytes or largest) as writer:
+
+            def one(run: tuple[int, int]) -> None:
+                first, count = run
+                start = (first - 1) * page_size
+                writer.write_run(first, expected[start : start + count * page_size])
+
+            with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+                list(pool.map(one, order))
+            assert len(writer._allocated) <= threads
+            direct, buffered = writer.direct_bytes, writer.buffered_bytes
+    return expected, volume.db.read_bytes(), direct, buffered
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    st.sampled_from([4096, 8192, 65536]),
+    st.integers(1, 90),
+    st.lists(st.integers(1, 24), min_size=1, max_size=12),
+    st.integers(1, 4),
+)
+def test_runs_in_any_order_from_many_threads_land_at_their_offsets(
+    tmp_path_factory: pytest.TempPathFactory,
+    page_size: int,
+    total_pages: int,
+    sizes: list[int],
+    threads: int,
+) -> None:
+    tmp_path = tmp_path_factory.mktemp("runs")
+    runs = layout(total_pages, sizes)
+    # runs bigger than one buffer are written in several direct writes
+    expected, actual, direct, buffered = write_runs(
+        tmp_path, page_size, runs, threads=threads, run_bytes=3 * page_size
+    )
+    assert actual == expected
+    assert direct + buffered == len(expected)
+    assert direct == (len(expected) if supports_direct(tmp_path) else 0)
+
+
+def test_pages_smaller_than_a_memory_page_go_through_the_page_cache(tmp_path: Path) -> None:
+    # 1 KiB pages: runs need not start or end on a memory page, so direct I/O is not used
+    expected, actual, direct, buffered = write_runs(tmp_path, 1024, layout(37, [5, 3, 8]))
+    assert actual == expected
+    assert (direct, buffered) == (0, len(expected))
+
+
+def test_a_file_system_refusing_direct_writes_falls_back_to_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refused = []
+
+    def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+        if is_direct(fd):
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return REAL_PWRITE(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    expected, actual, direct, buffered = write_runs(tmp_path, 4096, layout(64, [16]))
+    assert actual == expected
+    assert (direct, buffered) == (0, len(expected))
+    # once refused, the writer stops trying (threads already under way may try once each)
+    assert len(refused) <= 4
+
+
+def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
+        view = memoryview(data)
+        # a direct write may stop at a block boundary; a buffered one anywhere
+        limit = 2 * DIRECT_ALIGN if is_direct(fd) else 3000
+        return REAL_PWRITE(fd, view[:limit], offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    expected, actual, direct, buffered = write_runs(tmp_path, 4096, layout(40, [7, 9]))
+    assert actual == expected
+    assert direct + buffered == len(expected)
+    page = os.urandom(4096)
+    with Volume(tmp_path / "volume").writing_pages(4096) as pages:
+        pages.write(3, page)
+    assert (tmp_path / "volume" / "shard.db").read_bytes()[2 * 4096 : 3 * 4096] == page
+
+
+def test_the_marker_stays_until_the_pages_are_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    volume = Volume(tmp_path / "volume")
+    volume.directory.mkdir()
+    with volume.writing_pages(4096) as pages:
+        assert volume.marker.exists()
+        pages.write(1, bytes(4096))
+    assert not volume.marker.exists()
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with (
+        pytest.raises(OSError, match="Input/output"),
+        volume.writing_pages(4096) as pages,
+        pages.runs(writers=2, run_bytes=4096) as runs,
+    ):
+        runs.write_run(1, os.urandom(4096))
+    assert volume.marker.exists()
+    monkeypatch.undo()
+    # a torn volume is never trusted: it is wiped
+    assert volume.inspect() is None
+    assert not volume.db.exists()
+    assert not volume.marker.exists()
