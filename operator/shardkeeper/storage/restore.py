@@ -61,6 +61,8 @@ class RestoreReport:
     commits_replayed: int
     bytes_replayed: int
     seconds: float
+    # bytes of the snapshot written straight to the device (O_DIRECT), not via the cache
+    direct_bytes: int = 0
 
 
 def build_lineage(log: RecoveryLog, until: int | None = None) -> Lineage:
@@ -132,38 +134,46 @@ def replay(
 ) -> None:
     """Apply every commit of ``segments`` (from ``state.offset`` in the first) to the
     closed database file, and check that each bounded segment ends at a fence."""
-    page_size = state.page_size or 4096
-    with volume.writing_pages(page_size) as writer:
-        for number, segment in enumerate(segments):
-            offset = state.offset if number == 0 else segment.start
-            journal = segment.log.journal
-            state.log = segment.log
-            state.offset = offset
-            for fragment in journal.read(
-                offset, segment.until, read_ahead=read_ahead, boundary=True
-            ):
-                if fragment.kind is FragmentKind.DATA:
-                    where = journal.key(fragment.begin)
-                    record = decode_record(where, fragment.payload)
-                    if isinstance(record, CommitRecord):
-                        if writer.page_size != record.page_size and state.page_size is None:
-                            writer.page_size = record.page_size
-                        apply_commit(writer, state, record, where)
-                        state.meta = CommitMeta(
-                            segment.log.name,
-                            fragment.begin,
-                            record.commit_id,
-                            record.seq,
-                            fragment.epoch,
-                        )
-                        state.commits += 1
-                        state.bytes += len(fragment.payload)
-                    elif not (isinstance(record, ForkRecord) and fragment.begin == 0):
-                        raise errors.JournalCorrupt(f"{where}: a fork record inside a log")
-                state.offset = fragment.end
-            if segment.until is not None:
-                check_fence(segment, state.offset)
-        writer.resize(state.db_pages)
+    with volume.writing_pages(state.page_size or 4096) as writer:
+        apply_segments(writer, state, segments, read_ahead=read_ahead)
+
+
+def apply_segments(
+    writer: PageWriter,
+    state: ReplayState,
+    segments: tuple[Segment, ...],
+    *,
+    read_ahead: int,
+) -> None:
+    """:func:`replay` through a writer the caller holds (and syncs)."""
+    for number, segment in enumerate(segments):
+        offset = state.offset if number == 0 else segment.start
+        journal = segment.log.journal
+        state.log = segment.log
+        state.offset = offset
+        for fragment in journal.read(offset, segment.until, read_ahead=read_ahead, boundary=True):
+            if fragment.kind is FragmentKind.DATA:
+                where = journal.key(fragment.begin)
+                record = decode_record(where, fragment.payload)
+                if isinstance(record, CommitRecord):
+                    if writer.page_size != record.page_size and state.page_size is None:
+                        writer.page_size = record.page_size
+                    apply_commit(writer, state, record, where)
+                    state.meta = CommitMeta(
+                        segment.log.name,
+                        fragment.begin,
+                        record.commit_id,
+                        record.seq,
+                        fragment.epoch,
+                    )
+                    state.commits += 1
+                    state.bytes += len(fragment.payload)
+                elif not (isinstance(record, ForkRecord) and fragment.begin == 0):
+                    raise errors.JournalCorrupt(f"{where}: a fork record inside a log")
+            state.offset = fragment.end
+        if segment.until is not None:
+            check_fence(segment, state.offset)
+    writer.resize(state.db_pages)
 
 
 def check_fence(segment: Segment, offset: int) -> None:
@@ -187,6 +197,7 @@ def restore(
 ) -> tuple[ReplayState, RestoreReport]:
     """Bring ``volume`` to the state of ``log`` at its head (or at the fence ``until``)."""
     started = time.monotonic()
+    direct_bytes = 0
     local = volume.inspect()
     lineage = build_lineage(log, until)
     start, reason = _choose_start(lineage, local)
@@ -198,22 +209,26 @@ def restore(
         )
         source = "volume"
         segments = lineage.segments[index:]
+        replay(volume, state, segments, read_ahead=read_ahead)
     else:
         volume.wipe()
         base = lineage.base
         first = lineage.segments[0]
+        segments = lineage.segments
         if base is not None:
-            with volume.writing_pages(base.page_size) as writer:
-                restore_snapshot(first.log, base, writer, transfers=transfers)
             state = ReplayState(
                 first.log, base.offset, base.last_commit, base.page_size, base.db_pages
             )
             source = "snapshot"
+            # the snapshot's pages and the log after it under one torn marker and one
+            # sync: the file is only ever trusted once both are durable
+            with volume.writing_pages(base.page_size) as writer:
+                direct_bytes = restore_snapshot(first.log, base, writer, transfers=transfers)
+                apply_segments(writer, state, segments, read_ahead=read_ahead)
         else:
             state = ReplayState(first.log, 0, None, None, 0)
             source = "empty"
-        segments = lineage.segments
-    replay(volume, state, segments, read_ahead=read_ahead)
+            replay(volume, state, segments, read_ahead=read_ahead)
     report = RestoreReport(
         source=source,
         reason=reason,
@@ -221,6 +236,7 @@ def restore(
         commits_replayed=state.commits,
         bytes_replayed=state.bytes,
         seconds=time.monotonic() - started,
+        direct_bytes=direct_bytes,
     )
     return state, report
 

@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 from shardkeeper.storage import errors
@@ -238,47 +237,79 @@ def write_snapshot(
     return manifest
 
 
-def read_parts(
-    log: RecoveryLog, manifest: Manifest, *, transfers: int = DEFAULT_TRANSFERS
-) -> Iterator[tuple[Part, bytes]]:
-    """The parts of ``manifest`` in order, verified, ``transfers`` fetched ahead."""
+def fetch_part(log: RecoveryLog, manifest: Manifest, part: Part) -> bytes:
+    """The bytes of ``part`` as stored (check them with :func:`verify_part`)."""
+    data = log.store.get(part.key)
+    if data is None:
+        raise errors.SnapshotCorrupt(
+            f"snapshot {manifest.snapshot_id} of log {log.name!r} lost its part "
+            f"{part.key}: restore that object, or delete the manifest "
+            f"{log.manifest_key(manifest.snapshot_id)} so that an older snapshot is used"
+        )
+    return data
 
-    def fetch(part: Part) -> bytes:
-        data = log.store.get(part.key)
-        if data is None:
-            raise errors.SnapshotCorrupt(
-                f"snapshot {manifest.snapshot_id} of log {log.name!r} lost its part "
-                f"{part.key}: restore that object, or delete the manifest "
-                f"{log.manifest_key(manifest.snapshot_id)} so that an older snapshot is used"
-            )
-        if len(data) != part.pages * manifest.page_size:
-            raise errors.SnapshotCorrupt(f"snapshot part {part.key} has {len(data)} bytes")
-        actual = part_checksum(data)
-        if actual != part.checksum:
-            raise errors.ChecksumMismatch(part.key, part.checksum, actual)
-        return data
 
-    window: collections.deque[tuple[Part, concurrent.futures.Future[bytes]]] = collections.deque()
-    todo = iter(manifest.parts)
-    with concurrent.futures.ThreadPoolExecutor(max(1, transfers)) as pool:
-        for part in todo:
-            window.append((part, pool.submit(fetch, part)))
-            if len(window) >= transfers:
-                break
-        while window:
-            part, future = window.popleft()
-            data = future.result()
-            following = next(todo, None)
-            if following is not None:
-                window.append((following, pool.submit(fetch, following)))
-            yield part, data
+def verify_part(manifest: Manifest, part: Part, data: bytes) -> None:
+    if len(data) != part.pages * manifest.page_size:
+        raise errors.SnapshotCorrupt(f"snapshot part {part.key} has {len(data)} bytes")
+    actual = part_checksum(data)
+    if actual != part.checksum:
+        raise errors.ChecksumMismatch(part.key, part.checksum, actual)
 
 
 def restore_snapshot(
     log: RecoveryLog, manifest: Manifest, writer: PageWriter, *, transfers: int = DEFAULT_TRANSFERS
-) -> None:
+) -> int:
+    """Lay the pages of ``manifest`` down through ``writer`` (the caller syncs). Returns
+    how many bytes went straight to the device (``O_DIRECT``) rather than the page cache.
+
+    Each part is fetched, verified and written at its offset by one thread, so the order
+    of parts does not matter. At most ``transfers`` fetches run at once, and as many more
+    threads verify and write parts fetched before, so that downloads go on while the disk
+    writes: at most ``2 * transfers`` parts are in memory whatever the size of the store.
+    The first failure seen is raised once the parts under way have ended; no further part
+    is fetched.
+    """
     writer.resize(0)
     writer.preallocate(manifest.db_pages)
-    for part, data in read_parts(log, manifest, transfers=transfers):
-        writer.write_run(part.first_page, data)
+    fetches = max(1, transfers)
+    threads = 2 * fetches
+    fetching = threading.Semaphore(fetches)
+    failed = threading.Event()
+    largest = max((p.pages for p in manifest.parts), default=1) * manifest.page_size
+
+    # as many buffers as fetches is plenty: one direct writer alone gets the disk's bandwidth
+    with writer.runs(writers=fetches, run_bytes=largest) as runs:
+
+        def restore_part(part: Part) -> None:
+            with fetching:
+                if failed.is_set():
+                    return
+                data = fetch_part(log, manifest, part)
+            verify_part(manifest, part, data)
+            runs.write_run(part.first_page, data)
+
+        running: set[concurrent.futures.Future[None]] = set()
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            try:
+                for part in manifest.parts:
+                    if len(running) >= threads:
+                        _wait_for_one(running)
+                    running.add(pool.submit(restore_part, part))
+                while running:
+                    _wait_for_one(running)
+            except BaseException:
+                # parts already submitted but not yet fetching give up at once
+                failed.set()
+                raise
+        direct_bytes = runs.direct_bytes
     writer.resize(manifest.db_pages)
+    return direct_bytes
+
+
+def _wait_for_one(running: set[concurrent.futures.Future[None]]) -> None:
+    """Wait until one of ``running`` ends and remove the ended ones; raise a failure."""
+    done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+    running.difference_update(done)
+    for future in done:
+        future.result()
