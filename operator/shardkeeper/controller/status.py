@@ -106,12 +106,15 @@ def shard_verdict(
             "PodsStarting",
             f"{ready_pods} of {wanted} pods ready; no replica has reported yet",
         )
+    progressing = _shard_progressing(phase, sts, wanted, _was_rolling(shard))
+    # a roll replaces standbys on purpose: that is no degradation to warn about
+    rolling = progressing.reason == "RollingUpdate"
     return ShardVerdict(
         phase,
         (
             ready,
-            _shard_progressing(phase, sts, wanted),
-            _shard_degraded(phase, failed, standbys, hot, problems),
+            progressing,
+            _shard_degraded(phase, failed, standbys, hot, problems, rolling=rolling),
         ),
     )
 
@@ -120,7 +123,14 @@ def _failures(failed: Sequence[ReplicaStatus]) -> str:
     return "; ".join(f"{e.pod}: {e.message or 'failed'}" for e in failed)
 
 
-def _shard_progressing(phase: ShardPhase, sts: StatefulSetView | None, wanted: int) -> Verdict:
+def _was_rolling(shard: Shard) -> bool:
+    found = find_condition(shard.status.conditions, PROGRESSING)
+    return found is not None and found.reason == "RollingUpdate" and found.status == cond.TRUE
+
+
+def _shard_progressing(
+    phase: ShardPhase, sts: StatefulSetView | None, wanted: int, was_rolling: bool
+) -> Verdict:
     if sts is None:
         return cond.progressing(True, "Creating", "creating the StatefulSet")
     if phase == ShardPhase.DISABLED:
@@ -133,6 +143,14 @@ def _shard_progressing(phase: ShardPhase, sts: StatefulSetView | None, wanted: i
             "RollingUpdate",
             f"{sts.updated} of {sts.current} pods run the current template; "
             "standbys are replaced first, the primary last",
+        )
+    if was_rolling and (sts.ready < wanted or phase not in PROCESSING):
+        # the last pod replaced (the primary) is still coming back: the roll is not over
+        # until it is, and its end is what the RollComplete Event marks
+        return cond.progressing(
+            True,
+            "RollingUpdate",
+            "every pod runs the current template; waiting for the last one to be ready",
         )
     if sts.current != wanted:
         return cond.progressing(True, "Scaling", f"{sts.current} of {wanted} pods exist")
@@ -149,13 +167,15 @@ def _shard_degraded(
     standbys: Sequence[ReplicaStatus],
     hot: int,
     problems: Sequence[Problem],
+    *,
+    rolling: bool,
 ) -> Verdict:
     if failed:
         return cond.degraded(True, "ReplicaFailed", _failures(failed))
     blocking = [p for p in problems if not p.waiting]
     if blocking:
         return cond.degraded(True, blocking[0].reason, summary(blocking))
-    if phase in PROCESSING and len(standbys) < hot:
+    if phase in PROCESSING and len(standbys) < hot and not rolling:
         return cond.degraded(
             True,
             "StandbysNotReady",

@@ -11,7 +11,7 @@ import pytest
 from tests.unit.controller.models import Lookup, collection, mapping, ready_mapping, shard_of, task
 
 from shardkeeper.api.meta import ConditionStatus, find_condition
-from shardkeeper.api.shard import Shard, ShardPhase
+from shardkeeper.api.shard import ReplicaState, Shard, ShardPhase
 from shardkeeper.controller import conditions as cond
 from shardkeeper.controller.events import WARNING, for_changes
 from shardkeeper.controller.references import (
@@ -373,3 +373,18 @@ def test_events_for_transitions_a_person_cares_about() -> None:
     # nothing moved, nothing to say; and a new object's first "not ready" is no news
     assert for_changes(cond.changes(before, [cond.ready(True, "Running", "other text")])) == []
     assert for_changes(cond.changes([], [cond.ready(False, "PodsStarting", "")])) == []
+
+
+def test_a_roll_lasts_until_the_last_replaced_pod_is_ready_again() -> None:
+    found, owner = shard(replica(0, "BACKFILL"), replica(1, "STANDBY"), primary=f"{SHARD}-0")
+    found.status.conditions = cond.merge(
+        [], [cond.progressing(True, "RollingUpdate", "2 of 2")], generation=1, now=NOW
+    )
+    v = by_type(shard_verdict(found, owner, sts(ready=1)).verdicts)
+    assert (v["Progressing"].status, v["Progressing"].reason) == (
+        ConditionStatus.TRUE,
+        "RollingUpdate",
+    )
+    found.status.replicas[0].state = ReplicaState.PRIMARY
+    v = by_type(shard_verdict(found, owner, sts(ready=2)).verdicts)
+    assert (v["Progressing"].status, v["Progressing"].reason) == (ConditionStatus.FALSE, "Stable")
