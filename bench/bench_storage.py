@@ -245,8 +245,9 @@ def bench_restore(ctx: Context, client: S3Client, log: RecoveryLog, out: Run, si
                 # what each side does with the same objects at the same concurrency
                 "baseline": f"{TRANSFERS} concurrent get_object, bodies read and dropped",
                 "restore": (
-                    f"{TRANSFERS} concurrent gets of snapshot parts, each checked (crc32) and "
-                    "written at its offset by the thread that fetched it; then the log tail "
+                    f"at most {TRANSFERS} concurrent gets of snapshot parts; each part checked "
+                    "(crc32) and written at its offset (O_DIRECT where possible) by the thread "
+                    f"that fetched it while up to {TRANSFERS} others fetch; then the log tail "
                     f"(read-ahead {TRANSFERS}, sha256) replayed; one fsync"
                 ),
                 "restore_direct_io_bytes": direct_bytes,
