@@ -65,15 +65,33 @@ class Elector:
         self.clock = clock
         self._seen: tuple[Any, ...] | None = None
         self._seen_at = 0.0
+        # the Lease as this replica last wrote it, while it holds it
+        self._held: dict[str, Any] | None = None
+
+    async def _renew(self) -> bool:
+        """Renew the Lease as last written, without reading it first: one request a
+        renewal. Whether that worked (a 409 means someone wrote it since)."""
+        if self._held is None:
+            return False
+        try:
+            self._held = await self.kube.replace(self._record(self._held, datetime.now(UTC)))
+        except ApiError as err:
+            if err.status == 409:
+                self._held = None
+                return False
+            raise
+        return True
 
     async def _try(self) -> bool:
         """One attempt to take or renew the Lease; whether this replica holds it now."""
+        if await self._renew():
+            return True
         lease = await self.kube.get(LEASE_API, "Lease", self.namespace, self.name)
         now = datetime.now(UTC)
         if lease is None:
             body = self._record(None, now)
             try:
-                await self.kube.create(body)
+                self._held = await self.kube.create(body)
             except ApiError as err:
                 if err.status == 409:
                     return False
@@ -89,7 +107,7 @@ class Elector:
             return False
         body = self._record(lease, now)
         try:
-            await self.kube.replace(body)
+            self._held = await self.kube.replace(body)
         except ApiError as err:
             if err.status == 409:  # someone else wrote it first
                 return False
@@ -142,6 +160,7 @@ class Elector:
                     last_renewed = self.clock()
                     continue
                 log.error("another replica took the leader Lease")
+                self._held = None
                 break
             except Exception as exc:
                 log.warning("renewing the leader Lease failed: %s", exc)
@@ -153,6 +172,7 @@ class Elector:
     async def release(self) -> None:
         """Give the Lease up (if still ours), so that a standby need not wait for it."""
         metrics.LEADER.set(0)
+        self._held = None
         try:
             lease = await self.kube.get(LEASE_API, "Lease", self.namespace, self.name)
             if lease is None or lease.get("spec", {}).get("holderIdentity") != self.identity:
