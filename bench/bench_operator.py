@@ -32,10 +32,10 @@ import yaml
 
 from bench.harness import Context, Result, Run
 from shardkeeper.api import Shard, Task
-from shardkeeper.controller.examples import render
 from shardkeeper.controller.shards import initial_shard, shard_manifest
 from shardkeeper.controller.workload import ShardContext, WorkloadDefaults, workload
 from shardkeeper.dev import environment, processes, tools
+from shardkeeper.dev.examples import render
 
 GROUP = "shardkeeper.io"
 ROOT = Path(__file__).resolve().parents[1]

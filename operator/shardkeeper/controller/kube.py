@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,9 +22,9 @@ from shardkeeper import __version__
 from shardkeeper.api.meta import API_VERSION
 from shardkeeper.controller import metrics
 from shardkeeper.controller.names import FIELD_MANAGER
-from shardkeeper.dev.node.kube import ApiError, Kube
 
 T = TypeVar("T")
+REQUEST_TIMEOUT = 30.0
 APPLY_PATCH = "application/apply-patch+yaml"
 USER_AGENT = f"shardkeeper-operator/{__version__}"
 
@@ -48,6 +49,17 @@ PLURALS: dict[tuple[str, str], str] = {
 __all__ = ["ApiError", "AsyncKube", "connect", "path"]
 
 
+class ApiError(Exception):
+    """The API server refused a request; ``status`` is its HTTP status."""
+
+    def __init__(self, status: int, reason: str, body: Any) -> None:
+        message = body.get("message", body) if isinstance(body, dict) else body
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.body = body
+
+
 def path(api_version: str, kind: str, namespace: str, name: str = "", sub: str = "") -> str:
     plural = PLURALS[(api_version, kind)]
     root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
@@ -59,7 +71,7 @@ def path(api_version: str, kind: str, namespace: str, name: str = "", sub: str =
     return out
 
 
-def connect(kubeconfig: Path | None = None, *, pool_size: int = 32) -> Kube:
+def connect(kubeconfig: Path | None = None, *, pool_size: int = 32) -> Any:
     """A client for the cluster the operator runs against: ``kubeconfig`` (or
     ``KUBECONFIG``) when given, else the pod's in-cluster service account."""
     from kubernetes import client, config
@@ -77,14 +89,49 @@ def connect(kubeconfig: Path | None = None, *, pool_size: int = 32) -> Kube:
     configuration.connection_pool_maxsize = pool_size
     api_client = client.ApiClient(configuration)
     api_client.user_agent = USER_AGENT
-    return Kube(api_client)
+    return api_client
+
+
+def request(
+    api_client: Any,
+    method: str,
+    url: str,
+    *,
+    query: Mapping[str, Any] | None = None,
+    body: Any = None,
+    content_type: str = "application/json",
+) -> Any:
+    """One request with the official client's transport (kubeconfig, TLS, tokens), plain
+    JSON in and out: the operator works with objects as the API returns them."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        response = api_client.call_api(
+            url,
+            method,
+            query_params=[(k, str(v)) for k, v in (query or {}).items()],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _return_http_data_only=True,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+    except ApiException as err:
+        try:
+            parsed: Any = json.loads(err.body) if err.body else None
+        except ValueError:
+            parsed = err.body
+        raise ApiError(err.status or 0, err.reason or "", parsed) from None
+    data = response.data
+    return json.loads(data) if data else None
 
 
 class AsyncKube:
     """Async calls over the blocking client, each in a bounded thread pool."""
 
-    def __init__(self, kube: Kube, *, threads: int = 16) -> None:
-        self.kube = kube
+    def __init__(self, api_client: Any, *, threads: int = 16) -> None:
+        self.api_client = api_client
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="kube")
 
     def close(self) -> None:
@@ -107,7 +154,7 @@ class AsyncKube:
     ) -> Any:
         metrics.API_REQUESTS.labels(verb=verb, resource=resource).inc()
         call = functools.partial(
-            self.kube.request, method, url, query=query, body=body, content_type=content_type
+            request, self.api_client, method, url, query=query, body=body, content_type=content_type
         )
         return await self.run(call)
 
