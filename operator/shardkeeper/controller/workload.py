@@ -315,7 +315,6 @@ def runtime_rules(shard: str, secret_names: Sequence[str]) -> list[Object]:
         # create cannot be limited by name: the object does not exist when it is authorized
         _rule("coordination.k8s.io", "leases", ["create"]),
         _rule("", "events", ["create", "patch"]),
-        _rule("events.k8s.io", "events", ["create", "patch"]),
     ]
     if secret_names:
         # an empty resourceNames would mean every Secret: leave the rule out instead

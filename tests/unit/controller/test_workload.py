@@ -209,7 +209,6 @@ def test_role_pins_names_wherever_the_verb_allows() -> None:
         (("coordination.k8s.io",), ("leases",), ("get", "update", "patch")): [SHARD],
         (("coordination.k8s.io",), ("leases",), ("create",)): None,
         (("",), ("events",), ("create", "patch")): None,
-        (("events.k8s.io",), ("events",), ("create", "patch")): None,
         (("",), ("secrets",), ("get",)): ["postgres-password", "s3-credentials"],
     }
 
