@@ -12,6 +12,9 @@ its memory with many Shards; API requests per reconcile, and per minute while id
 - ``operator.api_requests_per_reconcile`` and ``operator.idle_api_requests_per_minute``:
   the operator's own count of its requests (every request but its watches), during the N
   tasks' start, and over a minute of nothing changing.
+
+N is 200 (20 with ``--quick``) and M 1,000 (100); ``SHARDKEEPER_BENCH_TASKS`` and
+``SHARDKEEPER_BENCH_SHARDS`` override them.
 """
 
 from __future__ import annotations
@@ -327,8 +330,10 @@ def rss_run(ctx: Context, cluster: Cluster, bucket: str, count: int) -> tuple[in
 
 
 def run(ctx: Context, out: Run) -> None:
-    tasks = 20 if ctx.quick else 200
-    shards = 100 if ctx.quick else 1000
+    # each running shard is a runtime process of its own (about 80 MB): on a small machine
+    # SHARDKEEPER_BENCH_TASKS sets fewer than 200 (the shard count runs no pods)
+    tasks = int(os.environ.get("SHARDKEEPER_BENCH_TASKS", 20 if ctx.quick else 200))
+    shards = int(os.environ.get("SHARDKEEPER_BENCH_SHARDS", 100 if ctx.quick else 1000))
     cluster = Cluster(ctx)
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     s3 = environment.s3_client(ctx.env)
