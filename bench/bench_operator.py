@@ -332,8 +332,8 @@ def rss_run(ctx: Context, cluster: Cluster, bucket: str, count: int) -> tuple[in
 def run(ctx: Context, out: Run) -> None:
     # each running shard is a runtime process of its own (about 80 MB): on a small machine
     # SHARDKEEPER_BENCH_TASKS sets fewer than 200 (the shard count runs no pods)
-    tasks = int(os.environ.get("SHARDKEEPER_BENCH_TASKS", 20 if ctx.quick else 200))
-    shards = int(os.environ.get("SHARDKEEPER_BENCH_SHARDS", 100 if ctx.quick else 1000))
+    tasks = int(os.environ.get("SHARDKEEPER_BENCH_TASKS") or (20 if ctx.quick else 200))
+    shards = int(os.environ.get("SHARDKEEPER_BENCH_SHARDS") or (100 if ctx.quick else 1000))
     cluster = Cluster(ctx)
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     s3 = environment.s3_client(ctx.env)
