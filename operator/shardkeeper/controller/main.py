@@ -88,7 +88,7 @@ def main(argv: Sequence[str]) -> int:
 
 async def run(args: argparse.Namespace) -> int:
     client = kube.AsyncKube(kube.connect())
-    server = await metrics.serve(args.metrics_port, metrics.Health(), args.metrics_address)
+    server = await metrics.serve(args.metrics_port, args.metrics_address)
     elector = Elector(
         client, args.leader_election_namespace, args.leader_election_name, args.identity
     )

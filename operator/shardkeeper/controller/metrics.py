@@ -83,15 +83,12 @@ SHARD_PHASES = ShardPhases()
 REGISTRY.register(SHARD_PHASES)
 
 
-class Health:
-    """What ``/healthz`` answers: alive unless something marked the process as broken."""
+async def serve(port: int, host: str = "0.0.0.0") -> web.AppRunner:
+    """Start ``/metrics`` and ``/healthz`` on ``port``; the caller cleans the runner up.
 
-    def __init__(self) -> None:
-        self.problem: str | None = None
-
-
-async def serve(port: int, health: Health, host: str = "0.0.0.0") -> web.AppRunner:
-    """Start ``/metrics`` and ``/healthz`` on ``port``; the caller cleans the runner up."""
+    ``/healthz`` answers from the event loop that runs everything else, so a loop that is
+    stuck fails it; a leader whose watches or reconcilers die stops and exits instead.
+    """
 
     async def metrics_page(_: web.Request) -> web.Response:
         return web.Response(
@@ -99,8 +96,6 @@ async def serve(port: int, health: Health, host: str = "0.0.0.0") -> web.AppRunn
         )
 
     async def healthz(_: web.Request) -> web.Response:
-        if health.problem:
-            return web.Response(status=503, text=health.problem + "\n")
         return web.Response(text="ok\n")
 
     app = web.Application()

@@ -57,9 +57,3 @@ def applied_hash(obj: Mapping[str, Any] | None) -> str | None:
     annotations = obj.get("metadata", {}).get("annotations") or {}
     value = annotations.get(APPLIED_HASH_ANNOTATION)
     return str(value) if value is not None else None
-
-
-def object_key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
-    """(kind, namespace, name) of an object."""
-    meta = obj["metadata"]
-    return str(obj["kind"]), str(meta.get("namespace", "")), str(meta["name"])

@@ -19,7 +19,7 @@ from shardkeeper.controller.cache import Cache
 from shardkeeper.controller.kube import ApiError, AsyncKube
 from shardkeeper.controller.names import FINALIZER
 from shardkeeper.controller.objects import namespaced_name
-from shardkeeper.controller.queue import Key, WorkQueue
+from shardkeeper.controller.queue import WorkQueue
 from shardkeeper.controller.workload import WorkloadDefaults
 
 
@@ -81,9 +81,6 @@ class Base:
         self.recent = RecentWrites()
         # (uid, condition type) -> (status, reason) last announced, for the same reason
         self._announced: dict[tuple[str, str], tuple[str, str]] = {}
-
-    def enqueue(self, kind: str, namespace: str, name: str) -> None:
-        self.deps.queue.add(Key(kind, namespace, name))
 
     async def write_status(
         self,

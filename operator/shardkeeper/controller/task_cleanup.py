@@ -26,7 +26,7 @@ from shardkeeper.controller.references import task_problems
 from shardkeeper.controller.status import task_verdict
 
 # Pods are not watched: while they stop, the deletion looks again this often.
-POLL_SECONDS = 2.0
+POLL_SECONDS = 1.0
 
 
 class TaskCleanup:
