@@ -5,13 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from kubernetes import client
 from tests.runtime.conftest import NewShard
 from tests.runtime.shard_harness import ShardSetup
 
 from shardkeeper.api.meta import GROUP, VERSION
 from shardkeeper.api.shard import Checkpoint, ReplicaState, ReplicaStatus
-from shardkeeper.runtime.reporting import PrimaryStatus, ShardStatusApi, StatusReporter
+from shardkeeper.runtime.reporting import (
+    PRIMARY_MANAGER,
+    PrimaryStatus,
+    ShardStatusApi,
+    StatusReporter,
+    primary_apply,
+)
 
 
 def reporter(setup: ShardSetup, pod: str) -> StatusReporter:
@@ -100,3 +107,31 @@ def test_replicas_primary_and_operator_write_side_by_side(new_shard: NewShard) -
         "shardkeeper-replica-replica-0",
         "shardkeeper-replica-replica-1",
     }
+
+
+def test_an_old_primary_waking_up_cannot_write_its_fields_back(new_shard: NewShard) -> None:
+    setup = new_shard(hot_standbys=1)
+    old, new = reporter(setup, "replica-0"), reporter(setup, "replica-1")
+    old.primary(PrimaryStatus("replica-0", 1, recovery_log_head=500))
+    assert old.flush()
+    new.primary(PrimaryStatus("replica-1", 2, recovery_log_head=700))
+    assert new.flush()
+    # the old primary's progress was pending when it paused; it goes out when it wakes up
+    old.primary(PrimaryStatus("replica-0", 1, Checkpoint(transactions=9), 800, 0))
+    assert old.flush()
+    status = setup.get_shard()["status"]
+    assert (status["primary"], status["epoch"], status["recoveryLogHead"]) == ("replica-1", 2, 700)
+
+
+def test_a_primary_apply_checked_against_an_old_version_is_refused(new_shard: NewShard) -> None:
+    setup = new_shard(hot_standbys=1)
+    api = ShardStatusApi(setup.kube_api, setup.namespace, setup.shard, timeout=10)
+    api.apply(PRIMARY_MANAGER, primary_apply(setup.namespace, setup.shard, PrimaryStatus("a", 1)))
+    checked = setup.get_shard()["metadata"]["resourceVersion"]
+    api.apply(PRIMARY_MANAGER, primary_apply(setup.namespace, setup.shard, PrimaryStatus("b", 2)))
+    stale = primary_apply(setup.namespace, setup.shard, PrimaryStatus("a", 1))
+    stale["metadata"]["resourceVersion"] = checked
+    with pytest.raises(client.ApiException) as refused:
+        api._apply(PRIMARY_MANAGER, stale)
+    assert refused.value.status == 409
+    assert setup.get_shard()["status"]["primary"] == "b"

@@ -7,6 +7,10 @@ operator's phase and conditions:
 - ``status.replicas[pod=<pod>]`` under ``shardkeeper-replica-<pod>``;
 - ``status.primary``, ``epoch``, ``checkpoint``, ``recoveryLogHead`` and ``lag`` under
   ``shardkeeper-primary``, forced, so a new primary takes them over from the old one.
+  Forcing alone would let a paused old primary that wakes up write its stale fields back
+  over its successor's, so the primary's apply is fenced like its commits: it goes out
+  only while the status holds no newer epoch, as a compare-and-apply on the Shard's
+  resourceVersion (see ``fenced_apply``).
 
 Applies go out from one thread. A change people care about (state, epoch, message,
 primary) goes out at once; counters that move with every transaction (last commit, lag,
@@ -88,6 +92,46 @@ def primary_apply(namespace: str, shard: str, primary: PrimaryStatus) -> dict[st
     return _shard_object(namespace, shard, status)
 
 
+class Superseded(Exception):
+    """The status holds a newer primary's epoch: this replica's primary fields are stale."""
+
+
+def superseded(status: dict[str, Any] | None, epoch: int) -> bool:
+    return int((status or {}).get("epoch") or 0) > epoch
+
+
+def fenced_apply(
+    read: Callable[[], dict[str, Any]],
+    apply: Callable[[dict[str, Any]], None],
+    body: dict[str, Any],
+    *,
+    attempts: int = 5,
+) -> None:
+    """Apply the primary's fields unless a newer epoch is in the status.
+
+    The body carries the resourceVersion it was checked against, so the API server refuses
+    it (409) if anything changed in between, a successor's takeover included; then it is
+    checked again. Other writers (replica entries, the operator) also move the version, so a
+    busy Shard may take a few rounds; after ``attempts`` the conflict is raised and the
+    reporter retries later.
+    """
+    epoch = int(body["status"]["epoch"])
+    for attempt in range(attempts):
+        current = read()
+        if superseded(current.get("status"), epoch):
+            raise Superseded(
+                f"the status holds epoch {current['status']['epoch']}, newer than {epoch}"
+            )
+        version = current["metadata"]["resourceVersion"]
+        guarded = {**body, "metadata": {**body["metadata"], "resourceVersion": version}}
+        try:
+            apply(guarded)
+            return
+        except Exception as exc:
+            if getattr(exc, "status", None) != 409 or attempt == attempts - 1:
+                raise
+
+
 def is_urgent(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
     """Whether the change from ``before`` to ``after`` is one a person or the operator is
     waiting for (a new state, epoch, message or primary), as opposed to progress."""
@@ -136,6 +180,25 @@ class ShardStatusApi:
         self.timeout = timeout
 
     def apply(self, field_manager: str, body: dict[str, Any]) -> None:
+        if field_manager == PRIMARY_MANAGER:
+            fenced_apply(self._read, lambda guarded: self._apply(field_manager, guarded), body)
+        else:
+            self._apply(field_manager, body)
+
+    def _read(self) -> dict[str, Any]:
+        from shardkeeper.api.meta import GROUP, VERSION
+
+        shard: dict[str, Any] = self.api.get_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            self.namespace,
+            Shard.PLURAL,
+            self.shard,
+            _request_timeout=self.timeout,
+        )
+        return shard
+
+    def _apply(self, field_manager: str, body: dict[str, Any]) -> None:
         from shardkeeper.api.meta import GROUP, VERSION
 
         self.api.patch_namespaced_custom_object_status(
@@ -249,6 +312,15 @@ class StatusReporter:
     def _send(self, channel: _Channel, body: dict[str, Any]) -> bool:
         try:
             self._apply(channel.field_manager, body)
+        except Superseded as exc:
+            # a successor owns the primary's fields; there is nothing left to say in them
+            log.info("primary status not applied: %s", exc)
+            with self._lock:
+                if channel.desired is body:
+                    channel.desired = None
+            channel.applied = None
+            channel.failed_at = None
+            return True
         except Exception as exc:
             channel.failed_at = self._monotonic()
             text = f"status apply as {channel.field_manager} failed: {_brief(exc)}"

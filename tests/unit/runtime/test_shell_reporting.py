@@ -5,13 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from shardkeeper.api.shard import Checkpoint, CommitPoint, ReplicaState, ReplicaStatus
 from shardkeeper.runtime.reporting import (
     MESSAGE_LIMIT,
     PRIMARY_MANAGER,
     PrimaryStatus,
     StatusReporter,
+    Superseded,
     clip_message,
+    fenced_apply,
     is_due,
     is_urgent,
     primary_apply,
@@ -158,4 +162,89 @@ def test_reporter_retries_a_failed_apply_after_a_pause() -> None:
     assert len(calls) == 2
     reporter._pass()
     assert len(calls) == 2
+    assert reporter.flush()
+
+
+class Conflict(Exception):
+    status = 409
+
+
+class FakeShard:
+    """A Shard's status behind a resourceVersion, as the API server keeps it."""
+
+    def __init__(self, epoch: int) -> None:
+        self.version = 1
+        self.status: dict[str, Any] = {"epoch": epoch, "primary": "replica-0"}
+        self.before_apply: list[Any] = []  # what happens between a read and an apply
+
+    def read(self) -> dict[str, Any]:
+        return {"metadata": {"resourceVersion": str(self.version)}, "status": dict(self.status)}
+
+    def apply(self, body: dict[str, Any]) -> None:
+        if self.before_apply:
+            self.before_apply.pop(0)()
+        if body["metadata"]["resourceVersion"] != str(self.version):
+            raise Conflict()
+        self.status.update(body["status"])
+        self.version += 1
+
+
+def test_fenced_apply_writes_while_no_newer_epoch_is_in_the_status() -> None:
+    shard = FakeShard(epoch=5)
+    fenced_apply(shard.read, shard.apply, primary_apply("ns", "s", PrimaryStatus("replica-1", 6)))
+    assert shard.status == {"epoch": 6, "primary": "replica-1"}
+    fenced_apply(shard.read, shard.apply, primary_apply("ns", "s", PrimaryStatus("replica-1", 6)))
+    assert shard.version == 3
+
+
+def test_fenced_apply_refuses_a_stale_epoch() -> None:
+    shard = FakeShard(epoch=7)
+    with pytest.raises(Superseded):
+        fenced_apply(shard.read, shard.apply, primary_apply("ns", "s", PrimaryStatus("r", 6)))
+    assert shard.status == {"epoch": 7, "primary": "replica-0"}
+
+
+def test_fenced_apply_loses_the_race_with_a_takeover_between_read_and_apply() -> None:
+    shard = FakeShard(epoch=6)
+
+    def takeover() -> None:
+        shard.status.update(epoch=7, primary="replica-0")
+        shard.version += 1
+
+    shard.before_apply.append(takeover)
+    with pytest.raises(Superseded):
+        fenced_apply(shard.read, shard.apply, primary_apply("ns", "s", PrimaryStatus("r", 6)))
+    assert shard.status == {"epoch": 7, "primary": "replica-0"}
+
+
+def test_fenced_apply_retries_conflicts_from_other_writers_then_gives_up() -> None:
+    shard = FakeShard(epoch=6)
+
+    def other_writer() -> None:
+        shard.version += 1
+
+    shard.before_apply.extend([other_writer, other_writer])
+    fenced_apply(shard.read, shard.apply, primary_apply("ns", "s", PrimaryStatus("r", 6)))
+    assert shard.status["primary"] == "r"
+    shard.before_apply.extend([other_writer] * 3)
+    with pytest.raises(Conflict):
+        fenced_apply(
+            shard.read, shard.apply, primary_apply("ns", "s", PrimaryStatus("x", 6)), attempts=3
+        )
+    assert shard.status["primary"] == "r"
+
+
+def test_reporter_stops_reporting_primary_fields_once_superseded() -> None:
+    sent: list[str] = []
+
+    def apply(manager: str, body: dict[str, Any]) -> None:
+        if manager == PRIMARY_MANAGER:
+            raise Superseded("the status holds epoch 7, newer than 6")
+        sent.append(manager)
+
+    reporter = StatusReporter(apply, "ns", "s", "r")
+    reporter.primary(PrimaryStatus("r", 6))
+    reporter.replica(standby())
+    reporter._pass()
+    assert sent == ["shardkeeper-replica-r"]
     assert reporter.flush()
