@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shardkeeper.runtime.checkpoint import SourceOffset
-from shardkeeper.runtime.documents import DocumentError, parse_body
+from shardkeeper.runtime.documents import Document, DocumentError, parse_body
 from shardkeeper.runtime.handler import HandlerDefaults
 from shardkeeper.runtime.messages import CapturedDocuments, Message, SourceDocument
 from shardkeeper.runtime.outputs import OutputBuffer
@@ -260,3 +260,15 @@ class CaptureHandler(HandlerDefaults):
         for document in message.documents:
             outputs.add(message.collection, document)
         return len(message.documents)
+
+    def apply_source(
+        self,
+        txn: Transaction,
+        collection: str,
+        document: Document,
+        outputs: OutputBuffer,
+        *,
+        journal: str,
+        begin: int,
+    ) -> None:
+        raise TypeError(f"a capture takes captured documents, not documents of {journal}")

@@ -75,9 +75,28 @@ class DerivationHandler(HandlerDefaults):
         message: SourceDocument | CapturedDocuments,
         outputs: OutputBuffer,
     ) -> int:
-        if message.__class__ is not SourceDocument:
+        if not isinstance(message, SourceDocument):
             raise TypeError(f"a derivation reads source documents, not {message!r}")
-        collection, document = message.collection, message.document
+        self.apply_source(
+            txn,
+            message.collection,
+            message.document,
+            outputs,
+            journal=message.journal,
+            begin=message.begin,
+        )
+        return 1
+
+    def apply_source(
+        self,
+        txn: Transaction,
+        collection: str,
+        document: Document,
+        outputs: OutputBuffer,
+        *,
+        journal: str,
+        begin: int,
+    ) -> None:
         if not self._accepts[collection](document):
             problem = self.sources[collection].problem(document)
             if problem is not None:
@@ -93,4 +112,3 @@ class DerivationHandler(HandlerDefaults):
             except MissingKey as exc:
                 raise DocumentRejected(f"an output lacks its key: {exc}") from None
             outputs.add(self.output, output, owned=True)
-        return 1

@@ -170,14 +170,23 @@ _DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= c <= 0x39 else 0x2E for c in range(256)
 _LONG_DIGIT_RUN = b"0" * 19
 
 
-def parse_line(data: bytes | str) -> Document:
-    """A document from one line; raises :class:`DocumentError` unless it is a JSON object."""
+def orjson_parses(data: bytes) -> bool:
+    """Whether orjson parses ``data`` (one line, or several joined by newlines) exactly as
+    :func:`parse_json` does, or fails where it fails."""
+    return _LONG_DIGIT_RUN not in data.translate(_DIGITS_AS_ZEROS)
+
+
+def parse_line(data: bytes | str, *, checked: bool = False) -> Document:
+    """A document from one line; raises :class:`DocumentError` unless it is a JSON object.
+    ``checked`` says :func:`orjson_parses` already holds for ``data`` (a bytes line)."""
     value: Any = None
-    if data.__class__ is bytes and _LONG_DIGIT_RUN not in data.translate(_DIGITS_AS_ZEROS):
+    if checked or (isinstance(data, bytes) and orjson_parses(data)):
         try:
             value = orjson.loads(data)
         except orjson.JSONDecodeError:
             value = None  # parse_json decides, and explains
+        if isinstance(value, dict):
+            return value
     if value is None:
         try:
             value = parse_json(data)

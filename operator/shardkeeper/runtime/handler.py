@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from shardkeeper.runtime.checkpoint import SavedState, SourceOffset
+from shardkeeper.runtime.documents import Document
 from shardkeeper.runtime.messages import CapturedDocuments, SourceDocument
 from shardkeeper.runtime.outputs import OutputBuffer
 from shardkeeper.storage.store import ShardStore, Transaction
@@ -41,6 +42,21 @@ class TaskHandler(Protocol):
     ) -> int:
         """Apply one message; returns how many documents it held. Raises
         :class:`.errors.DocumentRejected` for a source document that fails."""
+        ...
+
+    def apply_source(
+        self,
+        txn: Transaction,
+        collection: str,
+        document: Document,
+        outputs: OutputBuffer,
+        *,
+        journal: str,
+        begin: int,
+    ) -> None:
+        """Apply one source document, the one at ``begin`` of ``journal``: what
+        :meth:`apply` does with a :class:`SourceDocument`, without making one (the loop
+        calls this for every document)."""
         ...
 
     def before_commit(self, checkpoint: Mapping[str, SourceOffset]) -> int:

@@ -301,17 +301,34 @@ class PostgresMaterializer:
     ) -> int:
         if not isinstance(message, SourceDocument):
             raise TypeError(f"a materialization reads source documents, not {message!r}")
-        binding = self.bindings[message.collection]
-        problem = binding.schema.problem(message.document)
-        if problem is not None:
-            raise DocumentRejected(problem)
-        key = pack_key(binding.key.values(message.document))
-        # reduced by key: the last document of a key in the transaction wins
-        self._pending.pop((message.collection, key), None)
-        self._pending[(message.collection, key)] = _Pending(
-            message.journal, message.begin, message.document
+        self.apply_source(
+            txn,
+            message.collection,
+            message.document,
+            outputs,
+            journal=message.journal,
+            begin=message.begin,
         )
         return 1
+
+    def apply_source(
+        self,
+        txn: Transaction,
+        collection: str,
+        document: Document,
+        outputs: OutputBuffer,
+        *,
+        journal: str,
+        begin: int,
+    ) -> None:
+        binding = self.bindings[collection]
+        problem = binding.schema.problem(document)
+        if problem is not None:
+            raise DocumentRejected(problem)
+        key = pack_key(binding.key.values(document))
+        # reduced by key: the last document of a key in the transaction wins
+        self._pending.pop((collection, key), None)
+        self._pending[(collection, key)] = _Pending(journal, begin, document)
 
     def before_commit(self, checkpoint: Mapping[str, SourceOffset]) -> int:
         conn = self._connection()

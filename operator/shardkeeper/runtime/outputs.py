@@ -72,25 +72,19 @@ class _Journal:
     costs more than writing it (tens of thousands of objects per transaction, in memory
     that is new each time)."""
 
-    __slots__ = ("limit", "name", "payloads", "size", "uuid")
+    __slots__ = ("current", "head", "limit", "name", "next", "payloads", "uuid")
 
-    def __init__(self, name: str, limit: int) -> None:
+    def __init__(self, name: str, head: int, limit: int) -> None:
         self.name = name
         self.uuid = uuid_maker(name)
         self.limit = limit
-        self.payloads: list[bytearray] = []
-        self.size = 0  # of all payloads
-
-    def append(self, line: bytes) -> None:
-        payloads = self.payloads
-        if not payloads or (payloads[-1] and len(payloads[-1]) + len(line) > self.limit):
-            payloads.append(bytearray())
-        payloads[-1] += line
-        self.size += len(line)
+        self.head = head  # where this transaction's first output goes
+        self.clear()
 
     def clear(self) -> None:
-        self.payloads = []
-        self.size = 0
+        self.current = bytearray()  # the payload being filled, the last of payloads
+        self.payloads = [self.current]
+        self.next = self.head  # where the next output goes
 
 
 class OutputBuffer:
@@ -110,7 +104,7 @@ class OutputBuffer:
         self.journals = dict(journals)
         self.max_fragment_bytes = max_fragment_bytes
         self.heads = {j: heads.get(j, 0) for j in self.journals.values()}
-        self._framed = {j: _Journal(j, max_fragment_bytes) for j in self.heads}
+        self._framed = {j: _Journal(j, head, max_fragment_bytes) for j, head in self.heads.items()}
         self._by_collection = {c: self._framed[j] for c, j in self.journals.items()}
         self.documents = 0
 
@@ -120,34 +114,51 @@ class OutputBuffer:
         ``owned`` says the caller made ``document`` for this call and keeps no reference to
         it: its ``_meta`` is then set in place rather than in a copy."""
         framed = self._by_collection[collection]
-        doc_uuid = framed.uuid(self.heads[framed.name] + framed.size)
-        line = None
-        meta = document.get(META)
-        if meta is None and _plain(document):
-            # the common case: no _meta yet, and only values orjson writes as json does
+        offset = framed.next
+        doc_uuid = framed.uuid(offset)
+        # the common case, written by orjson: no _meta yet, and only values that orjson
+        # writes as the stdlib does (see encode_plain_line; the loop is plain_float's, inline:
+        # this runs for every value of every output)
+        plain = document.get(META) is None
+        if plain:
+            for value in document.values():
+                kind = value.__class__
+                if kind is str or kind is int or value is None or kind is bool:
+                    continue
+                if kind is float and (1e-4 <= abs(value) < _INFINITY or value == 0.0):
+                    continue
+                plain = False
+                break
+        if plain:
             written = document if owned else dict(document)
             written[META] = {UUID_FIELD: doc_uuid}
             line = encode_plain_line(written)
         else:
             written = with_uuid(document, doc_uuid)
             line = encode_line(written)
-        framed.append(line)
+        current = framed.current
+        if current and len(current) + len(line) > framed.limit:
+            framed.current = current = bytearray()
+            framed.payloads.append(current)
+        current += line
+        framed.next = offset + len(line)
         self.documents += 1
         return written
 
     def next_offset(self, journal: str) -> int:
         """Where the next document framed for ``journal`` will sit."""
-        return self.heads[journal] + self._framed[journal].size
+        return self._framed[journal].next
 
     def seal(self, epoch: int) -> list[OutputBatch]:
         """The transaction's batches, in append order; the heads move past them."""
         batches: list[OutputBatch] = []
         for journal, framed in self._framed.items():
-            begin = self.heads[journal]
+            begin = framed.head
             for payload in framed.payloads:
-                batches.append(OutputBatch(journal, begin, epoch, bytes(payload)))
-                begin += len(payload)
-            self.heads[journal] = begin
+                if payload:
+                    batches.append(OutputBatch(journal, begin, epoch, bytes(payload)))
+                    begin += len(payload)
+            self.heads[journal] = framed.head = begin
             framed.clear()
         self.documents = 0
         return batches
@@ -157,21 +168,6 @@ class OutputBuffer:
         for framed in self._framed.values():
             framed.clear()
         self.documents = 0
-
-
-def _plain(document: Document) -> bool:
-    """Whether every value of ``document`` is a string, an integer, a boolean, null or a
-    float that :func:`.documents.plain_float` admits (rows of SQL lambdas, most flat
-    documents): what :func:`.documents.encode_plain_line` writes as the stdlib does."""
-    for value in document.values():
-        kind = value.__class__
-        if kind is str or kind is int or kind is bool or value is None:
-            continue
-        # plain_float, inline: this runs for every value of every output
-        if kind is float and (1e-4 <= abs(value) < _INFINITY or value == 0.0):
-            continue
-        return False
-    return True
 
 
 _INFINITY = float("inf")

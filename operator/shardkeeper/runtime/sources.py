@@ -230,11 +230,15 @@ class LineRouter:
         # a shard that owns a whole range skips hashing for it (the key must exist all the same)
         self._everything = ranges.everything
 
-    def route(self, journal: str, begin: int, data: bytes) -> Document | None:
+    def route(
+        self, journal: str, begin: int, data: bytes, checked: bool = False
+    ) -> Document | None:
         """The document of the line at ``begin`` if the shard owns it, else ``None``.
-        Raises :class:`TaskFailed` at a line that is not a JSON object or lacks its key."""
+        Raises :class:`TaskFailed` at a line that is not a JSON object or lacks its key.
+        ``checked``: :func:`.documents.orjson_parses` holds for the line (its batch was
+        checked at once)."""
         try:
-            document = parse_line(data)
+            document = parse_line(data, checked=checked)
             values = self.key.values(document)
         except (DocumentError, MissingKey) as exc:
             raise TaskFailed(journal, begin, str(exc)) from None

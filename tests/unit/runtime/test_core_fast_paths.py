@@ -21,6 +21,7 @@ from shardkeeper.runtime.documents import (
     document_uuid,
     encode_line,
     encode_plain_line,
+    orjson_parses,
     parse_json,
     plain_float,
     resolve_tokens,
@@ -121,6 +122,27 @@ raw_lines = (
 def test_lines_parse_as_the_stdlib_parses_them(data: bytes) -> None:
     # the same value (repr tells 1 from 1.0, and -0.0 from 0.0), or the same refusal
     assert fast_outcome(data) == outcome(data)
+
+
+def checked_outcome(lines: list[bytes], data: bytes) -> tuple[str, str]:
+    # as the transaction loop parses: checked once for the whole batch
+    try:
+        return ("ok", repr(parse_line_fast(data, checked=orjson_parses(b"\n".join(lines)))))
+    except DocumentError as exc:
+        return ("refused", str(exc))
+
+
+@given(st.lists(raw_lines, min_size=1, max_size=4))
+@example([b'{"a":1}', b'{"b":12345678901234567890}'])
+@example([b'{"a":1234567890', b"123456789}"])
+def test_lines_of_a_batch_checked_at_once_parse_as_the_stdlib_parses_them(
+    lines: list[bytes],
+) -> None:
+    # a digit run never spans two lines of the batch, so the batch passes the check iff
+    # every line does
+    assert orjson_parses(b"\n".join(lines)) == all(orjson_parses(line) for line in lines)
+    for line in lines:
+        assert checked_outcome(lines, line) == outcome(line)
 
 
 json_scalars = (
@@ -313,3 +335,24 @@ def test_a_failed_statement_leaves_no_statement_open_on_the_connection(tmp_path:
     db.close()
     # a statement still alive would keep the connection open underneath, and its WAL
     assert not path.with_name("store.db-wal").exists()
+
+
+sql_values = st.none() | st.integers(-(2**63), 2**63 - 1) | st.floats() | st.text(max_size=4)
+columns = st.lists(st.sampled_from(["a", "b", "c", "flow_document", "a$b", "d$e$f"]), max_size=4)
+
+
+@given(columns, st.data())
+def test_a_row_converter_makes_what_row_document_makes(
+    names: list[str], data: st.DataObject
+) -> None:
+    from shardkeeper.runtime.derive_sql import row_converter, row_document
+
+    row = data.draw(st.tuples(*([sql_values | st.binary(max_size=2)] * len(names))))
+
+    def made(convert: Any) -> object:
+        try:
+            return convert(row)
+        except DocumentRejected as exc:
+            return str(exc)
+
+    assert repr(made(row_converter(names))) == repr(made(lambda r: row_document(names, r)))
