@@ -3,10 +3,12 @@ to the device where the volume allows it, and the log tail under the same torn m
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,14 +72,24 @@ class CountingStore(ObjectStore):
         self.keys: list[str] = []
 
     def get(self, key: str) -> bytes | None:
-        if not key.startswith(self._prefix):
+        with self._counting(key):
             return super().get(key)
+
+    def get_into(self, key: str, buffer: memoryview) -> int | None:
+        with self._counting(key):
+            return super().get_into(key, buffer)
+
+    @contextlib.contextmanager
+    def _counting(self, key: str) -> Iterator[None]:
+        if not key.startswith(self._prefix):
+            yield
+            return
         with self._lock:
             self.running += 1
             self.most = max(self.most, self.running)
             self.keys.append(key)
         try:
-            return super().get(key)
+            yield
         finally:
             with self._lock:
                 self.running -= 1
@@ -169,3 +181,25 @@ def test_parts_not_yet_fetched_are_abandoned_after_a_failure(
     # the parts fetched while the first one was being checked, not the whole snapshot
     assert counting.keys[0] == first.key
     assert len(counting.keys) < len(snapshot.parts)
+
+
+@pytest.mark.parametrize("change", [-4096, -1, 1, 4096])
+def test_a_part_of_the_wrong_size_is_named_and_nothing_is_trusted(
+    tmp_path: Path, new_log: NewLog, change: int
+) -> None:
+    log = new_log()
+    snapshot, original = build(tmp_path / "a", log, tail_commits=1)
+    part = snapshot.parts[-2]
+    good = log.store.get(part.key)
+    assert good is not None
+    wrong = good[:change] if change < 0 else good + os.urandom(change)
+    log.store.put(part.key, wrong)
+
+    with pytest.raises(errors.SnapshotCorrupt, match=f"{part.key} has {len(wrong)} bytes"):
+        ShardStore.open(tmp_path / "b", log, 2, options=PARTS)
+    assert (tmp_path / "b" / "shard.db.replaying").exists()
+
+    log.store.put(part.key, good)
+    again = ShardStore.open(tmp_path / "b", log, 2, options=PARTS)
+    again.close()
+    assert digest(tmp_path / "b" / "shard.db") == original

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import http.client
 import random
 import threading
 import time
@@ -17,11 +18,14 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
+from botocore.exceptions import IncompleteReadError
+
 from shardkeeper.storage import errors
 from shardkeeper.storage.retry import RetryPolicy
 from shardkeeper.storage.s3errors import Kind, classify
 
 if TYPE_CHECKING:
+    from botocore.response import StreamingBody
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef as ListPage
 
@@ -44,6 +48,44 @@ class _NotFound(Exception):
 
 class _Taken(Exception):
     pass
+
+
+#: how much of a body one read moves into a caller's buffer where botocore's ``readinto``
+#: is used: small enough that the copy it makes stays in the CPU's cache
+READ_CHUNK = 1 << 20
+
+
+def _read_body_into(body: StreamingBody, view: memoryview) -> None:
+    """Fill ``view`` from ``body``, which holds exactly ``len(view)`` bytes; a body that
+    ends early or breaks off raises (a retryable) :class:`IncompleteReadError`.
+
+    botocore's own ``readinto`` reads each chunk as new ``bytes`` and copies it; on a
+    loopback store that costs a restore as much CPU as the checksum. When the body is the
+    usual urllib3 response over ``http.client``, the socket is read straight into ``view``
+    instead and the connection is handed back to urllib3's pool, as its own read would.
+    """
+    raw = getattr(body, "_raw_stream", None)  # urllib3's response
+    source = getattr(raw, "_fp", None)
+    release = getattr(raw, "release_conn", None)
+    if isinstance(source, http.client.HTTPResponse) and callable(release):
+        _fill(source.readinto, view, len(view))
+        release()
+    else:
+        # botocore's stubs say IO[bytes]; its readinto takes any writable buffer
+        _fill(body.readinto, view, READ_CHUNK)  # type: ignore[arg-type]
+
+
+def _fill(readinto: Callable[[memoryview], int], view: memoryview, chunk: int) -> None:
+    done = 0
+    while done < len(view):
+        try:
+            read = readinto(view[done : done + chunk])
+        except (OSError, http.client.HTTPException) as exc:
+            # a timeout or a reset half-way: the caller's retry reads the object again
+            raise IncompleteReadError(actual_bytes=done, expected_bytes=len(view)) from exc
+        if not read:
+            raise IncompleteReadError(actual_bytes=done, expected_bytes=len(view))
+        done += read
 
 
 class ObjectStore:
@@ -130,6 +172,34 @@ class ObjectStore:
         def get() -> bytes:
             # the body is read inside the retried call: a stream can time out half-way
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+        try:
+            return self._call("GetObject", key, get, conditional=False)
+        except _NotFound:
+            return None
+
+    def get_into(self, key: str, buffer: memoryview) -> int | None:
+        """Read the whole object into the start of ``buffer`` and return its size, or
+        ``None`` if there is no such key.
+
+        Nothing is built as ``bytes``: large objects read this way into a reused buffer
+        cost no allocation and no copy of the whole. An object larger than ``buffer`` is
+        not read at all; its size, which the caller can report, is still returned.
+        """
+
+        def get() -> int:
+            answer = self.client.get_object(Bucket=self.bucket, Key=key)
+            body = answer["Body"]
+            size = answer["ContentLength"]
+            try:
+                if size <= len(buffer):
+                    _read_body_into(body, buffer[:size])
+                    return size
+            except BaseException:
+                body.close()  # its connection holds unread bytes: never reuse it
+                raise
+            body.close()
+            return size
 
         try:
             return self._call("GetObject", key, get, conditional=False)

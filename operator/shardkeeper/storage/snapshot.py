@@ -62,7 +62,7 @@ class Manifest:
         return self.page_size * self.db_pages
 
 
-def part_checksum(data: bytes) -> str:
+def part_checksum(data: bytes | memoryview) -> str:
     return f"crc32:{zlib.crc32(data):08x}"
 
 
@@ -237,19 +237,26 @@ def write_snapshot(
     return manifest
 
 
-def fetch_part(log: RecoveryLog, manifest: Manifest, part: Part) -> bytes:
-    """The bytes of ``part`` as stored (check them with :func:`verify_part`)."""
-    data = log.store.get(part.key)
-    if data is None:
+def fetch_part_into(
+    log: RecoveryLog, manifest: Manifest, part: Part, buffer: memoryview
+) -> memoryview:
+    """The bytes of ``part`` as stored, read into the start of ``buffer`` (check them with
+    :func:`verify_part`)."""
+    expected = part.pages * manifest.page_size
+    size = log.store.get_into(part.key, buffer[:expected])
+    if size is None:
         raise errors.SnapshotCorrupt(
             f"snapshot {manifest.snapshot_id} of log {log.name!r} lost its part "
             f"{part.key}: restore that object, or delete the manifest "
             f"{log.manifest_key(manifest.snapshot_id)} so that an older snapshot is used"
         )
-    return data
+    if size != expected:
+        # a larger object was not read at all: its size is all there is to report
+        raise errors.SnapshotCorrupt(f"snapshot part {part.key} has {size} bytes")
+    return buffer[:size]
 
 
-def verify_part(manifest: Manifest, part: Part, data: bytes) -> None:
+def verify_part(manifest: Manifest, part: Part, data: bytes | memoryview) -> None:
     if len(data) != part.pages * manifest.page_size:
         raise errors.SnapshotCorrupt(f"snapshot part {part.key} has {len(data)} bytes")
     actual = part_checksum(data)
@@ -266,9 +273,11 @@ def restore_snapshot(
     Each part is fetched, verified and written at its offset by one thread, so the order
     of parts does not matter. At most ``transfers`` fetches run at once, and as many more
     threads check and write parts fetched before, so that downloads go on while the disk
-    writes: at most ``2 * transfers`` parts, and ``transfers`` direct-write buffers, are in
-    memory whatever the size of the store. The first failure seen is raised once the parts
-    under way have ended; no further part is fetched.
+    writes. A part is read straight into an aligned buffer of the writer and written
+    from there (no ``bytes`` of it are built, nor copied): at most ``2 * transfers``
+    buffers of the largest part's size are in memory whatever the size of the store. The
+    first failure seen is raised once the parts under way have ended; no further part is
+    fetched.
     """
     writer.resize(0)
     writer.preallocate(manifest.db_pages)
@@ -280,18 +289,21 @@ def restore_snapshot(
     failed = threading.Event()
     largest = max((p.pages for p in manifest.parts), default=1) * manifest.page_size
 
-    with writer.runs(writers=writers, run_bytes=largest) as runs:
+    threads = fetches + writers
+    # one buffer per thread: a thread holds its buffer from the fetch to the write
+    with writer.runs(writers=threads, run_bytes=largest) as runs:
 
         def restore_part(part: Part) -> None:
-            with fetching:
-                if failed.is_set():
-                    return
-                data = fetch_part(log, manifest, part)
-            verify_part(manifest, part, data)
-            runs.write_run(part.first_page, data)
+            with runs.lend() as buffer:
+                with fetching:
+                    if failed.is_set():
+                        return
+                    data = fetch_part_into(log, manifest, part, buffer)
+                with data:
+                    verify_part(manifest, part, data)
+                    runs.write_lent(part.first_page, data)
 
         running: set[concurrent.futures.Future[None]] = set()
-        threads = fetches + writers
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:
             try:
                 for part in manifest.parts:

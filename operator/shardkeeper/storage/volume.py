@@ -136,8 +136,6 @@ class Volume:
 #: sharing a cached page with a buffered one (a partly written cached page is read from
 #: disk first, and could then write stale bytes back over a concurrent direct write).
 DIRECT_ALIGN = max(4096, mmap.PAGESIZE)
-#: the largest single direct write; larger runs are written in pieces of this size
-DIRECT_CHUNK = 8 << 20
 
 
 class PageWriter:
@@ -155,12 +153,12 @@ class PageWriter:
 
     @contextlib.contextmanager
     def runs(self, *, writers: int, run_bytes: int) -> Iterator[RunWriter]:
-        """A :class:`RunWriter` doing up to ``writers`` direct writes of runs of about
-        ``run_bytes`` at once. Everything it wrote is in the file (not necessarily
-        durable: the sync at the end of :meth:`Volume.writing_pages` does that) once the
-        block ends; no thread may still be using it then."""
+        """A :class:`RunWriter` with ``writers`` buffers of ``run_bytes`` (rounded up to
+        :data:`DIRECT_ALIGN`), made as they are first needed. Everything it wrote is in the
+        file (not necessarily durable: the sync at the end of :meth:`Volume.writing_pages`
+        does that) once the block ends; no thread may still be using it then."""
         direct_fd = _open_direct(self.path) if self.page_size % DIRECT_ALIGN == 0 else None
-        chunk = min(DIRECT_CHUNK, -(-max(run_bytes, 1) // DIRECT_ALIGN) * DIRECT_ALIGN)
+        chunk = -(-max(run_bytes, 1) // DIRECT_ALIGN) * DIRECT_ALIGN
         runs = RunWriter(self, direct_fd, max(1, writers), chunk)
         try:
             yield runs
@@ -185,10 +183,11 @@ class RunWriter:
     """Writes runs of pages at their offsets from several threads at once (so the order of
     runs does not matter), directly to the device when the file allows ``O_DIRECT``.
 
-    Direct writes go through page-aligned buffers copied from the run: a copy costs far
-    less than moving the run through the page cache. There are at most ``writers`` buffers,
-    reused (a caller waits for a free one), so memory stays flat whatever the size of the
-    store.
+    Direct writes go through page-aligned buffers: a caller that can fill one itself
+    borrows it (:meth:`lend`) and has it written without a copy (:meth:`write_lent`);
+    :meth:`write_run` copies a run into one, which still costs far less than moving the run
+    through the page cache. There are at most ``writers`` buffers, reused (a caller waits
+    for a free one), so memory stays flat whatever the size of the store.
     Runs that are not aligned, or a file system that refuses direct writes, are written
     through the page cache instead: same result, just slower.
     """
@@ -227,28 +226,50 @@ class RunWriter:
                 piece = view[start : start + self._chunk]
                 self._write_direct(buffer, piece, offset + start)
         finally:
-            with self._lock:
-                self._free.append(buffer)
-                self._returned.notify()
+            self._give_back(buffer)
+
+    @contextlib.contextmanager
+    def lend(self) -> Iterator[memoryview]:
+        """A free buffer of ``run_bytes`` (or more), page-aligned, for the caller to fill
+        and hand to :meth:`write_lent` before the block ends. Waits while all are taken."""
+        buffer = self._take_buffer()
+        try:
+            with memoryview(buffer) as view:
+                yield view
+        finally:
+            self._give_back(buffer)
+
+    def write_lent(self, first_page: int, filled: memoryview) -> None:
+        """Pages ``first_page ..`` from the start of a buffer from :meth:`lend`, written
+        from where they are. Thread-safe; runs must not overlap."""
+        offset = (first_page - 1) * self._pages.page_size
+        if offset % DIRECT_ALIGN or len(filled) % DIRECT_ALIGN:
+            write_all(self._pages.fd, filled, offset)
+            self._count(0, len(filled))
+        else:
+            self._write_aligned(filled, offset)
 
     def _write_direct(self, buffer: mmap.mmap, piece: memoryview, offset: int) -> None:
-        size = len(piece)
-        with memoryview(buffer) as whole, whole[:size] as aligned:
+        with memoryview(buffer) as whole, whole[: len(piece)] as aligned:
             aligned[:] = piece
-            written = 0
-            if self._direct and self._direct_fd is not None:
-                try:
-                    written = os.pwrite(self._direct_fd, aligned, offset)
-                except OSError as exc:
-                    # alignment the device does not accept, or a file system that takes
-                    # O_DIRECT at open but not at write: the page cache does the rest
-                    if exc.errno != errno.EINVAL:
-                        raise
-                    self._direct = False
-            if written < size:
-                # a short direct write (or none): the rest goes through the page cache
-                write_all(self._pages.fd, aligned[written:], offset + written)
-            self._count(written, size - written)
+            self._write_aligned(aligned, offset)
+
+    def _write_aligned(self, aligned: memoryview, offset: int) -> None:
+        size = len(aligned)
+        written = 0
+        if self._direct and self._direct_fd is not None:
+            try:
+                written = os.pwrite(self._direct_fd, aligned, offset)
+            except OSError as exc:
+                # alignment the device does not accept, or a file system that takes
+                # O_DIRECT at open but not at write: the page cache does the rest
+                if exc.errno != errno.EINVAL:
+                    raise
+                self._direct = False
+        if written < size:
+            # a short direct write (or none): the rest goes through the page cache
+            write_all(self._pages.fd, aligned[written:], offset + written)
+        self._count(written, size - written)
 
     def _count(self, direct: int, buffered: int) -> None:
         with self._lock:
@@ -266,13 +287,21 @@ class RunWriter:
                 self._returned.wait()
             return self._free.pop()
 
+    def _give_back(self, buffer: mmap.mmap) -> None:
+        with self._lock:
+            self._free.append(buffer)
+            self._returned.notify()
+
     def close(self) -> None:
         if self._direct_fd is not None:
             os.close(self._direct_fd)
             self._direct_fd = None
         self._direct = False
         for buffer in self._allocated:
-            buffer.close()
+            # a view of a lent buffer may outlive the block (a traceback being raised holds
+            # its frames): the mapping then goes when that view is collected
+            with contextlib.suppress(BufferError):
+                buffer.close()
         self._allocated.clear()
         self._free.clear()
 

@@ -57,8 +57,10 @@ def write_runs(
     *,
     threads: int = 4,
     run_bytes: int | None = None,
+    lent: bool = False,
 ) -> tuple[bytes, bytes, int, int]:
-    """Write ``runs`` of random pages in shuffled order from ``threads`` threads."""
+    """Write ``runs`` of random pages in shuffled order from ``threads`` threads, copied
+    from ``bytes`` or (``lent``) filled into the writer's own buffers."""
     total = sum(count for _, count in runs) * page_size
     expected = os.urandom(total)
     volume = Volume(tmp_path / "volume")
@@ -73,7 +75,14 @@ def write_runs(
             def one(run: tuple[int, int]) -> None:
                 first, count = run
                 start = (first - 1) * page_size
-                writer.write_run(first, expected[start : start + count * page_size])
+                data = expected[start : start + count * page_size]
+                if not lent:
+                    writer.write_run(first, data)
+                    return
+                with writer.lend() as buffer:
+                    assert len(buffer) >= len(data)
+                    buffer[: len(data)] = data
+                    writer.write_lent(first, buffer[: len(data)])
 
             with concurrent.futures.ThreadPoolExecutor(threads) as pool:
                 list(pool.map(one, order))
@@ -107,11 +116,24 @@ def test_runs_in_any_order_from_many_threads_land_at_their_offsets(
     assert direct == (len(expected) if supports_direct(tmp_path) else 0)
 
 
+@pytest.mark.parametrize("page_size", [4096, 65536])
+def test_lent_buffers_are_written_where_they_are(tmp_path: Path, page_size: int) -> None:
+    expected, actual, direct, buffered = write_runs(
+        tmp_path, page_size, layout(90, [16, 3, 1, 16, 9]), threads=3, lent=True
+    )
+    assert actual == expected
+    assert direct + buffered == len(expected)
+    assert direct == (len(expected) if supports_direct(tmp_path) else 0)
+
+
 def test_pages_smaller_than_a_memory_page_go_through_the_page_cache(tmp_path: Path) -> None:
     # 1 KiB pages: runs need not start or end on a memory page, so direct I/O is not used
-    expected, actual, direct, buffered = write_runs(tmp_path, 1024, layout(37, [5, 3, 8]))
-    assert actual == expected
-    assert (direct, buffered) == (0, len(expected))
+    for lent in (False, True):
+        expected, actual, direct, buffered = write_runs(
+            tmp_path, 1024, layout(37, [5, 3, 8]), lent=lent
+        )
+        assert actual == expected
+        assert (direct, buffered) == (0, len(expected))
 
 
 def test_a_file_system_refusing_direct_writes_falls_back_to_the_page_cache(
@@ -141,9 +163,12 @@ def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         return REAL_PWRITE(fd, view[:limit], offset)
 
     monkeypatch.setattr(os, "pwrite", pwrite)
-    expected, actual, direct, buffered = write_runs(tmp_path, 4096, layout(40, [7, 9]))
-    assert actual == expected
-    assert direct + buffered == len(expected)
+    for lent in (False, True):
+        expected, actual, direct, buffered = write_runs(
+            tmp_path, 4096, layout(40, [7, 9]), lent=lent
+        )
+        assert actual == expected
+        assert direct + buffered == len(expected)
     page = os.urandom(4096)
     with Volume(tmp_path / "volume").writing_pages(4096) as pages:
         pages.write(3, page)
