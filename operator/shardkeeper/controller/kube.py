@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,9 +21,9 @@ from shardkeeper import __version__
 from shardkeeper.api.meta import API_VERSION
 from shardkeeper.controller import metrics
 from shardkeeper.controller.names import FIELD_MANAGER
+from shardkeeper.kube_json import ApiError, request
 
 T = TypeVar("T")
-REQUEST_TIMEOUT = 30.0
 APPLY_PATCH = "application/apply-patch+yaml"
 USER_AGENT = f"shardkeeper-operator/{__version__}"
 
@@ -47,17 +46,6 @@ PLURALS: dict[tuple[str, str], str] = {
 }
 
 __all__ = ["ApiError", "AsyncKube", "connect", "path"]
-
-
-class ApiError(Exception):
-    """The API server refused a request; ``status`` is its HTTP status."""
-
-    def __init__(self, status: int, reason: str, body: Any) -> None:
-        message = body.get("message", body) if isinstance(body, dict) else body
-        super().__init__(f"{status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.body = body
 
 
 def path(api_version: str, kind: str, namespace: str, name: str = "", sub: str = "") -> str:
@@ -90,41 +78,6 @@ def connect(kubeconfig: Path | None = None, *, pool_size: int = 32) -> Any:
     api_client = client.ApiClient(configuration)
     api_client.user_agent = USER_AGENT
     return api_client
-
-
-def request(
-    api_client: Any,
-    method: str,
-    url: str,
-    *,
-    query: Mapping[str, Any] | None = None,
-    body: Any = None,
-    content_type: str = "application/json",
-) -> Any:
-    """One request with the official client's transport (kubeconfig, TLS, tokens), plain
-    JSON in and out: the operator works with objects as the API returns them."""
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        response = api_client.call_api(
-            url,
-            method,
-            query_params=[(k, str(v)) for k, v in (query or {}).items()],
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _return_http_data_only=True,
-            _request_timeout=REQUEST_TIMEOUT,
-        )
-    except ApiException as err:
-        try:
-            parsed: Any = json.loads(err.body) if err.body else None
-        except ValueError:
-            parsed = err.body
-        raise ApiError(err.status or 0, err.reason or "", parsed) from None
-    data = response.data
-    return json.loads(data) if data else None
 
 
 class AsyncKube:
@@ -254,11 +207,13 @@ class AsyncKube:
         )
 
     async def create(self, obj: Mapping[str, Any]) -> Any:
+        """POST as ``shardkeeper-operator``: fails with 409 if the name is taken."""
         meta = obj["metadata"]
         return await self._request(
             "create",
             PLURALS[(obj["apiVersion"], obj["kind"])],
             "POST",
             path(obj["apiVersion"], obj["kind"], meta["namespace"]),
+            query={"fieldManager": FIELD_MANAGER},
             body=dict(obj),
         )

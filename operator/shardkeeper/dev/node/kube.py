@@ -15,26 +15,22 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-REQUEST_TIMEOUT = 30.0
+from shardkeeper.kube_json import ApiError, call, request
+
+__all__ = [
+    "MERGE_PATCH",
+    "STRATEGIC_MERGE_PATCH",
+    "ApiError",
+    "Kube",
+    "ServerInfo",
+    "collection",
+    "key_of",
+    "namespaced",
+]
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, reason: str, body: Any) -> None:
-        super().__init__(f"{status} {reason}: {_message(body)}")
-        self.status = status
-        self.reason = reason
-        self.body = body
-
-
-def _message(body: Any) -> str:
-    if isinstance(body, dict):
-        return str(body.get("message", body))
-    return str(body)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,35 +61,6 @@ class Kube:
         )
         return cls(client.ApiClient(configuration)), info
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, Any] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-        timeout: float | tuple[float, float] = REQUEST_TIMEOUT,
-    ) -> Any:
-        try:
-            return self._api.call_api(
-                path,
-                method,
-                query_params=[(k, _param(v)) for k, v in (query or {}).items()],
-                header_params={"Accept": "application/json", "Content-Type": content_type},
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-                _request_timeout=timeout,
-            )
-        except ApiException as err:
-            try:
-                parsed: Any = json.loads(err.body) if err.body else None
-            except ValueError:
-                parsed = err.body
-            raise ApiError(err.status or 0, err.reason or "", parsed) from None
-
     def request(
         self,
         method: str,
@@ -103,9 +70,7 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
     ) -> Any:
-        response = self._call(method, path, query=query, body=body, content_type=content_type)
-        data = response.data
-        return json.loads(data) if data else None
+        return request(self._api, method, path, query=query, body=body, content_type=content_type)
 
     def get(self, path: str, query: Mapping[str, Any] | None = None) -> Any:
         """The object at ``path``, or None if there is none."""
@@ -136,8 +101,8 @@ class Kube:
         self, path: str, query: Mapping[str, Any], *, read_timeout: float
     ) -> Iterator[dict[str, Any]]:
         """Watch events, one dict per line, until the server ends the watch."""
-        response = self._call(
-            "GET", path, query={**query, "watch": "true"}, timeout=(10.0, read_timeout)
+        response = call(
+            self._api, "GET", path, query={**query, "watch": "true"}, timeout=(10.0, read_timeout)
         )
         try:
             for line in iter_resp_lines(response):
@@ -146,12 +111,6 @@ class Kube:
         finally:
             response.close()
             response.release_conn()
-
-
-def _param(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def namespaced(resource: str, namespace: str, name: str = "", sub: str = "") -> str:
