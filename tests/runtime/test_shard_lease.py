@@ -9,7 +9,8 @@ from typing import Any
 
 from kubernetes import client
 
-from shardkeeper.runtime.lease import Elector, LeaseApi, LeaseKeeper, LeaseRecord
+from shardkeeper.lease import LeaseRecord
+from shardkeeper.runtime.lease import Elector, LeaseApi, LeaseKeeper
 
 DURATION = 2
 

@@ -22,14 +22,19 @@ from typing import Any
 
 from shardkeeper.controller import metrics
 from shardkeeper.controller.kube import ApiError, AsyncKube
+from shardkeeper.lease import (
+    LEASE_API_VERSION,
+    LeaseRecord,
+    Sighting,
+    Verdict,
+    assess,
+    claimed,
+    released,
+    resource_version,
+    sight,
+)
 
 log = logging.getLogger(__name__)
-LEASE_API = "coordination.k8s.io/v1"
-
-
-def micro_time(at: datetime) -> str:
-    """metav1.MicroTime: RFC 3339 with microseconds."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,12 +43,6 @@ class Timing:
     renew_every: float = 5.0
     renew_deadline: float = 10.0
     retry_every: float = 2.0
-
-
-def may_take(holder: str, identity: str, unchanged_for: float, duration: float) -> bool:
-    """Whether ``identity`` may write itself into a Lease held by ``holder`` whose record
-    has not changed for ``unchanged_for`` seconds."""
-    return not holder or holder == identity or unchanged_for >= duration
 
 
 class Elector:
@@ -63,8 +62,7 @@ class Elector:
         self.identity = identity
         self.timing = timing or Timing()
         self.clock = clock
-        self._seen: tuple[Any, ...] | None = None
-        self._seen_at = 0.0
+        self._sighting: Sighting | None = None
         # the Lease as this replica last wrote it, while it holds it
         self._held: dict[str, Any] | None = None
 
@@ -86,53 +84,49 @@ class Elector:
         """One attempt to take or renew the Lease; whether this replica holds it now."""
         if await self._renew():
             return True
-        lease = await self.kube.get(LEASE_API, "Lease", self.namespace, self.name)
+        lease = await self.kube.get(LEASE_API_VERSION, "Lease", self.namespace, self.name)
         now = datetime.now(UTC)
         if lease is None:
-            body = self._record(None, now)
             try:
-                self._held = await self.kube.create(body)
+                self._held = await self.kube.create(self._record(None, now))
             except ApiError as err:
                 if err.status == 409:
                     return False
                 raise
             return True
-        spec = lease.get("spec", {})
-        record = tuple(sorted(spec.items()))
-        if record != self._seen:
-            self._seen, self._seen_at = record, self.clock()
-        holder = spec.get("holderIdentity") or ""
-        duration = float(spec.get("leaseDurationSeconds") or self.timing.duration)
-        if not may_take(holder, self.identity, self.clock() - self._seen_at, duration):
+        record = LeaseRecord.from_spec(lease.get("spec") or {})
+        self._sighting = sight(self._sighting, record, resource_version(lease), self.clock())
+        verdict = assess(self._sighting, self.identity, self.clock())
+        if verdict is Verdict.HELD:
             return False
-        body = self._record(lease, now)
         try:
-            self._held = await self.kube.replace(body)
+            self._held = await self.kube.replace(self._record(lease, now))
         except ApiError as err:
             if err.status == 409:  # someone else wrote it first
                 return False
             raise
-        if holder != self.identity:
-            log.info("took the leader Lease %s/%s over from %r", self.namespace, self.name, holder)
+        if verdict is not Verdict.MINE:
+            log.info(
+                "took the leader Lease %s/%s over from %r (%s)",
+                self.namespace,
+                self.name,
+                record.holder,
+                verdict.value,
+            )
         return True
 
     def _record(self, lease: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
-        spec = (lease or {}).get("spec", {})
-        ours = spec.get("holderIdentity") == self.identity
-        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        """The Lease that makes this replica the holder; a replace carries the
+        resourceVersion it read, so it fails if anyone wrote since."""
+        previous = None if lease is None else LeaseRecord.from_spec(lease.get("spec") or {})
+        spec = claimed(previous, self.identity, int(self.timing.duration), now).to_spec()
         if lease is not None:
-            metadata["resourceVersion"] = lease["metadata"]["resourceVersion"]
+            return {**lease, "spec": spec}
         return {
-            "apiVersion": LEASE_API,
+            "apiVersion": LEASE_API_VERSION,
             "kind": "Lease",
-            "metadata": metadata,
-            "spec": {
-                "holderIdentity": self.identity,
-                "leaseDurationSeconds": int(self.timing.duration),
-                "acquireTime": spec.get("acquireTime") if ours else micro_time(now),
-                "renewTime": micro_time(now),
-                "leaseTransitions": int(spec.get("leaseTransitions", 0)) + (0 if ours else 1),
-            },
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": spec,
         }
 
     async def acquire(self) -> None:
@@ -174,12 +168,13 @@ class Elector:
         metrics.LEADER.set(0)
         self._held = None
         try:
-            lease = await self.kube.get(LEASE_API, "Lease", self.namespace, self.name)
-            if lease is None or lease.get("spec", {}).get("holderIdentity") != self.identity:
+            lease = await self.kube.get(LEASE_API_VERSION, "Lease", self.namespace, self.name)
+            if lease is None:
                 return
-            lease["spec"]["holderIdentity"] = None
-            lease["spec"]["leaseDurationSeconds"] = 1
-            await self.kube.replace(lease)
+            record = LeaseRecord.from_spec(lease.get("spec") or {})
+            if record.holder != self.identity:
+                return
+            await self.kube.replace({**lease, "spec": released(record).to_spec()})
             log.info("released the leader Lease")
         except Exception as exc:
             log.warning("could not release the leader Lease: %s", exc)

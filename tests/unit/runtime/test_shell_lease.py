@@ -1,4 +1,5 @@
-"""Lease election logic: expiry by the observer's clock, claims, releases, lost Leases."""
+"""Lease election logic (shardkeeper.lease, runtime.lease): expiry by the observer's clock,
+claims, releases, lost Leases."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ import itertools
 from datetime import UTC, datetime
 from typing import Any
 
-from shardkeeper.runtime.lease import (
-    Elector,
-    LeaseKeeper,
+from shardkeeper.lease import (
     LeaseRecord,
     Sighting,
     Verdict,
@@ -19,6 +18,7 @@ from shardkeeper.runtime.lease import (
     released,
     sight,
 )
+from shardkeeper.runtime.lease import Elector, LeaseKeeper
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 
-from shardkeeper.controller.leader import may_take, micro_time
 from shardkeeper.controller.queue import Backoff, Key, WorkQueue
 
 A, B = Key("Task", "ns", "a"), Key("Task", "ns", "b")
@@ -73,25 +72,6 @@ def test_a_closed_queue_stops_its_workers() -> None:
             await waiter
 
     run(scenario())
-
-
-@pytest.mark.parametrize(
-    ("holder", "unchanged_for", "allowed"),
-    [
-        ("", 0.0, True),  # released
-        ("me", 0.0, True),  # renewing our own
-        ("other", 14.9, False),  # still fresh
-        ("other", 15.0, True),  # unrenewed for a whole duration
-    ],
-)
-def test_who_may_take_the_lease(holder: str, unchanged_for: float, allowed: bool) -> None:
-    assert may_take(holder, "me", unchanged_for, 15.0) is allowed
-
-
-def test_micro_time_is_rfc3339_with_microseconds() -> None:
-    from datetime import UTC, datetime
-
-    assert micro_time(datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=UTC)) == "2024-01-02T03:04:05.000006Z"
 
 
 def test_urgent_keys_go_first_even_when_already_queued() -> None:
