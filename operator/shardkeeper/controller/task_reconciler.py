@@ -6,6 +6,7 @@ import logging
 
 from shardkeeper.api.task import Task
 from shardkeeper.controller import events
+from shardkeeper.controller.kube import ApiError
 from shardkeeper.controller.reconciler import Base, Deps
 from shardkeeper.controller.references import task_problems
 from shardkeeper.controller.shards import shard_manifest, shards_to_create
@@ -37,7 +38,15 @@ class TaskReconciler(Base):
         # that already has shards keeps them running and says what is wrong.
         to_create = [] if problems else shards_to_create(task, shards)
         for shard in to_create:
-            await self.deps.kube.apply(shard_manifest(shard))
+            # a create, not an apply: a pass whose cache has not yet seen the Shard an
+            # earlier pass made (or a dead leader made) is refused, and announces nothing
+            try:
+                await self.deps.kube.create(shard_manifest(shard))
+            except ApiError as err:
+                if err.status != 409:
+                    raise
+                log.debug("shard %s exists already", shard.metadata.name)
+                continue
             await self.deps.recorder.post(
                 task,
                 events.Notice(
