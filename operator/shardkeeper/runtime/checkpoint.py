@@ -148,7 +148,15 @@ def write(txn: Transaction, rows: CommitRows) -> None:
     )
     txn.executemany(
         f"INSERT INTO {PENDING_TABLE} (journal, begin, epoch, compressed) VALUES (?, ?, ?, ?)",
-        [(b.journal, b.begin, b.epoch, compress(b.payload)) for b in rows.pending],
+        [
+            (
+                b.journal,
+                b.begin,
+                b.epoch,
+                compress(b.payload) if b.compressed is None else b.compressed.result(),
+            )
+            for b in rows.pending
+        ],
     )
     txn.execute(f"UPDATE {STATS_TABLE} SET transactions = ? WHERE id = 1", (rows.transactions,))
 

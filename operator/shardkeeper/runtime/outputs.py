@@ -18,7 +18,8 @@ none is written twice.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 
 from shardkeeper.runtime.documents import (
     META,
@@ -58,6 +59,9 @@ class OutputBatch:
     begin: int
     epoch: int
     payload: bytes
+    # the payload compressed for the store (see checkpoint.write), begun while the
+    # transaction went on; None: compressed when written
+    compressed: Future[bytes] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def end(self) -> int:
@@ -72,7 +76,7 @@ class _Journal:
     costs more than writing it (tens of thousands of objects per transaction, in memory
     that is new each time)."""
 
-    __slots__ = ("current", "head", "limit", "name", "next", "payloads", "uuid")
+    __slots__ = ("compressed", "current", "full", "head", "limit", "name", "next", "uuid")
 
     def __init__(self, name: str, head: int, limit: int) -> None:
         self.name = name
@@ -82,8 +86,9 @@ class _Journal:
         self.clear()
 
     def clear(self) -> None:
-        self.current = bytearray()  # the payload being filled, the last of payloads
-        self.payloads = [self.current]
+        self.full: list[bytes] = []  # payloads that take no more lines
+        self.compressed: list[Future[bytes] | None] = []  # of each full payload
+        self.current = bytearray()  # the payload being filled, after the full ones
         self.next = self.head  # where the next output goes
 
 
@@ -92,6 +97,9 @@ class OutputBuffer:
 
     ``journals`` maps each output collection to this shard's journal in it (a relative
     name); ``heads`` holds each journal's next offset as the store recorded it.
+    ``compress``, if given, begins compressing a payload as soon as it is full (a large
+    transaction's batches but its last are then compressed by the time it commits,
+    rather than one after the other on its way to the commit).
     """
 
     def __init__(
@@ -100,8 +108,10 @@ class OutputBuffer:
         heads: Mapping[str, int],
         *,
         max_fragment_bytes: int = MAX_FRAGMENT_BYTES,
+        compress: Callable[[bytes], Future[bytes]] | None = None,
     ) -> None:
         self.journals = dict(journals)
+        self.compress = compress
         self.max_fragment_bytes = max_fragment_bytes
         self.heads = {j: heads.get(j, 0) for j in self.journals.values()}
         self._framed = {j: _Journal(j, head, max_fragment_bytes) for j, head in self.heads.items()}
@@ -138,12 +148,18 @@ class OutputBuffer:
             line = encode_line(written)
         current = framed.current
         if current and len(current) + len(line) > framed.limit:
-            framed.current = current = bytearray()
-            framed.payloads.append(current)
+            self._fill(framed)
+            current = framed.current
         current += line
         framed.next = offset + len(line)
         self.documents += 1
         return written
+
+    def _fill(self, framed: _Journal) -> None:
+        payload = bytes(framed.current)
+        framed.full.append(payload)
+        framed.compressed.append(None if self.compress is None else self.compress(payload))
+        framed.current = bytearray()
 
     def next_offset(self, journal: str) -> int:
         """Where the next document framed for ``journal`` will sit."""
@@ -154,10 +170,12 @@ class OutputBuffer:
         batches: list[OutputBatch] = []
         for journal, framed in self._framed.items():
             begin = framed.head
-            for payload in framed.payloads:
-                if payload:
-                    batches.append(OutputBatch(journal, begin, epoch, bytes(payload)))
-                    begin += len(payload)
+            payloads = list(zip(framed.full, framed.compressed, strict=True))
+            if framed.current:
+                payloads.append((bytes(framed.current), None))
+            for payload, compressed in payloads:
+                batches.append(OutputBatch(journal, begin, epoch, payload, compressed))
+                begin += len(payload)
             self.heads[journal] = framed.head = begin
             framed.clear()
         self.documents = 0

@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from shardkeeper.api.collection import Collection
@@ -235,6 +235,7 @@ class Processor:
         self._transactions = 0
         self._previous: _Commit | None = None
         self._committer: ThreadPoolExecutor | None = None
+        self._compressor: ThreadPoolExecutor | None = None
 
     # -- the shell's view --------------------------------------------------------------------
 
@@ -260,6 +261,9 @@ class Processor:
                 "call store.fence() first"
             )
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="commit")
+        # compresses full output payloads while the transaction goes on (zlib lets go of
+        # the interpreter lock), off the way from its last document to its commit
+        self._compressor = ThreadPoolExecutor(1, thread_name_prefix="compress")
         try:
             self._start()
             self._loop(stop)
@@ -281,7 +285,7 @@ class Processor:
             if journal not in heads:
                 # a first output to this journal: start at its head, wherever it is
                 heads[journal] = Journal(ctx.objects, ctx.prefix + journal).head()
-        self._outputs = OutputBuffer(journals, heads)
+        self._outputs = OutputBuffer(journals, heads, compress=self._compress_ahead)
         for batch in saved.pending:
             append_batch(ctx.objects, ctx.prefix, batch)
         self._faults.reached(RuntimeFaultPoint.PENDING_REAPPENDED)
@@ -305,11 +309,17 @@ class Processor:
         self._feed = self._make_feed()
         self._feed.start(self._checkpoint)
 
+    def _compress_ahead(self, payload: bytes) -> Future[bytes]:
+        assert self._compressor is not None
+        return self._compressor.submit(checkpoint.compress, payload)
+
     def _shutdown(self) -> None:
         if self._feed is not None:
             self._feed.stop()
         if self._committer is not None:
             self._committer.shutdown(wait=True)
+        if self._compressor is not None:
+            self._compressor.shutdown(wait=True)
         stopping = errors.StoreClosed("the shard stopped before this was committed")
         while True:
             try:

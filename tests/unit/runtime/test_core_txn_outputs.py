@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import zlib
+from concurrent.futures import Future
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shardkeeper.api.storagemapping import StorageMapping
 from shardkeeper.api.task import TaskSpec
+from shardkeeper.runtime import checkpoint
 from shardkeeper.runtime.documents import document_uuid, encode_line, parse_line, split_lines
 from shardkeeper.runtime.outputs import OutputBuffer
 from shardkeeper.runtime.schemas import DocumentSchema, SchemaError
@@ -108,6 +112,30 @@ def test_large_outputs_are_cut_into_fragments_at_line_boundaries() -> None:
     assert len(batches) > 1
     assert all(len(b.payload) <= 200 and b.payload.endswith(b"\n") for b in batches)
     assert [b.begin for b in batches[1:]] == [b.end for b in batches[:-1]]
+
+
+def test_full_payloads_are_compressed_ahead_and_batches_stay_the_same() -> None:
+    compressed: list[bytes] = []
+
+    def compress_ahead(payload: bytes) -> Future[bytes]:
+        compressed.append(payload)
+        future: Future[bytes] = Future()
+        future.set_result(checkpoint.compress(payload))
+        return future
+
+    plain = OutputBuffer({"out": "j"}, {"j": 0}, max_fragment_bytes=200)
+    ahead = OutputBuffer({"out": "j"}, {"j": 0}, max_fragment_bytes=200, compress=compress_ahead)
+    for n in range(10):
+        plain.add("out", {"n": n})
+        ahead.add("out", {"n": n})
+    expected, batches = plain.seal(epoch=1), ahead.seal(epoch=1)
+    assert batches == expected
+    # every payload but the one still open at the seal was handed over as it filled
+    assert compressed == [b.payload for b in batches[:-1]]
+    assert [b.compressed is None for b in batches] == [False] * (len(batches) - 1) + [True]
+    for batch in batches[:-1]:
+        assert batch.compressed is not None
+        assert zlib.decompress(batch.compressed.result()) == batch.payload
 
 
 def test_a_schema_admits_meta_even_when_it_closes_the_object() -> None:
