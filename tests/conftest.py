@@ -64,6 +64,22 @@ def kubectl(dev_env: environment.EnvInfo) -> Kubectl:
     return run
 
 
+CRD_DIR = Path(__file__).resolve().parents[1] / "crds"
+
+
+@pytest.fixture(scope="session")
+def crds(kubectl: Kubectl) -> list[str]:
+    """Apply crds/ with server-side apply, the way a user applies them; wait until the API
+    server serves every kind."""
+    applied = kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR), "-o", "name"
+    )
+    names = applied.stdout.split()
+    assert len(names) == len(list(CRD_DIR.glob("*.yaml"))), applied.stdout
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+    return names
+
+
 def _slug(text: str, limit: int) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:limit].strip("-")
 

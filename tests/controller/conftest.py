@@ -7,14 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-
-# the session fixture that applies crds/ and waits for them: reused, not copied
-from tests.api.conftest import crds
 from tests.controller.support import Kubectl, OperatorProcess
 
 from shardkeeper.dev.environment import EnvInfo
-
-__all__ = ["crds", "operator", "operators"]
 
 StartOperator = Callable[..., OperatorProcess]
 

@@ -7,14 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-# the session fixture that applies crds/ and waits for them: reused, not copied
-from tests.api.conftest import crds
 from tests.runtime.shard_harness import ReplicaProcess, ShardSetup, counting_shard, pod_network
 
 from shardkeeper.dev.environment import EnvInfo
-
-__all__ = ["crds", "new_shard", "spawn"]
 
 NewShard = Callable[..., ShardSetup]
 Spawn = Callable[..., ReplicaProcess]
