@@ -77,7 +77,7 @@ def check_documents(target: IngestTarget, documents: list[dict[str, Any]]) -> No
         problem = target.schema.problem(document)
         if problem is None:
             try:
-                target.key.values(document)
+                target.key.require(document)
             except MissingKey as exc:
                 problem = str(exc)
         if problem is not None:

@@ -101,7 +101,7 @@ class DerivationHandler(HandlerDefaults):
             problem = self.sources[collection].problem(document)
             if problem is not None:
                 raise DocumentRejected(problem)
-        output_accepts, output_key = self.output_schema.accepts, self.output_key.values
+        output_accepts, output_key = self.output_schema.accepts, self.output_key.require
         for output in self.deriver.derive(txn, collection, document):
             if not output_accepts(output):
                 problem = self.output_schema.problem(output)

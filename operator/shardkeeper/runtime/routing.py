@@ -129,6 +129,19 @@ class KeyExtractor:
             values.append(value)
         return values
 
+    def require(self, document: Any) -> None:
+        """Raise :class:`MissingKey` unless ``document`` has every value of the key (what
+        :meth:`values` checks, without collecting them)."""
+        getter = self._getter
+        if getter is not None and document.__class__ is dict:
+            try:
+                getter(document)
+            except KeyError:
+                pass  # values names the missing pointer
+            else:
+                return
+        self.values(document)
+
     def packed(self, document: Any) -> bytes:
         return pack_key(self.values(document))
 

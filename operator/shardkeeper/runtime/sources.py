@@ -239,11 +239,12 @@ class LineRouter:
         checked at once)."""
         try:
             document = parse_line(data, checked=checked)
+            if self._everything:
+                self.key.require(document)
+                return document
             values = self.key.values(document)
         except (DocumentError, MissingKey) as exc:
             raise TaskFailed(journal, begin, str(exc)) from None
-        if self._everything:
-            return document
         ranges = self.ranges
         owned = (ranges.all_keys or ranges.owns_key(key_hash(pack_key(values)))) and (
             ranges.all_clocks or ranges.owns_clock(r_clock(document, journal, begin))
