@@ -245,10 +245,12 @@ def bench_restore(ctx: Context, client: S3Client, log: RecoveryLog, out: Run, si
                 # what each side does with the same objects at the same concurrency
                 "baseline": f"{TRANSFERS} concurrent get_object, bodies read and dropped",
                 "restore": (
-                    f"at most {TRANSFERS} concurrent gets of snapshot parts; each part checked "
-                    "(crc32) and written at its offset (O_DIRECT where possible) by the thread "
-                    f"that fetched it while up to {TRANSFERS} others fetch; then the log tail "
-                    f"(read-ahead {TRANSFERS}, sha256) replayed; one fsync"
+                    f"at most {TRANSFERS} concurrent gets of snapshot parts, each read into "
+                    "an aligned buffer, checked (crc32) there and written from it at its "
+                    "offset (O_DIRECT where possible) by the thread that fetched it while up "
+                    f"to {TRANSFERS} others fetch; meanwhile the log tail listed and its "
+                    f"first fragments fetched (read-ahead {TRANSFERS}, sha256), replayed "
+                    "once the parts are written; one fsync"
                 ),
                 "restore_direct_io_bytes": direct_bytes,
             },
@@ -369,38 +371,47 @@ def bench_commit_latency(
 # -- entry point ----------------------------------------------------------------------
 
 
-def run(ctx: Context, out: Run) -> None:
+PARTS = ("append", "latency", "restore")
+
+
+def run(ctx: Context, out: Run, parts: tuple[str, ...] = PARTS) -> None:
     client = client_of(ctx.env)
     bucket = fresh_bucket(client)
     try:
         append_total = 64 * MIB if ctx.quick else 512 * MIB
-        for size in (256 * 1024, 4 * MIB):
-            bench_append(client, bucket, out, total=append_total, size=size)
-        bench_commit_latency(ctx, client, bucket, out, commits=150 if ctx.quick else 600)
-
-        small_size, large_size = (16 * MIB, 64 * MIB) if ctx.quick else (256 * MIB, 1024 * MIB)
-        objects = ObjectStore(client, bucket)
-        sizes = {"small": small_size, "large": large_size}
-        logs = {name: RecoveryLog(objects, f"store-{name}") for name in sizes}
-        for name, size in sizes.items():
-            build_store(ctx.workdir / f"build-{name}", logs[name], size)
-            shutil.rmtree(ctx.workdir / f"build-{name}")
-        bench_restore(ctx, client, logs["large"], out, large_size)
-        small_rss = restore_peak_rss(ctx.env, logs["small"], ctx.workdir / "rss-small")
-        large_rss = restore_peak_rss(ctx.env, logs["large"], ctx.workdir / "rss-large")
-        out.add(
-            Result(
-                name="storage.restore_peak_rss",
-                value=large_rss,
-                unit="MiB",
-                baseline=small_rss,
-                better="lower",
-                params={"store_bytes": large_size, "baseline_store_bytes": small_size},
-                target="ratio <= 1.25 (does not grow with the store)",
-            )
-        )
+        if "append" in parts:
+            for size in (256 * 1024, 4 * MIB):
+                bench_append(client, bucket, out, total=append_total, size=size)
+        if "latency" in parts:
+            bench_commit_latency(ctx, client, bucket, out, commits=150 if ctx.quick else 600)
+        if "restore" in parts:
+            bench_restore_and_memory(ctx, client, bucket, out)
     finally:
         drop_bucket(client, bucket)
+
+
+def bench_restore_and_memory(ctx: Context, client: S3Client, bucket: str, out: Run) -> None:
+    small_size, large_size = (16 * MIB, 64 * MIB) if ctx.quick else (256 * MIB, 1024 * MIB)
+    objects = ObjectStore(client, bucket)
+    sizes = {"small": small_size, "large": large_size}
+    logs = {name: RecoveryLog(objects, f"store-{name}") for name in sizes}
+    for name, size in sizes.items():
+        build_store(ctx.workdir / f"build-{name}", logs[name], size)
+        shutil.rmtree(ctx.workdir / f"build-{name}")
+    bench_restore(ctx, client, logs["large"], out, large_size)
+    small_rss = restore_peak_rss(ctx.env, logs["small"], ctx.workdir / "rss-small")
+    large_rss = restore_peak_rss(ctx.env, logs["large"], ctx.workdir / "rss-large")
+    out.add(
+        Result(
+            name="storage.restore_peak_rss",
+            value=large_rss,
+            unit="MiB",
+            baseline=small_rss,
+            better="lower",
+            params={"store_bytes": large_size, "baseline_store_bytes": small_size},
+            target="ratio <= 1.25 (does not grow with the store)",
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -409,6 +420,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_storage")
     parser.add_argument("--env-dir", type=Path, required=True, help="a running environment")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=PARTS,
+        help="run only this part (repeatable): journal appends, commit latency, or "
+        "restore throughput and memory",
+    )
     parser.add_argument("--out", type=Path, default=Path(".bench/storage.json"))
     args = parser.parse_args(argv)
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-storage-{secrets.token_hex(3)}"
@@ -416,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ctx = Context(env=Environment(args.env_dir).info(), workdir=workdir, quick=args.quick)
         out = Run()
-        run(ctx, out)
+        run(ctx, out, tuple(args.only) if args.only else PARTS)
         out.write(args.out)
         print(f"wrote {len(out.results)} results to {args.out}")
     finally:
