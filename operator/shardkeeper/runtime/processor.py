@@ -10,7 +10,8 @@ transaction begins: its clock starts at its first message, it applies messages a
 the previous record is in the recovery log, and it commits only once the previous
 transaction's outputs are appended, so commits never overlap and outputs go out in order.
 The feed threads keep reading ahead into the channel (``readChannelSize`` messages) all
-along. A transaction holds at most ``ringBufferSize`` documents: what it must keep in
+along, and a **compressor** thread compresses each output payload for the store as soon as
+it is full. A transaction holds at most ``ringBufferSize`` documents: what it must keep in
 memory until it commits (framed outputs, captured requests, upserts) stays bounded.
 
 On start, on a store that is already primary, the processor appends again whatever
