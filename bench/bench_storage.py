@@ -248,9 +248,8 @@ def bench_restore(ctx: Context, client: S3Client, log: RecoveryLog, out: Run, si
                     f"at most {TRANSFERS} concurrent gets of snapshot parts, each read into "
                     "an aligned buffer, checked (crc32) there and written from it at its "
                     "offset (O_DIRECT where possible) by the thread that fetched it while up "
-                    f"to {TRANSFERS} others fetch; meanwhile the log tail listed and its "
-                    f"first fragments fetched (read-ahead {TRANSFERS}, sha256), replayed "
-                    "once the parts are written; one fsync"
+                    f"to {TRANSFERS} others fetch; then the log tail (read-ahead "
+                    f"{TRANSFERS}, sha256) replayed; one fsync"
                 ),
                 "restore_direct_io_bytes": direct_bytes,
             },

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import os
+from typing import Any
 
 import pytest
 
@@ -57,3 +58,24 @@ def test_a_body_broken_off_half_way_is_read_again(
     assert patient.get_into("obj", buffer) == len(body)
     assert buffer == body
     assert breaks == [1 << 16]
+
+
+def test_an_answer_without_a_length_is_read_as_it_comes(
+    objects: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = os.urandom(100_000)
+    objects.put("obj", body)
+    real = objects.client.get_object
+
+    def unsized(**request: Any) -> Any:
+        answer = real(**request)
+        del answer["ContentLength"]
+        return answer
+
+    monkeypatch.setattr(objects.client, "get_object", unsized)
+    buffer = memoryview(bytearray(200_000))
+    assert objects.get_into("obj", buffer) == len(body)
+    assert buffer[: len(body)] == body
+    small = memoryview(bytearray(10))
+    assert objects.get_into("obj", small) == len(body)
+    assert not any(small)

@@ -190,6 +190,12 @@ class ObjectStore:
         def get() -> int:
             answer = self.client.get_object(Bucket=self.bucket, Key=key)
             body = answer["Body"]
+            if "ContentLength" not in answer:
+                # no length announced (a chunked answer): read it as it comes
+                data = body.read()
+                if len(data) <= len(buffer):
+                    buffer[: len(data)] = data
+                return len(data)
             size = answer["ContentLength"]
             try:
                 if size <= len(buffer):

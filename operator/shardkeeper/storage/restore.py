@@ -15,22 +15,15 @@ from an unrelated log.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import queue
-import threading
 import time
-from collections.abc import Iterator
-from typing import TypeVar, cast
 
 from shardkeeper.storage import errors
-from shardkeeper.storage.fragment import Fragment, FragmentKind
+from shardkeeper.storage.fragment import FragmentKind
 from shardkeeper.storage.records import CommitRecord, ForkRecord, decode_record
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.snapshot import Manifest, latest_snapshot, restore_snapshot
 from shardkeeper.storage.volume import CommitMeta, LocalState, PageWriter, Volume
-
-T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,21 +144,14 @@ def apply_segments(
     segments: tuple[Segment, ...],
     *,
     read_ahead: int,
-    first: Iterator[Fragment] | None = None,
 ) -> None:
-    """:func:`replay` through a writer the caller holds (and syncs). ``first``, if given,
-    is the first segment's fragments from ``state.offset``, already being read."""
+    """:func:`replay` through a writer the caller holds (and syncs)."""
     for number, segment in enumerate(segments):
         offset = state.offset if number == 0 else segment.start
         journal = segment.log.journal
         state.log = segment.log
         state.offset = offset
-        fragments = (
-            first
-            if number == 0 and first is not None
-            else journal.read(offset, segment.until, read_ahead=read_ahead, boundary=True)
-        )
-        for fragment in fragments:
+        for fragment in journal.read(offset, segment.until, read_ahead=read_ahead, boundary=True):
             if fragment.kind is FragmentKind.DATA:
                 where = journal.key(fragment.begin)
                 record = decode_record(where, fragment.payload)
@@ -235,18 +221,10 @@ def restore(
             )
             source = "snapshot"
             # the snapshot's pages and the log after it under one torn marker and one
-            # sync: the file is only ever trusted once both are durable. The log's tail is
-            # listed and fetched while the pages are written, so that its first records
-            # are at hand when they are: replay itself must wait for the last page.
-            tail = first.log.journal.read(
-                base.offset, first.until, read_ahead=read_ahead, boundary=True
-            )
-            with (
-                volume.writing_pages(base.page_size) as writer,
-                reading_ahead(tail) as fragments,
-            ):
+            # sync: the file is only ever trusted once both are durable
+            with volume.writing_pages(base.page_size) as writer:
                 direct_bytes = restore_snapshot(first.log, base, writer, transfers=transfers)
-                apply_segments(writer, state, segments, read_ahead=read_ahead, first=fragments)
+                apply_segments(writer, state, segments, read_ahead=read_ahead)
         else:
             state = ReplayState(first.log, 0, None, None, 0)
             source = "empty"
@@ -261,59 +239,6 @@ def restore(
         direct_bytes=direct_bytes,
     )
     return state, report
-
-
-_END = object()
-
-
-@contextlib.contextmanager
-def reading_ahead(source: Iterator[T]) -> Iterator[Iterator[T]]:
-    """``source``'s items, taken from it by a thread of their own from the start of the
-    block, one ahead of the caller. A failure of ``source`` is raised where the caller
-    reaches it. Leaving the block waits for the item being taken, then closes ``source``
-    and ends the thread."""
-    handed: queue.Queue[object] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def take() -> None:
-        try:
-            for item in source:
-                handed.put(item)
-                if stop.is_set():
-                    return
-            handed.put(_END)
-        except BaseException as exc:
-            handed.put(_Failed(exc))
-        finally:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
-
-    def items() -> Iterator[T]:
-        while True:
-            item = handed.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failed):
-                raise item.error
-            yield cast(T, item)
-
-    taker = threading.Thread(target=take, name="restore-read-ahead", daemon=True)
-    taker.start()
-    try:
-        yield items()
-    finally:
-        stop.set()
-        while taker.is_alive():
-            # make room for an item being handed, so that the thread sees ``stop``
-            with contextlib.suppress(queue.Empty):
-                handed.get_nowait()
-            taker.join(0.01)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Failed:
-    error: BaseException
 
 
 def _choose_start(lineage: Lineage, local: LocalState | None) -> tuple[tuple[int, int] | None, str]:
