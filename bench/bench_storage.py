@@ -245,11 +245,10 @@ def bench_restore(ctx: Context, client: S3Client, log: RecoveryLog, out: Run, si
                 # what each side does with the same objects at the same concurrency
                 "baseline": f"{TRANSFERS} concurrent get_object, bodies read and dropped",
                 "restore": (
-                    f"at most {TRANSFERS} concurrent gets of snapshot parts, each read into "
-                    "an aligned buffer, checked (crc32) there and written from it at its "
-                    "offset (O_DIRECT where possible) by the thread that fetched it while up "
-                    f"to {TRANSFERS} others fetch; then the log tail (read-ahead "
-                    f"{TRANSFERS}, sha256) replayed; one fsync"
+                    f"{TRANSFERS} threads each get a snapshot part into an aligned buffer, "
+                    "check it there (crc32) and write it from there at its offset (O_DIRECT "
+                    f"where possible); then the log tail (read-ahead {TRANSFERS}, sha256) "
+                    "replayed; one fsync"
                 ),
                 "restore_direct_io_bytes": direct_bytes,
             },
