@@ -1,21 +1,45 @@
-"""Plain-JSON requests to the API server over the official client's transport.
+"""Plain-JSON requests to the API server, over any :class:`Transport`.
 
-The operator and the process node work with objects as the API returns them (dicts),
-which keeps their pure modules free of the client's generated classes; the official
-client still handles the kubeconfig, TLS and authentication.
+The operator, the process node and the shard runtime work with objects as the API returns
+them (dicts), which keeps their pure modules free of the official client's generated
+classes. How a request reaches the server is a transport's business: the operator and the
+node use the official client's (:class:`ApiClientTransport`: its kubeconfig loading, TLS
+and authentication); the shard runtime uses :mod:`shardkeeper.kube_light`, which never
+imports the official client. Encoding, status checks and :class:`ApiError` live here only.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+import urllib3
 
 REQUEST_TIMEOUT = 30.0
 
+Timeout = float | tuple[float, float]
+
+
+class Transport(Protocol):
+    """Sends one request to the API server and returns its answer unread, whatever its
+    status. ``path`` starts with ``/`` and carries the query string."""
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str],
+        body: bytes | None,
+        timeout: urllib3.Timeout,
+    ) -> urllib3.BaseHTTPResponse: ...
+
 
 class ApiError(Exception):
-    """The API server refused a request; ``status`` is its HTTP status."""
+    """The API server refused a request; ``status`` is its HTTP status, ``message`` the
+    API's own words (the Status object's message, else the body)."""
 
     def __init__(self, status: int, reason: str, body: Any) -> None:
         message = body.get("message", body) if isinstance(body, dict) else body
@@ -23,54 +47,93 @@ class ApiError(Exception):
         self.status = status
         self.reason = reason
         self.body = body
+        self.message = str(message)
 
 
 def call(
-    api_client: Any,
+    transport: Transport,
     method: str,
     path: str,
     *,
     query: Mapping[str, Any] | None = None,
     body: Any = None,
     content_type: str = "application/json",
-    timeout: float | tuple[float, float] = REQUEST_TIMEOUT,
-) -> Any:
+    timeout: Timeout = REQUEST_TIMEOUT,
+) -> urllib3.BaseHTTPResponse:
     """The raw response (not yet read: watches stream it), or :class:`ApiError`."""
-    from kubernetes.client.exceptions import ApiException
-
+    if query:
+        path += "?" + urlencode([(key, _param(value)) for key, value in query.items()])
+    headers = {"Accept": "application/json", "Content-Type": content_type}
+    # an apply-patch+yaml body is sent as JSON, which is YAML too
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    response = transport.send(method, path, headers=headers, body=data, timeout=_timeout(timeout))
+    if 200 <= response.status <= 299:
+        return response
+    raw = response.data
+    response.release_conn()
     try:
-        return api_client.call_api(
-            path,
-            method,
-            query_params=[(key, _param(value)) for key, value in (query or {}).items()],
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _return_http_data_only=True,
-            _request_timeout=timeout,
-        )
-    except ApiException as err:
-        try:
-            parsed: Any = json.loads(err.body) if err.body else None
-        except ValueError:
-            parsed = err.body
-        raise ApiError(err.status or 0, err.reason or "", parsed) from None
+        parsed: Any = json.loads(raw) if raw else None
+    except ValueError:
+        parsed = raw.decode(errors="replace")
+    raise ApiError(response.status, response.reason or "", parsed)
 
 
 def request(
-    api_client: Any,
+    transport: Transport,
     method: str,
     path: str,
     *,
     query: Mapping[str, Any] | None = None,
     body: Any = None,
     content_type: str = "application/json",
+    timeout: Timeout = REQUEST_TIMEOUT,
 ) -> Any:
     """One request, JSON in and out; None for an empty response."""
-    response = call(api_client, method, path, query=query, body=body, content_type=content_type)
+    response = call(
+        transport, method, path, query=query, body=body, content_type=content_type, timeout=timeout
+    )
     data = response.data
     return json.loads(data) if data else None
+
+
+class ApiClientTransport:
+    """The official client's connection pool, server and credentials (a
+    ``kubernetes.client.ApiClient``), as its generated APIs use them."""
+
+    def __init__(self, api_client: Any) -> None:
+        self.api_client = api_client
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str],
+        body: bytes | None,
+        timeout: urllib3.Timeout,
+    ) -> urllib3.BaseHTTPResponse:
+        api = self.api_client
+        headers = {**headers, **api.default_headers}
+        if api.cookie:
+            headers["Cookie"] = api.cookie
+        # a bearer token goes in a header; its refresh hook (in-cluster, exec) runs here
+        api.update_params_for_auth(headers, [], ["BearerToken"])
+        response: urllib3.BaseHTTPResponse = api.rest_client.pool_manager.request(
+            method,
+            api.configuration.host + path,
+            body=body,
+            headers=headers,
+            timeout=timeout,
+            preload_content=False,
+        )
+        return response
+
+
+def _timeout(timeout: Timeout) -> urllib3.Timeout:
+    # as the official client reads ``_request_timeout``: a total, or (connect, read)
+    if isinstance(timeout, tuple):
+        return urllib3.Timeout(connect=timeout[0], read=timeout[1])
+    return urllib3.Timeout(total=timeout)
 
 
 def _param(value: Any) -> str:

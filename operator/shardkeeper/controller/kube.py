@@ -21,7 +21,7 @@ from shardkeeper import __version__
 from shardkeeper.api.meta import API_VERSION
 from shardkeeper.controller import metrics
 from shardkeeper.controller.names import FIELD_MANAGER
-from shardkeeper.kube_json import ApiError, request
+from shardkeeper.kube_json import ApiClientTransport, ApiError, request
 
 T = TypeVar("T")
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -85,6 +85,7 @@ class AsyncKube:
 
     def __init__(self, api_client: Any, *, threads: int = 16) -> None:
         self.api_client = api_client
+        self.transport = ApiClientTransport(api_client)
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="kube")
 
     def close(self) -> None:
@@ -107,7 +108,7 @@ class AsyncKube:
     ) -> Any:
         metrics.API_REQUESTS.labels(verb=verb, resource=resource).inc()
         call = functools.partial(
-            request, self.api_client, method, url, query=query, body=body, content_type=content_type
+            request, self.transport, method, url, query=query, body=body, content_type=content_type
         )
         return await self.run(call)
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from kubernetes import client, config
 from kubernetes.watch.watch import iter_resp_lines
 
-from shardkeeper.kube_json import ApiError, call, request
+from shardkeeper.kube_json import ApiClientTransport, ApiError, call, request
 
 __all__ = [
     "MERGE_PATCH",
@@ -44,7 +44,7 @@ class ServerInfo:
 
 class Kube:
     def __init__(self, api_client: Any) -> None:
-        self._api = api_client
+        self._api = ApiClientTransport(api_client)
 
     @classmethod
     def from_kubeconfig(cls, path: Path) -> tuple[Kube, ServerInfo]:
