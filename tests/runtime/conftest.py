@@ -10,9 +10,16 @@ import pytest
 from tests.runtime.shard_harness import ReplicaProcess, ShardSetup, counting_shard, pod_network
 
 from shardkeeper.dev.environment import EnvInfo
+from shardkeeper.kube_light import LightClient
 
 NewShard = Callable[..., ShardSetup]
 Spawn = Callable[..., ReplicaProcess]
+
+
+@pytest.fixture(scope="session")
+def runtime_kube(dev_env: EnvInfo) -> LightClient:
+    """The light client a replica uses, as cluster admin (the env's kubeconfig)."""
+    return LightClient.from_kubeconfig(dev_env.kubeconfig)
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from tests.support.wait import wait_for
 from shardkeeper.api.meta import GROUP, VERSION
 from shardkeeper.api.shard import recovery_log_name, shard_name
 from shardkeeper.dev.environment import EnvInfo
+from shardkeeper.kube_light import LightClient
 from shardkeeper.runtime.documents import encode_line, parse_line, split_lines
 from shardkeeper.runtime.storagemap import collection_journal, key_prefix
 from shardkeeper.storage.client import make_s3_client
@@ -59,8 +60,9 @@ class ShardSetup:
     shard: str
     bucket: str
     objects: ObjectStore
-    kube_api: Any
+    kube_api: Any  # the official client, for the test's own setup and checks
     dev_env: EnvInfo
+    runtime_kube: LightClient  # what a replica talks to the API server with
 
     def get_shard(self) -> dict[str, Any]:
         obj: dict[str, Any] = client.CustomObjectsApi(self.kube_api).get_namespaced_custom_object(
@@ -219,7 +221,13 @@ def counting_shard(
         region=dev_env.s3_region,
     )
     return ShardSetup(
-        namespace, shard_name(TASK, 0, 0), bucket, ObjectStore(s3, bucket), kube_api, dev_env
+        namespace,
+        shard_name(TASK, 0, 0),
+        bucket,
+        ObjectStore(s3, bucket),
+        kube_api,
+        dev_env,
+        LightClient.from_kubeconfig(dev_env.kubeconfig),
     )
 
 

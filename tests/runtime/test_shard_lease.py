@@ -9,23 +9,27 @@ from typing import Any
 
 from kubernetes import client
 
+from shardkeeper.kube_light import LightClient
 from shardkeeper.lease import LeaseRecord
 from shardkeeper.runtime.lease import Elector, LeaseApi, LeaseKeeper
 
 DURATION = 2
 
 
-def elector(kube_api: Any, namespace: str, me: str, name: str = "shard-a") -> Elector:
-    api = LeaseApi(kube_api, namespace, name, timeout=5.0)
+def elector(kube: LightClient, namespace: str, me: str, name: str = "shard-a") -> Elector:
+    api = LeaseApi(kube, namespace, name, timeout=5.0)
     return Elector(api, me, DURATION)
 
 
 def lease_spec(kube_api: Any, namespace: str, name: str = "shard-a") -> Any:
+    """What the official client sees: an observer independent of the replicas' client."""
     return client.CoordinationV1Api(kube_api).read_namespaced_lease(name, namespace).spec
 
 
-def test_racing_replicas_elect_exactly_one(kube_api: Any, namespace: str) -> None:
-    electors = [elector(kube_api, namespace, f"replica-{i}") for i in range(4)]
+def test_racing_replicas_elect_exactly_one(
+    kube_api: Any, runtime_kube: LightClient, namespace: str
+) -> None:
+    electors = [elector(runtime_kube, namespace, f"replica-{i}") for i in range(4)]
     barrier = threading.Barrier(len(electors))
     results: dict[str, bool] = {}
 
@@ -48,9 +52,9 @@ def test_racing_replicas_elect_exactly_one(kube_api: Any, namespace: str) -> Non
 
 
 def test_takeover_waits_a_duration_after_the_last_renewal_seen(
-    kube_api: Any, namespace: str
+    kube_api: Any, runtime_kube: LightClient, namespace: str
 ) -> None:
-    a, b = elector(kube_api, namespace, "a"), elector(kube_api, namespace, "b")
+    a, b = elector(runtime_kube, namespace, "a"), elector(runtime_kube, namespace, "b")
     assert a.step(want=True).mine
     assert not b.step(want=True).mine
     first_seen = time.monotonic()
@@ -74,8 +78,10 @@ def test_takeover_waits_a_duration_after_the_last_renewal_seen(
     assert not a.step(want=True).mine
 
 
-def test_release_hands_over_at_once(kube_api: Any, namespace: str) -> None:
-    a, b = elector(kube_api, namespace, "a"), elector(kube_api, namespace, "b")
+def test_release_hands_over_at_once(
+    kube_api: Any, runtime_kube: LightClient, namespace: str
+) -> None:
+    a, b = elector(runtime_kube, namespace, "a"), elector(runtime_kube, namespace, "b")
     a.step(want=True)
     b.step(want=True)
     assert not b.release()
@@ -84,8 +90,10 @@ def test_release_hands_over_at_once(kube_api: Any, namespace: str) -> None:
     assert b.step(want=True).mine
 
 
-def test_keeper_renews_and_a_stale_replace_is_refused(kube_api: Any, namespace: str) -> None:
-    api = LeaseApi(kube_api, namespace, "shard-a", timeout=5.0)
+def test_keeper_renews_and_a_stale_replace_is_refused(
+    kube_api: Any, runtime_kube: LightClient, namespace: str
+) -> None:
+    api = LeaseApi(runtime_kube, namespace, "shard-a", timeout=5.0)
     keeper = LeaseKeeper(Elector(api, "a", DURATION), poll=0.1)
     keeper.start()
     keeper.stand()

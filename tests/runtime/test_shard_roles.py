@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client
 from tests.runtime.shard_harness import counting_task, shard_object, storage_mapping
 from tests.support.wait import wait_for
 
@@ -18,6 +17,7 @@ from shardkeeper.api.shard import ReplicaState, Shard
 from shardkeeper.api.storagemapping import StorageMapping
 from shardkeeper.api.task import Task
 from shardkeeper.dev.environment import EnvInfo
+from shardkeeper.kube_light import LightClient
 from shardkeeper.runtime.lease import Elector, LeaseApi, LeaseKeeper
 from shardkeeper.runtime.logs import LogContext
 from shardkeeper.runtime.replica import Processing, Progress, Replica
@@ -57,7 +57,7 @@ class Hooks:
     resources: ShardResources
     objects: ObjectStore
     data_dir: Path
-    kube_api: Any
+    kube: LightClient
     fail_first: bool
     states: list[ReplicaState] = dataclasses.field(default_factory=list)
     processors: list[Ticker] = dataclasses.field(default_factory=list)
@@ -77,7 +77,7 @@ class Hooks:
         return ticker
 
     def lease(self, resources: ShardResources, notify: Callable[[], None]) -> LeaseKeeper:
-        api = LeaseApi(self.kube_api, resources.namespace, resources.shard_name, timeout=2.0)
+        api = LeaseApi(self.kube, resources.namespace, resources.shard_name, timeout=2.0)
         return LeaseKeeper(Elector(api, "replica-0", 2), poll=0.2, notify=notify)
 
     def task_generation(self, resources: ShardResources) -> int | None:
@@ -102,7 +102,7 @@ def resources(namespace: str, dev_env: EnvInfo, bucket: str) -> ShardResources:
 
 
 def test_an_unexpected_error_hands_over_and_starts_over(
-    kube_api: Any, dev_env: EnvInfo, namespace: str, bucket: str, tmp_path: Path
+    runtime_kube: LightClient, dev_env: EnvInfo, namespace: str, bucket: str, tmp_path: Path
 ) -> None:
     objects = ObjectStore(
         make_s3_client(
@@ -114,7 +114,7 @@ def test_an_unexpected_error_hands_over_and_starts_over(
         bucket,
     )
     shard = resources(namespace, dev_env, bucket)
-    hooks = Hooks(shard, objects, tmp_path / "data", kube_api, fail_first=True)
+    hooks = Hooks(shard, objects, tmp_path / "data", runtime_kube, fail_first=True)
     applied: list[tuple[str, dict[str, Any]]] = []
     reporter = StatusReporter(
         lambda manager, body: applied.append((manager, body)),
@@ -129,7 +129,6 @@ def test_an_unexpected_error_hands_over_and_starts_over(
     codes: list[int] = []
     thread = threading.Thread(target=lambda: codes.append(replica.run()))
     thread.start()
-    leases = client.CoordinationV1Api(kube_api)
     try:
         wait_for(lambda: len(hooks.processors) == 2, timeout=60, what="a second primary term")
         wait_for(lambda: hooks.processors[1].commits >= 3, timeout=30, what="commits after it")
@@ -158,9 +157,10 @@ def test_an_unexpected_error_hands_over_and_starts_over(
     assert failed[0]["message"] == "RuntimeError: the disk is on fire"
     assert (entries[-1]["state"], entries[-1]["message"]) == ("IDLE", "shut down")
     # the Lease was handed over after the failure (a new acquisition) and after the stop
-    lease = leases.read_namespaced_lease(shard.shard_name, namespace).spec
-    assert lease.holder_identity is None
-    assert lease.lease_transitions == 1
+    lease = LeaseApi(runtime_kube, namespace, shard.shard_name, timeout=5.0).read()
+    assert lease is not None
+    assert lease["spec"].get("holderIdentity") is None
+    assert lease["spec"]["leaseTransitions"] == 1
     # the second term fenced with a newer epoch, and committed on top of the first
     store = hooks.open_store(shard)
     try:

@@ -12,6 +12,7 @@ from tests.runtime.shard_harness import ShardSetup
 
 from shardkeeper.api.meta import GROUP, VERSION
 from shardkeeper.api.shard import Checkpoint, ReplicaState, ReplicaStatus
+from shardkeeper.kube_json import ApiError
 from shardkeeper.runtime.reporting import (
     PRIMARY_MANAGER,
     PrimaryStatus,
@@ -22,7 +23,7 @@ from shardkeeper.runtime.reporting import (
 
 
 def reporter(setup: ShardSetup, pod: str) -> StatusReporter:
-    api = ShardStatusApi(setup.kube_api, setup.namespace, setup.shard, timeout=10)
+    api = ShardStatusApi(setup.runtime_kube, setup.namespace, setup.shard, timeout=10)
     return StatusReporter(api.apply, setup.namespace, setup.shard, pod)
 
 
@@ -125,13 +126,13 @@ def test_an_old_primary_waking_up_cannot_write_its_fields_back(new_shard: NewSha
 
 def test_a_primary_apply_checked_against_an_old_version_is_refused(new_shard: NewShard) -> None:
     setup = new_shard(hot_standbys=1)
-    api = ShardStatusApi(setup.kube_api, setup.namespace, setup.shard, timeout=10)
+    api = ShardStatusApi(setup.runtime_kube, setup.namespace, setup.shard, timeout=10)
     api.apply(PRIMARY_MANAGER, primary_apply(setup.namespace, setup.shard, PrimaryStatus("a", 1)))
     checked = setup.get_shard()["metadata"]["resourceVersion"]
     api.apply(PRIMARY_MANAGER, primary_apply(setup.namespace, setup.shard, PrimaryStatus("b", 2)))
     stale = primary_apply(setup.namespace, setup.shard, PrimaryStatus("a", 1))
     stale["metadata"]["resourceVersion"] = checked
-    with pytest.raises(client.ApiException) as refused:
+    with pytest.raises(ApiError) as refused:
         api._apply(PRIMARY_MANAGER, stale)
     assert refused.value.status == 409
     assert setup.get_shard()["status"]["primary"] == "b"

@@ -19,14 +19,15 @@ primary fenced the log.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
+from shardkeeper.kube_json import ApiError, Transport, request
 from shardkeeper.lease import (
     LEASE_API_VERSION,
     LeaseRecord,
@@ -50,34 +51,27 @@ class LeaseApi:
 
     def __init__(
         self,
-        api_client: Any,
+        transport: Transport,
         namespace: str,
         name: str,
         *,
         timeout: float,
         owner: dict[str, Any] | None = None,
     ) -> None:
-        from kubernetes import client
-
-        self.api = client.CoordinationV1Api(api_client)
+        self.transport = transport
         self.namespace = namespace
         self.name = name
         self.timeout = timeout
         self.owner = owner
+        self.leases = f"/apis/{LEASE_API_VERSION}/namespaces/{quote(namespace)}/leases"
 
     def read(self) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
         try:
-            response = self.api.read_namespaced_lease(
-                self.name, self.namespace, _preload_content=False, _request_timeout=self.timeout
-            )
-        except ApiException as exc:
+            return self._request("GET", f"{self.leases}/{quote(self.name)}")
+        except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
-        body: dict[str, Any] = json.loads(response.data)
-        return body
 
     def create(self, record: LeaseRecord) -> dict[str, Any] | None:
         metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
@@ -90,35 +84,26 @@ class LeaseApi:
             "metadata": metadata,
             "spec": record.to_spec(),
         }
-        return self._write(
-            lambda: self.api.create_namespaced_lease(self.namespace, body, **_raw(self.timeout))
-        )
+        return self._write("POST", self.leases, body)
 
     def replace(self, current: dict[str, Any], record: LeaseRecord) -> dict[str, Any] | None:
         # ``current`` carries metadata.resourceVersion: the write fails if anyone wrote since
         body = {**current, "spec": record.to_spec()}
-        return self._write(
-            lambda: self.api.replace_namespaced_lease(
-                self.name, self.namespace, body, **_raw(self.timeout)
-            )
-        )
+        return self._write("PUT", f"{self.leases}/{quote(self.name)}", body)
 
-    @staticmethod
-    def _write(call: Callable[[], Any]) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
+    def _write(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            response = call()
-        except ApiException as exc:
+            return self._request(method, path, body)
+        except ApiError as exc:
             if exc.status == 409:
                 return None
             raise
-        body: dict[str, Any] = json.loads(response.data)
-        return body
 
-
-def _raw(timeout: float) -> dict[str, Any]:
-    return {"_preload_content": False, "_request_timeout": timeout}
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        obj: dict[str, Any] = request(self.transport, method, path, body=body, timeout=self.timeout)
+        return obj
 
 
 # --- I/O: election steps -------------------------------------------------------------------

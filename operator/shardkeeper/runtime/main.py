@@ -1,8 +1,9 @@
 """``shardkeeper shard``: runs one replica of a shard (see docs/shard-pod.md).
 
-This module only wires the parts together: the pod's settings, logs, the Kubernetes
-client, the status reporter, the admin endpoints and the replica's state machine
-(:mod:`.replica`), with the processing core behind :class:`CoreProcessing`.
+This module only wires the parts together: the pod's settings, logs, the light Kubernetes
+client (:mod:`shardkeeper.kube_light`), the status reporter, the admin endpoints and the
+replica's state machine (:mod:`.replica`), with the processing core behind
+:class:`CoreProcessing`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from prometheus_client import CollectorRegistry
 
 from shardkeeper.api.shard import CommitPoint, ReplicaState
 from shardkeeper.api.task import Task
+from shardkeeper.kube_json import Transport
+from shardkeeper.kube_light import LightClient, kubeconfig_path
 from shardkeeper.runtime import logs
 from shardkeeper.runtime.admin_http import AdminServer
 from shardkeeper.runtime.lease import Elector, LeaseApi, LeaseKeeper
@@ -74,13 +77,13 @@ class RuntimeHooks:
     """The real world behind :class:`.replica.Hooks`."""
 
     def __init__(
-        self, settings: PodSettings, api_client: Any, metrics: RuntimeMetrics, timeout: float
+        self, settings: PodSettings, kube: Transport, metrics: RuntimeMetrics, timeout: float
     ) -> None:
         self.settings = settings
-        self.api_client = api_client
+        self.kube = kube
         self.metrics = metrics
         self.timeout = timeout
-        self.reader = KubeReader(api_client, settings.namespace, timeout=timeout)
+        self.reader = KubeReader(kube, settings.namespace, timeout=timeout)
 
     def load(self) -> ShardResources:
         return load_resources(self.reader, self.settings.shard)
@@ -118,7 +121,7 @@ class RuntimeHooks:
     def lease(self, resources: ShardResources, notify: Callable[[], None]) -> LeaseKeeper:
         duration = max(1, round(self.settings.lease_duration))
         api = LeaseApi(
-            self.api_client,
+            self.kube,
             self.settings.namespace,
             self.settings.shard,
             # a renewal that takes longer than a third of the duration has failed
@@ -141,15 +144,12 @@ class RuntimeHooks:
         self.metrics.recovery_duration_seconds.set(seconds)
 
 
-def kube_client(settings: PodSettings) -> Any:
-    """The pod's service account in a cluster; the kubeconfig when run by hand."""
-    from kubernetes import client, config
-
+def kube_client(settings: PodSettings) -> LightClient:
+    """The pod's service account in a cluster; the kubeconfig when run by hand. The light
+    client, not the official one, whose import alone would double the process's memory."""
     if settings.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
-        return client.ApiClient(configuration)
-    return config.new_client_from_config(config_file=settings.kubeconfig)
+        return LightClient.in_cluster(os.environ)
+    return LightClient.from_kubeconfig(kubeconfig_path(settings.kubeconfig))
 
 
 def main(argv: Sequence[str]) -> int:
@@ -170,20 +170,20 @@ def main(argv: Sequence[str]) -> int:
     context = logs.LogContext(settings.shard, settings.pod, settings.namespace)
     logs.configure(context, level)
     try:
-        api_client = kube_client(settings)
+        kube = kube_client(settings)
     except Exception as exc:
         log.error("cannot build a Kubernetes client: %s", exc)
         return EXIT_BAD_SETUP
-    return run(settings, api_client, context)
+    return run(settings, kube, context)
 
 
-def run(settings: PodSettings, api_client: Any, context: logs.LogContext) -> int:
+def run(settings: PodSettings, kube: Transport, context: logs.LogContext) -> int:
     timeout = 10.0
     registry = CollectorRegistry()
     metrics = RuntimeMetrics(registry, settings.shard)
-    status = ShardStatusApi(api_client, settings.namespace, settings.shard, timeout=timeout)
+    status = ShardStatusApi(kube, settings.namespace, settings.shard, timeout=timeout)
     reporter = StatusReporter(status.apply, settings.namespace, settings.shard, settings.pod)
-    hooks = RuntimeHooks(settings, api_client, metrics, timeout)
+    hooks = RuntimeHooks(settings, kube, metrics, timeout)
     replica = Replica(settings.pod, hooks, reporter, context)
     try:
         admin = AdminServer(

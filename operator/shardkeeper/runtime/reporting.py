@@ -26,9 +26,11 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
-from shardkeeper.api.meta import API_VERSION
+from shardkeeper.api.meta import API_VERSION, GROUP, VERSION
 from shardkeeper.api.shard import Checkpoint, ReplicaStatus, Shard
+from shardkeeper.kube_json import ApiError, Transport, request
 
 log = logging.getLogger(__name__)
 
@@ -171,13 +173,15 @@ def is_due(
 class ShardStatusApi:
     """Server-side apply on the Shard's status subresource."""
 
-    def __init__(self, api_client: Any, namespace: str, shard: str, *, timeout: float) -> None:
-        from kubernetes import client
-
-        self.api = client.CustomObjectsApi(api_client)
+    def __init__(self, transport: Transport, namespace: str, shard: str, *, timeout: float) -> None:
+        self.transport = transport
         self.namespace = namespace
         self.shard = shard
         self.timeout = timeout
+        self.path = (
+            f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{Shard.PLURAL}/"
+            f"{quote(shard)}/status"
+        )
 
     def apply(self, field_manager: str, body: dict[str, Any]) -> None:
         if field_manager == PRIMARY_MANAGER:
@@ -186,32 +190,18 @@ class ShardStatusApi:
             self._apply(field_manager, body)
 
     def _read(self) -> dict[str, Any]:
-        from shardkeeper.api.meta import GROUP, VERSION
-
-        shard: dict[str, Any] = self.api.get_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            self.namespace,
-            Shard.PLURAL,
-            self.shard,
-            _request_timeout=self.timeout,
-        )
+        shard: dict[str, Any] = request(self.transport, "GET", self.path, timeout=self.timeout)
         return shard
 
     def _apply(self, field_manager: str, body: dict[str, Any]) -> None:
-        from shardkeeper.api.meta import GROUP, VERSION
-
-        self.api.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            self.namespace,
-            Shard.PLURAL,
-            self.shard,
-            body,
-            field_manager=field_manager,
-            force=True,
-            _content_type=APPLY_CONTENT_TYPE,
-            _request_timeout=self.timeout,
+        request(
+            self.transport,
+            "PATCH",
+            self.path,
+            query={"fieldManager": field_manager, "force": True},
+            body=body,
+            content_type=APPLY_CONTENT_TYPE,
+            timeout=self.timeout,
         )
 
 
@@ -336,9 +326,6 @@ class StatusReporter:
 
 
 def _brief(exc: Exception) -> str:
-    status = getattr(exc, "status", None)
-    reason = getattr(exc, "reason", None)
-    body = getattr(exc, "body", None)
-    if status is not None:
-        return f"HTTP {status} {reason}: {body!s:.500}"
+    if isinstance(exc, ApiError):
+        return f"HTTP {exc.status} {exc.reason}: {exc.message:.500}"
     return str(exc) or type(exc).__name__

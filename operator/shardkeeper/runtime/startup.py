@@ -11,6 +11,7 @@ import base64
 import dataclasses
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import pydantic
 
@@ -19,6 +20,7 @@ from shardkeeper.api.meta import GROUP, VERSION, Resource, SecretKeyRef
 from shardkeeper.api.shard import Shard
 from shardkeeper.api.storagemapping import StorageMapping
 from shardkeeper.api.task import Task
+from shardkeeper.kube_json import ApiError, Transport, request
 from shardkeeper.runtime.storagemap import (
     ACCESS_KEY_ID,
     SECRET_ACCESS_KEY,
@@ -27,7 +29,6 @@ from shardkeeper.runtime.storagemap import (
 )
 
 R = TypeVar("R", bound=Resource)
-T = TypeVar("T")
 
 
 class StartupError(Exception):
@@ -113,38 +114,28 @@ def secret_value(data: dict[str, str] | None, name: str, key: str, why: str) -> 
 class KubeReader:
     """Reads objects of the pod's namespace; ``None`` for one that does not exist."""
 
-    def __init__(self, api_client: Any, namespace: str, *, timeout: float = 10.0) -> None:
-        from kubernetes import client
-
-        self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
+    def __init__(self, transport: Transport, namespace: str, *, timeout: float = 10.0) -> None:
+        self.transport = transport
         self.namespace = namespace
         self.timeout = timeout
 
     def custom_object(self, plural: str, name: str) -> dict[str, Any] | None:
-        def read() -> dict[str, Any]:
-            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, plural, name, _request_timeout=self.timeout
-            )
-            return obj
-
-        return self._maybe(read, f"{plural}/{name}")
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(self.namespace)}/{plural}/{quote(name)}"
+        obj: dict[str, Any] | None = self._maybe(path, f"{plural}/{name}")
+        return obj
 
     def secret(self, name: str) -> dict[str, str] | None:
-        def read() -> dict[str, str]:
-            secret = self.core.read_namespaced_secret(
-                name, self.namespace, _request_timeout=self.timeout
-            )
-            return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        path = f"/api/v1/namespaces/{quote(self.namespace)}/secrets/{quote(name)}"
+        secret = self._maybe(path, f"secrets/{name}")
+        if secret is None:
+            return None
+        data = secret.get("data") or {}
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
-        return self._maybe(read, f"secrets/{name}")
-
-    def _maybe(self, read: Callable[[], T], what: str) -> T | None:
-        from kubernetes.client.exceptions import ApiException
-
+    def _maybe(self, path: str, what: str) -> Any:
         try:
-            return read()
-        except ApiException as exc:
+            return request(self.transport, "GET", path, timeout=self.timeout)
+        except ApiError as exc:
             if exc.status == 404:
                 return None
             hint = (
@@ -155,7 +146,7 @@ class KubeReader:
             )
             raise StartupError(
                 f"reading {what} in namespace {self.namespace!r} failed: HTTP {exc.status} "
-                f"{exc.reason}{hint}"
+                f"{exc.reason} ({exc.message}){hint}"
             ) from None
         except Exception as exc:
             raise StartupError(

@@ -1,11 +1,14 @@
 """The runtime's light Kubernetes client: kubeconfig and in-cluster settings, TLS material,
-token re-reads, and the one request/ApiError path of kube_json."""
+token re-reads, the one request/ApiError path of kube_json, and no official client."""
 
 from __future__ import annotations
 
 import base64
 import json
 import ssl
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +252,36 @@ def test_the_light_client_sends_its_token_and_user_agent() -> None:
     assert request(client, "GET", "/api/v1/namespaces") == {}
     assert seen[0]["Authorization"] == "Bearer secret"
     assert seen[0]["User-Agent"].startswith("shardkeeper-runtime")
+
+
+def test_the_shard_runtime_never_imports_the_official_client() -> None:
+    """Everything ``shardkeeper shard`` can load, building its client from a kubeconfig."""
+    script = textwrap.dedent(
+        """
+        import importlib, pkgutil, sys, tempfile, pathlib, yaml
+        import shardkeeper.runtime
+        from shardkeeper.runtime.main import kube_client
+        from shardkeeper.runtime.settings import settings_from_env
+
+        for module in pkgutil.walk_packages(shardkeeper.runtime.__path__, "shardkeeper.runtime."):
+            importlib.import_module(module.name)
+        config = {
+            "current-context": "c",
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+        }
+        path = pathlib.Path(tempfile.mkdtemp()) / "kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        env = {"SHARDKEEPER_SHARD": "s", "POD_NAME": "p", "POD_NAMESPACE": "n",
+               "KUBECONFIG": str(path)}
+        kube_client(settings_from_env(env))
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] == "kubernetes")
+        print(len([m for m in sys.modules if m.startswith("shardkeeper.runtime.")]), loaded)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split(maxsplit=1)
+    assert int(out[0]) > 20, "the walk did not load the runtime's modules"
+    assert out[1].strip() == "[]"
