@@ -10,7 +10,9 @@ a capture's ingest endpoint puts :class:`CapturedDocuments`.
 from __future__ import annotations
 
 import dataclasses
+import queue
 import threading
+import time
 from typing import NamedTuple
 
 from shardkeeper.runtime.documents import Document
@@ -96,3 +98,36 @@ class _Wake:
 WAKE = _Wake()
 
 Message = SourceDocument | SourceAdvance | SourceLines | ReadFailure | CapturedDocuments | _Wake
+
+
+class ReadChannel(queue.Queue[Message]):
+    """The read channel: a bounded queue whose writers waiting for room are woken once it
+    is half empty, not at every message taken.
+
+    A reader blocked on a full channel then puts several batches per wake-up, rather than
+    being woken (and handed the interpreter lock) after every batch the loop takes: one
+    wake-up per half a channel instead of one per batch of documents. Writers that wait
+    with a timeout still look again when it runs out."""
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Message:
+        # Queue.get, but for when it notifies not_full
+        with self.not_empty:
+            if not block:
+                if not self._qsize():
+                    raise queue.Empty
+            elif timeout is None:
+                while not self._qsize():
+                    self.not_empty.wait()
+            elif timeout < 0:
+                raise ValueError("'timeout' must be a non-negative number")
+            else:
+                deadline = time.monotonic() + timeout
+                while not self._qsize():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0.0:
+                        raise queue.Empty
+                    self.not_empty.wait(remaining)
+            message: Message = self._get()
+            if self._qsize() <= self.maxsize // 2:
+                self.not_full.notify()
+            return message

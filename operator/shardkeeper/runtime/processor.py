@@ -58,6 +58,7 @@ from shardkeeper.runtime.messages import (
     WAKE,
     CapturedDocuments,
     Message,
+    ReadChannel,
     ReadFailure,
     SourceAdvance,
     SourceDocument,
@@ -217,7 +218,7 @@ class Processor:
         # documents as that many batches
         read_channel_size = ctx.task.spec.shards.read_channel_size
         self.read_batch = max(1, min(self.options.reader.batch_documents, read_channel_size))
-        self.channel: queue.Queue[Message] = queue.Queue(
+        self.channel: queue.Queue[Message] = ReadChannel(
             max(1, read_channel_size // self.read_batch)
         )
         # what is left of the batch of lines being routed

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import queue
 import sqlite3
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from tests.support.wait import wait_for
 
 from shardkeeper.runtime.derive_sql import DocumentParameters, binder
 from shardkeeper.runtime.documents import (
@@ -29,6 +32,7 @@ from shardkeeper.runtime.documents import (
 )
 from shardkeeper.runtime.documents import parse_line as parse_line_fast
 from shardkeeper.runtime.errors import DocumentRejected
+from shardkeeper.runtime.messages import WAKE, ReadChannel, SourceAdvance
 from shardkeeper.runtime.outputs import OutputBuffer
 from shardkeeper.runtime.routing import KeyExtractor, MissingKey
 from shardkeeper.runtime.sources import _lines_from
@@ -363,3 +367,46 @@ def test_a_row_converter_makes_what_row_document_makes(
             return str(exc)
 
     assert repr(made(row_converter(names))) == repr(made(lambda r: row_document(names, r)))
+
+
+def test_the_read_channel_wakes_writers_once_it_is_half_empty() -> None:
+    channel = ReadChannel(4)
+    notified: list[int] = []
+    notify = channel.not_full.notify
+
+    def counting(n: int = 1) -> None:
+        notified.append(channel._qsize())  # under the lock get holds
+        notify(n)
+
+    channel.not_full.notify = counting  # type: ignore[method-assign]
+    for n in range(4):
+        channel.put(SourceAdvance("j", n, n))
+    with pytest.raises(queue.Full):
+        channel.put_nowait(WAKE)
+    taken = [channel.get_nowait()]
+    assert notified == []  # three of four left: writers wait on
+    taken += [channel.get(timeout=1), channel.get(), channel.get_nowait()]
+    assert [m.end for m in taken if isinstance(m, SourceAdvance)] == [0, 1, 2, 3]
+    assert notified == [2, 1, 0]  # from half empty on, every message taken wakes one
+    with pytest.raises(queue.Empty):
+        channel.get(timeout=0.01)
+
+
+def test_a_writer_blocked_on_a_full_read_channel_gets_in_once_it_is_half_empty() -> None:
+    channel = ReadChannel(4)
+    for n in range(4):
+        channel.put(SourceAdvance("j", n, n))
+    done = threading.Event()
+
+    def write() -> None:
+        channel.put(WAKE)  # no timeout: only a notification lets it in
+        done.set()
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    wait_for(lambda: channel.not_full._waiters, timeout=5, what="the writer to wait")  # type: ignore[attr-defined]
+    channel.get()
+    channel.get()
+    wait_for(done.is_set, timeout=5, what="the writer to get in")
+    writer.join(5)
+    assert [channel.get_nowait() for _ in range(3)][-1] is WAKE
