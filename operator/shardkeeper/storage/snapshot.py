@@ -20,8 +20,9 @@ import os
 import threading
 import time
 import uuid
-import zlib
 from pathlib import Path
+
+from isal import isal_zlib
 
 from shardkeeper.storage import errors
 from shardkeeper.storage.faults import FaultPoint
@@ -63,7 +64,9 @@ class Manifest:
 
 
 def part_checksum(data: bytes | memoryview) -> str:
-    return f"crc32:{zlib.crc32(data):08x}"
+    # ISA-L's CRC-32 is zlib's, value for value, at several times the speed: a restore
+    # checks every byte of the snapshot, and this check was a sixth of its CPU
+    return f"crc32:{isal_zlib.crc32(data):08x}"
 
 
 def encode_manifest(manifest: Manifest) -> bytes:
