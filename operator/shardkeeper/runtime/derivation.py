@@ -12,8 +12,7 @@ from typing import Any, Protocol
 from shardkeeper.runtime.checkpoint import SavedState, SourceOffset, record_migrations
 from shardkeeper.runtime.documents import Document
 from shardkeeper.runtime.errors import DocumentRejected
-from shardkeeper.runtime.handler import HandlerDefaults
-from shardkeeper.runtime.messages import CapturedDocuments, SourceDocument
+from shardkeeper.runtime.handler import HandlerDefaults, SourceHandler
 from shardkeeper.runtime.outputs import OutputBuffer
 from shardkeeper.runtime.routing import KeyExtractor, MissingKey
 from shardkeeper.runtime.schemas import DocumentSchema
@@ -42,8 +41,10 @@ class Deriver(Protocol):
         ...
 
 
-class DerivationHandler(HandlerDefaults):
+class DerivationHandler(SourceHandler, HandlerDefaults):
     """Checks each source document, runs the derivation on it, checks and frames outputs."""
+
+    reads = "a derivation"
 
     def __init__(
         self,
@@ -68,24 +69,6 @@ class DerivationHandler(HandlerDefaults):
                 self.deriver.migrate(txn, pending, first)
                 record_migrations(txn, first, pending)
         return None
-
-    def apply(
-        self,
-        txn: Transaction,
-        message: SourceDocument | CapturedDocuments,
-        outputs: OutputBuffer,
-    ) -> int:
-        if not isinstance(message, SourceDocument):
-            raise TypeError(f"a derivation reads source documents, not {message!r}")
-        self.apply_source(
-            txn,
-            message.collection,
-            message.document,
-            outputs,
-            journal=message.journal,
-            begin=message.begin,
-        )
-        return 1
 
     def apply_source(
         self,

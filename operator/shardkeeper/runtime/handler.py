@@ -85,3 +85,40 @@ class HandlerDefaults:
 
     def close(self) -> None:
         return None
+
+
+class SourceHandler:
+    """A handler of source documents (derivations, materializations): each message is one
+    document, applied by :meth:`apply_source`."""
+
+    reads = "a source handler"  # what the handler is, for the error about a wrong message
+
+    def apply(
+        self,
+        txn: Transaction,
+        message: SourceDocument | CapturedDocuments,
+        outputs: OutputBuffer,
+    ) -> int:
+        if not isinstance(message, SourceDocument):
+            raise TypeError(f"{self.reads} reads source documents, not {message!r}")
+        self.apply_source(
+            txn,
+            message.collection,
+            message.document,
+            outputs,
+            journal=message.journal,
+            begin=message.begin,
+        )
+        return 1
+
+    def apply_source(
+        self,
+        txn: Transaction,
+        collection: str,
+        document: Document,
+        outputs: OutputBuffer,
+        *,
+        journal: str,
+        begin: int,
+    ) -> None:
+        raise NotImplementedError

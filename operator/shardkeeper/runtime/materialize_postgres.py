@@ -46,7 +46,7 @@ from shardkeeper.api.task import PostgresMaterialization
 from shardkeeper.runtime.checkpoint import SavedState, SourceOffset
 from shardkeeper.runtime.documents import MISSING, Document, pointer_tokens, resolve_tokens
 from shardkeeper.runtime.errors import DocumentRejected, TaskFailed, TaskMisconfigured
-from shardkeeper.runtime.messages import CapturedDocuments, SourceDocument
+from shardkeeper.runtime.handler import SourceHandler
 from shardkeeper.runtime.outputs import OutputBuffer
 from shardkeeper.runtime.routing import KeyExtractor, pack_key
 from shardkeeper.runtime.schemas import DocumentSchema
@@ -220,8 +220,10 @@ class _Pending:
     document: Document
 
 
-class PostgresMaterializer:
+class PostgresMaterializer(SourceHandler):
     """The handler of a materialization to PostgreSQL."""
+
+    reads = "a materialization"
 
     def __init__(
         self,
@@ -292,24 +294,6 @@ class PostgresMaterializer:
         return self._conn
 
     # -- transactions ------------------------------------------------------------------------
-
-    def apply(
-        self,
-        txn: Transaction,
-        message: SourceDocument | CapturedDocuments,
-        outputs: OutputBuffer,
-    ) -> int:
-        if not isinstance(message, SourceDocument):
-            raise TypeError(f"a materialization reads source documents, not {message!r}")
-        self.apply_source(
-            txn,
-            message.collection,
-            message.document,
-            outputs,
-            journal=message.journal,
-            begin=message.begin,
-        )
-        return 1
 
     def apply_source(
         self,
