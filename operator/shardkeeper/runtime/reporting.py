@@ -129,8 +129,8 @@ def fenced_apply(
         try:
             apply(guarded)
             return
-        except Exception as exc:
-            if getattr(exc, "status", None) != 409 or attempt == attempts - 1:
+        except ApiError as exc:
+            if exc.status != 409 or attempt == attempts - 1:
                 raise
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from shardkeeper.api.shard import Checkpoint, CommitPoint, ReplicaState, ReplicaStatus
+from shardkeeper.kube_json import ApiError
 from shardkeeper.runtime.reporting import (
     MESSAGE_LIMIT,
     PRIMARY_MANAGER,
@@ -165,10 +166,6 @@ def test_reporter_retries_a_failed_apply_after_a_pause() -> None:
     assert reporter.flush()
 
 
-class Conflict(Exception):
-    status = 409
-
-
 class FakeShard:
     """A Shard's status behind a resourceVersion, as the API server keeps it."""
 
@@ -184,7 +181,7 @@ class FakeShard:
         if self.before_apply:
             self.before_apply.pop(0)()
         if body["metadata"]["resourceVersion"] != str(self.version):
-            raise Conflict()
+            raise ApiError(409, "Conflict", {"message": "the object has been modified"})
         self.status.update(body["status"])
         self.version += 1
 
@@ -227,10 +224,11 @@ def test_fenced_apply_retries_conflicts_from_other_writers_then_gives_up() -> No
     fenced_apply(shard.read, shard.apply, primary_apply("ns", "s", PrimaryStatus("r", 6)))
     assert shard.status["primary"] == "r"
     shard.before_apply.extend([other_writer] * 3)
-    with pytest.raises(Conflict):
+    with pytest.raises(ApiError) as conflict:
         fenced_apply(
             shard.read, shard.apply, primary_apply("ns", "s", PrimaryStatus("x", 6)), attempts=3
         )
+    assert conflict.value.status == 409
     assert shard.status["primary"] == "r"
 
 
