@@ -8,7 +8,8 @@ only the operator's fields, so the runtime's fields on a Shard are never touched
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -50,23 +51,44 @@ class RecentWrites:
 
     A write's own watch event arrives a moment later; a reconcile in between would see
     the object as it was and write the same thing again. Only an optimisation: after a
-    restart the cache is fresh, and a repeated write would change nothing.
+    restart the cache is fresh, and a repeated write would change nothing. A record is
+    kept for ``HOLD_SECONDS`` at most, so that a cache which never moves on (an object
+    created and deleted again before a reconcile looked) only delays the next write.
     """
 
-    def __init__(self) -> None:
-        self._last: dict[tuple[str, str], tuple[str | None, Any]] = {}
+    HOLD_SECONDS = 60.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        # (uid, what) -> (the version written over, what was written, until when)
+        self._last: dict[tuple[str, str], tuple[str | None, Any, float]] = {}
 
     def current(self, obj: Resource, what: str, observed: Any) -> Any:
         """``observed``, unless this operator wrote over exactly that version of ``obj``."""
-        key = (obj.metadata.uid or "", what)
+        return self.current_at(
+            obj.metadata.uid or "", what, obj.metadata.resource_version, observed
+        )
+
+    def wrote(self, obj: Resource, what: str, value: Any) -> None:
+        self.wrote_at(obj.metadata.uid or "", what, obj.metadata.resource_version, value)
+
+    def current_at(self, uid: str, what: str, version: str | None, observed: Any) -> Any:
+        """``observed``, unless this operator wrote ``what`` of ``uid`` over ``version`` (the
+        version its cache shows; None when it shows no object) within the hold."""
+        key = (uid, what)
         last = self._last.get(key)
-        if last is not None and last[0] == obj.metadata.resource_version:
+        if last is not None and last[0] == version and self._clock() < last[2]:
             return last[1]
         self._last.pop(key, None)
         return observed
 
-    def wrote(self, obj: Resource, what: str, value: Any) -> None:
-        self._last[(obj.metadata.uid or "", what)] = (obj.metadata.resource_version, value)
+    def wrote_at(self, uid: str, what: str, version: str | None, value: Any) -> None:
+        self._last[(uid, what)] = (version, value, self._clock() + self.HOLD_SECONDS)
+
+    def held_for(self, uid: str, what: str) -> float | None:
+        """Seconds until the record of ``what`` of ``uid`` lapses, if there is one."""
+        last = self._last.get((uid, what))
+        return max(0.0, last[2] - self._clock()) if last is not None else None
 
     def forget(self, uid: str | None) -> None:
         for key in [k for k in self._last if k[0] == uid]:

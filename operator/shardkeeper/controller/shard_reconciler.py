@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 # Pods are not watched (the StatefulSet's status follows them); while a roll runs, it is
 # looked at again at least this often.
 ROLL_POLL_SECONDS = 10.0
+# what RecentWrites keeps of the last apply of a shard's objects: their hash
+WORKLOAD = "workload"
 
 
 class ShardReconciler(Base):
@@ -44,8 +46,9 @@ class ShardReconciler(Base):
         problems = task_problems(task, cache) if task is not None else []
         requeue = None
         if task is not None and task.metadata.deletion_timestamp is None and self._resolved(task):
-            await self.apply_workload(shard, task, sts)
-            requeue = await self.roll(shard, task, sts)
+            wait_applied = await self.apply_workload(shard, task, sts)
+            rolling = await self.roll(shard, task, sts)
+            requeue = min((s for s in (wait_applied, rolling) if s is not None), default=None)
         verdict = shard_verdict(shard, task, sts, problems)
         await self.write_status(shard, verdict.verdicts, {"phase": str(verdict.phase)})
         return requeue
@@ -61,7 +64,12 @@ class ShardReconciler(Base):
             cache.storage_mapping(namespace, m) is not None for m in mapping_names(task, cache)
         )
 
-    async def apply_workload(self, shard: Shard, task: Task, sts: StatefulSetView | None) -> None:
+    async def apply_workload(
+        self, shard: Shard, task: Task, sts: StatefulSetView | None
+    ) -> float | None:
+        """Apply the shard's objects unless the StatefulSet carries their hash, or this
+        operator applied them over what its cache still shows (its watch event is on the
+        way). In that case, seconds until that is looked at again."""
         ctx = ShardContext(
             shard, task, runtime_secret_names(task, self.deps.cache), self.deps.defaults
         )
@@ -73,12 +81,19 @@ class ShardReconciler(Base):
         # One hash over all of them, kept on the StatefulSet (which is watched): a shard
         # whose objects are as they should be costs no request, even after a restart.
         digest = content_hash(objects)
-        if sts is not None and sts.applied_hash == digest:
-            return
+        uid, seen = shard.metadata.uid or "", sts.resource_version if sts is not None else None
+        applied = self.recent.current_at(
+            uid, WORKLOAD, seen, sts.applied_hash if sts is not None else None
+        )
+        if applied == digest:
+            if sts is not None and sts.applied_hash == digest:
+                return None
+            return self.recent.held_for(uid, WORKLOAD)
         # the pods' identity, rights, Service and PDB at once, and the StatefulSet only
         # after them, so no pod is refused for want of its ServiceAccount
         await asyncio.gather(*(self.deps.kube.apply(obj) for obj in objects[:-1]))
         await self.deps.kube.apply(stamp(stateful, digest))
+        self.recent.wrote_at(uid, WORKLOAD, seen, digest)
         if claims_changed:
             await self.deps.recorder.post(
                 shard,
@@ -89,6 +104,7 @@ class ShardReconciler(Base):
                     "volume claim template cannot change, so existing volumes stay as they are",
                 ),
             )
+        return None
 
     async def roll(self, shard: Shard, task: Task, sts: StatefulSetView | None) -> float | None:
         """Replace one outdated pod, if it is time to (see rollout.py)."""

@@ -31,6 +31,7 @@ class StatefulSetView:
     """Pods at the update revision."""
     update_revision: str
     volume_claim_templates: tuple[Mapping[str, Any], ...] = ()
+    resource_version: str = ""
 
     @property
     def settled(self) -> bool:
@@ -62,6 +63,7 @@ class StatefulSetView:
             updated=int(status.get("updatedReplicas", 0)),
             update_revision=str(status.get("updateRevision", "")),
             volume_claim_templates=tuple(spec.get("volumeClaimTemplates", [])),
+            resource_version=str(meta.get("resourceVersion", "")),
         )
 
 

@@ -1,4 +1,4 @@
-"""The work queue's guarantees, and the leader election's decisions."""
+"""The work queue's guarantees."""
 
 from __future__ import annotations
 
