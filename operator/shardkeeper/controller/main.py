@@ -25,7 +25,7 @@ from shardkeeper.controller.events import Recorder
 from shardkeeper.controller.handlers import build_registry
 from shardkeeper.controller.leader import Elector
 from shardkeeper.controller.manager import Manager
-from shardkeeper.controller.names import DEFAULT_LEASE_DURATION
+from shardkeeper.controller.names import DEFAULT_LEASE_DURATION, DEFAULT_STATUS_INTERVAL
 from shardkeeper.controller.queue import WorkQueue
 from shardkeeper.controller.reconciler import Deps
 from shardkeeper.controller.workload import WorkloadDefaults
@@ -53,6 +53,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=int,
         default=DEFAULT_LEASE_DURATION,
         help="seconds of a shard's primary Lease, passed to shard pods (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--status-interval",
+        type=int,
+        default=DEFAULT_STATUS_INTERVAL,
+        help="seconds between a shard replica's progress reports in its Shard's status "
+        "(changes of state are reported at once), passed to shard pods (default: %(default)s)",
     )
     parser.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics, /healthz")
     parser.add_argument(
@@ -119,7 +126,7 @@ async def lead(
         kube=client,
         recorder=Recorder(client, args.identity),
         queue=queue,
-        defaults=WorkloadDefaults(args.shard_image, args.lease_duration),
+        defaults=WorkloadDefaults(args.shard_image, args.lease_duration, args.status_interval),
     )
     manager = Manager(deps)
     settings = kopf.OperatorSettings()

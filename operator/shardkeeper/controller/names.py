@@ -36,6 +36,8 @@ ADMIN_PORT = 8081
 ADMIN_PORT_NAME = "admin"
 INGEST_PORT_NAME = "ingest"
 DEFAULT_LEASE_DURATION = 15
+# seconds between a replica's progress reports (see runtime/reporting.py)
+DEFAULT_STATUS_INTERVAL = 10
 
 
 def shard_labels(task: str, shard: str) -> dict[str, str]:

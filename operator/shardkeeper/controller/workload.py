@@ -38,6 +38,7 @@ class WorkloadDefaults:
 
     shard_image: str
     lease_duration: int = names.DEFAULT_LEASE_DURATION
+    status_interval: int = names.DEFAULT_STATUS_INTERVAL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +114,7 @@ def _container(ctx: ShardContext) -> Object:
             {"name": "SHARDKEEPER_DATA_DIR", "value": names.DATA_DIR},
             {"name": "SHARDKEEPER_ADMIN_PORT", "value": str(names.ADMIN_PORT)},
             {"name": "SHARDKEEPER_LEASE_DURATION", "value": str(ctx.defaults.lease_duration)},
+            {"name": "SHARDKEEPER_STATUS_INTERVAL", "value": str(ctx.defaults.status_interval)},
             {"name": "SHARDKEEPER_LOG_LEVEL", "value": str(template.log_level)},
         ],
         "ports": ports,

@@ -182,7 +182,13 @@ def run(settings: PodSettings, kube: Transport, context: logs.LogContext) -> int
     registry = CollectorRegistry()
     metrics = RuntimeMetrics(registry, settings.shard)
     status = ShardStatusApi(kube, settings.namespace, settings.shard, timeout=timeout)
-    reporter = StatusReporter(status.apply, settings.namespace, settings.shard, settings.pod)
+    reporter = StatusReporter(
+        status.apply,
+        settings.namespace,
+        settings.shard,
+        settings.pod,
+        min_interval=settings.status_interval,
+    )
     hooks = RuntimeHooks(settings, kube, metrics, timeout)
     replica = Replica(settings.pod, hooks, reporter, context)
     try:

@@ -13,9 +13,11 @@ operator's phase and conditions:
   resourceVersion (see ``fenced_apply``).
 
 Applies go out from one thread. A change people care about (state, epoch, message,
-primary) goes out at once; counters that move with every transaction (last commit, lag,
-heads) at most every ``min_interval`` seconds, so a busy shard costs the API server a
-couple of requests per second at most.
+primary, the first commit) goes out at once; counters that move with every transaction
+(last commit, lag, heads, checkpoint) at most every ``min_interval`` seconds
+(``SHARDKEEPER_STATUS_INTERVAL``, 10 by default), so a busy shard with one standby costs
+the API server about four requests per interval (the primary's fenced apply is a read
+and a write), not four per second. Metrics carry the same counters at full rate.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from urllib.parse import quote
 from shardkeeper.api.meta import API_VERSION, GROUP, VERSION
 from shardkeeper.api.shard import Checkpoint, ReplicaStatus, Shard
 from shardkeeper.kube_json import ApiError, Transport, request
+from shardkeeper.runtime.settings import DEFAULT_STATUS_INTERVAL
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +139,8 @@ def fenced_apply(
 
 def is_urgent(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
     """Whether the change from ``before`` to ``after`` is one a person or the operator is
-    waiting for (a new state, epoch, message or primary), as opposed to progress."""
+    waiting for (a new state, epoch, message or primary, or a replica's or primary's first
+    commit), as opposed to progress."""
     if before is None:
         return True
 
@@ -148,8 +152,11 @@ def is_urgent(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
             entry.get("state"),
             entry.get("epoch"),
             entry.get("message"),
+            # a commit's time is there once this replica, as primary, has committed
+            "time" in (entry.get("lastCommit") or {}),
             status.get("primary"),
             status.get("epoch"),
+            "committedAt" in (status.get("checkpoint") or {}),
         )
 
     return key(before) != key(after)
@@ -224,7 +231,7 @@ class StatusReporter:
         shard: str,
         pod: str,
         *,
-        min_interval: float = 1.0,
+        min_interval: float = DEFAULT_STATUS_INTERVAL,
         retry_after: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:

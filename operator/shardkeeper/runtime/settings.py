@@ -10,6 +10,7 @@ from pathlib import Path
 DEFAULT_DATA_DIR = "/var/lib/shardkeeper"
 DEFAULT_ADMIN_PORT = 8081
 DEFAULT_LEASE_DURATION = 15.0
+DEFAULT_STATUS_INTERVAL = 10.0
 
 
 class SettingsError(ValueError):
@@ -25,6 +26,7 @@ class PodSettings:
     data_dir: Path
     admin_port: int
     lease_duration: float
+    status_interval: float
     log_level: str | None
     # set when run by hand; in a pod the service account's in-cluster config is used
     kubeconfig: str | None
@@ -67,6 +69,9 @@ def settings_from_env(env: Mapping[str, str]) -> PodSettings:
         data_dir=Path(env.get("SHARDKEEPER_DATA_DIR", "").strip() or DEFAULT_DATA_DIR),
         admin_port=int(port),
         lease_duration=_number(env, "SHARDKEEPER_LEASE_DURATION", DEFAULT_LEASE_DURATION, 1, 3600),
+        status_interval=_number(
+            env, "SHARDKEEPER_STATUS_INTERVAL", DEFAULT_STATUS_INTERVAL, 0.1, 3600
+        ),
         log_level=env.get("SHARDKEEPER_LOG_LEVEL", "").strip() or None,
         kubeconfig=env.get("KUBECONFIG", "").strip() or None,
     )

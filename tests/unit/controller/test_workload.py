@@ -20,7 +20,9 @@ from shardkeeper.controller.workload import (
 )
 
 SHARD = "customer-totals-00000000-00000000"
-DEFAULTS = WorkloadDefaults(shard_image="registry.example/shardkeeper:1.2.3", lease_duration=20)
+DEFAULTS = WorkloadDefaults(
+    shard_image="registry.example/shardkeeper:1.2.3", lease_duration=20, status_interval=5
+)
 
 
 def objects(**changes: Any) -> dict[str, dict[str, Any]]:
@@ -122,6 +124,7 @@ def test_container_command_environment_ports_and_probes() -> None:
         "SHARDKEEPER_DATA_DIR": "/var/lib/shardkeeper",
         "SHARDKEEPER_ADMIN_PORT": "8081",
         "SHARDKEEPER_LEASE_DURATION": "20",
+        "SHARDKEEPER_STATUS_INTERVAL": "5",
         "SHARDKEEPER_LOG_LEVEL": "info",
     }
     assert found["ports"] == [{"name": "admin", "containerPort": 8081}]

@@ -22,6 +22,7 @@ from shardkeeper.runtime.reporting import (
     primary_apply,
     replica_apply,
 )
+from shardkeeper.runtime.settings import DEFAULT_STATUS_INTERVAL
 
 AT = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -97,6 +98,50 @@ def test_state_and_message_changes_are_urgent_progress_is_not() -> None:
     one = primary_apply("ns", "s", PrimaryStatus("a", 1))
     assert is_urgent(one, primary_apply("ns", "s", PrimaryStatus("b", 2)))
     assert not is_urgent(one, primary_apply("ns", "s", PrimaryStatus("a", 1, lag=3)))
+
+
+def test_a_first_commit_is_urgent_later_ones_are_progress() -> None:
+    """After a failover, people wait for the new primary's first commit: it must not sit
+    out the interval behind the urgent change of state that came just before it."""
+    # a standby's last commit is what it replayed: an offset, without a time
+    promoted = standby().model_copy(update={"state": ReplicaState.PRIMARY, "epoch": 4})
+    before = replica_apply("ns", "s", promoted)
+    first = promoted.model_copy(update={"last_commit": CommitPoint(time=AT, offset=200)})
+    later = promoted.model_copy(update={"last_commit": CommitPoint(time=AT, offset=300)})
+    assert is_urgent(before, replica_apply("ns", "s", first))
+    assert not is_urgent(replica_apply("ns", "s", first), replica_apply("ns", "s", later))
+    taken = primary_apply(
+        "ns", "s", PrimaryStatus("a", 4, Checkpoint(transactions=0), recovery_log_head=200)
+    )
+    committed = primary_apply(
+        "ns",
+        "s",
+        PrimaryStatus("a", 4, Checkpoint(committed_at=AT, transactions=1), recovery_log_head=250),
+    )
+    again = primary_apply(
+        "ns",
+        "s",
+        PrimaryStatus("a", 4, Checkpoint(committed_at=AT, transactions=2), recovery_log_head=300),
+    )
+    assert is_urgent(taken, committed)
+    assert not is_urgent(committed, again)
+
+
+def test_progress_waits_for_the_pods_interval_by_default() -> None:
+    sent: list[tuple[str, dict[str, Any]]] = []
+    clock = Clock()
+    reporter = StatusReporter(
+        lambda manager, body: sent.append((manager, body)), "ns", "s", "replica-1", monotonic=clock
+    )
+    reporter.replica(standby(lag=1))
+    reporter._pass()
+    reporter.replica(standby(lag=2))
+    clock.now += DEFAULT_STATUS_INTERVAL - 0.5
+    assert 0 < reporter._pass() <= 0.5
+    assert len(sent) == 1, "a busy shard's progress waits out the interval"
+    clock.now += 0.5
+    reporter._pass()
+    assert len(sent) == 2
 
 
 def test_progress_is_applied_at_most_every_min_interval() -> None:

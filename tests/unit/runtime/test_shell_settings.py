@@ -16,6 +16,7 @@ def test_defaults_follow_the_contract() -> None:
     assert settings.data_dir == Path("/var/lib/shardkeeper")
     assert settings.admin_port == 8081
     assert settings.lease_duration == 15.0
+    assert settings.status_interval == 10.0
     assert settings.pod_ip == "127.0.0.1"
     assert settings.kubeconfig is None
 
@@ -28,6 +29,7 @@ def test_every_variable_is_read() -> None:
             "SHARDKEEPER_DATA_DIR": "/data",
             "SHARDKEEPER_ADMIN_PORT": "9000",
             "SHARDKEEPER_LEASE_DURATION": "3",
+            "SHARDKEEPER_STATUS_INTERVAL": "0.5",
             "SHARDKEEPER_LOG_LEVEL": "debug",
             "KUBECONFIG": "/k",
         }
@@ -37,6 +39,7 @@ def test_every_variable_is_read() -> None:
         Path("/data"),
         9000,
     )
+    assert (settings.lease_duration, settings.status_interval) == (3.0, 0.5)
     assert (settings.lease_duration, settings.log_level, settings.kubeconfig) == (
         3.0,
         "debug",
@@ -53,6 +56,8 @@ def test_every_variable_is_read() -> None:
         ({"SHARDKEEPER_ADMIN_PORT": "http"}, "SHARDKEEPER_ADMIN_PORT='http' is not a number"),
         ({"SHARDKEEPER_ADMIN_PORT": "80.5"}, "not a whole number"),
         ({"SHARDKEEPER_LEASE_DURATION": "0"}, "must be between 1 and 3600"),
+        ({"SHARDKEEPER_STATUS_INTERVAL": "0"}, "STATUS_INTERVAL='0' must be between 0.1 and 3600"),
+        ({"SHARDKEEPER_STATUS_INTERVAL": "soon"}, "STATUS_INTERVAL='soon' is not a number"),
     ],
 )
 def test_bad_variables_are_named(change: dict[str, str], names: str) -> None:
