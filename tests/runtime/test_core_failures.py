@@ -152,6 +152,25 @@ def test_a_line_that_is_not_json_stops_the_shard_at_it(
     assert balance_ids(objects) in ([0, 1], [0, 1, 2])
 
 
+def test_a_line_that_is_json_but_no_object_stops_the_shard_at_it(
+    tmp_path: Path, objects: ObjectStore
+) -> None:
+    runner = ShardRunner(tmp_path, ledger_context(objects))
+    source = writer(objects, "payments")
+    written = source.append(payments(0, 2))
+    journal = Journal(objects, PREFIX + source.journal)
+    head = journal.head()
+    journal.writer(1, head).append(b'{"id": 2, "amount": 1}\n[{"id": 3, "amount": 1}]\n')
+    error = runner.start().ended()
+    assert isinstance(error, TaskFailed)
+    assert (error.journal, error.offset) == (
+        source.journal,
+        head + len(b'{"id": 2, "amount": 1}\n'),
+    )
+    assert "a document is a JSON object, not list" in error.reason
+    assert written[-1].offset < error.offset
+
+
 def test_a_lambda_that_fails_on_one_document_stops_the_shard_and_a_fix_resumes(
     tmp_path: Path, objects: ObjectStore
 ) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 from shardkeeper.runtime.checkpoint import SourceOffset
 from shardkeeper.runtime.documents import Document, DocumentError, parse_body
-from shardkeeper.runtime.handler import HandlerDefaults
+from shardkeeper.runtime.handler import HandlerDefaults, SourceApplier, applier_of
 from shardkeeper.runtime.messages import CapturedDocuments, Message, SourceDocument
 from shardkeeper.runtime.outputs import OutputBuffer
 from shardkeeper.runtime.routing import KeyExtractor, MissingKey
@@ -272,3 +272,8 @@ class CaptureHandler(HandlerDefaults):
         begin: int,
     ) -> None:
         raise TypeError(f"a capture takes captured documents, not documents of {journal}")
+
+    def source_applier(
+        self, txn: Transaction, collection: str, outputs: OutputBuffer, journal: str
+    ) -> SourceApplier:
+        return applier_of(self.apply_source, txn, collection, outputs, journal)

@@ -6,13 +6,13 @@ so what they change in the store commits together with the checkpoint and the ou
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from shardkeeper.runtime.checkpoint import SavedState, SourceOffset, record_migrations
 from shardkeeper.runtime.documents import Document
 from shardkeeper.runtime.errors import DocumentRejected
-from shardkeeper.runtime.handler import HandlerDefaults, SourceHandler
+from shardkeeper.runtime.handler import HandlerDefaults, SourceApplier, SourceHandler
 from shardkeeper.runtime.outputs import OutputBuffer
 from shardkeeper.runtime.routing import KeyExtractor, MissingKey
 from shardkeeper.runtime.schemas import DocumentSchema
@@ -36,8 +36,12 @@ class Deriver(Protocol):
         ...
 
     def derive(self, txn: SqlHandle, source: str, document: Document) -> list[Document]:
-        """Outputs of one source document, new objects of the caller's (it sets their
+        """Outputs of one source document, new plain dicts of the caller's (it sets their
         ``_meta`` in place); raises :class:`.errors.DocumentRejected`."""
+        ...
+
+    def deriving(self, txn: SqlHandle, source: str) -> Callable[[Document], list[Document]]:
+        """:meth:`derive` of ``source`` in ``txn``, for the documents of one batch."""
         ...
 
 
@@ -80,18 +84,38 @@ class DerivationHandler(SourceHandler, HandlerDefaults):
         journal: str,
         begin: int,
     ) -> None:
-        if not self._accepts[collection](document):
-            problem = self.sources[collection].problem(document)
-            if problem is not None:
-                raise DocumentRejected(problem)
-        output_accepts, output_key = self.output_schema.accepts, self.output_key.require
-        for output in self.deriver.derive(txn, collection, document):
-            if not output_accepts(output):
-                problem = self.output_schema.problem(output)
+        self.source_applier(txn, collection, outputs, journal)(document, begin)
+
+    def source_applier(
+        self, txn: Transaction, collection: str, outputs: OutputBuffer, journal: str
+    ) -> SourceApplier:
+        # apply_source with every lookup that is the same for the batch done here, once
+        accepts, source_schema = self._accepts[collection], self.sources[collection]
+        derive = self.deriver.deriving(txn, collection)
+        output_accepts, output_schema = self.output_schema.accepts, self.output_schema
+        add = outputs.adder(self.output)
+        # outputs are plain dicts (see Deriver.derive): a key of top-level fields is read
+        # with one C call, and require() explains a key that is missing
+        output_key = self.output_key.getter or self.output_key.require
+        explain = self.output_key.require
+
+        def apply(document: Document, begin: int) -> None:
+            if not accepts(document):
+                problem = source_schema.problem(document)
                 if problem is not None:
-                    raise DocumentRejected(f"an output fails: {problem}")
-            try:
-                output_key(output)
-            except MissingKey as exc:
-                raise DocumentRejected(f"an output lacks its key: {exc}") from None
-            outputs.add(self.output, output, owned=True)
+                    raise DocumentRejected(problem)
+            for output in derive(document):
+                if not output_accepts(output):
+                    problem = output_schema.problem(output)
+                    if problem is not None:
+                        raise DocumentRejected(f"an output fails: {problem}")
+                try:
+                    try:
+                        output_key(output)
+                    except (KeyError, TypeError):
+                        explain(output)
+                except MissingKey as exc:
+                    raise DocumentRejected(f"an output lacks its key: {exc}") from None
+                add(output)
+
+        return apply

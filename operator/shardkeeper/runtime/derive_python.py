@@ -13,6 +13,7 @@ failing SQL lambda does.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -52,6 +53,9 @@ class PythonDeriver:
 
     def migrate(self, txn: SqlHandle, migrations: Sequence[str], first: int) -> None:
         return None
+
+    def deriving(self, txn: SqlHandle, source: str) -> Callable[[Document], list[Document]]:
+        return functools.partial(self.derive, txn, source)
 
     def derive(self, txn: SqlHandle, source: str, document: Document) -> list[Document]:
         try:

@@ -24,6 +24,7 @@ transactions (the store refuses both).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -230,6 +231,11 @@ class _Statement:
         self.columns: Any = None  # the last cursor.description
         self.convert: RowConverter = lambda row: {}
 
+    def learn(self, description: Any) -> None:
+        """Convert rows of these columns (a ``cursor.description``) from now on."""
+        self.convert = row_converter([d[0] for d in description])
+        self.columns = description
+
 
 class SqlDeriver:
     """Runs a task's ``derive.sql``.
@@ -295,19 +301,49 @@ class SqlDeriver:
                     continue
                 rows = cursor.fetchall()
             except sqlite3.Error as exc:
-                self._forget_cursor()
-                # the cursor skips the transaction's own check that the store is still open:
-                # a store closed under it is the store's error (raised here), not the lambda's
-                with contextlib.suppress(sqlite3.Error):
-                    txn.execute("SELECT 1").close()
-                raise DocumentRejected(f"the lambda of {source} failed: {exc}") from None
+                raise self._failed(txn, source, exc) from None
             if description != statement.columns:
-                statement.convert = row_converter([d[0] for d in description])
-                statement.columns = description
+                statement.learn(description)
             convert = statement.convert
             for row in rows:
                 outputs.append(convert(row))
         return outputs
+
+    def deriving(self, txn: SqlHandle, source: str) -> Callable[[Document], list[Document]]:
+        """:meth:`derive` of ``source`` in ``txn``, for a batch of documents. A lambda of one
+        statement that already ran in ``txn`` (every batch but a transaction's first) runs
+        on its cursor with no lookup or branch per document that the batch does not need."""
+        statements = self._statements[source]
+        cursor = self._cursor if txn is self._txn else None
+        if len(statements) != 1 or statements[0].bind is None or cursor is None:
+            return functools.partial(self.derive, txn, source)
+        statement = statements[0]
+        sql, bind = statement.sql, statement.bind
+        assert bind is not None
+        execute, fetchall = cursor.execute, cursor.fetchall
+
+        def derive_one(document: Document) -> list[Document]:
+            try:
+                execute(sql, bind(document))
+                description = cursor.description
+                if description is None:
+                    return []
+                rows = fetchall()
+            except sqlite3.Error as exc:
+                raise self._failed(txn, source, exc) from None
+            if description != statement.columns:
+                statement.learn(description)
+            return list(map(statement.convert, rows))
+
+        return derive_one
+
+    def _failed(self, txn: SqlHandle, source: str, error: sqlite3.Error) -> DocumentRejected:
+        self._forget_cursor()
+        # the cursor skips the transaction's own check that the store is still open: a
+        # store closed under it is the store's error (raised here), not the lambda's
+        with contextlib.suppress(sqlite3.Error):
+            txn.execute("SELECT 1").close()
+        return DocumentRejected(f"the lambda of {source} failed: {error}")
 
     def _forget_cursor(self) -> None:
         # a cursor whose statement failed holds on to it, and a connection closed with a

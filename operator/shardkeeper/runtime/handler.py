@@ -8,7 +8,7 @@ endpoint before the store commits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from shardkeeper.runtime.checkpoint import SavedState, SourceOffset
@@ -16,6 +16,9 @@ from shardkeeper.runtime.documents import Document
 from shardkeeper.runtime.messages import CapturedDocuments, SourceDocument
 from shardkeeper.runtime.outputs import OutputBuffer
 from shardkeeper.storage.store import ShardStore, Transaction
+
+# applies one source document of a batch, given where it begins in the batch's journal
+SourceApplier = Callable[[Document, int], None]
 
 
 class Feed(Protocol):
@@ -57,6 +60,14 @@ class TaskHandler(Protocol):
         """Apply one source document, the one at ``begin`` of ``journal``: what
         :meth:`apply` does with a :class:`SourceDocument`, without making one (the loop
         calls this for every document)."""
+        ...
+
+    def source_applier(
+        self, txn: Transaction, collection: str, outputs: OutputBuffer, journal: str
+    ) -> SourceApplier:
+        """:meth:`apply_source` for the documents of one batch of ``journal``, as
+        ``apply(document, begin)``: what is the same for the whole batch is looked up once,
+        not once per document."""
         ...
 
     def before_commit(self, checkpoint: Mapping[str, SourceOffset]) -> int:
@@ -122,3 +133,36 @@ class SourceHandler:
         begin: int,
     ) -> None:
         raise NotImplementedError
+
+    def source_applier(
+        self, txn: Transaction, collection: str, outputs: OutputBuffer, journal: str
+    ) -> SourceApplier:
+        return applier_of(self.apply_source, txn, collection, outputs, journal)
+
+
+class _ApplySource(Protocol):
+    def __call__(
+        self,
+        txn: Transaction,
+        collection: str,
+        document: Document,
+        outputs: OutputBuffer,
+        *,
+        journal: str,
+        begin: int,
+    ) -> None: ...
+
+
+def applier_of(
+    apply_source: _ApplySource,
+    txn: Transaction,
+    collection: str,
+    outputs: OutputBuffer,
+    journal: str,
+) -> SourceApplier:
+    """A handler's ``apply_source`` as a :data:`SourceApplier` of one batch."""
+
+    def apply(document: Document, begin: int) -> None:
+        apply_source(txn, collection, document, outputs, journal=journal, begin=begin)
+
+    return apply

@@ -18,6 +18,7 @@ none is written twice.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 
@@ -123,7 +124,13 @@ class OutputBuffer:
 
         ``owned`` says the caller made ``document`` for this call and keeps no reference to
         it: its ``_meta`` is then set in place rather than in a copy."""
-        framed = self._by_collection[collection]
+        return self._frame(self._by_collection[collection], owned, document)
+
+    def adder(self, collection: str) -> Callable[[Document], object]:
+        """:meth:`add` of owned documents for ``collection``, the journal looked up once."""
+        return functools.partial(self._frame, self._by_collection[collection], True)
+
+    def _frame(self, framed: _Journal, owned: bool, document: Document) -> Document:
         offset = framed.next
         doc_uuid = framed.uuid(offset)
         # the common case, written by orjson: no _meta yet, and only values that orjson

@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
+import orjson
+
 from shardkeeper.api.collection import Collection
 from shardkeeper.api.meta import SecretKeyRef
 from shardkeeper.api.shard import Shard
@@ -510,9 +512,11 @@ class Processor:
         batch = lines.batch
         journal, collection = batch.journal, batch.collection
         fragment_begin, fragment_end = batch.fragment_begin, batch.fragment_end
-        route = self._routers[collection].route
-        apply, txn = handler.apply_source, state.txn
+        router = self._routers[collection]
+        route, owned_key, loads = router.route, router.owned_key, orjson.loads
+        txn = state.txn
         assert txn is not None
+        apply = handler.source_applier(txn, collection, outputs, journal)
         clock, started = self._clock, state.started
         limit_documents, max_duration = self.ring_buffer_size, self.timing.max_duration
         documents, index, begin = state.documents, lines.index, lines.begin
@@ -520,6 +524,8 @@ class Processor:
         count = len(data_lines)
         # one check for the whole batch rather than one per line
         checked = orjson_parses(b"\n".join(data_lines[index:]))
+        if not checked:
+            owned_key = None
         try:
             while index < count:
                 data = data_lines[index]
@@ -529,10 +535,22 @@ class Processor:
                 # costs less than a call to min, once per line)
                 if end > fragment_end:  # noqa: PLR1730
                     end = fragment_end
-                document = route(journal, begin, data, checked)
+                if owned_key is not None:
+                    # route() inline, for the line that parses as orjson reads it to an
+                    # object with its key (what route() returns for it)
+                    try:
+                        document = loads(data)
+                        if document.__class__ is not dict:
+                            document = route(journal, begin, data, checked)
+                        else:
+                            owned_key(document)
+                    except (orjson.JSONDecodeError, KeyError):
+                        document = route(journal, begin, data, checked)
+                else:
+                    document = route(journal, begin, data, checked)
                 if document is not None:
                     try:
-                        apply(txn, collection, document, outputs, journal=journal, begin=begin)
+                        apply(document, begin)
                     except DocumentRejected as exc:
                         raise TaskFailed(journal, begin, str(exc)) from None
                     documents += 1

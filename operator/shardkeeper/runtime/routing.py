@@ -112,6 +112,12 @@ class KeyExtractor:
             getter = itemgetter(*(t[0] for t in tokens))
         return cls(tuple(pointers), tokens, getter)
 
+    @property
+    def getter(self) -> Callable[[Any], Any] | None:
+        """For a key of top-level fields only: what reads it from a dict in one C call
+        (``KeyError`` if a field is missing); else ``None``."""
+        return self._getter
+
     def values(self, document: Any) -> list[Any]:
         getter = self._getter
         if getter is not None and document.__class__ is dict:

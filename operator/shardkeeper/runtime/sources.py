@@ -229,6 +229,11 @@ class LineRouter:
         self.ranges = ranges
         # a shard that owns a whole range skips hashing for it (the key must exist all the same)
         self._everything = ranges.everything
+        # a shard that owns every document and a key of top-level fields: what reads that
+        # key from a dict, for a loop that parses lines itself and calls route() only for a
+        # line that is not a JSON object with its key (route then raises, or parses it as
+        # the stdlib does where orjson refused it)
+        self.owned_key = key.getter if self._everything else None
 
     def route(
         self, journal: str, begin: int, data: bytes, checked: bool = False

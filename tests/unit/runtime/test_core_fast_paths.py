@@ -9,6 +9,7 @@ import queue
 import sqlite3
 import threading
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +286,35 @@ def test_a_statement_binds_only_what_it_names_after_its_first_document() -> None
     second = deriver.derive(txn, "src", {"a": {"x": 1.5}, "z": None})
     assert first == [{"a": 1, "c": "[2]", "d": '{"a":1,"b":{"c":[2]}}'}]
     assert second == [{"a": '{"x":1.5}', "c": None, "d": '{"a":{"x":1.5},"z":null}'}]
+    # a batch after the first document runs the statement on the transaction's cursor
+    batch = deriver.deriving(txn, "src")
+    assert batch({"a": 1, "b": {"c": [2]}}) == first
+    assert batch({"a": {"x": 1.5}, "z": None}) == second
+
+
+def test_batches_derive_as_single_documents_do() -> None:
+    from shardkeeper.runtime.derive_sql import SqlDeriver
+
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.execute("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER)")
+
+    class Connection:
+        def execute(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:
+            return db.execute(sql, parameters)
+
+    upsert = "INSERT INTO t VALUES ($k, 1) ON CONFLICT (k) DO UPDATE SET n = n + 1 RETURNING k, n;"
+    keys = ["a", "b", "a", "b", "a"]
+    single = SqlDeriver([], {"src": upsert})
+    expected = [single.derive(Connection(), "src", {"k": k}) for k in keys]
+    db.execute("DELETE FROM t")
+    batched, txn = SqlDeriver([], {"src": upsert}), Connection()
+    first = batched.deriving(txn, "src")  # its statement not run yet
+    found = [first({"k": "a"}), first({"k": "b"})]
+    found.append(batched.deriving(txn, "src")({"k": "a"}))  # on the transaction's cursor
+    later = batched.deriving(Connection(), "src")  # another transaction
+    found += [later({"k": "b"}), later({"k": "a"})]
+    assert found == expected
+    assert found[-1] == [{"k": "a", "n": 3}]
 
 
 @given(
@@ -323,7 +353,10 @@ def test_compiled_checks_tell_bools_from_numbers(schema_type: str) -> None:
     assert check(2.5) is (schema_type == "number")
 
 
-def test_a_failed_statement_leaves_no_statement_open_on_the_connection(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batched", [False, True], ids=["derive", "deriving"])
+def test_a_failed_statement_leaves_no_statement_open_on_the_connection(
+    tmp_path: Path, batched: bool
+) -> None:
     from shardkeeper.runtime.derive_sql import SqlDeriver
 
     path = tmp_path / "store.db"
@@ -340,8 +373,10 @@ def test_a_failed_statement_leaves_no_statement_open_on_the_connection(tmp_path:
     txn = Connection()
     db.execute("BEGIN")
     assert deriver.derive(txn, "src", {"k": "a"}) == [{"k": "a"}]
-    with pytest.raises(DocumentRejected, match="UNIQUE constraint failed"):
-        deriver.derive(txn, "src", {"k": "a"})
+    derive = deriver.deriving(txn, "src") if batched else partial(deriver.derive, txn, "src")
+    assert derive({"k": "b"}) == [{"k": "b"}]
+    with pytest.raises(DocumentRejected, match="the lambda of src failed: UNIQUE constraint"):
+        derive({"k": "a"})
     db.execute("COMMIT")
     db.close()
     # a statement still alive would keep the connection open underneath, and its WAL
