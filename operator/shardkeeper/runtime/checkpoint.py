@@ -27,6 +27,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
+from shardkeeper.runtime.compression import compress
 from shardkeeper.runtime.outputs import OutputBatch
 from shardkeeper.storage.store import ShardStore, Transaction
 
@@ -159,12 +160,6 @@ def write(txn: Transaction, rows: CommitRows) -> None:
         ],
     )
     txn.execute(f"UPDATE {STATS_TABLE} SET transactions = ? WHERE id = 1", (rows.transactions,))
-
-
-def compress(payload: bytes) -> bytes:
-    # JSON lines shrink several times even at the fastest level, and every byte stored here
-    # is written again to the recovery log; zlib works without holding the GIL
-    return zlib.compress(payload, 1)
 
 
 def record_migrations(txn: Transaction, first: int, statements: Iterable[str]) -> None:

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 
+from shardkeeper.runtime.compression import StreamingCompression, Submit
 from shardkeeper.runtime.documents import (
     META,
     UUID_FIELD,
@@ -37,6 +39,8 @@ from shardkeeper.storage.objectstore import ObjectStore
 
 # a transaction's output to one journal is cut into fragments of at most this many bytes
 MAX_FRAGMENT_BYTES = 4 << 20
+# a payload being written is handed to its compression in pieces of about this many bytes
+COMPRESSION_PIECE_BYTES = 256 << 10
 
 
 class OutputConflict(errors.StorageError):
@@ -77,20 +81,64 @@ class _Journal:
     costs more than writing it (tens of thousands of objects per transaction, in memory
     that is new each time)."""
 
-    __slots__ = ("compressed", "current", "full", "head", "limit", "name", "next", "uuid")
+    __slots__ = (
+        "compressed",
+        "compression",
+        "compressor",
+        "current",
+        "full",
+        "hand_at",
+        "handed",
+        "head",
+        "limit",
+        "name",
+        "next",
+        "uuid",
+    )
 
-    def __init__(self, name: str, head: int, limit: int) -> None:
+    def __init__(self, name: str, head: int, limit: int, compressor: Submit | None) -> None:
         self.name = name
         self.uuid = uuid_maker(name)
         self.limit = limit
+        self.compressor = compressor
         self.head = head  # where this transaction's first output goes
         self.clear()
 
     def clear(self) -> None:
         self.full: list[bytes] = []  # payloads that take no more lines
         self.compressed: list[Future[bytes] | None] = []  # of each full payload
-        self.current = bytearray()  # the payload being filled, after the full ones
         self.next = self.head  # where the next output goes
+        self.restart()
+
+    def restart(self) -> None:
+        """Begin a new payload at :attr:`next`."""
+        self.current = bytearray()  # the payload being filled, after the full ones
+        self.compression: StreamingCompression | None = None  # made for its first piece
+        self.handed = 0  # how much of the payload its compression has
+        # the offset past which the next piece is handed over (a number to compare once
+        # per line)
+        self.hand_at = self.next + COMPRESSION_PIECE_BYTES if self.compressor else sys.maxsize
+
+    def _compression(self) -> StreamingCompression:
+        assert self.compressor is not None
+        if self.compression is None:
+            self.compression = StreamingCompression(self.compressor)
+        return self.compression
+
+    def hand_over(self) -> None:
+        """Hand what the payload gained since the last time to its compression."""
+        current = self.current
+        self._compression().add(bytes(current[self.handed :]))
+        self.handed = len(current)
+        self.hand_at = self.next + COMPRESSION_PIECE_BYTES
+
+    def sealed(self) -> tuple[bytes, Future[bytes] | None]:
+        """The payload, complete, and its compression (by then all but the last piece of
+        it is done, or under way)."""
+        payload = bytes(self.current)
+        if self.compressor is None:
+            return payload, None
+        return payload, self._compression().finish(payload[self.handed :])
 
 
 class OutputBuffer:
@@ -98,9 +146,10 @@ class OutputBuffer:
 
     ``journals`` maps each output collection to this shard's journal in it (a relative
     name); ``heads`` holds each journal's next offset as the store recorded it.
-    ``compress``, if given, begins compressing a payload as soon as it is full (a large
-    transaction's batches but its last are then compressed by the time it commits,
-    rather than one after the other on its way to the commit).
+    ``compressor``, if given, compresses each payload for the store (see
+    :mod:`.checkpoint`) on another thread while it is being written, piece by piece: by the
+    time the transaction commits, only the last piece of its last payload is left, rather
+    than whole payloads one after the other on the way to the commit.
     """
 
     def __init__(
@@ -109,13 +158,14 @@ class OutputBuffer:
         heads: Mapping[str, int],
         *,
         max_fragment_bytes: int = MAX_FRAGMENT_BYTES,
-        compress: Callable[[bytes], Future[bytes]] | None = None,
+        compressor: Submit | None = None,
     ) -> None:
         self.journals = dict(journals)
-        self.compress = compress
         self.max_fragment_bytes = max_fragment_bytes
         self.heads = {j: heads.get(j, 0) for j in self.journals.values()}
-        self._framed = {j: _Journal(j, head, max_fragment_bytes) for j, head in self.heads.items()}
+        self._framed = {
+            j: _Journal(j, head, max_fragment_bytes, compressor) for j, head in self.heads.items()
+        }
         self._by_collection = {c: self._framed[j] for c, j in self.journals.items()}
         self.documents = 0
 
@@ -158,15 +208,17 @@ class OutputBuffer:
             self._fill(framed)
             current = framed.current
         current += line
-        framed.next = offset + len(line)
+        framed.next = end = offset + len(line)
+        if end >= framed.hand_at:
+            framed.hand_over()
         self.documents += 1
         return written
 
     def _fill(self, framed: _Journal) -> None:
-        payload = bytes(framed.current)
+        payload, compressed = framed.sealed()
         framed.full.append(payload)
-        framed.compressed.append(None if self.compress is None else self.compress(payload))
-        framed.current = bytearray()
+        framed.compressed.append(compressed)
+        framed.restart()
 
     def next_offset(self, journal: str) -> int:
         """Where the next document framed for ``journal`` will sit."""
@@ -179,7 +231,7 @@ class OutputBuffer:
             begin = framed.head
             payloads = list(zip(framed.full, framed.compressed, strict=True))
             if framed.current:
-                payloads.append((bytes(framed.current), None))
+                payloads.append(framed.sealed())
             for payload, compressed in payloads:
                 batches.append(OutputBatch(journal, begin, epoch, payload, compressed))
                 begin += len(payload)

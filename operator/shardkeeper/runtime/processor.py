@@ -10,9 +10,9 @@ transaction begins: its clock starts at its first message, it applies messages a
 the previous record is in the recovery log, and it commits only once the previous
 transaction's outputs are appended, so commits never overlap and outputs go out in order.
 The feed threads keep reading ahead into the channel (``readChannelSize`` messages) all
-along, and a **compressor** thread compresses each output payload for the store as soon as
-it is full. A transaction holds at most ``ringBufferSize`` documents: what it must keep in
-memory until it commits (framed outputs, captured requests, upserts) stays bounded.
+along, and a **compressor** thread compresses each output payload for the store while it
+is being written. A transaction holds at most ``ringBufferSize`` documents: what it must
+keep in memory until it commits (framed outputs, captured requests, upserts) stays bounded.
 
 On start, on a store that is already primary, the processor appends again whatever
 batches the last commit left pending (see :mod:`.outputs`), then runs.
@@ -27,7 +27,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import orjson
@@ -265,8 +265,8 @@ class Processor:
                 "call store.fence() first"
             )
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="commit")
-        # compresses full output payloads while the transaction goes on (zlib lets go of
-        # the interpreter lock), off the way from its last document to its commit
+        # compresses output payloads while the transaction goes on (zlib lets go of the
+        # interpreter lock), off the way from its last document to its commit
         self._compressor = ThreadPoolExecutor(1, thread_name_prefix="compress")
         try:
             self._start()
@@ -289,7 +289,8 @@ class Processor:
             if journal not in heads:
                 # a first output to this journal: start at its head, wherever it is
                 heads[journal] = Journal(ctx.objects, ctx.prefix + journal).head()
-        self._outputs = OutputBuffer(journals, heads, compress=self._compress_ahead)
+        assert self._compressor is not None
+        self._outputs = OutputBuffer(journals, heads, compressor=self._compressor.submit)
         for batch in saved.pending:
             append_batch(ctx.objects, ctx.prefix, batch)
         self._faults.reached(RuntimeFaultPoint.PENDING_REAPPENDED)
@@ -312,10 +313,6 @@ class Processor:
             )
         self._feed = self._make_feed()
         self._feed.start(self._checkpoint)
-
-    def _compress_ahead(self, payload: bytes) -> Future[bytes]:
-        assert self._compressor is not None
-        return self._compressor.submit(checkpoint.compress, payload)
 
     def _shutdown(self) -> None:
         if self._feed is not None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import zlib
-from concurrent.futures import Future
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 from hypothesis import given
@@ -11,7 +12,8 @@ from hypothesis import strategies as st
 
 from shardkeeper.api.storagemapping import StorageMapping
 from shardkeeper.api.task import TaskSpec
-from shardkeeper.runtime import checkpoint
+from shardkeeper.runtime import outputs
+from shardkeeper.runtime.compression import StreamingCompression
 from shardkeeper.runtime.documents import document_uuid, encode_line, parse_line, split_lines
 from shardkeeper.runtime.outputs import OutputBuffer
 from shardkeeper.runtime.schemas import DocumentSchema, SchemaError
@@ -114,28 +116,44 @@ def test_large_outputs_are_cut_into_fragments_at_line_boundaries() -> None:
     assert [b.begin for b in batches[1:]] == [b.end for b in batches[:-1]]
 
 
-def test_full_payloads_are_compressed_ahead_and_batches_stay_the_same() -> None:
-    compressed: list[bytes] = []
+def test_payloads_are_compressed_while_written_and_batches_stay_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(outputs, "COMPRESSION_PIECE_BYTES", 50)
+    handed: list[int] = []
 
-    def compress_ahead(payload: bytes) -> Future[bytes]:
-        compressed.append(payload)
+    def submit(work: Callable[[], bytes]) -> Future[bytes]:
+        handed.append(1)
         future: Future[bytes] = Future()
-        future.set_result(checkpoint.compress(payload))
+        future.set_result(work())
         return future
 
     plain = OutputBuffer({"out": "j"}, {"j": 0}, max_fragment_bytes=200)
-    ahead = OutputBuffer({"out": "j"}, {"j": 0}, max_fragment_bytes=200, compress=compress_ahead)
+    ahead = OutputBuffer({"out": "j"}, {"j": 0}, max_fragment_bytes=200, compressor=submit)
     for n in range(10):
         plain.add("out", {"n": n})
         ahead.add("out", {"n": n})
+        if n == 1:
+            # compression began before anything was sealed
+            assert handed
     expected, batches = plain.seal(epoch=1), ahead.seal(epoch=1)
     assert batches == expected
-    # every payload but the one still open at the seal was handed over as it filled
-    assert compressed == [b.payload for b in batches[:-1]]
-    assert [b.compressed is None for b in batches] == [False] * (len(batches) - 1) + [True]
-    for batch in batches[:-1]:
+    assert [b.compressed is None for b in expected] == [True] * len(expected)
+    for batch in batches:
         assert batch.compressed is not None
         assert zlib.decompress(batch.compressed.result()) == batch.payload
+
+
+@given(st.lists(st.binary(max_size=300), max_size=12))
+def test_a_payload_compressed_in_pieces_decompresses_to_the_pieces_joined(
+    pieces: list[bytes],
+) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        compression = StreamingCompression(pool.submit)
+        for piece in pieces[:-1]:
+            compression.add(piece)
+        compressed = compression.finish(pieces[-1] if pieces else b"").result()
+    assert zlib.decompress(compressed) == b"".join(pieces)
 
 
 def test_a_schema_admits_meta_even_when_it_closes_the_object() -> None:
