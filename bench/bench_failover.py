@@ -18,11 +18,8 @@ Run by hand against a running environment with
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess
@@ -45,7 +42,7 @@ from tests.runtime.shard_harness import (
 )
 from tests.support.wait import wait_for
 
-from bench.harness import Context, Result, Run
+from bench.harness import Context, Result, Run, by_hand
 from shardkeeper.dev import tools
 
 CRD_DIR = Path(__file__).resolve().parents[1] / "crds"
@@ -295,24 +292,7 @@ def run(ctx: Context, out: Run) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shardkeeper.dev.environment import Environment
-
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_failover")
-    parser.add_argument("--env-dir", type=Path, required=True, help="a running environment")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, default=Path(".bench/failover.json"))
-    args = parser.parse_args(argv)
-    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-failover-{secrets.token_hex(3)}"
-    workdir.mkdir(parents=True)
-    try:
-        ctx = Context(env=Environment(args.env_dir).info(), workdir=workdir, quick=args.quick)
-        out = Run()
-        run(ctx, out)
-        out.write(args.out)
-        print(f"wrote {len(out.results)} results to {args.out}")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return by_hand("bench_failover", argv, lambda ctx, out, _: run(ctx, out))
 
 
 if __name__ == "__main__":

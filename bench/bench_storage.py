@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.harness import Context, Result, Run
+from bench.harness import Context, Result, Run, by_hand
 from shardkeeper.storage.client import make_s3_client
 from shardkeeper.storage.journal import Journal
 from shardkeeper.storage.objectstore import ObjectStore
@@ -413,31 +413,21 @@ def bench_restore_and_memory(ctx: Context, client: S3Client, bucket: str, out: R
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shardkeeper.dev.environment import Environment
+    def only(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--only",
+            action="append",
+            choices=PARTS,
+            help="run only this part (repeatable): journal appends, commit latency, or "
+            "restore throughput and memory",
+        )
 
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_storage")
-    parser.add_argument("--env-dir", type=Path, required=True, help="a running environment")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument(
-        "--only",
-        action="append",
-        choices=PARTS,
-        help="run only this part (repeatable): journal appends, commit latency, or "
-        "restore throughput and memory",
+    return by_hand(
+        "bench_storage",
+        argv,
+        lambda ctx, out, args: run(ctx, out, tuple(args.only) if args.only else PARTS),
+        options=only,
     )
-    parser.add_argument("--out", type=Path, default=Path(".bench/storage.json"))
-    args = parser.parse_args(argv)
-    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-storage-{secrets.token_hex(3)}"
-    workdir.mkdir(parents=True)
-    try:
-        ctx = Context(env=Environment(args.env_dir).info(), workdir=workdir, quick=args.quick)
-        out = Run()
-        run(ctx, out, tuple(args.only) if args.only else PARTS)
-        out.write(args.out)
-        print(f"wrote {len(out.results)} results to {args.out}")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -6,10 +6,15 @@ raw ``kubectl apply``), because this machine is noisy: the ratio is what we trac
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import os
 import platform
+import secrets
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,3 +78,36 @@ class Context:
     env: Any  # shardkeeper.dev.environment.EnvInfo
     workdir: Path
     quick: bool
+
+
+def by_hand(
+    module: str,
+    argv: list[str] | None,
+    run: Callable[[Context, Run, argparse.Namespace], None],
+    *,
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> int:
+    """``python -m bench.<module> --env-dir DIR [--quick] [--out FILE]``: one module's
+    figures against an environment that is already running (``shardkeeper dev up``), in a
+    scratch directory of its own. ``options`` adds the module's own arguments."""
+    from shardkeeper.dev.environment import Environment
+
+    part = module.removeprefix("bench_")
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{module}")
+    parser.add_argument("--env-dir", type=Path, required=True, help="a running environment")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--out", type=Path, default=Path(f".bench/{part}.json"))
+    if options is not None:
+        options(parser)
+    args = parser.parse_args(argv)
+    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{part}-{secrets.token_hex(3)}"
+    workdir.mkdir(parents=True)
+    try:
+        ctx = Context(env=Environment(args.env_dir).info(), workdir=workdir, quick=args.quick)
+        out = Run()
+        run(ctx, out, args)
+        out.write(args.out)
+        print(f"wrote {len(out.results)} results to {args.out}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
