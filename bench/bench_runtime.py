@@ -20,10 +20,7 @@ Run by hand against a running environment with
 
 from __future__ import annotations
 
-import argparse
-import os
 import secrets
-import shutil
 import sqlite3
 import statistics
 import sys
@@ -35,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 
 from bench.bench_storage import client_of, drop_bucket, percentile
-from bench.harness import Context, Result, Run
+from bench.harness import Context, Result, Run, by_hand
 from shardkeeper.api.collection import Collection
 from shardkeeper.api.meta import SecretKeyRef
 from shardkeeper.api.shard import Shard, recovery_log_name, shard_name
@@ -347,24 +344,7 @@ def run(ctx: Context, out: Run) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shardkeeper.dev.environment import Environment
-
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_runtime")
-    parser.add_argument("--env-dir", type=Path, required=True, help="a running environment")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, default=Path(".bench/runtime.json"))
-    args = parser.parse_args(argv)
-    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-runtime-{secrets.token_hex(3)}"
-    workdir.mkdir(parents=True)
-    try:
-        ctx = Context(env=Environment(args.env_dir).info(), workdir=workdir, quick=args.quick)
-        out = Run()
-        run(ctx, out)
-        out.write(args.out)
-        print(f"wrote {len(out.results)} results to {args.out}")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return by_hand("bench_runtime", argv, lambda ctx, out, _: run(ctx, out))
 
 
 if __name__ == "__main__":

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
+from tests.support.clock import Clock
+
 from shardkeeper.controller.reconciler import RecentWrites
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_write_stands_in_while_the_cache_shows_what_it_wrote_over() -> None:

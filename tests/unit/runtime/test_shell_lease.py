@@ -8,6 +8,8 @@ import itertools
 from datetime import UTC, datetime
 from typing import Any
 
+from tests.support.clock import Clock
+
 from shardkeeper.lease import (
     LeaseRecord,
     Sighting,
@@ -101,14 +103,6 @@ class FakeLeaseApi:
     def holder(self) -> str | None:
         assert self.obj is not None
         return LeaseRecord.from_spec(self.obj["spec"]).holder
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def elector(api: FakeLeaseApi, me: str, clock: Clock) -> Elector:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from tests.support.clock import Clock
 
 from shardkeeper.api.shard import Checkpoint, CommitPoint, ReplicaState, ReplicaStatus
 from shardkeeper.kube_json import ApiError
@@ -153,14 +154,6 @@ def test_progress_is_applied_at_most_every_min_interval() -> None:
     assert is_due(moved, applied, 10.0, 11.0, 1.0)
     failed = replica_apply("ns", "s", standby(message="bad"))
     assert is_due(failed, applied, 10.0, 10.1, 1.0)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_reporter_sends_urgent_changes_at_once_and_holds_progress_back() -> None:
