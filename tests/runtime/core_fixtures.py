@@ -27,6 +27,7 @@ from shardkeeper.runtime.collectionio import CollectionWriter, JournalDocument, 
 from shardkeeper.runtime.faults import NO_RUNTIME_FAULTS, RuntimeFaultPoint, RuntimeFaults
 from shardkeeper.runtime.metrics import RuntimeMetrics
 from shardkeeper.runtime.processor import (
+    DOCUMENT_TIME_LIMIT,
     Processor,
     ProcessorOptions,
     ShardContext,
@@ -196,6 +197,7 @@ class ShardRunner:
         log_faults: Faults = NO_FAULTS,
         volume: Path | None = None,
         ctx: ShardContext | None = None,
+        document_time_limit: float = DOCUMENT_TIME_LIMIT,
     ) -> Incarnation:
         log = RecoveryLog(self.log.store, self.log.name, faults=log_faults)
         store = ShardStore.open(
@@ -206,7 +208,11 @@ class ShardRunner:
         metrics = RuntimeMetrics(registry, self.ctx.shard_name)
         commits: list[TransactionSummary] = []
         options = ProcessorOptions(
-            reader=FAST_READS, idle_poll=0.01, faults=faults, on_commit=commits.append
+            reader=FAST_READS,
+            idle_poll=0.01,
+            faults=faults,
+            on_commit=commits.append,
+            document_time_limit=document_time_limit,
         )
         processor = Processor(ctx or self.ctx, store, metrics, options)
         stop = threading.Event()

@@ -192,6 +192,32 @@ def test_a_lambda_that_fails_on_one_document_stops_the_shard_and_a_fix_resumes(
     assert found == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 4), (10, 5)]
 
 
+def test_a_lambda_that_never_ends_is_stopped_at_its_document(
+    tmp_path: Path, objects: ObjectStore
+) -> None:
+    # a payment of 100 or more sends the lambda into a recursive CTE without an end
+    endless = ledger_task(
+        "INSERT INTO ledger (id, amount) VALUES ($id, $amount);"
+        "SELECT $id AS id, CASE WHEN $amount < 100 THEN (SELECT sum(amount) FROM ledger) ELSE ("
+        "WITH RECURSIVE forever(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM forever) "
+        "SELECT count(*) FROM forever) END AS balance"
+    )
+    runner = ShardRunner(tmp_path, ledger_context(objects, endless))
+    source = writer(objects, "payments")
+    first = runner.start(document_time_limit=1.0)
+    source.append(payments(0, 3))
+    wait_for(lambda: balance_ids(objects) == [0, 1, 2], timeout=30, what="3 good outputs")
+    written = source.append([{"id": 3, "amount": 500}, *payments(4, 1)])
+    error = first.ended()
+    assert isinstance(error, TaskFailed), error
+    assert (error.journal, error.offset) == (source.journal, written[0].offset)
+    assert "the lambda of payments failed: interrupted" in error.reason
+    assert "ran for more than 1s on this document" in error.reason
+    # its transaction rolled back whole: nothing of it or after it was committed
+    assert first.processor.progress().checkpoint[source.journal] <= written[0].offset
+    assert balance_ids(objects) == [0, 1, 2]
+
+
 def test_a_lambda_with_an_sql_error_stops_the_shard_at_the_first_document(
     tmp_path: Path, objects: ObjectStore
 ) -> None:

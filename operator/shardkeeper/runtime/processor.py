@@ -138,6 +138,9 @@ class TransactionSummary:
     total_seconds: float  # first message to outputs appended
 
 
+DOCUMENT_TIME_LIMIT = 60.0
+
+
 @dataclasses.dataclass(frozen=True)
 class ProcessorOptions:
     reader: ReaderOptions = dataclasses.field(default_factory=ReaderOptions)
@@ -147,6 +150,10 @@ class ProcessorOptions:
     clock: Callable[[], float] = time.monotonic
     # called by the committer after each transaction is entirely done (tests, benchmarks)
     on_commit: Callable[[TransactionSummary], None] | None = None
+    # seconds one document may keep a store statement running (a lambda that never ends,
+    # such as an endless recursive CTE) before the statement is interrupted and the shard
+    # fails at that document
+    document_time_limit: float = DOCUMENT_TIME_LIMIT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,6 +247,10 @@ class Processor:
         self._previous: _Commit | None = None
         self._committer: ThreadPoolExecutor | None = None
         self._compressor: ThreadPoolExecutor | None = None
+        # when the document being applied began (None between documents), and that time
+        # again once its statement ran past the limit and was interrupted
+        self._applying_since: float | None = None
+        self._interrupted: float | None = None
 
     # -- the shell's view --------------------------------------------------------------------
 
@@ -270,9 +281,11 @@ class Processor:
         self._compressor = ThreadPoolExecutor(1, thread_name_prefix="compress")
         try:
             self._start()
+            self.store.guard_statements(self._over_time)
             self._loop(stop)
             self._wait_previous()
         finally:
+            self.store.guard_statements(None)
             self._shutdown()
 
     # -- start and stop ------------------------------------------------------------------------
@@ -480,10 +493,13 @@ class Processor:
         if isinstance(message, _Lines):
             self._apply_lines(state, message, self._handler, self._outputs, stop)
         elif isinstance(message, SourceDocument):
+            self._applying_since = self._clock()
             try:
                 state.documents += self._handler.apply(state.txn, message, self._outputs)
             except DocumentRejected as exc:
-                raise TaskFailed(message.journal, message.begin, str(exc)) from None
+                raise TaskFailed(message.journal, message.begin, self._rejected(exc)) from None
+            finally:
+                self._applying_since = None
             state.sources[message.journal] = SourceOffset(message.end, message.resume)
         elif isinstance(message, SourceAdvance):
             state.sources[message.journal] = SourceOffset(message.end, message.resume)
@@ -523,6 +539,7 @@ class Processor:
         checked = orjson_parses(b"\n".join(data_lines[index:]))
         if not checked:
             owned_key = None
+        now = clock()
         try:
             while index < count:
                 data = data_lines[index]
@@ -546,15 +563,17 @@ class Processor:
                 else:
                     document = route(journal, begin, data, checked)
                 if document is not None:
+                    self._applying_since = now  # for the statement guard (_over_time)
                     try:
                         apply(document, begin)
                     except DocumentRejected as exc:
-                        raise TaskFailed(journal, begin, str(exc)) from None
+                        raise TaskFailed(journal, begin, self._rejected(exc)) from None
                     documents += 1
                     begin = end
+                    now = clock()
                     if (
                         documents >= limit_documents
-                        or clock() - started >= max_duration
+                        or now - started >= max_duration
                         or stop.is_set()
                     ):
                         break
@@ -562,6 +581,7 @@ class Processor:
                     begin = end
         finally:
             state.documents = documents
+            self._applying_since = None
         if index >= count:
             self._lines = None
             begin = fragment_end if not data_lines else begin
@@ -569,6 +589,24 @@ class Processor:
             lines.index, lines.begin = index, begin
         resume = fragment_begin if begin < fragment_end else fragment_end
         state.sources[journal] = SourceOffset(begin, resume)
+
+    def _over_time(self) -> bool:
+        """The store's statement guard: whether the document being applied has kept a
+        statement running past ``document_time_limit`` (then it is interrupted)."""
+        since = self._applying_since
+        if since is None or self._clock() - since <= self.options.document_time_limit:
+            return False
+        self._interrupted = since
+        return True
+
+    def _rejected(self, exc: DocumentRejected) -> str:
+        """Why the document was rejected, saying so when the statement guard stopped it."""
+        if self._interrupted is None or self._interrupted != self._applying_since:
+            return str(exc)
+        return (
+            f"{exc}: it ran for more than {self.options.document_time_limit:g}s on this "
+            "document and was stopped (does the lambda ever end?)"
+        )
 
     def _prepare_commit(self, state: _Open, reading_closed: float) -> _Commit:
         """Write the checkpoint and outputs into the open transaction (after the previous

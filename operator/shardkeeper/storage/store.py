@@ -42,7 +42,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,10 @@ from shardkeeper.storage.volume import META_SCHEMA, META_WRITE, CommitMeta, Volu
 from shardkeeper.storage.wal import WalCommit, WalTracker
 
 log = logging.getLogger(__name__)
+
+# SQLite instructions between two looks of a statement guard (guard_statements): a few
+# milliseconds of work, so a statement of ordinary size never calls it at all
+GUARD_EVERY = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,6 +393,17 @@ class ShardStore:
         if self._txn is None or self._conn is None:
             raise errors.StoreClosed("no transaction is open on this shard store")
         return self._conn
+
+    def guard_statements(self, over: Callable[[], bool] | None) -> None:
+        """Interrupt a statement of the write connection (it raises ``sqlite3.OperationalError:
+        interrupted``) once ``over()`` holds, asked every ``GUARD_EVERY`` SQLite
+        instructions, so only of a statement that runs long; None takes the guard off."""
+        if self._conn is None:
+            return
+        if over is None:
+            self._conn.set_progress_handler(None, 0)
+        else:
+            self._conn.set_progress_handler(over, GUARD_EVERY)
 
     def begin(self) -> Transaction:
         self._check_can_write()
