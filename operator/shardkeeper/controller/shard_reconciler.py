@@ -81,13 +81,10 @@ class ShardReconciler(Base):
         # One hash over all of them, kept on the StatefulSet (which is watched): a shard
         # whose objects are as they should be costs no request, even after a restart.
         digest = content_hash(objects)
+        if sts is not None and sts.applied_hash == digest:
+            return None
         uid, seen = shard.metadata.uid or "", sts.resource_version if sts is not None else None
-        applied = self.recent.current_at(
-            uid, WORKLOAD, seen, sts.applied_hash if sts is not None else None
-        )
-        if applied == digest:
-            if sts is not None and sts.applied_hash == digest:
-                return None
+        if self.recent.current_at(uid, WORKLOAD, seen, None) == digest:
             return self.recent.held_for(uid, WORKLOAD)
         # the pods' identity, rights, Service and PDB at once, and the StatefulSet only
         # after them, so no pod is refused for want of its ServiceAccount
