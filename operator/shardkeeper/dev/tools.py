@@ -255,20 +255,30 @@ def build(tool: Tool, force: bool = False) -> Path:
         staging.mkdir(parents=True)
         print(f"building {tool.name} {tool.version} from {tool.module} ...", flush=True)
         ldflags = " ".join(("-s", "-w", *tool.ldflags))
+        cmd = [go, "build", "-v", "-trimpath", "-ldflags", ldflags]
+        if len(tool.binaries) == 1:
+            [(binary, package)] = tool.binaries.items()
+            cmd += ["-o", str(staging / binary), package]
+        else:
+            # One invocation for all of a module's binaries: Go schedules their packages
+            # together, so the shared ones compile once and the links run in parallel.
+            # Each binary is then named after its package's last element.
+            cmd += ["-o", f"{staging}/", *tool.binaries.values()]
         with _Progress(tool.name) as progress:
-            for binary, package in tool.binaries.items():
-                cmd = [go, "build", "-v", "-trimpath", "-ldflags", ldflags]
-                cmd += ["-o", str(staging / binary), package]
-                proc = subprocess.Popen(cmd, cwd=work, env=env, stderr=subprocess.PIPE, text=True)
-                assert proc.stderr is not None
-                tail: list[str] = []
-                for line in proc.stderr:
-                    progress.count += 1
-                    tail = [*tail, line][-60:]
-                if proc.wait() != 0:
-                    raise ToolError(
-                        f"building {binary} from {package}@{tool.version} failed:\n" + "".join(tail)
-                    )
+            proc = subprocess.Popen(cmd, cwd=work, env=env, stderr=subprocess.PIPE, text=True)
+            assert proc.stderr is not None
+            tail: list[str] = []
+            for line in proc.stderr:
+                progress.count += 1
+                tail = [*tail, line][-60:]
+            if proc.wait() != 0:
+                raise ToolError(
+                    f"building {', '.join(tool.binaries)} of {tool.module}@{tool.version} failed:\n"
+                    + "".join(tail)
+                )
+        missing = [b for b in tool.binaries if not (staging / b).is_file()]
+        if missing:
+            raise ToolError(f"building {tool.module}@{tool.version} did not produce {missing}")
         (staging / ".complete").write_text(f"{tool.module}@{tool.version}\n")
         shutil.rmtree(dest, ignore_errors=True)
         staging.rename(dest)
