@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from bench.harness import Context, Result, Run
-from shardkeeper.dev import environment, processes, tools
+from shardkeeper_dev import environment, processes, tools
 
 
 def _control_plane_floor(state_dir: Path) -> float:

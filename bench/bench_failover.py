@@ -43,7 +43,7 @@ from tests.runtime.shard_harness import (
 from tests.support.wait import wait_for
 
 from bench.harness import Context, Result, Run, by_hand
-from shardkeeper.dev import tools
+from shardkeeper_dev import tools
 
 CRD_DIR = Path(__file__).resolve().parents[1] / "crds"
 # what the issue allows beyond the Lease duration for a failover
@@ -65,7 +65,7 @@ def shard_setup(ctx: Context, kube_api: Any, hot_standbys: int) -> Iterator[Shar
     """A fresh namespace and bucket with a counting derivation; removed afterwards."""
     from kubernetes import client
 
-    from shardkeeper.dev.environment import s3_client
+    from shardkeeper_dev.environment import s3_client
 
     name = f"bench-failover-{secrets.token_hex(3)}"
     core = client.CoreV1Api(kube_api)

@@ -5,7 +5,7 @@ its memory with many Shards; API requests per reconcile, and per minute while id
   (the operator creates each Shard and its workload; the process node runs each shard's
   runtime until it is primary). Baseline: ``kubectl apply --server-side`` of the very same
   workloads (StatefulSet, Service, PDB, ServiceAccount, Role, RoleBinding per shard, as
-  ``controller/workload.py`` renders them) for pre-created Tasks and Shards, until every
+  ``controller/specs/workload.py`` renders them) for pre-created Tasks and Shards, until every
   StatefulSet is ready, through the same process node, with no operator running.
 - ``operator.rss``: the operator's resident memory once it manages M Shards (tasks with
   ``disable: true``: every Shard, StatefulSet and Role exists, no pod runs).
@@ -35,10 +35,10 @@ import yaml
 
 from bench.harness import Context, Result, Run
 from shardkeeper.api import Shard, Task
-from shardkeeper.controller.shards import initial_shard, shard_manifest
-from shardkeeper.controller.workload import ShardContext, WorkloadDefaults, workload
-from shardkeeper.dev import environment, processes, tools
-from shardkeeper.dev.examples import render
+from shardkeeper.controller.specs.shards import initial_shard, shard_manifest
+from shardkeeper.controller.specs.workload import ShardContext, WorkloadDefaults, workload
+from shardkeeper_dev import environment, processes, tools
+from shardkeeper_dev.examples import render
 
 GROUP = "shardkeeper.io"
 ROOT = Path(__file__).resolve().parents[1]

@@ -37,15 +37,15 @@ from shardkeeper.api.collection import Collection
 from shardkeeper.api.meta import SecretKeyRef
 from shardkeeper.api.shard import Shard, recovery_log_name, shard_name
 from shardkeeper.api.task import Task
-from shardkeeper.runtime.collectionio import CollectionWriter
-from shardkeeper.runtime.metrics import RuntimeMetrics
-from shardkeeper.runtime.processor import (
+from shardkeeper.runtime.core.metrics import RuntimeMetrics
+from shardkeeper.runtime.core.processor import (
     Processor,
     ProcessorOptions,
     ShardContext,
     TransactionSummary,
 )
-from shardkeeper.runtime.storagemap import recovery_log_key
+from shardkeeper.runtime.shell.collectionio import CollectionWriter
+from shardkeeper.runtime.shell.storagemap import recovery_log_key
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.store import ShardStore

@@ -75,7 +75,7 @@ class Context:
     ``quick`` asks for smaller sizes (``make bench QUICK=1``) for a smoke run.
     """
 
-    env: Any  # shardkeeper.dev.environment.EnvInfo
+    env: Any  # shardkeeper_dev.environment.EnvInfo
     workdir: Path
     quick: bool
 
@@ -90,7 +90,7 @@ def by_hand(
     """``python -m bench.<module> --env-dir DIR [--quick] [--out FILE]``: one module's
     figures against an environment that is already running (``shardkeeper dev up``), in a
     scratch directory of its own. ``options`` adds the module's own arguments."""
-    from shardkeeper.dev.environment import Environment
+    from shardkeeper_dev.environment import Environment
 
     part = module.removeprefix("bench_")
     parser = argparse.ArgumentParser(prog=f"python -m bench.{module}")

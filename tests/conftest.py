@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from shardkeeper.dev import environment, tools
+from shardkeeper_dev import environment, tools
 
 Kubectl = Callable[..., "subprocess.CompletedProcess[str]"]
 

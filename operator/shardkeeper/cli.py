@@ -13,8 +13,8 @@ from collections.abc import Sequence
 # subcommand -> (module with a ``main(argv) -> int``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("shardkeeper.controller.main", "run the operator (kopf)"),
-    "shard": ("shardkeeper.runtime.main", "run one shard replica (the data plane)"),
-    "dev": ("shardkeeper.dev.main", "local development environment: tools, up, down, status"),
+    "shard": ("shardkeeper.runtime.shell.main", "run one shard replica (the data plane)"),
+    "dev": ("shardkeeper_dev.main", "local development environment: tools, up, down, status"),
 }
 
 USAGE = (
@@ -39,6 +39,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is None:
         print(f"shardkeeper: unknown command {args[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    module = importlib.import_module(command[0])
+    try:
+        module = importlib.import_module(command[0])
+    except ModuleNotFoundError as exc:
+        if exc.name != command[0].split(".")[0]:
+            raise
+        # the dev environment is a separate package (devenv/), installed only in a checkout
+        print(
+            f"shardkeeper: `{args[0]}` needs the {exc.name} package, which is not installed "
+            "here; it comes with a checkout of the project (`make venv`)",
+            file=sys.stderr,
+        )
+        return 2
     result: int = module.main(args[1:])
     return result

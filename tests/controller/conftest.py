@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from tests.controller.support import Kubectl, OperatorProcess
 
-from shardkeeper.dev.environment import EnvInfo
+from shardkeeper_dev.environment import EnvInfo
 
 StartOperator = Callable[..., OperatorProcess]
 

@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 from tests.support.wait import wait_for
 
-from shardkeeper.dev import processes
-from shardkeeper.dev.environment import EnvInfo
-from shardkeeper.dev.examples import render
+from shardkeeper_dev import processes
+from shardkeeper_dev.environment import EnvInfo
+from shardkeeper_dev.examples import render
 
 Kubectl = Callable[..., "subprocess.CompletedProcess[str]"]
 GROUP = "shardkeeper.io"

@@ -18,7 +18,7 @@ from tests.controller.support import (
 )
 from tests.support.wait import wait_for
 
-from shardkeeper.dev.environment import EnvInfo
+from shardkeeper_dev.environment import EnvInfo
 
 SECRET = ("Secret", "s3-credentials")
 MAPPING = ("StorageMapping", "local")

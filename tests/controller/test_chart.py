@@ -16,8 +16,8 @@ import yaml
 from tests.controller.support import Kubectl, apply, examples, get
 from tests.support.wait import wait_for
 
-from shardkeeper.dev import tools
-from shardkeeper.dev.environment import EnvInfo
+from shardkeeper_dev import tools
+from shardkeeper_dev.environment import EnvInfo
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "shardkeeper"
 

@@ -17,10 +17,10 @@ from tests.controller.support import (
 )
 from tests.support.wait import wait_for
 
-from shardkeeper.dev.environment import EnvInfo
-from shardkeeper.runtime.collectionio import CollectionWriter
+from shardkeeper.runtime.shell.collectionio import CollectionWriter
 from shardkeeper.storage.client import make_s3_client
 from shardkeeper.storage.objectstore import ObjectStore
+from shardkeeper_dev.environment import EnvInfo
 
 SHARD = "customer-totals-00000000-00000000"
 PREFIX = "examples/"

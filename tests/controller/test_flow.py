@@ -13,7 +13,7 @@ from psycopg import sql
 from tests.controller.support import GROUP, Kubectl, OperatorProcess, apply, examples, get
 from tests.support.wait import wait_for
 
-from shardkeeper.dev.environment import EnvInfo
+from shardkeeper_dev.environment import EnvInfo
 
 ORDERS = [
     {"id": "o1", "customer": "alice", "amount": 10.0},

@@ -25,7 +25,7 @@ from tests.controller.support import (
 from tests.support.wait import wait_for
 from urllib3.exceptions import ProtocolError
 
-from shardkeeper.dev.environment import EnvInfo
+from shardkeeper_dev.environment import EnvInfo
 
 SHARD = "customer-totals-00000000-00000000"
 PIPELINE = [

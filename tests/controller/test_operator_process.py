@@ -22,7 +22,7 @@ from tests.controller.support import (
 )
 from tests.support.wait import wait_for
 
-from shardkeeper.dev.environment import EnvInfo, s3_client
+from shardkeeper_dev.environment import EnvInfo, s3_client
 
 StartOperator = Callable[..., OperatorProcess]
 TASKS = ("ingest-orders", "customer-totals", "totals-to-postgres")

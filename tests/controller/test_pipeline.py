@@ -20,7 +20,7 @@ from tests.controller.support import (
 )
 from tests.support.wait import wait_for
 
-from shardkeeper.dev.environment import EnvInfo
+from shardkeeper_dev.environment import EnvInfo
 
 TASKS = ("ingest-orders", "customer-totals", "totals-to-postgres")
 

@@ -7,7 +7,7 @@ import pytest
 from tests.controller.support import GROUP, Kubectl, OperatorProcess, apply, examples, get
 from tests.support.wait import wait_for
 
-from shardkeeper.dev.environment import EnvInfo
+from shardkeeper_dev.environment import EnvInfo
 
 DERIVATION = "customer-totals-00000000-00000000"
 MATERIALIZATION = "totals-to-postgres-00000000-00000000"

@@ -18,9 +18,9 @@ from tests.controller.support import (
 )
 from tests.support.wait import wait_for
 
-from shardkeeper.dev.environment import EnvInfo
-from shardkeeper.runtime.collectionio import CollectionWriter, read_collection
+from shardkeeper.runtime.shell.collectionio import CollectionWriter, read_collection
 from shardkeeper.storage.objectstore import ObjectStore
+from shardkeeper_dev.environment import EnvInfo
 
 PREFIX = "examples/"  # the example StorageMapping's
 SHARD = "customer-totals-00000000-00000000"

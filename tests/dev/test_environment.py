@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from shardkeeper.dev import environment, processes, tools
+from shardkeeper_dev import environment, processes, tools
 
 
 def _dev(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

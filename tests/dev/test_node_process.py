@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from tests.support.wait import wait_for
 
-from shardkeeper.dev.node.process import ContainerProcess, LaunchSpec, Tools, exec_in, start
-from shardkeeper.dev.node.volumes import Mount
+from shardkeeper_dev.node.process import ContainerProcess, LaunchSpec, Tools, exec_in, start
+from shardkeeper_dev.node.volumes import Mount
 
 TOOLS = Tools.find()
 
@@ -139,8 +139,8 @@ def check_unprivileged(tmp_path: Path) -> None:
         f"""
         import threading
         from pathlib import Path
-        from shardkeeper.dev.node.process import LaunchSpec, Tools, start
-        from shardkeeper.dev.node.volumes import Mount
+        from shardkeeper_dev.node.process import LaunchSpec, Tools, start
+        from shardkeeper_dev.node.volumes import Mount
         command = ["sh", "-c", "cat {target}/file; echo; hostname; id -u"]
         mounts = [Mount("{data}", "{target}", True)]
         spec = LaunchSpec("t", command, {{"PATH": "/usr/bin:/bin"}}, "{tmp_path}", mounts,
@@ -170,7 +170,7 @@ def test_containers_die_with_the_node(tmp_path: Path, how: signal.Signals) -> No
         f"""
         import threading, time
         from pathlib import Path
-        from shardkeeper.dev.node.process import LaunchSpec, Tools, start
+        from shardkeeper_dev.node.process import LaunchSpec, Tools, start
         command = ["sh", "-c", "sleep {marker} & sleep {marker}; true"]
         env = {{"PATH": "/usr/bin:/bin"}}
         spec = LaunchSpec("t", command, env, "{tmp_path}", [], "n", Path("{tmp_path}/out.log"))

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from tests.support.wait import wait_for
 
-from shardkeeper.dev import environment
-from shardkeeper.dev.node.kube import ApiError, Kube, namespaced
+from shardkeeper_dev import environment
+from shardkeeper_dev.node.kube import ApiError, Kube, namespaced
 
 pytestmark = pytest.mark.env
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shardkeeper.dev import environment, processes
+from shardkeeper_dev import environment, processes
 
 
 def _dev(*args: str) -> subprocess.CompletedProcess[str]:

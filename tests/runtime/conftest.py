@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from tests.runtime.shard_harness import ReplicaProcess, ShardSetup, counting_shard, pod_network
 
-from shardkeeper.dev.environment import EnvInfo
-from shardkeeper.kube_light import LightClient
+from shardkeeper.kube.transport import LightClient
+from shardkeeper_dev.environment import EnvInfo
 
 NewShard = Callable[..., ShardSetup]
 Spawn = Callable[..., ReplicaProcess]

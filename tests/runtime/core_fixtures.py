@@ -22,24 +22,28 @@ from shardkeeper.api.collection import Collection
 from shardkeeper.api.meta import SecretKeyRef
 from shardkeeper.api.shard import Shard, recovery_log_name, shard_name
 from shardkeeper.api.task import Task
-from shardkeeper.dev.environment import EnvInfo
-from shardkeeper.runtime.collectionio import CollectionWriter, JournalDocument, read_collection
-from shardkeeper.runtime.faults import NO_RUNTIME_FAULTS, RuntimeFaultPoint, RuntimeFaults
-from shardkeeper.runtime.metrics import RuntimeMetrics
-from shardkeeper.runtime.processor import (
+from shardkeeper.runtime.core.faults import NO_RUNTIME_FAULTS, RuntimeFaultPoint, RuntimeFaults
+from shardkeeper.runtime.core.metrics import RuntimeMetrics
+from shardkeeper.runtime.core.processor import (
     DOCUMENT_TIME_LIMIT,
     Processor,
     ProcessorOptions,
     ShardContext,
     TransactionSummary,
 )
-from shardkeeper.runtime.sources import ReaderOptions
-from shardkeeper.runtime.storagemap import recovery_log_key
+from shardkeeper.runtime.core.sources import ReaderOptions
+from shardkeeper.runtime.shell.collectionio import (
+    CollectionWriter,
+    JournalDocument,
+    read_collection,
+)
+from shardkeeper.runtime.shell.storagemap import recovery_log_key
 from shardkeeper.storage.faults import NO_FAULTS, FaultPoint, Faults
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.retry import PollPolicy
 from shardkeeper.storage.store import ShardStore, StoreOptions
+from shardkeeper_dev.environment import EnvInfo
 
 NAMESPACE = "core"
 PREFIX = "data/"

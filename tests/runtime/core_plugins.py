@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from shardkeeper.runtime.derivation import SqlHandle
+from shardkeeper.runtime.kinds.derivation import SqlHandle
 
 _lock = threading.Lock()
 _calls: list[tuple[str, Any]] = []

@@ -5,7 +5,7 @@ counts documents per key: the credentials Secret, a StorageMapping on the test's
 the source and output Collections, the Task and its Shard. :class:`ReplicaProcess` starts
 one replica with the pod's environment (docs/shard-pod.md) and kills it by its own PID.
 Documents are fed to and read from the collections' journals with the processing core's
-own framing (:mod:`shardkeeper.runtime.documents`).
+own framing (:mod:`shardkeeper.runtime.core.documents`).
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from tests.support.wait import wait_for
 
 from shardkeeper.api.meta import GROUP, VERSION
 from shardkeeper.api.shard import recovery_log_name, shard_name
-from shardkeeper.dev.environment import EnvInfo
-from shardkeeper.kube_light import LightClient
-from shardkeeper.runtime.documents import encode_line, parse_line, split_lines
-from shardkeeper.runtime.storagemap import collection_journal, key_prefix
+from shardkeeper.kube.transport import LightClient
+from shardkeeper.runtime.core.documents import encode_line, parse_line, split_lines
+from shardkeeper.runtime.shell.storagemap import collection_journal, key_prefix
 from shardkeeper.storage.client import make_s3_client
 from shardkeeper.storage.fragment import FragmentKind
 from shardkeeper.storage.journal import Journal
 from shardkeeper.storage.objectstore import ObjectStore
+from shardkeeper_dev.environment import EnvInfo
 
 TASK = "counter"
 SOURCE = "events"

@@ -28,7 +28,7 @@ from tests.runtime.core_fixtures import (
 from tests.support.wait import wait_for
 
 from shardkeeper.api.meta import SecretKeyRef
-from shardkeeper.runtime.faults import RuntimeFaultPoint
+from shardkeeper.runtime.core.faults import RuntimeFaultPoint
 from shardkeeper.storage.objectstore import ObjectStore
 
 __all__ = ["objects"]

@@ -19,9 +19,9 @@ from tests.runtime.core_fixtures import (
 )
 from tests.support.wait import wait_for
 
-from shardkeeper.runtime.errors import TaskFailed, TaskMisconfigured
-from shardkeeper.runtime.faults import RuntimeFaultPoint
-from shardkeeper.runtime.processor import ShardContext
+from shardkeeper.runtime.core.errors import TaskFailed, TaskMisconfigured
+from shardkeeper.runtime.core.faults import RuntimeFaultPoint
+from shardkeeper.runtime.core.processor import ShardContext
 from shardkeeper.storage.objectstore import ObjectStore
 
 __all__ = ["objects"]

@@ -23,8 +23,8 @@ from tests.runtime.core_fixtures import (
 )
 from tests.support.wait import wait_for
 
-from shardkeeper.runtime.faults import RuntimeFaultPoint
-from shardkeeper.runtime.processor import ShardContext
+from shardkeeper.runtime.core.faults import RuntimeFaultPoint
+from shardkeeper.runtime.core.processor import ShardContext
 from shardkeeper.storage import errors
 from shardkeeper.storage.faults import FaultPoint
 from shardkeeper.storage.objectstore import ObjectStore

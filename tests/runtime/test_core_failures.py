@@ -22,8 +22,8 @@ from tests.support.wait import wait_for
 
 from shardkeeper.api.collection import Collection
 from shardkeeper.api.task import Task
-from shardkeeper.runtime.errors import TaskFailed, TaskMisconfigured
-from shardkeeper.runtime.processor import ShardContext
+from shardkeeper.runtime.core.errors import TaskFailed, TaskMisconfigured
+from shardkeeper.runtime.core.processor import ShardContext
 from shardkeeper.storage.journal import Journal
 from shardkeeper.storage.objectstore import ObjectStore
 

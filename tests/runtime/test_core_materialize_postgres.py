@@ -25,12 +25,12 @@ from tests.runtime.core_fixtures import (
 from tests.support.wait import wait_for
 
 from shardkeeper.api.meta import SecretKeyRef
-from shardkeeper.dev.environment import EnvInfo
-from shardkeeper.runtime.errors import TaskFailed
-from shardkeeper.runtime.faults import RuntimeFaultPoint
-from shardkeeper.runtime.processor import ShardContext
+from shardkeeper.runtime.core.errors import TaskFailed
+from shardkeeper.runtime.core.faults import RuntimeFaultPoint
+from shardkeeper.runtime.core.processor import ShardContext
 from shardkeeper.storage import errors
 from shardkeeper.storage.objectstore import ObjectStore
+from shardkeeper_dev.environment import EnvInfo
 
 __all__ = ["objects"]
 

@@ -18,8 +18,8 @@ from tests.runtime.core_fixtures import (
 )
 from tests.support.wait import wait_for
 
-from shardkeeper.runtime.collectionio import JournalDocument
-from shardkeeper.runtime.routing import KeyExtractor, Ranges, r_clock
+from shardkeeper.runtime.core.routing import KeyExtractor, Ranges, r_clock
+from shardkeeper.runtime.shell.collectionio import JournalDocument
 from shardkeeper.storage.objectstore import ObjectStore
 
 __all__ = ["objects"]

@@ -20,7 +20,7 @@ from tests.runtime.core_fixtures import (
 )
 from tests.support.wait import wait_for
 
-from shardkeeper.runtime.processor import ShardContext
+from shardkeeper.runtime.core.processor import ShardContext
 from shardkeeper.storage.objectstore import ObjectStore
 
 __all__ = ["objects"]

@@ -14,9 +14,9 @@ import yaml
 from tests.runtime.conftest import NewShard, Spawn
 from tests.runtime.shard_harness import Feeder, wait_outputs
 
-from shardkeeper.dev.environment import EnvInfo
-from shardkeeper.kube_json import ApiError, request
-from shardkeeper.kube_light import LightClient
+from shardkeeper.kube.client import ApiError, request
+from shardkeeper.kube.transport import LightClient
+from shardkeeper_dev.environment import EnvInfo
 
 
 def config_maps(namespace: str) -> str:
@@ -113,6 +113,6 @@ def test_a_replica_never_loads_the_official_client(new_shard: NewShard, spawn: S
         for line in replica.log_path.read_text().splitlines()
         if line.startswith("import time:") and "|" in line
     ]
-    assert "shardkeeper.runtime.processor" in imported
-    assert "shardkeeper.kube_light" in imported
+    assert "shardkeeper.runtime.core.processor" in imported
+    assert "shardkeeper.kube.transport" in imported
     assert [name for name in imported if name.split(".")[0] == "kubernetes"] == []

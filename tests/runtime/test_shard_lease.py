@@ -9,9 +9,9 @@ from typing import Any
 
 from kubernetes import client
 
-from shardkeeper.kube_light import LightClient
-from shardkeeper.lease import LeaseRecord
-from shardkeeper.runtime.lease import Elector, LeaseApi, LeaseKeeper
+from shardkeeper.kube.lease import LeaseRecord
+from shardkeeper.kube.transport import LightClient
+from shardkeeper.runtime.shell.lease import Elector, LeaseApi, LeaseKeeper
 
 DURATION = 2
 

@@ -16,17 +16,17 @@ from tests.support.wait import wait_for
 from shardkeeper.api.shard import ReplicaState, Shard
 from shardkeeper.api.storagemapping import StorageMapping
 from shardkeeper.api.task import Task
-from shardkeeper.dev.environment import EnvInfo
-from shardkeeper.kube_light import LightClient
-from shardkeeper.runtime.lease import Elector, LeaseApi, LeaseKeeper
-from shardkeeper.runtime.logs import LogContext
-from shardkeeper.runtime.replica import Processing, Progress, Replica
-from shardkeeper.runtime.reporting import StatusReporter
-from shardkeeper.runtime.startup import ShardResources
+from shardkeeper.kube.transport import LightClient
+from shardkeeper.runtime.shell.lease import Elector, LeaseApi, LeaseKeeper
+from shardkeeper.runtime.shell.logs import LogContext
+from shardkeeper.runtime.shell.replica import Processing, Progress, Replica
+from shardkeeper.runtime.shell.reporting import StatusReporter
+from shardkeeper.runtime.shell.startup import ShardResources
 from shardkeeper.storage.client import make_s3_client
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.store import ShardStore, StoreOptions
+from shardkeeper_dev.environment import EnvInfo
 
 
 class Ticker:

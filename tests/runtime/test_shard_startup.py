@@ -16,7 +16,7 @@ from tests.runtime.shard_harness import (
 )
 from tests.support.wait import wait_for
 
-from shardkeeper.dev.environment import EnvInfo
+from shardkeeper_dev.environment import EnvInfo
 
 
 def failed_with(replica: ReplicaProcess, text: str) -> dict[str, Any] | None:

@@ -12,8 +12,8 @@ from tests.runtime.shard_harness import ShardSetup
 
 from shardkeeper.api.meta import GROUP, VERSION
 from shardkeeper.api.shard import Checkpoint, ReplicaState, ReplicaStatus
-from shardkeeper.kube_json import ApiError
-from shardkeeper.runtime.reporting import (
+from shardkeeper.kube.client import ApiError
+from shardkeeper.runtime.shell.reporting import (
     PRIMARY_MANAGER,
     PrimaryStatus,
     ShardStatusApi,

@@ -8,10 +8,10 @@ from collections.abc import Callable
 import pytest
 from tests.storage.storage_helpers import client_for
 
-from shardkeeper.dev.environment import EnvInfo
 from shardkeeper.storage.faults import NO_FAULTS, Faults
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.recoverylog import RecoveryLog
+from shardkeeper_dev.environment import EnvInfo
 
 NewLog = Callable[..., RecoveryLog]
 

@@ -8,9 +8,9 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shardkeeper.dev.environment import EnvInfo
 from shardkeeper.storage.client import make_s3_client
 from shardkeeper.storage.faults import FaultPoint
+from shardkeeper_dev.environment import EnvInfo
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -12,11 +12,11 @@ import pytest
 from tests.storage.conftest import NewLog
 from tests.storage.storage_helpers import rows
 
-from shardkeeper.dev.environment import EnvInfo
 from shardkeeper.storage import errors
 from shardkeeper.storage.prune import plan_prune, prune
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.store import ShardStore, StoreOptions
+from shardkeeper_dev.environment import EnvInfo
 
 MANUAL = StoreOptions(background_snapshots=False, part_bytes=64 << 10)
 LATER = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)

@@ -12,7 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.storage.storage_helpers import Crash, CrashAt, client_for
 
-from shardkeeper.dev.environment import EnvInfo
 from shardkeeper.storage import errors
 from shardkeeper.storage.client import make_s3_client
 from shardkeeper.storage.faults import FaultPoint
@@ -20,6 +19,7 @@ from shardkeeper.storage.fragment import FragmentKind
 from shardkeeper.storage.journal import Journal
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.retry import PollPolicy, RetryPolicy
+from shardkeeper_dev.environment import EnvInfo
 
 
 def data_of(journal: Journal, offset: int = 0) -> bytes:

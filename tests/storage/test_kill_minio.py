@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from tests.storage.storage_helpers import integrity, rows
 
-from shardkeeper.dev.environment import EnvInfo
 from shardkeeper.storage.faults import COMMIT_DURABLE_FROM, COMMIT_POINTS, FaultPoint
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.store import ShardStore, StoreOptions
+from shardkeeper_dev.environment import EnvInfo
 
 CHILD = """
 import json, os, sys

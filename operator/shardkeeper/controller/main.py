@@ -19,16 +19,16 @@ from collections.abc import Sequence
 import kopf
 
 from shardkeeper import __version__
-from shardkeeper.controller import kube, metrics
-from shardkeeper.controller.cache import Cache
-from shardkeeper.controller.events import Recorder
-from shardkeeper.controller.handlers import build_registry
-from shardkeeper.controller.leader import Elector
-from shardkeeper.controller.manager import Manager
-from shardkeeper.controller.names import DEFAULT_LEASE_DURATION, DEFAULT_STATUS_INTERVAL
-from shardkeeper.controller.queue import WorkQueue
-from shardkeeper.controller.reconciler import Deps
-from shardkeeper.controller.workload import WorkloadDefaults
+from shardkeeper.controller.engine import kube, metrics
+from shardkeeper.controller.engine.cache import Cache
+from shardkeeper.controller.engine.events import Recorder
+from shardkeeper.controller.engine.handlers import build_registry
+from shardkeeper.controller.engine.leader import Elector
+from shardkeeper.controller.engine.manager import Manager
+from shardkeeper.controller.engine.queue import WorkQueue
+from shardkeeper.controller.reconcilers.base import Deps
+from shardkeeper.controller.specs.names import DEFAULT_LEASE_DURATION, DEFAULT_STATUS_INTERVAL
+from shardkeeper.controller.specs.workload import WorkloadDefaults
 
 log = logging.getLogger("shardkeeper.operator")
 LEADER_LEASE = "shardkeeper-operator"

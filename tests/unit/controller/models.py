@@ -11,7 +11,7 @@ from tests.api.manifests import at, example
 
 from shardkeeper.api import Collection, Shard, StorageMapping, Task
 from shardkeeper.api.meta import API_VERSION, ConditionStatus, set_condition
-from shardkeeper.controller.shards import initial_shard
+from shardkeeper.controller.specs.shards import initial_shard
 
 NAMESPACE = "team-a"
 

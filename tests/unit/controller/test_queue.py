@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from shardkeeper.controller.queue import Backoff, Key, WorkQueue
+from shardkeeper.controller.engine.queue import Backoff, Key, WorkQueue
 
 A, B = Key("Task", "ns", "a"), Key("Task", "ns", "b")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.support.clock import Clock
 
-from shardkeeper.controller.reconciler import RecentWrites
+from shardkeeper.controller.reconcilers.base import RecentWrites
 
 
 def test_a_write_stands_in_while_the_cache_shows_what_it_wrote_over() -> None:

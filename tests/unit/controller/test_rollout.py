@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shardkeeper.controller.rollout import next_step, replacement_order
-from shardkeeper.controller.views import PodView
+from shardkeeper.controller.specs.rollout import next_step, replacement_order
+from shardkeeper.controller.specs.views import PodView
 
 OLD, NEW = "rev-1", "rev-2"
 

@@ -7,14 +7,14 @@ from tests.unit.controller.models import NAMESPACE, shard_of, task
 from shardkeeper.api.meta import API_VERSION
 from shardkeeper.api.shard import Shard, SplitRequest
 from shardkeeper.api.storagemapping import Store
-from shardkeeper.controller.datapaths import (
+from shardkeeper.controller.specs.datapaths import (
     collection_prefix,
     journal_name,
     recovery_prefix,
     store_url,
     written_by,
 )
-from shardkeeper.controller.shards import initial_shard, shard_manifest, shards_to_create
+from shardkeeper.controller.specs.shards import initial_shard, shard_manifest, shards_to_create
 
 
 def test_a_new_task_gets_one_shard_over_both_full_ranges_named_by_them() -> None:

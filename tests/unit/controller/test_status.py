@@ -12,21 +12,21 @@ from tests.unit.controller.models import Lookup, collection, mapping, ready_mapp
 
 from shardkeeper.api.meta import ConditionStatus, find_condition
 from shardkeeper.api.shard import ReplicaState, Shard, ShardPhase
-from shardkeeper.controller import conditions as cond
-from shardkeeper.controller.events import WARNING, for_changes
-from shardkeeper.controller.references import (
+from shardkeeper.controller.engine.events import WARNING, for_changes
+from shardkeeper.controller.specs import conditions as cond
+from shardkeeper.controller.specs.references import (
     Problem,
     runtime_secret_names,
     task_problems,
 )
-from shardkeeper.controller.status import (
+from shardkeeper.controller.specs.status import (
     StoreCheck,
     collection_verdicts,
     mapping_verdicts,
     shard_verdict,
     task_verdict,
 )
-from shardkeeper.controller.views import StatefulSetView
+from shardkeeper.controller.specs.views import StatefulSetView
 
 SHARD = "customer-totals-00000000-00000000"
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from shardkeeper.controller.cache import Cache
-from shardkeeper.controller.queue import Key
-from shardkeeper.controller.triggers import Seen, WatchEvent, keys_for
+from shardkeeper.controller.engine.cache import Cache
+from shardkeeper.controller.engine.queue import Key
+from shardkeeper.controller.engine.triggers import Seen, WatchEvent, keys_for
 
 SHARD = "t-00000000-00000000"
 

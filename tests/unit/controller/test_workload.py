@@ -8,9 +8,9 @@ import pytest
 from tests.unit.controller.models import NAMESPACE, shard_of, task
 
 from shardkeeper.api.meta import API_VERSION
-from shardkeeper.controller import names
-from shardkeeper.controller.objects import content_hash
-from shardkeeper.controller.workload import (
+from shardkeeper.controller.specs import names
+from shardkeeper.controller.specs.objects import content_hash
+from shardkeeper.controller.specs.workload import (
     ShardContext,
     WorkloadDefaults,
     keep_immutable_claims,

@@ -7,10 +7,10 @@ from typing import Any, cast
 
 import pytest
 
-from shardkeeper.dev.node import timing
-from shardkeeper.dev.node.container import ContainerRunner, will_restart
-from shardkeeper.dev.node.process import ContainerProcess
-from shardkeeper.dev.node.status import Running, Terminated, Waiting
+from shardkeeper_dev.node import timing
+from shardkeeper_dev.node.container import ContainerRunner, will_restart
+from shardkeeper_dev.node.process import ContainerProcess
+from shardkeeper_dev.node.status import Running, Terminated, Waiting
 
 
 class StubProcess:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shardkeeper.dev.node.expansion import expand
+from shardkeeper_dev.node.expansion import expand
 
 VARS = {"VAR_A": "A", "VAR_B": "B", "VAR_C": "C", "VAR_REF": "$(VAR_A)", "VAR_EMPTY": ""}
 

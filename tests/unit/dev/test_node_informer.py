@@ -7,8 +7,8 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
-from shardkeeper.dev.node.informer import Cache, Informer
-from shardkeeper.dev.node.kube import ApiError, Kube
+from shardkeeper_dev.node.informer import Cache, Informer
+from shardkeeper_dev.node.kube import ApiError, Kube
 
 
 def obj(name: str, version: str) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def test_other_errors_are_retried_without_a_relist() -> None:
     )
     # no pause in tests: the retry waits on the stop event, which is not set yet, so
     # shorten it through the module's constant
-    from shardkeeper.dev.node import timing
+    from shardkeeper_dev.node import timing
 
     saved, timing.WATCH_RETRY = timing.WATCH_RETRY, 0.0
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shardkeeper.dev.node.logruns import Run, marker_line, select, split_runs
+from shardkeeper_dev.node.logruns import Run, marker_line, select, split_runs
 
 
 def started(n: int) -> str:

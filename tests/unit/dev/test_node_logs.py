@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shardkeeper.dev.node.logs import choose_container, logs_main
+from shardkeeper_dev.node.logs import choose_container, logs_main
 
 
 def test_choose_container(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from shardkeeper.dev.node.podcontext import ConfigError, PodContext
-from shardkeeper.dev.node.podenv import References, env_references, resolve_env
+from shardkeeper_dev.node.podcontext import ConfigError, PodContext
+from shardkeeper_dev.node.podenv import References, env_references, resolve_env
 
 POD: dict[str, Any] = {
     "metadata": {

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from shardkeeper.dev.node import timing
-from shardkeeper.dev.node.binder import binding, needs_binding
-from shardkeeper.dev.node.ipam import IpAllocator, pod_network_for
-from shardkeeper.dev.node.probestate import ProbeSpec, ProbeState
-from shardkeeper.dev.node.process import (
+from shardkeeper_dev.node import timing
+from shardkeeper_dev.node.binder import binding, needs_binding
+from shardkeeper_dev.node.ipam import IpAllocator, pod_network_for
+from shardkeeper_dev.node.probestate import ProbeSpec, ProbeState
+from shardkeeper_dev.node.process import (
     LaunchSpec,
     Tools,
     exit_code,
@@ -22,14 +22,14 @@ from shardkeeper.dev.node.process import (
     launch_argv,
     setup_script,
 )
-from shardkeeper.dev.node.provisioner import (
+from shardkeeper_dev.node.provisioner import (
     needs_volume,
     persistent_volume,
     should_reclaim,
     volume_path,
 )
-from shardkeeper.dev.node.quantity import parse_quantity
-from shardkeeper.dev.node.volumes import Mount
+from shardkeeper_dev.node.quantity import parse_quantity
+from shardkeeper_dev.node.volumes import Mount
 
 
 def test_addresses_are_unique_loopback_and_not_reused_at_once() -> None:

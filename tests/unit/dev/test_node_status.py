@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from shardkeeper.dev.node.clock import rfc3339
-from shardkeeper.dev.node.status import (
+from shardkeeper_dev.node.clock import rfc3339
+from shardkeeper_dev.node.status import (
     ContainerView,
     Running,
     Terminated,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from shardkeeper.dev.node.podcontext import ConfigError, PodContext
-from shardkeeper.dev.node.volumes import (
+from shardkeeper_dev.node.podcontext import ConfigError, PodContext
+from shardkeeper_dev.node.volumes import (
     File,
     Mount,
     TokenSource,

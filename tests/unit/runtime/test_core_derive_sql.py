@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from shardkeeper.runtime.derive_sql import (
+from shardkeeper.runtime.core.errors import DocumentRejected, TaskMisconfigured
+from shardkeeper.runtime.kinds.derive_sql import (
     DocumentParameters,
     SqlDeriver,
     row_document,
     split_statements,
 )
-from shardkeeper.runtime.errors import DocumentRejected, TaskMisconfigured
 
 
 class Connection:

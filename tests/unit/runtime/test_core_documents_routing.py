@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shardkeeper.api.shard import ShardSpec
-from shardkeeper.runtime.documents import (
+from shardkeeper.runtime.core.documents import (
     DOCUMENT_NAMESPACE,
     MISSING,
     DocumentError,
@@ -24,9 +24,9 @@ from shardkeeper.runtime.documents import (
     split_lines,
     with_uuid,
 )
-from shardkeeper.runtime.errors import TaskFailed
-from shardkeeper.runtime.messages import SourceAdvance, SourceDocument, SourceLines
-from shardkeeper.runtime.routing import (
+from shardkeeper.runtime.core.errors import TaskFailed
+from shardkeeper.runtime.core.messages import SourceAdvance, SourceDocument, SourceLines
+from shardkeeper.runtime.core.routing import (
     KeyExtractor,
     MissingKey,
     Ranges,
@@ -34,7 +34,7 @@ from shardkeeper.runtime.routing import (
     pack_key,
     r_clock,
 )
-from shardkeeper.runtime.sources import route_lines
+from shardkeeper.runtime.core.sources import route_lines
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
 json_values = st.recursive(

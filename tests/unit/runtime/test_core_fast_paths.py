@@ -18,8 +18,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from tests.support.wait import wait_for
 
-from shardkeeper.runtime.derive_sql import DocumentParameters, binder
-from shardkeeper.runtime.documents import (
+from shardkeeper.runtime.core.documents import (
     DOCUMENT_NAMESPACE,
     DocumentError,
     document_uuid,
@@ -31,12 +30,13 @@ from shardkeeper.runtime.documents import (
     resolve_tokens,
     split_lines,
 )
-from shardkeeper.runtime.documents import parse_line as parse_line_fast
-from shardkeeper.runtime.errors import DocumentRejected
-from shardkeeper.runtime.messages import WAKE, ReadChannel, SourceAdvance
-from shardkeeper.runtime.outputs import OutputBuffer
-from shardkeeper.runtime.routing import KeyExtractor, MissingKey
-from shardkeeper.runtime.sources import _lines_from
+from shardkeeper.runtime.core.documents import parse_line as parse_line_fast
+from shardkeeper.runtime.core.errors import DocumentRejected
+from shardkeeper.runtime.core.messages import WAKE, ReadChannel, SourceAdvance
+from shardkeeper.runtime.core.outputs import OutputBuffer
+from shardkeeper.runtime.core.routing import KeyExtractor, MissingKey
+from shardkeeper.runtime.core.sources import _lines_from
+from shardkeeper.runtime.kinds.derive_sql import DocumentParameters, binder
 
 
 def parse_line_reference(data: bytes) -> dict[str, Any]:
@@ -272,7 +272,7 @@ def test_a_binder_binds_what_document_parameters_bind(
 
 
 def test_a_statement_binds_only_what_it_names_after_its_first_document() -> None:
-    from shardkeeper.runtime.derive_sql import SqlDeriver
+    from shardkeeper.runtime.kinds.derive_sql import SqlDeriver
 
     db = sqlite3.connect(":memory:")
 
@@ -293,7 +293,7 @@ def test_a_statement_binds_only_what_it_names_after_its_first_document() -> None
 
 
 def test_batches_derive_as_single_documents_do() -> None:
-    from shardkeeper.runtime.derive_sql import SqlDeriver
+    from shardkeeper.runtime.kinds.derive_sql import SqlDeriver
 
     db = sqlite3.connect(":memory:", isolation_level=None)
     db.execute("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER)")
@@ -342,7 +342,7 @@ def test_the_reader_splits_fragments_as_split_lines_does(
 
 @pytest.mark.parametrize("schema_type", ["integer", "number"])
 def test_compiled_checks_tell_bools_from_numbers(schema_type: str) -> None:
-    from shardkeeper.runtime.schemas import compile_fast
+    from shardkeeper.runtime.core.schemas import compile_fast
 
     check = compile_fast({"type": schema_type, "minimum": 0})
     assert check is not None
@@ -357,7 +357,7 @@ def test_compiled_checks_tell_bools_from_numbers(schema_type: str) -> None:
 def test_a_failed_statement_leaves_no_statement_open_on_the_connection(
     tmp_path: Path, batched: bool
 ) -> None:
-    from shardkeeper.runtime.derive_sql import SqlDeriver
+    from shardkeeper.runtime.kinds.derive_sql import SqlDeriver
 
     path = tmp_path / "store.db"
     db = sqlite3.connect(path, isolation_level=None)
@@ -391,7 +391,7 @@ columns = st.lists(st.sampled_from(["a", "b", "c", "flow_document", "a$b", "d$e$
 def test_a_row_converter_makes_what_row_document_makes(
     names: list[str], data: st.DataObject
 ) -> None:
-    from shardkeeper.runtime.derive_sql import row_converter, row_document
+    from shardkeeper.runtime.kinds.derive_sql import row_converter, row_document
 
     row = data.draw(st.tuples(*([sql_values | st.binary(max_size=2)] * len(names))))
 

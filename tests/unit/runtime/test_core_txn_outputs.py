@@ -12,18 +12,18 @@ from hypothesis import strategies as st
 
 from shardkeeper.api.storagemapping import StorageMapping
 from shardkeeper.api.task import TaskSpec
-from shardkeeper.runtime import outputs
-from shardkeeper.runtime.compression import StreamingCompression
-from shardkeeper.runtime.documents import document_uuid, encode_line, parse_line, split_lines
-from shardkeeper.runtime.outputs import OutputBuffer
-from shardkeeper.runtime.schemas import DocumentSchema, SchemaError
-from shardkeeper.runtime.storagemap import (
+from shardkeeper.runtime.core import outputs
+from shardkeeper.runtime.core.compression import StreamingCompression
+from shardkeeper.runtime.core.documents import document_uuid, encode_line, parse_line, split_lines
+from shardkeeper.runtime.core.outputs import OutputBuffer
+from shardkeeper.runtime.core.schemas import DocumentSchema, SchemaError
+from shardkeeper.runtime.core.transactions import TxnTiming
+from shardkeeper.runtime.shell.storagemap import (
     collection_journal,
     key_prefix,
     object_store,
     recovery_log_key,
 )
-from shardkeeper.runtime.transactions import TxnTiming
 
 
 def test_timing_comes_from_the_task_with_its_defaults() -> None:
@@ -254,7 +254,7 @@ schemas = st.recursive(st.just({}), _schemas, max_leaves=6)
 def test_compiled_schemas_agree_with_jsonschema(schema: object, value: object) -> None:
     import jsonschema
 
-    from shardkeeper.runtime.schemas import compile_fast
+    from shardkeeper.runtime.core.schemas import compile_fast
 
     check = compile_fast(schema)
     assert check is not None

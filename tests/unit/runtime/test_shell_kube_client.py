@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 import urllib3
 
-from shardkeeper.dev import pki
-from shardkeeper.kube_json import ApiError, call, request
-from shardkeeper.kube_light import (
+from shardkeeper.kube.client import ApiError, call, request
+from shardkeeper.kube.transport import (
     Access,
     Credential,
     KubeconfigError,
@@ -28,6 +27,7 @@ from shardkeeper.kube_light import (
     kubeconfig_path,
     ssl_context,
 )
+from shardkeeper_dev import pki
 
 
 def b64(data: bytes) -> str:
@@ -260,8 +260,8 @@ def test_the_shard_runtime_never_imports_the_official_client() -> None:
         """
         import importlib, pkgutil, sys, tempfile, pathlib, yaml
         import shardkeeper.runtime
-        from shardkeeper.runtime.main import kube_client
-        from shardkeeper.runtime.settings import settings_from_env
+        from shardkeeper.runtime.shell.main import kube_client
+        from shardkeeper.runtime.shell.settings import settings_from_env
 
         for module in pkgutil.walk_packages(shardkeeper.runtime.__path__, "shardkeeper.runtime."):
             importlib.import_module(module.name)

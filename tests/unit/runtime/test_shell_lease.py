@@ -1,4 +1,4 @@
-"""Lease election logic (shardkeeper.lease, runtime.lease): expiry by the observer's clock,
+"""Lease election logic (shardkeeper.kube.lease, runtime.lease): expiry by the observer's clock,
 claims, releases, lost Leases."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from tests.support.clock import Clock
 
-from shardkeeper.lease import (
+from shardkeeper.kube.lease import (
     LeaseRecord,
     Sighting,
     Verdict,
@@ -20,7 +20,7 @@ from shardkeeper.lease import (
     released,
     sight,
 )
-from shardkeeper.runtime.lease import Elector, LeaseKeeper
+from shardkeeper.runtime.shell.lease import Elector, LeaseKeeper
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from shardkeeper.runtime.logs import TRACE, LogContext, configure, level_of
+from shardkeeper.runtime.shell.logs import TRACE, LogContext, configure, level_of
 
 
 def test_lines_carry_shard_pod_epoch_and_extra_fields() -> None:

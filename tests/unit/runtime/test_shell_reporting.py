@@ -9,8 +9,8 @@ import pytest
 from tests.support.clock import Clock
 
 from shardkeeper.api.shard import Checkpoint, CommitPoint, ReplicaState, ReplicaStatus
-from shardkeeper.kube_json import ApiError
-from shardkeeper.runtime.reporting import (
+from shardkeeper.kube.client import ApiError
+from shardkeeper.runtime.shell.reporting import (
     MESSAGE_LIMIT,
     PRIMARY_MANAGER,
     PrimaryStatus,
@@ -23,7 +23,7 @@ from shardkeeper.runtime.reporting import (
     primary_apply,
     replica_apply,
 )
-from shardkeeper.runtime.settings import DEFAULT_STATUS_INTERVAL
+from shardkeeper.runtime.shell.settings import DEFAULT_STATUS_INTERVAL
 
 AT = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

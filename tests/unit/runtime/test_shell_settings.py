@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shardkeeper.runtime.settings import SettingsError, settings_from_env
+from shardkeeper.runtime.shell.settings import SettingsError, settings_from_env
 
 BASE = {"SHARDKEEPER_SHARD": "t-00000000-00000000", "POD_NAME": "t-0", "POD_NAMESPACE": "ns"}
 

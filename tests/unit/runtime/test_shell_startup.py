@@ -6,7 +6,7 @@ import pytest
 
 from shardkeeper.api.shard import Shard
 from shardkeeper.api.task import Task
-from shardkeeper.runtime.startup import StartupError, parse, secret_value
+from shardkeeper.runtime.shell.startup import StartupError, parse, secret_value
 
 
 def test_an_invalid_object_names_its_fields_and_how_to_fix_it() -> None:

@@ -1,0 +1,833 @@
+"""The local embedded environment: etcd, kube-apiserver, kube-controller-manager, MinIO and
+the process node, all on loopback, all started from the cached tools.
+
+Everything lives in one state directory: certificates, data, logs, the kubeconfig, an env
+file, and ``state.json`` with the PID (and start time) of every process ``up`` started, so
+that ``down`` stops exactly those. Data and certificates survive ``down`` (a later ``up``
+finds its objects and volumes again); ``down --purge`` removes them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import shlex
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from shardkeeper_dev import pki, processes, tools
+
+DEFAULT_BUCKET = "shardkeeper"
+DEFAULT_REGION = "us-east-1"
+DEFAULT_DATABASE = "shardkeeper"
+NODE_NAME = "process-node"
+SERVICE_CIDR = "10.96.0.0/16"
+START_TIMEOUT = 120.0
+
+
+class EnvironmentError_(RuntimeError):
+    """The environment cannot start or is not running; the message says why and what to do."""
+
+
+def default_state_dir() -> Path:
+    explicit = os.environ.get("SHARDKEEPER_DEV_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "shardkeeper" / "dev"
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvInfo:
+    """How clients reach a running environment."""
+
+    state_dir: Path
+    kubeconfig: Path
+    server: str
+    node_name: str
+    s3_endpoint: str
+    s3_access_key: str
+    s3_secret_key: str
+    s3_region: str
+    s3_bucket: str
+    postgres_host: str
+    postgres_port: int
+    postgres_user: str
+    postgres_password: str
+    postgres_database: str
+
+    @property
+    def postgres_dsn(self) -> str:
+        return (
+            f"postgresql://{self.postgres_user}:{self.postgres_password}"
+            f"@{self.postgres_host}:{self.postgres_port}/{self.postgres_database}"
+        )
+
+    def variables(self) -> dict[str, str]:
+        """The variables written to the env file and printed by ``shardkeeper dev env``."""
+        return {
+            "KUBECONFIG": str(self.kubeconfig),
+            "SHARDKEEPER_DEV_DIR": str(self.state_dir),
+            "SHARDKEEPER_S3_ENDPOINT": self.s3_endpoint,
+            "SHARDKEEPER_S3_ACCESS_KEY": self.s3_access_key,
+            "SHARDKEEPER_S3_SECRET_KEY": self.s3_secret_key,
+            "SHARDKEEPER_S3_REGION": self.s3_region,
+            "SHARDKEEPER_S3_BUCKET": self.s3_bucket,
+            "SHARDKEEPER_POSTGRES_DSN": self.postgres_dsn,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["state_dir"], data["kubeconfig"] = str(self.state_dir), str(self.kubeconfig)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EnvInfo:
+        return cls(
+            **{**data, "state_dir": Path(data["state_dir"]), "kubeconfig": Path(data["kubeconfig"])}
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Ports:
+    """Loopback ports; 0 means pick a free one."""
+
+    apiserver: int = 0
+    etcd: int = 0
+    etcd_peer: int = 0
+    controller_manager: int = 0
+    s3: int = 0
+    s3_console: int = 0
+    postgres: int = 0
+    operator_metrics: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    """One process of the environment and how to tell that it serves."""
+
+    name: str
+    argv: list[str]
+    healthy: Callable[[], bool]
+    endpoint: str
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    # runs once the component is healthy, before the next one starts
+    then: Callable[[], None] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int
+    alive: bool
+    healthy: bool
+    detail: str
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _free_port(taken: set[int]) -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in taken:
+            return port
+
+
+def resolve_ports(requested: Ports) -> Ports:
+    """Fill in free ports, and refuse a requested port that is already taken."""
+    chosen: dict[str, int] = {}
+    for field in dataclasses.fields(Ports):
+        port = getattr(requested, field.name)
+        if port:
+            if _port_in_use(port):
+                flag = "--" + field.name.replace("_", "-") + "-port"
+                raise EnvironmentError_(
+                    f"port {port} on 127.0.0.1 is already in use ({flag}); "
+                    f"stop what listens there or choose another port"
+                )
+            if port in chosen.values():
+                raise EnvironmentError_(f"port {port} is requested for two components")
+            chosen[field.name] = port
+    for field in dataclasses.fields(Ports):
+        if field.name not in chosen:
+            chosen[field.name] = _free_port(set(chosen.values()))
+    return Ports(**chosen)
+
+
+def _kubeconfig(server: str, ca_pem: bytes, user: str, client: pki.KeyPair) -> dict[str, Any]:
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "shardkeeper-dev",
+                "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": b64(client.cert_pem),
+                    "client-key-data": b64(client.key_pem),
+                },
+            }
+        ],
+        "contexts": [
+            {"name": "shardkeeper-dev", "context": {"cluster": "shardkeeper-dev", "user": user}}
+        ],
+        "current-context": "shardkeeper-dev",
+    }
+
+
+class Environment:
+    """One environment rooted at ``state_dir``."""
+
+    def __init__(self, state_dir: Path | None = None) -> None:
+        self.state_dir = (state_dir or default_state_dir()).resolve()
+        self.pki_dir = self.state_dir / "pki"
+        self.log_dir = self.state_dir / "logs"
+        self.state_file = self.state_dir / "state.json"
+        self.env_file = self.state_dir / "env"
+        # Popen handles of processes this Python process started, to reap their exit status
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _read_state(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return None
+        return data
+
+    def records(self) -> list[processes.ProcessRecord]:
+        state = self._read_state() or {}
+        return [processes.ProcessRecord.from_json(r) for r in state.get("processes", [])]
+
+    def _write_state(
+        self,
+        info: EnvInfo | None,
+        records: list[processes.ProcessRecord],
+        ports: Ports | None = None,
+    ) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "info": info.as_json() if info else None,
+            "ports": dataclasses.asdict(ports) if ports else None,
+            "processes": [r.as_json() for r in records],
+        }
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        tmp.replace(self.state_file)
+
+    def running(self) -> list[processes.ProcessRecord]:
+        return [r for r in self.records() if processes.is_alive(r)]
+
+    def info(self) -> EnvInfo:
+        state = self._read_state()
+        if not state or not state.get("info") or not self.running():
+            raise EnvironmentError_(
+                f"no environment is running in {self.state_dir}; "
+                "start one with `shardkeeper dev up`"
+            )
+        return EnvInfo.from_json(state["info"])
+
+    # -- up ------------------------------------------------------------------------------
+
+    def up(
+        self,
+        ports: Ports = Ports(),
+        *,
+        die_with_parent: bool = False,
+        only_control_plane: bool = False,
+        with_operator: bool = False,
+        progress: Callable[[str], None] = lambda _msg: None,
+    ) -> EnvInfo:
+        """Start every component and wait until each is healthy.
+
+        ``only_control_plane`` stops after etcd and kube-apiserver (the floor that
+        benchmarks compare a full start with). ``with_operator`` also installs the CRDs
+        and runs ``shardkeeper operator`` against the environment.
+
+        Raises EnvironmentError_ if one is already running here, a port is taken or a tool
+        is missing; a component that fails to start is stopped with the rest, and the
+        error quotes the end of its log.
+        """
+        alive = self.running()
+        if alive:
+            pids = ", ".join(f"{r.name}={r.pid}" for r in alive)
+            raise AlreadyRunning(
+                f"an environment is already running in {self.state_dir} ({pids}); "
+                "use `shardkeeper dev status`, or `shardkeeper dev down` first"
+            )
+        for binary in ("etcd", "kube-apiserver", "kube-controller-manager", "minio"):
+            tools.binary_path(binary)  # a missing tool fails before anything starts
+        postgres_bin = postgres_bin_dir()
+        ports = resolve_ports(ports)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        creds = self._ensure_pki()
+        records: list[processes.ProcessRecord] = []
+        server = f"https://127.0.0.1:{ports.apiserver}"
+        info = EnvInfo(
+            state_dir=self.state_dir,
+            kubeconfig=self.state_dir / "kubeconfig",
+            server=server,
+            node_name=NODE_NAME,
+            s3_endpoint=f"http://127.0.0.1:{ports.s3}",
+            s3_access_key=creds["s3_access_key"],
+            s3_secret_key=creds["s3_secret_key"],
+            s3_region=DEFAULT_REGION,
+            s3_bucket=DEFAULT_BUCKET,
+            postgres_host="127.0.0.1",
+            postgres_port=ports.postgres,
+            postgres_user="postgres",
+            postgres_password=creds["postgres_password"],
+            postgres_database=DEFAULT_DATABASE,
+        )
+        self._write_kubeconfigs(server)
+        self._ensure_postgres_cluster(postgres_bin, creds["postgres_password"])
+        components = self._components(ports, info)
+        if only_control_plane:
+            components = components[:2]
+        elif not with_operator:
+            components = [c for c in components if c.name != "operator"]
+        try:
+            for component in components:
+                progress(f"starting {component.name}")
+                record, proc = processes.spawn(
+                    component.name,
+                    component.argv,
+                    env={**os.environ, **component.env},
+                    log_path=self.log_dir / f"{component.name}.log",
+                    cwd=self.state_dir,
+                    die_with_parent=die_with_parent,
+                )
+                self._children[record.pid] = proc
+                records.append(record)
+                self._write_state(None, records, ports)
+                self._wait(record, component.healthy)
+                if component.then is not None:
+                    component.then()
+        except BaseException:
+            self._stop_records(records)
+            self._write_state(None, [], ports)
+            raise
+        self._write_state(info, records, ports)
+        self.env_file.write_text(
+            "".join(f"export {k}={shlex.quote(v)}\n" for k, v in info.variables().items())
+        )
+        return info
+
+    def _components(self, ports: Ports, info: EnvInfo) -> list[Component]:
+        """What ``up`` starts, in order, each with the check that says it is healthy."""
+        kcm_health = f"https://127.0.0.1:{ports.controller_manager}/healthz"
+        return [
+            Component(
+                "etcd",
+                self._etcd_argv(tools.binary_path("etcd"), ports),
+                lambda: _http_ok(f"http://127.0.0.1:{ports.etcd}/health"),
+                f"http://127.0.0.1:{ports.etcd}",
+            ),
+            Component(
+                "kube-apiserver",
+                self._apiserver_argv(tools.binary_path("kube-apiserver"), ports),
+                lambda: self._api_ok(info.server, "/readyz"),
+                info.server,
+            ),
+            Component(
+                "kube-controller-manager",
+                self._controller_manager_argv(tools.binary_path("kube-controller-manager"), ports),
+                lambda: _http_ok(kcm_health, insecure=True),
+                kcm_health,
+            ),
+            Component(
+                "minio",
+                self._minio_argv(tools.binary_path("minio"), ports),
+                lambda: _http_ok(f"{info.s3_endpoint}/minio/health/live"),
+                info.s3_endpoint,
+                env={
+                    "MINIO_ROOT_USER": info.s3_access_key,
+                    "MINIO_ROOT_PASSWORD": info.s3_secret_key,
+                    "MINIO_BROWSER": "off",
+                    "MINIO_UPDATE": "off",
+                },
+                then=lambda: _ensure_bucket(info),
+            ),
+            Component(
+                "postgres",
+                self._postgres_argv(postgres_bin_dir(), ports),
+                lambda: _pg_ready(postgres_bin_dir(), ports.postgres),
+                f"127.0.0.1:{ports.postgres}",
+                then=lambda: self._ensure_database(info),
+            ),
+            Component(
+                "process-node",
+                self._node_argv(info),
+                lambda: self._node_ready(info.server),
+                f"node/{info.node_name}",
+                then=lambda: install_crds(info),
+            ),
+            Component(
+                "operator",
+                [
+                    sys.executable,
+                    "-m",
+                    "shardkeeper",
+                    "operator",
+                    "--metrics-address=127.0.0.1",
+                    f"--metrics-port={ports.operator_metrics}",
+                    "--leader-election-namespace=default",
+                    "--identity=dev-operator",
+                ],
+                lambda: _http_ok(f"http://127.0.0.1:{ports.operator_metrics}/healthz"),
+                f"http://127.0.0.1:{ports.operator_metrics}/metrics",
+                env={"KUBECONFIG": str(info.kubeconfig)},
+            ),
+        ]
+
+    def _ensure_pki(self) -> dict[str, str]:
+        """Create the CA, certificates, signing key and S3 credentials once per state dir."""
+        creds_file = self.pki_dir / "credentials.json"
+        if creds_file.exists():
+            creds: dict[str, str] = json.loads(creds_file.read_text())
+            return creds
+        ca = pki.new_ca()
+        pki.write(ca, self.pki_dir, "ca")
+        sans = (
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        )
+        serving = pki.issue(
+            ca,
+            "kube-apiserver",
+            dns_names=sans,
+            ip_addresses=("127.0.0.1", "10.96.0.1"),
+            server=True,
+        )
+        pki.write(serving, self.pki_dir, "apiserver")
+        clients = {
+            "admin": ("shardkeeper-admin", ("system:masters",)),
+            "controller-manager": ("system:kube-controller-manager", ()),
+            # the process node binds pods and provisions volumes: a kubelet, scheduler and
+            # provisioner in one, so it gets its own identity with full rights
+            "process-node": (f"system:node:{NODE_NAME}", ("system:nodes", "system:masters")),
+        }
+        for name, (cn, orgs) in clients.items():
+            pki.write(pki.issue(ca, cn, organizations=orgs, client=True), self.pki_dir, name)
+        pki.write(pki.new_signing_key(), self.pki_dir, "service-account")
+        # the front-proxy CA lets delegated authentication (controller-manager, webhooks)
+        # trust the API server's request headers
+        front_proxy = pki.new_ca("shardkeeper-dev-front-proxy-ca")
+        pki.write(front_proxy, self.pki_dir, "front-proxy-ca")
+        pki.write(
+            pki.issue(front_proxy, "front-proxy-client", client=True),
+            self.pki_dir,
+            "front-proxy-client",
+        )
+        creds = {
+            "s3_access_key": "shardkeeper",
+            "s3_secret_key": secrets.token_urlsafe(24),
+            "admin_token": secrets.token_urlsafe(32),
+            "postgres_password": secrets.token_urlsafe(18),
+        }
+        (self.pki_dir / "tokens.csv").write_text(
+            f'{creds["admin_token"]},shardkeeper-admin-token,admin-token,"system:masters"\n'
+        )
+        creds_file.touch(mode=0o600)
+        creds_file.write_text(json.dumps(creds))
+        return creds
+
+    def _pair(self, name: str) -> pki.KeyPair:
+        return pki.KeyPair(
+            (self.pki_dir / f"{name}.crt").read_bytes(), (self.pki_dir / f"{name}.key").read_bytes()
+        )
+
+    def _write_kubeconfigs(self, server: str) -> None:
+        import yaml
+
+        ca = (self.pki_dir / "ca.crt").read_bytes()
+        targets = {
+            "kubeconfig": ("shardkeeper-admin", "admin"),
+            "controller-manager.kubeconfig": (
+                "system:kube-controller-manager",
+                "controller-manager",
+            ),
+            "process-node.kubeconfig": (f"system:node:{NODE_NAME}", "process-node"),
+        }
+        for filename, (user, pair) in targets.items():
+            path = self.state_dir / filename
+            path.touch(mode=0o600)
+            path.write_text(yaml.safe_dump(_kubeconfig(server, ca, user, self._pair(pair))))
+
+    def _etcd_argv(self, etcd: Path, ports: Ports) -> list[str]:
+        client = f"http://127.0.0.1:{ports.etcd}"
+        peer = f"http://127.0.0.1:{ports.etcd_peer}"
+        return [
+            str(etcd),
+            "--name=default",
+            f"--data-dir={self.state_dir / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=default={peer}",
+            "--listen-metrics-urls=",
+            # a throw-away development store: durability across power loss is not needed
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ]
+
+    def _apiserver_argv(self, apiserver: Path, ports: Ports) -> list[str]:
+        p = self.pki_dir
+        return [
+            str(apiserver),
+            f"--etcd-servers=http://127.0.0.1:{ports.etcd}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={ports.apiserver}",
+            f"--cert-dir={p}",
+            f"--tls-cert-file={p / 'apiserver.crt'}",
+            f"--tls-private-key-file={p / 'apiserver.key'}",
+            f"--client-ca-file={p / 'ca.crt'}",
+            f"--token-auth-file={p / 'tokens.csv'}",
+            f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={p / 'service-account.crt'}",
+            f"--service-account-signing-key-file={p / 'service-account.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--enable-priority-and-fairness=false",
+            "--v=0",
+        ]
+
+    def _controller_manager_argv(self, kcm: Path, ports: Ports) -> list[str]:
+        p = self.pki_dir
+        kubeconfig = self.state_dir / "controller-manager.kubeconfig"
+        return [
+            str(kcm),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports.controller_manager}",
+            f"--cert-dir={p / 'controller-manager'}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={p / 'service-account.key'}",
+            f"--root-ca-file={p / 'ca.crt'}",
+            f"--cluster-signing-cert-file={p / 'ca.crt'}",
+            f"--cluster-signing-key-file={p / 'ca.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service,-route",
+            "--v=0",
+        ]
+
+    def _minio_argv(self, minio: Path, ports: Ports) -> list[str]:
+        return [
+            str(minio),
+            "server",
+            "--quiet",
+            "--address",
+            f"127.0.0.1:{ports.s3}",
+            "--console-address",
+            f"127.0.0.1:{ports.s3_console}",
+            str(self.state_dir / "minio"),
+        ]
+
+    def _ensure_postgres_cluster(self, bin_dir: Path, password: str) -> None:
+        data = self.state_dir / "postgres"
+        if (data / "PG_VERSION").exists():
+            return
+        pwfile = self.pki_dir / "postgres.pw"
+        pwfile.touch(mode=0o600)
+        pwfile.write_text(password + "\n")
+        argv = [
+            str(bin_dir / "initdb"),
+            f"--pgdata={data}",
+            "--username=postgres",
+            f"--pwfile={pwfile}",
+            "--auth-host=scram-sha-256",
+            "--auth-local=trust",
+            "--encoding=UTF8",
+            "--no-sync",
+        ]
+        proc = subprocess.run(_as_unprivileged(argv), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise EnvironmentError_(f"initdb failed:\n{proc.stdout}{proc.stderr}")
+
+    def _postgres_argv(self, bin_dir: Path, ports: Ports) -> list[str]:
+        return _as_unprivileged(
+            [
+                str(bin_dir / "postgres"),
+                f"-D{self.state_dir / 'postgres'}",
+                "-h127.0.0.1",
+                f"-p{ports.postgres}",
+                f"-k{self.state_dir / 'postgres'}",
+                # a throw-away development database: durability across power loss is not needed
+                "-cfsync=off",
+                "-csynchronous_commit=off",
+                "-cfull_page_writes=off",
+                "-cmax_connections=200",
+            ]
+        )
+
+    def _ensure_database(self, info: EnvInfo) -> None:
+        env = {**os.environ, "PGPASSWORD": info.postgres_password}
+        base = ["-h", info.postgres_host, "-p", str(info.postgres_port), "-U", info.postgres_user]
+        exists = subprocess.run(
+            [
+                str(postgres_bin_dir() / "psql"),
+                *base,
+                "-d",
+                "postgres",
+                "-tAc",
+                f"SELECT 1 FROM pg_database WHERE datname = '{info.postgres_database}'",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        if exists.stdout.strip() == "1":
+            return
+        proc = subprocess.run(
+            [str(postgres_bin_dir() / "createdb"), *base, info.postgres_database],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        if proc.returncode != 0:
+            raise EnvironmentError_(f"createdb failed: {proc.stderr.strip()}")
+
+    def _node_argv(self, info: EnvInfo) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "shardkeeper",
+            "dev",
+            "node",
+            f"--kubeconfig={self.state_dir / 'process-node.kubeconfig'}",
+            f"--state-dir={self.state_dir / 'node'}",
+            f"--name={info.node_name}",
+        ]
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
+        ctx.load_cert_chain(self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
+        return ctx
+
+    def _api_ok(self, server: str, path: str) -> bool:
+        return _http_ok(server + path, context=self._ssl_context())
+
+    def _node_ready(self, server: str) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"{server}/api/v1/nodes/{NODE_NAME}", context=self._ssl_context(), timeout=5
+            ) as resp:
+                node = json.load(resp)
+        except (urllib.error.URLError, OSError):
+            return False
+        conditions = node.get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    def _wait(
+        self,
+        record: processes.ProcessRecord,
+        healthy: Callable[[], bool],
+        timeout: float = START_TIMEOUT,
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not healthy():
+            self._reap()
+            if not processes.is_alive(record):
+                raise EnvironmentError_(
+                    f"{record.name} exited during start-up; the end of {record.log}:\n"
+                    + _tail(Path(record.log))
+                )
+            if time.monotonic() > deadline:
+                raise EnvironmentError_(
+                    f"{record.name} was not healthy after {timeout:.0f}s; "
+                    f"the end of {record.log}:\n" + _tail(Path(record.log))
+                )
+            time.sleep(0.1)
+
+    def _reap(self) -> None:
+        for proc in self._children.values():
+            proc.poll()
+
+    # -- down / status -------------------------------------------------------------------
+
+    def _stop_records(self, records: list[processes.ProcessRecord]) -> list[str]:
+        stopped = []
+        for record in reversed(records):
+            child = self._children.get(record.pid)
+            if processes.stop(record, reap=child.poll if child else None):
+                stopped.append(record.name)
+        return stopped
+
+    def down(self, *, purge: bool = False) -> list[str]:
+        """Stop every process ``up`` recorded here, newest first; return their names."""
+        stopped = self._stop_records(self.records())
+        if self.state_file.exists():
+            self._write_state(None, [])
+        if purge:
+            import shutil
+
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        return stopped
+
+    def status(self) -> list[ComponentStatus]:
+        """Each recorded process, alive or not, and the answer of its own health check."""
+        state = self._read_state() or {}
+        if not state.get("info") or not state.get("ports"):
+            return [
+                ComponentStatus(r.name, r.pid, processes.is_alive(r), False, "starting")
+                for r in self.records()
+            ]
+        info = EnvInfo.from_json(state["info"])
+        checks = {c.name: c for c in self._components(Ports(**state["ports"]), info)}
+        result = []
+        for record in self.records():
+            alive = processes.is_alive(record)
+            component = checks[record.name]
+            healthy = alive and component.healthy()
+            detail = component.endpoint if alive else "not running"
+            result.append(ComponentStatus(record.name, record.pid, alive, healthy, detail))
+        return result
+
+
+class AlreadyRunning(EnvironmentError_):
+    """``up`` found an environment already running in the same state directory."""
+
+
+def _http_ok(url: str, *, context: ssl.SSLContext | None = None, insecure: bool = False) -> bool:
+    if insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=5) as resp:
+            return 200 <= int(resp.status) < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def install_crds(info: EnvInfo) -> None:
+    """Server-side apply the CRDs generated from the API models; wait until they are served."""
+    from shardkeeper.api import KINDS
+    from shardkeeper.api.crd import crds
+    from shardkeeper.api.generate import render_yaml
+
+    kubectl = str(tools.binary_path("kubectl"))
+    env = {**os.environ, "KUBECONFIG": str(info.kubeconfig)}
+    documents = "---\n".join(render_yaml(doc) for doc in crds(KINDS).values())
+    for argv in (
+        [kubectl, "apply", "--server-side", "--force-conflicts", "-f", "-", "-o", "name"],
+        [kubectl, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"],
+    ):
+        proc = subprocess.run(argv, input=documents, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise EnvironmentError_(f"installing the CRDs failed: {proc.stderr.strip()}")
+
+
+def postgres_bin_dir() -> Path:
+    """The PostgreSQL server binaries of the Debian package (newest major version)."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if not found:
+        raise EnvironmentError_(
+            "PostgreSQL server binaries were not found in /usr/lib/postgresql/*/bin; "
+            "install them with `apt-get install postgresql`"
+        )
+    return found[-1].parent
+
+
+def _as_unprivileged(argv: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root; a user namespace that maps us to an ordinary uid
+    # satisfies it while file access stays that of the calling user
+    if os.geteuid() != 0:
+        return argv
+    return ["unshare", "--user", "--map-user=1000", "--map-group=1000", "--", *argv]
+
+
+def _pg_ready(bin_dir: Path, port: int) -> bool:
+    proc = subprocess.run(
+        [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-t", "2"],
+        capture_output=True,
+    )
+    return proc.returncode == 0
+
+
+def _ensure_bucket(info: EnvInfo) -> None:
+    s3 = s3_client(info)
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=info.s3_bucket)
+
+
+def s3_client(info: EnvInfo) -> Any:
+    """A boto3 S3 client for the environment's MinIO."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=info.s3_endpoint,
+        aws_access_key_id=info.s3_access_key,
+        aws_secret_access_key=info.s3_secret_key,
+        region_name=info.s3_region,
+    )
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+@contextlib.contextmanager
+def running(state_dir: Path, **kwargs: Any) -> Iterator[EnvInfo]:
+    """An environment for the duration of a ``with`` block, stopped on the way out."""
+    env = Environment(state_dir)
+    info = env.up(**kwargs)
+    try:
+        yield info
+    finally:
+        env.down()

@@ -1,0 +1,137 @@
+"""Shard: its workload (applied only when it changed), its roll, and its status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from shardkeeper.api.shard import Shard
+from shardkeeper.api.task import Task
+from shardkeeper.controller.engine import events
+from shardkeeper.controller.reconcilers.base import Base
+from shardkeeper.controller.specs import names
+from shardkeeper.controller.specs.objects import content_hash, namespaced_name, stamp
+from shardkeeper.controller.specs.references import (
+    mapping_names,
+    runtime_secret_names,
+    task_collections,
+    task_problems,
+)
+from shardkeeper.controller.specs.rollout import next_step
+from shardkeeper.controller.specs.status import shard_verdict
+from shardkeeper.controller.specs.views import PodView, StatefulSetView
+from shardkeeper.controller.specs.workload import (
+    ShardContext,
+    keep_immutable_claims,
+    replicas,
+    workload,
+)
+
+log = logging.getLogger(__name__)
+
+# Pods are not watched (the StatefulSet's status follows them); while a roll runs, it is
+# looked at again at least this often.
+ROLL_POLL_SECONDS = 10.0
+# what RecentWrites keeps of the last apply of a shard's objects: their hash
+WORKLOAD = "workload"
+
+
+class ShardReconciler(Base):
+    kind = Shard.KIND
+
+    async def reconcile(self, namespace: str, name: str) -> float | None:
+        cache = self.deps.cache
+        shard = cache.shard(namespace, name)
+        if shard is None:
+            return None
+        if shard.metadata.deletion_timestamp is not None:
+            self.forget(shard.metadata.uid)
+            return None
+        task = cache.task(namespace, shard.spec.task)
+        sts = cache.statefulset(namespace, name)
+        problems = task_problems(task, cache) if task is not None else []
+        requeue = None
+        if task is not None and task.metadata.deletion_timestamp is None and self._resolved(task):
+            wait_applied = await self.apply_workload(shard, task, sts)
+            rolling = await self.roll(shard, task, sts)
+            requeue = min((s for s in (wait_applied, rolling) if s is not None), default=None)
+        verdict = shard_verdict(shard, task, sts, problems)
+        await self.write_status(shard, verdict.verdicts, {"phase": str(verdict.phase)})
+        return requeue
+
+    def _resolved(self, task: Task) -> bool:
+        """Whether every StorageMapping and Collection the task names exists. Without them
+        the runtime's Secrets are not all known, so the workload is left as it is."""
+        cache = self.deps.cache
+        namespace, _ = namespaced_name(task)
+        return all(
+            cache.collection(namespace, c) is not None for c in task_collections(task)
+        ) and all(
+            cache.storage_mapping(namespace, m) is not None for m in mapping_names(task, cache)
+        )
+
+    async def apply_workload(
+        self, shard: Shard, task: Task, sts: StatefulSetView | None
+    ) -> float | None:
+        """Apply the shard's objects unless the StatefulSet carries their hash, or this
+        operator applied them over what its cache still shows (its watch event is on the
+        way). In that case, seconds until that is looked at again."""
+        ctx = ShardContext(
+            shard, task, runtime_secret_names(task, self.deps.cache), self.deps.defaults
+        )
+        objects = workload(ctx)
+        stateful, claims_changed = keep_immutable_claims(
+            objects[-1], sts.as_observed() if sts is not None else None
+        )
+        objects[-1] = stateful
+        # One hash over all of them, kept on the StatefulSet (which is watched): a shard
+        # whose objects are as they should be costs no request, even after a restart.
+        digest = content_hash(objects)
+        if sts is not None and sts.applied_hash == digest:
+            return None
+        uid, seen = shard.metadata.uid or "", sts.resource_version if sts is not None else None
+        if self.recent.current_at(uid, WORKLOAD, seen, None) == digest:
+            return self.recent.held_for(uid, WORKLOAD)
+        # the pods' identity, rights, Service and PDB at once, and the StatefulSet only
+        # after them, so no pod is refused for want of its ServiceAccount
+        await asyncio.gather(*(self.deps.kube.apply(obj) for obj in objects[:-1]))
+        await self.deps.kube.apply(stamp(stateful, digest))
+        self.recent.wrote_at(uid, WORKLOAD, seen, digest)
+        if claims_changed:
+            await self.deps.recorder.post(
+                shard,
+                events.Notice(
+                    events.WARNING,
+                    "VolumeTemplateKept",
+                    "volumeSize and storageClassName apply to new shards only: a StatefulSet's "
+                    "volume claim template cannot change, so existing volumes stay as they are",
+                ),
+            )
+        return None
+
+    async def roll(self, shard: Shard, task: Task, sts: StatefulSetView | None) -> float | None:
+        """Replace one outdated pod, if it is time to (see rollout.py)."""
+        if sts is None or task.spec.shards.disable or not sts.rolling or not sts.settled:
+            return None
+        namespace, name = namespaced_name(shard)
+        listed = await self.deps.kube.list_objects(
+            "v1", "Pod", namespace, labels=names.shard_selector(name)
+        )
+        pods = [PodView.from_k8s(p) for p in listed]
+        step = next_step(pods, sts.update_revision, shard.status.primary, replicas(task))
+        if step.done:
+            return None
+        if step.pod is not None:
+            await self.deps.kube.delete("v1", "Pod", namespace, step.pod.name, uid=step.pod.uid)
+            await self.deps.recorder.post(
+                shard,
+                events.Notice(
+                    events.NORMAL,
+                    "ReplacingPod",
+                    f"deleting {step.role} pod {step.pod.name} so that it comes back with the "
+                    f"current template ({sts.update_revision})",
+                ),
+            )
+        else:
+            log.debug("shard %s/%s: roll waits: %s", namespace, name, step.waiting)
+        return ROLL_POLL_SECONDS

@@ -1,0 +1,70 @@
+"""Task: its finalizer, its Shards, and its status; its deletion is in task_cleanup.py."""
+
+from __future__ import annotations
+
+import logging
+
+from shardkeeper.api.task import Task
+from shardkeeper.controller.engine import events
+from shardkeeper.controller.engine.kube import ApiError
+from shardkeeper.controller.reconcilers.base import Base, Deps
+from shardkeeper.controller.reconcilers.task_cleanup import TaskCleanup
+from shardkeeper.controller.specs.references import task_problems
+from shardkeeper.controller.specs.shards import shard_manifest, shards_to_create
+from shardkeeper.controller.specs.status import task_verdict
+
+log = logging.getLogger(__name__)
+
+
+class TaskReconciler(Base):
+    kind = Task.KIND
+
+    def __init__(self, deps: Deps) -> None:
+        super().__init__(deps)
+        self.cleanup = TaskCleanup(deps, self)
+
+    async def reconcile(self, namespace: str, name: str) -> float | None:
+        task = self.deps.cache.task(namespace, name)
+        if task is None:
+            return None
+        if task.metadata.deletion_timestamp is not None:
+            return await self.cleanup.finalize(task)
+        await self.set_finalizer(task, present=True)
+
+        cache = self.deps.cache
+        problems = task_problems(task, cache)
+        shards = cache.shards_of(namespace, name)
+        # A task that cannot run gets no shards, rather than shards that crash-loop; one
+        # that already has shards keeps them running and says what is wrong.
+        to_create = [] if problems else shards_to_create(task, shards)
+        for shard in to_create:
+            # a create, not an apply: a pass whose cache has not yet seen the Shard an
+            # earlier pass made (or a dead leader made) is refused, and announces nothing
+            try:
+                await self.deps.kube.create(shard_manifest(shard))
+            except ApiError as err:
+                if err.status != 409:
+                    raise
+                log.debug("shard %s exists already", shard.metadata.name)
+                continue
+            await self.deps.recorder.post(
+                task,
+                events.Notice(
+                    events.NORMAL,
+                    "ShardCreated",
+                    f"created shard {shard.metadata.name} for keys "
+                    f"{shard.spec.key_begin:08x}-{shard.spec.key_end:08x}, r-clocks "
+                    f"{shard.spec.r_clock_begin:08x}-{shard.spec.r_clock_end:08x}",
+                ),
+            )
+        verdict = task_verdict(task, shards, problems, creating=len(to_create))
+        await self.write_status(
+            task,
+            verdict.verdicts,
+            {
+                "shards": verdict.shards,
+                "readyShards": verdict.ready_shards,
+                "shardsByPhase": verdict.by_phase,
+            },
+        )
+        return None

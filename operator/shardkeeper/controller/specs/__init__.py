@@ -1,0 +1,1 @@
+"""Pure builders: the objects, names and status the operator wants, computed from specs."""

@@ -1,0 +1,1 @@
+"""Kubernetes plumbing shared by the operator and the runtime: transport, requests, Leases."""

@@ -1,0 +1,1 @@
+"""Task kinds: what a capture, a derivation and a materialization do inside a transaction."""

@@ -1,0 +1,322 @@
+"""Primary election with a ``coordination.k8s.io/v1`` Lease named after the shard.
+
+Every write is a create or a replace carrying the ``resourceVersion`` that was read, so two
+replicas racing for the Lease cannot both win: the loser gets 409 and reads again.
+
+Expiry is judged on this replica's own clock, never by comparing ``renewTime`` with it
+(clocks of two machines differ): a Lease held by another replica counts as expired only
+once its ``leaseDurationSeconds`` have passed since *this replica saw* the record last
+change. A holder renews every third of the duration, so it has two chances to renew
+before anyone can take over. A holder that could not renew for a whole duration (counted
+from when it *sent* its last successful renewal, which is no later than when anyone saw
+it) must assume the Lease is gone.
+
+The Lease only keeps the roles honest; the recovery log's fence is what protects data,
+so a replica that wrongly believes it holds the Lease still cannot commit after a newer
+primary fenced the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from shardkeeper.kube.client import ApiError, Transport, request
+from shardkeeper.kube.lease import (
+    LEASE_API_VERSION,
+    LeaseRecord,
+    Sighting,
+    Verdict,
+    assess,
+    claimed,
+    released,
+    resource_version,
+    sight,
+)
+
+log = logging.getLogger(__name__)
+
+
+# --- I/O: the Lease object -----------------------------------------------------------------
+
+
+class LeaseApi:
+    """Reads and writes one Lease; a write returns ``None`` when it lost a race (409)."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        namespace: str,
+        name: str,
+        *,
+        timeout: float,
+        owner: dict[str, Any] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.namespace = namespace
+        self.name = name
+        self.timeout = timeout
+        self.owner = owner
+        self.leases = f"/apis/{LEASE_API_VERSION}/namespaces/{quote(namespace)}/leases"
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            return self._request("GET", f"{self.leases}/{quote(self.name)}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create(self, record: LeaseRecord) -> dict[str, Any] | None:
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if self.owner is not None:
+            # deleting the Shard deletes its Lease
+            metadata["ownerReferences"] = [self.owner]
+        body = {
+            "apiVersion": LEASE_API_VERSION,
+            "kind": "Lease",
+            "metadata": metadata,
+            "spec": record.to_spec(),
+        }
+        return self._write("POST", self.leases, body)
+
+    def replace(self, current: dict[str, Any], record: LeaseRecord) -> dict[str, Any] | None:
+        # ``current`` carries metadata.resourceVersion: the write fails if anyone wrote since
+        body = {**current, "spec": record.to_spec()}
+        return self._write("PUT", f"{self.leases}/{quote(self.name)}", body)
+
+    def _write(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            return self._request(method, path, body)
+        except ApiError as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        obj: dict[str, Any] = request(self.transport, method, path, body=body, timeout=self.timeout)
+        return obj
+
+
+# --- I/O: election steps -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+    holder: str | None  # who holds the Lease after this step, as far as we know
+    mine: bool  # we hold it, from a write that succeeded
+    sent_at: float  # monotonic time the successful write was sent (when ``mine``)
+
+
+class Elector:
+    """One election step at a time; the thread that drives it is :class:`LeaseKeeper`."""
+
+    def __init__(
+        self,
+        api: LeaseApi,
+        me: str,
+        duration: int,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.api = api
+        self.me = me
+        self.duration = duration
+        self._monotonic = monotonic
+        self._wall = wall
+        self._sighting: Sighting | None = None
+
+    def step(self, want: bool) -> StepResult:
+        """Observe the Lease; if ``want``, acquire it when free or expired, renew it if ours."""
+        for _ in range(3):  # a 409 means someone wrote in between: look again
+            sent_at = self._monotonic()
+            current = self.api.read()
+            record = None if current is None else LeaseRecord.from_spec(current.get("spec") or {})
+            if current is not None and record is not None:
+                self._sighting = sight(
+                    self._sighting, record, resource_version(current), self._monotonic()
+                )
+            verdict = assess(
+                self._sighting if record is not None else None, self.me, self._monotonic()
+            )
+            if not want or verdict is Verdict.HELD:
+                return StepResult(record.holder if record else None, False, 0.0)
+            new = claimed(record, self.me, self.duration, self._wall())
+            sent_at = self._monotonic()
+            written = self.api.create(new) if current is None else self.api.replace(current, new)
+            if written is not None:
+                if verdict is not Verdict.MINE:
+                    log.info(
+                        "took the Lease",
+                        extra={
+                            "previous_holder": record.holder if record else None,
+                            "why": verdict.value,
+                        },
+                    )
+                self._sighting = sight(
+                    self._sighting, new, resource_version(written), self._monotonic()
+                )
+                return StepResult(self.me, True, sent_at)
+        return StepResult(self._sighting.record.holder if self._sighting else None, False, 0.0)
+
+    def expires_in(self) -> float | None:
+        """Seconds until the Lease of another holder expires as we count, if it has one."""
+        sighting = self._sighting
+        if sighting is None or sighting.record.holder in (None, self.me):
+            return None
+        return sighting.since + sighting.record.duration_seconds - self._monotonic()
+
+    def release(self) -> bool:
+        """Clear ``holderIdentity`` if we hold the Lease. True if we released it."""
+        for _ in range(3):
+            current = self.api.read()
+            if current is None:
+                return False
+            record = LeaseRecord.from_spec(current.get("spec") or {})
+            if record.holder != self.me:
+                return False
+            if self.api.replace(current, released(record)) is not None:
+                log.info("released the Lease")
+                return True
+        return False
+
+
+class LeaseKeeper:
+    """Runs election steps in a thread: fast polls while waiting, renewals at duration/3.
+
+    :meth:`stand` says this replica may take the Lease (it is restored and tailing).
+    Losing the Lease is final for a keeper: ``lost`` is set and it never takes the Lease
+    again, because a replica that lost it must stop and start over as a standby.
+    ``notify`` is called whenever the Lease is acquired or lost.
+    """
+
+    def __init__(
+        self,
+        elector: Elector,
+        *,
+        poll: float,
+        notify: Callable[[], None] = lambda: None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.elector = elector
+        self.duration = float(elector.duration)
+        self.poll = poll
+        self.renew_every = self.duration / 3
+        self.want = threading.Event()
+        self.acquired = threading.Event()
+        self.lost = threading.Event()
+        self._notify = notify
+        self._stop = threading.Event()
+        self._kick = threading.Event()
+        self._monotonic = monotonic
+        self._renewed_at: float | None = None  # send time of the last successful write
+        self._holder: str | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._failures = 0
+
+    @property
+    def holder(self) -> str | None:
+        with self._lock:
+            return self._holder
+
+    def held(self) -> bool:
+        """We hold the Lease: a write of ours succeeded less than a duration ago."""
+        with self._lock:
+            renewed = self._renewed_at
+        return (
+            renewed is not None
+            and not self.lost.is_set()
+            and self._monotonic() - renewed < self.duration
+        )
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
+        self._thread.start()
+
+    def stand(self) -> None:
+        """Stand for the Lease from now on, starting with a step right away."""
+        self.want.set()
+        self._kick.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._kick.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def release(self) -> bool:
+        """Stop stepping, then hand the Lease over if we hold it."""
+        self.stop()
+        if self._renewed_at is None or self.lost.is_set():
+            return False
+        try:
+            return self.elector.release()
+        except Exception as exc:
+            log.warning("could not release the Lease: %s", exc)
+            return False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._check_expiry()
+            want = self.want.is_set() and not self.lost.is_set()
+            try:
+                result = self.elector.step(want)
+            except Exception as exc:
+                self._failures += 1
+                # every failure while holding matters; while waiting, say it once in a while
+                if self._renewed_at is not None or self._failures % 20 == 1:
+                    log.warning("Lease step failed (%d in a row): %s", self._failures, exc)
+            else:
+                self._failures = 0
+                self._record(result)
+            self._check_expiry()
+            self._kick.wait(self._next_step_in(want))
+            self._kick.clear()
+
+    def _next_step_in(self, want: bool) -> float:
+        if self.held():
+            # a failed renewal is retried at the pace of polls: at a third of the duration
+            # a holder would get only two tries before its Lease runs out
+            return self.poll if self._failures else self.renew_every
+        expires_in = self.elector.expires_in()
+        if want and expires_in is not None:
+            # look again right when the holder's Lease runs out, not up to a poll later
+            return min(self.poll, max(expires_in, 0.0) + 0.01)
+        return self.poll
+
+    def _record(self, result: StepResult) -> None:
+        with self._lock:
+            self._holder = result.holder
+            had = self._renewed_at is not None
+            if result.mine:
+                self._renewed_at = result.sent_at
+        if result.mine and not had:
+            self.acquired.set()
+            self._notify()
+        elif had and not result.mine and result.holder != self.elector.me:
+            self._lose(f"the Lease is now held by {result.holder or 'nobody'}")
+
+    def _check_expiry(self) -> None:
+        with self._lock:
+            renewed = self._renewed_at
+        if renewed is None or self.lost.is_set():
+            return
+        elapsed = self._monotonic() - renewed
+        if elapsed >= self.duration:
+            self._lose(f"the Lease was not renewed for {elapsed:.1f}s")
+
+    def _lose(self, why: str) -> None:
+        if not self.lost.is_set():
+            log.error("lost the Lease: %s", why)
+            self.lost.set()
+            self._notify()

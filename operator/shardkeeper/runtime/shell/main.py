@@ -1,0 +1,246 @@
+"""``shardkeeper shard``: runs one replica of a shard (see docs/shard-pod.md).
+
+This module only wires the parts together: the pod's settings, logs, the light Kubernetes
+client (:mod:`shardkeeper.kube.transport`), the status reporter, the admin endpoints and the
+replica's state machine (:mod:`.replica`), with the processing core behind
+:class:`CoreProcessing`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from shardkeeper.api.shard import CommitPoint, ReplicaState
+from shardkeeper.api.task import Task
+from shardkeeper.kube.client import Transport
+from shardkeeper.kube.transport import LightClient, kubeconfig_path
+from shardkeeper.runtime.core.metrics import RuntimeMetrics
+from shardkeeper.runtime.shell import logs
+from shardkeeper.runtime.shell.admin_http import AdminServer
+from shardkeeper.runtime.shell.lease import Elector, LeaseApi, LeaseKeeper
+from shardkeeper.runtime.shell.replica import Processing, ProcessingFailed, Progress, Replica
+from shardkeeper.runtime.shell.reporting import ShardStatusApi, StatusReporter
+from shardkeeper.runtime.shell.settings import PodSettings, SettingsError, settings_from_env
+from shardkeeper.runtime.shell.startup import (
+    KubeReader,
+    ShardResources,
+    StartupError,
+    load_resources,
+    secret_resolver,
+)
+from shardkeeper.storage.objectstore import ObjectStore
+from shardkeeper.storage.recoverylog import RecoveryLog
+from shardkeeper.storage.store import ShardStore
+
+log = logging.getLogger("shardkeeper.runtime")
+
+# exit code for a pod whose environment or kubeconfig is unusable: the operator's bug
+EXIT_BAD_SETUP = 2
+
+
+class CoreProcessing:
+    """The processing core's Processor, in the terms the replica reports."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+
+    def run(self, stop: threading.Event) -> None:
+        from shardkeeper.runtime.core.errors import TaskError
+
+        try:
+            self.processor.run(stop)
+        except TaskError as exc:
+            raise ProcessingFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    def progress(self) -> Progress:
+        progress = self.processor.progress()
+        last = progress.last_commit
+        return Progress(
+            transactions=progress.transactions,
+            last_commit=None if last is None else CommitPoint(time=last.time, offset=last.offset),
+            sources=dict(progress.checkpoint),
+            lag=progress.lag_bytes,
+        )
+
+
+class RuntimeHooks:
+    """The real world behind :class:`.replica.Hooks`."""
+
+    def __init__(
+        self, settings: PodSettings, kube: Transport, metrics: RuntimeMetrics, timeout: float
+    ) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.metrics = metrics
+        self.timeout = timeout
+        self.reader = KubeReader(kube, settings.namespace, timeout=timeout)
+
+    def load(self) -> ShardResources:
+        return load_resources(self.reader, self.settings.shard)
+
+    def objects(self, resources: ShardResources) -> ObjectStore:
+        from shardkeeper.runtime.shell.storagemap import object_store
+
+        try:
+            return object_store(resources.mapping, resources.credentials)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+
+    def open_store(self, resources: ShardResources) -> ShardStore:
+        log_ = RecoveryLog(self.objects(resources), resources.recovery_log)
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # the epoch is chosen when this replica fences the log (replica.next_epoch)
+        return ShardStore.open(self.settings.data_dir, log_, 0)
+
+    def processor(self, resources: ShardResources, store: ShardStore) -> Processing:
+        from shardkeeper.runtime.core.processor import Processor, ShardContext
+        from shardkeeper.runtime.shell.storagemap import store_prefix
+
+        context = ShardContext(
+            namespace=resources.namespace,
+            task=resources.task,
+            shard=resources.shard,
+            collections=resources.collections,
+            objects=store.log.store,
+            prefix=store_prefix(resources.mapping),
+            resolve_secret=secret_resolver(self.reader, resources.task.metadata.name or ""),
+            bind_host=self.settings.pod_ip,
+        )
+        return CoreProcessing(Processor(context, store, self.metrics))
+
+    def lease(self, resources: ShardResources, notify: Callable[[], None]) -> LeaseKeeper:
+        duration = max(1, round(self.settings.lease_duration))
+        api = LeaseApi(
+            self.kube,
+            self.settings.namespace,
+            self.settings.shard,
+            # a renewal that takes longer than a third of the duration has failed
+            timeout=max(1.0, duration / 3),
+            owner=resources.owner_reference(),
+        )
+        # waiting replicas look often, so a takeover follows an expiry closely
+        return LeaseKeeper(
+            Elector(api, self.settings.pod, duration), poll=min(0.5, duration / 6), notify=notify
+        )
+
+    def task_generation(self, resources: ShardResources) -> int | None:
+        obj = self.reader.custom_object(Task.PLURAL, resources.shard.spec.task)
+        return None if obj is None else (obj.get("metadata") or {}).get("generation")
+
+    def observe_state(self, state: ReplicaState) -> None:
+        self.metrics.set_replica_state(state)
+
+    def observe_recovery(self, seconds: float) -> None:
+        self.metrics.recovery_duration_seconds.set(seconds)
+
+
+def kube_client(settings: PodSettings) -> LightClient:
+    """The pod's service account in a cluster; the kubeconfig when run by hand. The light
+    client, not the official one, whose import alone would double the process's memory."""
+    if settings.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return LightClient.in_cluster(os.environ)
+    return LightClient.from_kubeconfig(kubeconfig_path(settings.kubeconfig))
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="shardkeeper shard",
+        description="Run one replica of a shard. Configured by the environment the operator "
+        "sets (docs/shard-pod.md): SHARDKEEPER_SHARD, POD_NAME, POD_NAMESPACE, POD_IP, "
+        "SHARDKEEPER_DATA_DIR, SHARDKEEPER_ADMIN_PORT, SHARDKEEPER_LEASE_DURATION, "
+        "SHARDKEEPER_LOG_LEVEL, and KUBECONFIG when run outside a pod.",
+    )
+    parser.parse_args(argv)
+    try:
+        settings = settings_from_env(os.environ)
+        level = logs.level_of(settings.log_level)
+    except (SettingsError, ValueError) as exc:
+        print(f"shardkeeper shard: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETUP
+    context = logs.LogContext(settings.shard, settings.pod, settings.namespace)
+    logs.configure(context, level)
+    try:
+        kube = kube_client(settings)
+    except Exception as exc:
+        log.error("cannot build a Kubernetes client: %s", exc)
+        return EXIT_BAD_SETUP
+    return run(settings, kube, context)
+
+
+def run(settings: PodSettings, kube: Transport, context: logs.LogContext) -> int:
+    timeout = 10.0
+    registry = CollectorRegistry()
+    metrics = RuntimeMetrics(registry, settings.shard)
+    status = ShardStatusApi(kube, settings.namespace, settings.shard, timeout=timeout)
+    reporter = StatusReporter(
+        status.apply,
+        settings.namespace,
+        settings.shard,
+        settings.pod,
+        min_interval=settings.status_interval,
+    )
+    hooks = RuntimeHooks(settings, kube, metrics, timeout)
+    replica = Replica(settings.pod, hooks, reporter, context)
+    try:
+        admin = AdminServer(
+            settings.pod_ip,
+            settings.admin_port,
+            healthy=replica.healthy,
+            ready=replica.ready,
+            registry=registry,
+        )
+    except OSError as exc:
+        log.error(
+            "cannot serve the admin endpoints on %s:%d: %s",
+            settings.pod_ip,
+            settings.admin_port,
+            exc,
+        )
+        return EXIT_BAD_SETUP
+
+    def on_signal(number: int, _frame: FrameType | None) -> None:
+        log.info("received %s: finishing the current transaction", signal.Signals(number).name)
+        replica.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    admin.start()
+    reporter.start()
+    log.info(
+        "starting",
+        extra={
+            "admin": f"{settings.pod_ip}:{settings.admin_port}",
+            "data_dir": str(settings.data_dir),
+        },
+    )
+    code = replica.run()
+    admin.stop()
+    log.info("exiting with %d", code)
+    _exit_now_if_stuck(code)
+    return code
+
+
+def _exit_now_if_stuck(code: int) -> None:
+    """Threads of the processor or of an S3 transfer still running (a replica that lost
+    its Lease does not wait for them) would hold the interpreter's exit: leave at once.
+    Everything that must be durable already is; the rest is what a kill -9 leaves."""
+    stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if stuck:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,499 @@
+"""The role state machine of one shard replica.
+
+::
+
+    IDLE ──start-up──▶ BACKFILL ──restored──▶ STANDBY ──won the Lease──▶ PRIMARY
+      ▲    (read the     (ShardStore.open)     (catch_up loop)    (fence, then process)
+      │     resources)
+      └──────── FAILED (message says what to fix; retried with back-off) ◀── any step
+
+- **IDLE**: read the Shard, Task, Collections, StorageMapping and Secret
+  (:mod:`.startup`). A missing or invalid one is FAILED with its message, retried.
+- **BACKFILL**: restore the volume from the recovery log (snapshot, then the log tail; a
+  volume that matches the log replays only the tail).
+- **STANDBY**: apply the log's new records as they land, and stand for the Lease.
+- **PRIMARY**: having won the Lease, fence the recovery log with an epoch above every
+  epoch in it (so a paused old primary can never commit again), then run the processor
+  until told to stop.
+
+How a primary ends:
+
+- SIGTERM: the processor finishes its transaction, the store closes, the status hands the
+  primary fields over, the Lease is released (so a standby takes over at once): exit 0.
+- The Lease is lost (not renewed for a whole duration, or taken): stop at once, report,
+  exit 1, so the pod restarts as a standby.
+- The log was fenced by a newer primary (this one was a zombie): its commit failed;
+  report, exit 1.
+- The task failed (:class:`ProcessingFailed`, e.g. a document the derivation cannot
+  process): FAILED with the journal and offset, holding the Lease so no other replica
+  goes past it either, until the Task changes.
+- Anything else (storage unreachable, a bug): FAILED, release the Lease, back off, and
+  start over from IDLE in this process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from shardkeeper.api.shard import Checkpoint, CommitPoint, ReplicaState, ReplicaStatus
+from shardkeeper.runtime.shell.lease import LeaseKeeper
+from shardkeeper.runtime.shell.logs import LogContext
+from shardkeeper.runtime.shell.reporting import PrimaryStatus, StatusReporter, clip_message
+from shardkeeper.runtime.shell.startup import ShardResources, StartupError
+from shardkeeper.storage import errors
+from shardkeeper.storage.retry import PollBackoff, PollPolicy
+from shardkeeper.storage.store import Role, ShardStore
+
+log = logging.getLogger(__name__)
+
+# back-off between attempts after a failure: 1s, 2s, 4s ... 15s
+FAILURE_BACKOFF = PollPolicy(min_delay=1.0, max_delay=15.0, factor=2.0)
+# a standby polls the log this often while it is idle; at once again while records arrive
+TAIL_POLL = PollPolicy(min_delay=0.05, max_delay=0.5, factor=2.0)
+# a standby whose last successful catch-up is older than this is not ready
+TAILING_STALE_AFTER = 10.0
+# how often a primary refreshes its progress into the status (the reporter rate-limits)
+PROGRESS_EVERY = 0.5
+# how often a replica that failed its task looks for a change of the Task
+TASK_RECHECK_EVERY = 5.0
+
+
+class ProcessingFailed(Exception):
+    """The task cannot go on (a document or SQL it cannot process); the message names the
+    journal and offset. The replica must not continue past it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """What the processor reports of its progress, in the terms of the Shard's status."""
+
+    transactions: int = 0
+    last_commit: CommitPoint | None = None
+    sources: dict[str, int] = dataclasses.field(default_factory=dict)
+    lag: int | None = None
+
+
+class Processing(Protocol):
+    def run(self, stop: threading.Event) -> None: ...
+
+    def progress(self) -> Progress: ...
+
+
+class Hooks(Protocol):
+    """What the replica needs from the outside world; main.py wires the real ones."""
+
+    def load(self) -> ShardResources: ...
+
+    def open_store(self, resources: ShardResources) -> ShardStore: ...
+
+    def processor(self, resources: ShardResources, store: ShardStore) -> Processing: ...
+
+    def lease(self, resources: ShardResources, notify: Callable[[], None]) -> LeaseKeeper: ...
+
+    def task_generation(self, resources: ShardResources) -> int | None: ...
+
+    def observe_state(self, state: ReplicaState) -> None: ...
+
+    def observe_recovery(self, seconds: float) -> None: ...
+
+
+class Exit(enum.IntEnum):
+    CLEAN = 0
+    RESTART_AS_STANDBY = 1  # lost the Lease or fenced: the pod restarts, as a standby
+
+
+class _Standby(enum.Enum):
+    WON = "won the Lease"
+    STOPPED = "shutting down"
+    FAILED = "failed"
+    LOST = "lost the Lease"
+
+
+# --- pure helpers ----------------------------------------------------------------------------
+
+
+def next_epoch(store: ShardStore) -> int:
+    """One above the newest epoch in the store's recovery log.
+
+    The newest fragment may be a fence of a primary that never committed, so the epoch of
+    the last commit is not enough: list from that commit (a fragment boundary) to the head
+    and read the last fragment.
+    """
+    journal = store.log.journal
+    last = store.last_commit
+    start = last.begin if last is not None and last.log == store.log.name else 0
+    newest = journal.last_epoch(journal.list_fragments(start))
+    return max(newest, last.epoch if last is not None else 0) + 1
+
+
+def checkpoint_of(progress: Progress, log_offset: int | None) -> Checkpoint:
+    last = progress.last_commit
+    return Checkpoint(
+        committed_at=last.time if last else None,
+        transactions=progress.transactions,
+        recovery_log_offset=(last.offset if last and last.offset is not None else log_offset),
+        sources=dict(list(progress.sources.items())[:256]),
+    )
+
+
+def failure_message(exc: BaseException) -> str:
+    """A message for the status: our own errors say what to fix; others get their type."""
+    if isinstance(exc, StartupError | errors.StorageError | ProcessingFailed):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+# --- the machine ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _View:
+    state: ReplicaState = ReplicaState.IDLE
+    message: str = ""
+    epoch: int = 0
+    last_commit: CommitPoint | None = None
+    recovery_log_head: int | None = None
+    lag: int | None = None
+    tailed_at: float | None = None
+
+
+class Replica:
+    def __init__(
+        self,
+        pod: str,
+        hooks: Hooks,
+        reporter: StatusReporter,
+        context: LogContext,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pod = pod
+        self.hooks = hooks
+        self.reporter = reporter
+        self.context = context
+        self._monotonic = monotonic
+        self._view = _View()
+        self._lock = threading.Lock()
+        self.shutdown = threading.Event()
+        self._wake = threading.Event()
+        self._lease: LeaseKeeper | None = None
+
+    # -- what probes and tests see -------------------------------------------------------
+
+    @property
+    def state(self) -> ReplicaState:
+        with self._lock:
+            return self._view.state
+
+    def ready(self) -> tuple[bool, str]:
+        with self._lock:
+            view = dataclasses.replace(self._view)
+        if view.state is ReplicaState.PRIMARY:
+            return True, f"PRIMARY, epoch {view.epoch}"
+        if view.state is ReplicaState.STANDBY and view.tailed_at is not None:
+            age = self._monotonic() - view.tailed_at
+            if age < TAILING_STALE_AFTER:
+                return True, f"STANDBY, tailing the recovery log at {view.recovery_log_head}"
+            return False, f"STANDBY, but the recovery log was last read {age:.0f}s ago"
+        return False, f"{view.state.value}{': ' + view.message if view.message else ''}"
+
+    def healthy(self) -> tuple[bool, str]:
+        # FAILED is healthy: restarting the pod would not fix a missing Secret, and the
+        # contract wants the cause visible in the status instead of a crash loop
+        return True, self.state.value
+
+    def request_stop(self) -> None:
+        """From a signal handler: finish the current transaction, hand over, exit 0."""
+        self.shutdown.set()
+        self._wake.set()
+
+    # -- state and reporting -------------------------------------------------------------
+
+    def _enter(self, state: ReplicaState, message: str = "", **fields: object) -> None:
+        with self._lock:
+            before = self._view.state, self._view.message
+            self._view = dataclasses.replace(self._view, state=state, message=message, **fields)  # type: ignore[arg-type]
+        if before != (state, message):
+            level = logging.ERROR if state is ReplicaState.FAILED else logging.INFO
+            log.log(level, "%s%s", state.value, f": {message}" if message else "")
+            self.hooks.observe_state(state)
+        self._report()
+
+    def _update(self, **fields: object) -> None:
+        with self._lock:
+            self._view = dataclasses.replace(self._view, **fields)  # type: ignore[arg-type]
+        self._report()
+
+    def _report(self) -> None:
+        with self._lock:
+            view = self._view
+        self.reporter.replica(
+            ReplicaStatus(
+                pod=self.pod,
+                state=view.state,
+                epoch=view.epoch,
+                last_commit=view.last_commit,
+                lag=view.lag,
+                recovery_log_head=view.recovery_log_head,
+                message=clip_message(view.message),
+            )
+        )
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until shut down (0) or until the pod must restart as a standby (1)."""
+        self.hooks.observe_state(self.state)
+        try:
+            code = self._cycle()
+            if code is Exit.CLEAN:
+                self._enter(ReplicaState.IDLE, "shut down")
+            return code
+        finally:
+            self._finish()
+
+    def _cycle(self) -> Exit:
+        """Attempt after attempt, backing off after each one that failed."""
+        backoff = PollBackoff(FAILURE_BACKOFF)
+        while not self.shutdown.is_set():
+            self._enter(ReplicaState.IDLE)
+            code = self._attempt()
+            if code is not None:
+                return code
+            if self.state is ReplicaState.FAILED:
+                backoff = backoff.after(found=False)
+                self.shutdown.wait(backoff.current)
+            else:
+                backoff = PollBackoff(FAILURE_BACKOFF)
+        return Exit.CLEAN
+
+    def _attempt(self) -> Exit | None:
+        try:
+            resources = self.hooks.load()
+        except StartupError as exc:
+            self._enter(ReplicaState.FAILED, str(exc))
+            return None
+        if self._lease is None:
+            self._lease = self.hooks.lease(resources, self._wake.set)
+            self._lease.start()
+        return self._run_store(resources)
+
+    def _finish(self) -> None:
+        """Last status, then the Lease: the next primary applies its status after ours."""
+        self.reporter.stop()
+        self.reporter.flush()
+        if self._lease is not None:
+            self._lease.release()
+
+    def _run_store(self, resources: ShardResources) -> Exit | None:
+        """BACKFILL, STANDBY and PRIMARY on one store. Returns an exit code, or ``None`` to
+        go round again (after a failure, which the view then shows)."""
+        self._enter(ReplicaState.BACKFILL)
+        started = self._monotonic()
+        try:
+            store = self.hooks.open_store(resources)
+        except Exception as exc:
+            self._enter(ReplicaState.FAILED, failure_message(exc))
+            if not isinstance(exc, errors.StorageError):
+                log.error("restore failed", exc_info=exc)
+            # a replica that cannot serve must not hold, or take, the Lease meanwhile
+            self._give_up_lease()
+            return None
+        self.hooks.observe_recovery(self._monotonic() - started)
+        report = store.restore_report
+        log.info(
+            "restored from %s (%s): %d commits, %d bytes replayed in %.2fs",
+            report.source,
+            report.reason,
+            report.commits_replayed,
+            report.bytes_replayed,
+            report.seconds,
+        )
+        try:
+            outcome = self._standby(store)
+            if outcome is _Standby.LOST:
+                self._enter(ReplicaState.FAILED, "lost the Lease; restarting as a standby")
+                return Exit.RESTART_AS_STANDBY
+            if outcome is _Standby.FAILED:
+                self._give_up_lease()
+            if outcome is not _Standby.WON:
+                return None
+            return self._primary(resources, store)
+        finally:
+            store.close()
+
+    def _standby(self, store: ShardStore) -> _Standby:
+        """Tail the log until this replica wins the Lease, shuts down or fails."""
+        lease = self._lease
+        assert lease is not None
+        poll = PollBackoff(TAIL_POLL)
+        first = True
+        while not self.shutdown.is_set():
+            if lease.lost.is_set():
+                return _Standby.LOST
+            if lease.acquired.is_set() and lease.held():
+                return _Standby.WON
+            try:
+                before = store.position
+                applied = store.catch_up()
+            except errors.StorageError as exc:
+                self._enter(ReplicaState.FAILED, failure_message(exc))
+                return _Standby.FAILED
+            last = store.last_commit
+            self._enter(
+                ReplicaState.STANDBY,
+                epoch=last.epoch if last else 0,
+                last_commit=CommitPoint(offset=store.position) if last else None,
+                recovery_log_head=store.position,
+                lag=store.position - before,
+                tailed_at=self._monotonic(),
+            )
+            if first:
+                # stand for the Lease only once restored and tailing
+                lease.stand()
+                first = False
+            poll = poll.after(found=applied > 0)
+            self._wake.wait(poll.current)
+            self._wake.clear()
+        return _Standby.STOPPED
+
+    def _primary(self, resources: ShardResources, store: ShardStore) -> Exit | None:
+        lease = self._lease
+        assert lease is not None
+        try:
+            epoch = next_epoch(store)
+            store.epoch = epoch
+            fence = store.fence()
+        except errors.StorageError as exc:
+            # StaleEpoch: someone fenced with a newer epoch since we looked; they are primary
+            self._enter(ReplicaState.FAILED, failure_message(exc))
+            self._give_up_lease()
+            return None
+        self.context.set_epoch(epoch)
+        log.info("fenced the recovery log", extra={"fence_offset": fence.offset})
+        self._enter(
+            ReplicaState.PRIMARY,
+            epoch=epoch,
+            recovery_log_head=store.position,
+            lag=0,
+            tailed_at=None,
+        )
+        self.reporter.primary(PrimaryStatus(self.pod, epoch, recovery_log_head=store.position))
+        processor = self.hooks.processor(resources, store)
+        stop = threading.Event()
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                processor.run(stop)
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+            finally:
+                self._wake.set()
+
+        thread = threading.Thread(target=run, name="processor", daemon=True)
+        thread.start()
+        while not outcome:
+            self._wake.wait(PROGRESS_EVERY)
+            self._wake.clear()
+            self._report_progress(processor, store, epoch)
+            if self.shutdown.is_set():
+                stop.set()  # the processor finishes its transaction, then returns
+            if lease.lost.is_set():
+                stop.set()
+                break
+        if lease.lost.is_set():
+            # stop at once: whatever the processor does now, the fence keeps it from
+            # committing once the next primary has taken over
+            thread.join(timeout=min(5.0, lease.duration))
+        error = outcome[0] if outcome else None
+        if isinstance(error, errors.Fenced) or store.role is Role.FENCED:
+            self._enter(
+                ReplicaState.FAILED,
+                f"fenced: a newer primary took the recovery log over ({error}); this "
+                "replica's last commit did not count; restarting as a standby",
+            )
+            return Exit.RESTART_AS_STANDBY
+        if lease.lost.is_set():
+            self._enter(
+                ReplicaState.FAILED,
+                "lost the Lease (could not renew it in time, or another replica took it): "
+                "stopped processing; restarting as a standby",
+            )
+            return Exit.RESTART_AS_STANDBY
+        self._report_progress(processor, store, epoch)
+        if error is None:
+            # clean shutdown: give the primary fields up, so the next primary's are the
+            # only ones; the Lease is released after the status is out (see _finish)
+            final = self._primary_status(processor, store, epoch)
+            self.reporter.primary(dataclasses.replace(final, pod=None))
+            return Exit.CLEAN
+        if isinstance(error, ProcessingFailed):
+            self._enter(ReplicaState.FAILED, str(error))
+            return self._hold_after_task_failure(resources)
+        self._enter(ReplicaState.FAILED, failure_message(error))
+        if not isinstance(error, errors.StorageError):
+            log.error("processing failed", exc_info=error)
+        # another replica may do better (a store problem local to this pod): let it try
+        self._give_up_lease()
+        return None
+
+    def _give_up_lease(self) -> None:
+        """Hand the Lease to another replica; stand for it again once tailing."""
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+
+    def _primary_status(
+        self, processor: Processing, store: ShardStore, epoch: int
+    ) -> PrimaryStatus:
+        progress = processor.progress()
+        return PrimaryStatus(
+            pod=self.pod,
+            epoch=epoch,
+            checkpoint=checkpoint_of(progress, store.position),
+            recovery_log_head=store.position,
+            lag=progress.lag,
+        )
+
+    def _report_progress(self, processor: Processing, store: ShardStore, epoch: int) -> None:
+        lease = self._lease
+        # a replica that may have lost the Lease must not overwrite the next primary's fields
+        if lease is None or not lease.held():
+            return
+        try:
+            status = self._primary_status(processor, store, epoch)
+        except Exception as exc:
+            log.warning("could not read the processor's progress: %s", exc)
+            return
+        self.reporter.primary(status)
+        assert status.checkpoint is not None
+        last = CommitPoint(
+            time=status.checkpoint.committed_at, offset=status.checkpoint.recovery_log_offset
+        )
+        self._update(last_commit=last, recovery_log_head=store.position)
+
+    def _hold_after_task_failure(self, resources: ShardResources) -> Exit | None:
+        """Keep the Lease (no replica may go past the failure) until the Task changes."""
+        lease = self._lease
+        assert lease is not None
+        seen = self.hooks.task_generation(resources)
+        while not self.shutdown.wait(TASK_RECHECK_EVERY):
+            if lease.lost.is_set():
+                return Exit.RESTART_AS_STANDBY
+            try:
+                generation = self.hooks.task_generation(resources)
+            except Exception as exc:
+                log.warning("could not read the Task: %s", exc)
+                continue
+            if generation != seen:
+                log.info("the Task changed (generation %s): starting over", generation)
+                return None
+        return Exit.CLEAN
