@@ -12,7 +12,6 @@ from shardkeeper.controller.specs.datapaths import (
     journal_name,
     recovery_prefix,
     store_url,
-    written_by,
 )
 from shardkeeper.controller.specs.shards import initial_shard, shard_manifest, shards_to_create
 
@@ -63,11 +62,3 @@ def test_journal_and_recovery_prefixes() -> None:
     )
     store = Store(bucket="b-1", prefix="p/")
     assert store_url(store, "recovery/ns/t/") == "s3://b-1/p/recovery/ns/t/"
-
-
-def test_journals_of_a_task_are_told_apart_from_a_longer_named_task() -> None:
-    prefix = "p/collections/ns/orders/"
-    assert written_by("a", prefix + "a-00000000-7fffffff/0000000000000000", prefix)
-    assert not written_by("a", prefix + "a-00000000-00000000-00000000-00000000/0", prefix)
-    assert not written_by("a", prefix + "ab-00000000-00000000/0", prefix)
-    assert not written_by("a", "p/collections/ns/other/a-00000000-00000000/0", prefix)
