@@ -20,7 +20,7 @@ from tests.storage.storage_helpers import client_for
 
 from shardkeeper.api.collection import Collection
 from shardkeeper.api.meta import SecretKeyRef
-from shardkeeper.api.shard import Shard, recovery_log_name, shard_name
+from shardkeeper.api.shard import Shard, shard_name
 from shardkeeper.api.task import Task
 from shardkeeper.runtime.core.faults import NO_RUNTIME_FAULTS, RuntimeFaultPoint, RuntimeFaults
 from shardkeeper.runtime.core.metrics import RuntimeMetrics
@@ -37,8 +37,8 @@ from shardkeeper.runtime.shell.collectionio import (
     JournalDocument,
     read_collection,
 )
-from shardkeeper.runtime.shell.storagemap import recovery_log_key
 from shardkeeper.storage.faults import NO_FAULTS, FaultPoint, Faults
+from shardkeeper.storage.layout import object_key, recovery_log_name
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.retry import PollPolicy
@@ -185,9 +185,7 @@ class ShardRunner:
     def __init__(self, tmp_path: Path, ctx: ShardContext) -> None:
         self.tmp_path = tmp_path
         self.ctx = ctx
-        self.log = RecoveryLog(
-            ctx.objects, recovery_log_key(ctx.prefix, ctx.shard.spec.recovery_log)
-        )
+        self.log = RecoveryLog(ctx.objects, object_key(ctx.prefix, ctx.shard.spec.recovery_log))
         self._epochs = itertools.count(1)
         self._volumes = itertools.count()
 

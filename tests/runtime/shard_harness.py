@@ -29,13 +29,13 @@ from kubernetes import client
 from tests.support.wait import wait_for
 
 from shardkeeper.api.meta import GROUP, VERSION
-from shardkeeper.api.shard import recovery_log_name, shard_name
+from shardkeeper.api.shard import shard_name
 from shardkeeper.kube.transport import LightClient
 from shardkeeper.runtime.core.documents import encode_line, parse_line, split_lines
-from shardkeeper.runtime.shell.storagemap import collection_journal, key_prefix
 from shardkeeper.storage.client import make_s3_client
 from shardkeeper.storage.fragment import FragmentKind
 from shardkeeper.storage.journal import Journal
+from shardkeeper.storage.layout import collection_journal, object_key, recovery_log_name
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper_dev.environment import EnvInfo
 
@@ -87,7 +87,7 @@ class ShardSetup:
 
     def journal(self, collection: str, writer: str) -> Journal:
         name = collection_journal(self.namespace, collection, writer)
-        return Journal(self.objects, key_prefix(PREFIX, name))
+        return Journal(self.objects, object_key(PREFIX, name))
 
 
 def apply(kube_api: Any, namespace: str, obj: dict[str, Any]) -> None:

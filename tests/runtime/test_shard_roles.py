@@ -19,7 +19,7 @@ from shardkeeper.api.task import Task
 from shardkeeper.kube.transport import LightClient
 from shardkeeper.runtime.shell.lease import Elector, LeaseApi, LeaseKeeper
 from shardkeeper.runtime.shell.logs import LogContext
-from shardkeeper.runtime.shell.replica import Processing, Progress, Replica
+from shardkeeper.runtime.shell.replica import Processing, Replica, ReportedProgress
 from shardkeeper.runtime.shell.reporting import StatusReporter
 from shardkeeper.runtime.shell.startup import ShardResources
 from shardkeeper.storage.client import make_s3_client
@@ -48,8 +48,8 @@ class Ticker:
                 raise RuntimeError("the disk is on fire")
             stop.wait(0.05)
 
-    def progress(self) -> Progress:
-        return Progress(transactions=self.commits)
+    def progress(self) -> ReportedProgress:
+        return ReportedProgress(transactions=self.commits)
 
 
 @dataclasses.dataclass

@@ -37,11 +37,6 @@ def shard_name(task: str, key_begin: int, r_clock_begin: int) -> str:
     return f"{task}-{key_begin:08x}-{r_clock_begin:08x}"
 
 
-def recovery_log_name(namespace: str, task: str, key_begin: int, r_clock_begin: int) -> str:
-    """The journal a shard records its store's changes in."""
-    return f"recovery/{namespace}/{task}/{key_begin:08x}-{r_clock_begin:08x}"
-
-
 class ShardPhase(StrEnum):
     """Where a shard is in its life."""
 

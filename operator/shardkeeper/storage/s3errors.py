@@ -61,7 +61,10 @@ class Kind(enum.Enum):
 
 
 @dataclasses.dataclass(frozen=True)
-class Verdict:
+class ErrorMeaning:
+    """What one S3 error means: its kind, the error to raise for a fatal one, and for a
+    retryable one the reason a retry is logged with."""
+
     kind: Kind
     error: errors.StorageError | None = None
     reason: str = ""
@@ -69,33 +72,35 @@ class Verdict:
 
 def classify(
     exc: Exception, *, bucket: str, key: str, operation: str, endpoint: str, conditional: bool
-) -> Verdict:
+) -> ErrorMeaning:
     """Decide what ``exc``, raised by ``operation`` on ``bucket``/``key``, means."""
     if isinstance(exc, SSLError):
-        return Verdict(Kind.FATAL, errors.UnexpectedStorageError(f"{operation} {key}: {exc}"))
+        return ErrorMeaning(Kind.FATAL, errors.UnexpectedStorageError(f"{operation} {key}: {exc}"))
     if isinstance(exc, ConnectionError | HTTPClientError | IncompleteReadError):
-        return Verdict(Kind.RETRY, reason=type(exc).__name__)
+        return ErrorMeaning(Kind.RETRY, reason=type(exc).__name__)
     if not isinstance(exc, ClientError):
-        return Verdict(Kind.FATAL, errors.UnexpectedStorageError(f"{operation} {key}: {exc!r}"))
+        return ErrorMeaning(
+            Kind.FATAL, errors.UnexpectedStorageError(f"{operation} {key}: {exc!r}")
+        )
     code = str(exc.response.get("Error", {}).get("Code", ""))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     message = str(exc.response.get("Error", {}).get("Message", "")) or code
     if code == "NoSuchBucket":
-        return Verdict(Kind.FATAL, errors.BucketNotFound(bucket, endpoint))
+        return ErrorMeaning(Kind.FATAL, errors.BucketNotFound(bucket, endpoint))
     if code in DENIED_CODES or status == 403:
-        return Verdict(Kind.FATAL, errors.AccessDenied(bucket, key, operation, code or "403"))
+        return ErrorMeaning(Kind.FATAL, errors.AccessDenied(bucket, key, operation, code or "403"))
     if code in PRECONDITION_CODES or status == 412:
-        return Verdict(Kind.PRECONDITION_FAILED)
+        return ErrorMeaning(Kind.PRECONDITION_FAILED)
     if conditional and (code in UNSUPPORTED_CONDITIONAL_CODES or status == 501):
-        return Verdict(
+        return ErrorMeaning(
             Kind.FATAL,
             errors.ConditionalWritesUnsupported(bucket, endpoint, f"{code}: {message}"),
         )
     if code in NOT_FOUND_CODES or status == 404:
-        return Verdict(Kind.NOT_FOUND)
+        return ErrorMeaning(Kind.NOT_FOUND)
     if code in RETRYABLE_CODES or status in (429, 500, 502, 503, 504):
-        return Verdict(Kind.RETRY, reason=f"{code or status}")
-    return Verdict(
+        return ErrorMeaning(Kind.RETRY, reason=f"{code or status}")
+    return ErrorMeaning(
         Kind.FATAL,
         errors.UnexpectedStorageError(f"{operation} s3://{bucket}/{key}: {code} {message}"),
     )

@@ -21,8 +21,9 @@ from shardkeeper.api.meta import (
     find_condition,
     set_condition,
 )
-from shardkeeper.api.shard import SHARD_NAME_MAX_LENGTH, recovery_log_name, shard_name
+from shardkeeper.api.shard import SHARD_NAME_MAX_LENGTH, shard_name
 from shardkeeper.api.task import TASK_NAME_MAX_LENGTH, SplitBy, TaskType
+from shardkeeper.storage.layout import recovery_log_name
 
 MODELS: dict[str, type[Resource]] = {k.KIND: k for k in KINDS}
 OURS = [

@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 
 from shardkeeper.api.storagemapping import Store
-from shardkeeper.controller.reconcilers.buckets import check_store
+from shardkeeper.controller.reconcilers.stores import check_store
 from shardkeeper.storage import errors
 from shardkeeper.storage.objectstore import ObjectStore
 

@@ -7,14 +7,9 @@ from tests.unit.controller.models import NAMESPACE, shard_of, task
 from shardkeeper.api.meta import API_VERSION
 from shardkeeper.api.shard import Shard, SplitRequest
 from shardkeeper.api.storagemapping import Store
-from shardkeeper.controller.specs.datapaths import (
-    collection_prefix,
-    journal_name,
-    recovery_prefix,
-    store_url,
-    written_by,
-)
+from shardkeeper.controller.reconcilers.stores import store_url
 from shardkeeper.controller.specs.shards import initial_shard, shard_manifest, shards_to_create
+from shardkeeper.storage.layout import task_recovery_dir
 
 
 def test_a_new_task_gets_one_shard_over_both_full_ranges_named_by_them() -> None:
@@ -27,7 +22,7 @@ def test_a_new_task_gets_one_shard_over_both_full_ranges_named_by_them() -> None
     assert (spec.r_clock_begin, spec.r_clock_end) == (0, 0xFFFFFFFF)
     assert spec.task == "customer-totals"
     assert spec.recovery_log == f"recovery/{NAMESPACE}/customer-totals/00000000-00000000"
-    assert spec.recovery_log.startswith(recovery_prefix(NAMESPACE, "customer-totals"))
+    assert spec.recovery_log.startswith(task_recovery_dir(NAMESPACE, "customer-totals"))
     (owner_ref,) = shard.metadata.owner_references
     assert (owner_ref.kind, owner_ref.name, owner_ref.uid) == (
         "Task",
@@ -55,19 +50,6 @@ def test_the_manifest_leaves_the_split_request_to_people() -> None:
     Shard.from_k8s(manifest)
 
 
-def test_journal_and_recovery_prefixes() -> None:
-    assert recovery_prefix("ns", "t") == "recovery/ns/t/"
-    assert collection_prefix("ns", "orders") == "collections/ns/orders/"
-    assert journal_name("ns", "orders", "t-00000000-00000000") == (
-        "collections/ns/orders/t-00000000-00000000"
-    )
+def test_a_store_url_names_the_bucket_and_the_key_under_its_prefix() -> None:
     store = Store(bucket="b-1", prefix="p/")
     assert store_url(store, "recovery/ns/t/") == "s3://b-1/p/recovery/ns/t/"
-
-
-def test_journals_of_a_task_are_told_apart_from_a_longer_named_task() -> None:
-    prefix = "p/collections/ns/orders/"
-    assert written_by("a", prefix + "a-00000000-7fffffff/0000000000000000", prefix)
-    assert not written_by("a", prefix + "a-00000000-00000000-00000000-00000000/0", prefix)
-    assert not written_by("a", prefix + "ab-00000000-00000000/0", prefix)
-    assert not written_by("a", "p/collections/ns/other/a-00000000-00000000/0", prefix)

@@ -65,7 +65,7 @@ def shard(
     return shard_of(owner, status), owner
 
 
-def by_type(verdicts: tuple[cond.Verdict, ...]) -> dict[str, cond.Verdict]:
+def by_type(verdicts: tuple[cond.ConditionValue, ...]) -> dict[str, cond.ConditionValue]:
     return {v.type: v for v in verdicts}
 
 

@@ -11,8 +11,8 @@ from shardkeeper.api.meta import API_VERSION
 from shardkeeper.controller.specs import names
 from shardkeeper.controller.specs.objects import content_hash
 from shardkeeper.controller.specs.workload import (
-    ShardContext,
     WorkloadDefaults,
+    WorkloadInputs,
     keep_immutable_claims,
     runtime_rules,
     termination_grace_seconds,
@@ -27,7 +27,7 @@ DEFAULTS = WorkloadDefaults(
 
 def objects(**changes: Any) -> dict[str, dict[str, Any]]:
     owner = task(**changes)
-    ctx = ShardContext(shard_of(owner), owner, ["s3-credentials"], DEFAULTS)
+    ctx = WorkloadInputs(shard_of(owner), owner, ["s3-credentials"], DEFAULTS)
     return {obj["kind"]: obj for obj in workload(ctx)}
 
 
@@ -134,7 +134,7 @@ def test_container_command_environment_ports_and_probes() -> None:
 
 def test_capture_with_http_gets_an_ingest_port_on_pod_and_service() -> None:
     owner = task("ingest-orders")
-    ctx = ShardContext(shard_of(owner), owner, [], DEFAULTS)
+    ctx = WorkloadInputs(shard_of(owner), owner, [], DEFAULTS)
     found = {obj["kind"]: obj for obj in workload(ctx)}
     ports = found["StatefulSet"]["spec"]["template"]["spec"]["containers"][0]["ports"]
     assert {"name": "ingest", "containerPort": 8080} in ports

@@ -18,12 +18,7 @@ from shardkeeper.runtime.core.documents import document_uuid, encode_line, parse
 from shardkeeper.runtime.core.outputs import OutputBuffer
 from shardkeeper.runtime.core.schemas import DocumentSchema, SchemaError
 from shardkeeper.runtime.core.transactions import TxnTiming
-from shardkeeper.runtime.shell.storagemap import (
-    collection_journal,
-    key_prefix,
-    object_store,
-    recovery_log_key,
-)
+from shardkeeper.runtime.shell.storagemap import object_store
 
 
 def test_timing_comes_from_the_task_with_its_defaults() -> None:
@@ -174,17 +169,6 @@ def test_a_schema_admits_meta_even_when_it_closes_the_object() -> None:
     assert DocumentSchema(None, name="any").problem({"whatever": [1]}) is None
     with pytest.raises(SchemaError, match="schema of collection 'bad' is invalid"):
         DocumentSchema({"type": 12}, name="bad")
-
-
-def test_names_in_the_bucket_sit_under_the_store_prefix() -> None:
-    assert collection_journal("ns", "orders", "t-00000000-00000000") == (
-        "collections/ns/orders/t-00000000-00000000"
-    )
-    assert key_prefix("", "collections/x") == "collections/x"
-    assert key_prefix("env/prod/", "collections/x") == "env/prod/collections/x"
-    assert recovery_log_key("p/", "recovery/ns/t/0-0") == "p/recovery/ns/t/0-0"
-    with pytest.raises(ValueError, match="ends in '/'"):
-        key_prefix("p", "x")
 
 
 def test_the_object_store_is_the_first_store_with_the_given_credentials() -> None:

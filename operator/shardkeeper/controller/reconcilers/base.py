@@ -107,7 +107,7 @@ class Base:
     async def write_status(
         self,
         obj: Resource,
-        verdicts: Sequence[cond.Verdict],
+        verdicts: Sequence[cond.ConditionValue],
         fields: Mapping[str, Any],
     ) -> bool:
         """Apply conditions, observedGeneration and ``fields`` (every other status field the

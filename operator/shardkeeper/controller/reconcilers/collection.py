@@ -12,13 +12,13 @@ from __future__ import annotations
 from shardkeeper.api.collection import Collection
 from shardkeeper.api.meta import DeletionPolicy
 from shardkeeper.controller.reconcilers.base import Base
-from shardkeeper.controller.reconcilers.data_cleanup import DataPlace, delete_places
+from shardkeeper.controller.reconcilers.stores import DataPlace, delete_places
 from shardkeeper.controller.specs import conditions as cond
 from shardkeeper.controller.specs import names
-from shardkeeper.controller.specs.datapaths import collection_prefix, journal_name
 from shardkeeper.controller.specs.objects import namespaced_name
 from shardkeeper.controller.specs.references import mapping_readiness
 from shardkeeper.controller.specs.status import collection_verdicts
+from shardkeeper.storage import layout
 
 # Tasks are watched, so this is only a safety net while a deletion waits for them.
 WAIT_SECONDS = 10.0
@@ -49,7 +49,7 @@ class CollectionReconciler(Base):
         writers = sorted(
             {s.metadata.name or "" for s in self.deps.cache.writers_of(namespace, name)}
         )
-        return [journal_name(namespace, name, w) for w in writers]
+        return [layout.collection_journal(namespace, name, w) for w in writers]
 
     async def finalize(self, collection: Collection) -> float | None:
         if names.FINALIZER not in collection.metadata.finalizers:
@@ -72,7 +72,7 @@ class CollectionReconciler(Base):
         place = DataPlace(
             f"journals of {name}",
             collection.spec.storage_mapping,
-            collection_prefix(namespace, name),
+            layout.collection_dir(namespace, name),
         )
         notices = await delete_places(self.deps, namespace, [place])
         if await self.set_finalizer(collection, present=False):

@@ -16,9 +16,8 @@ from datetime import UTC, datetime
 from shardkeeper.api.meta import format_time
 from shardkeeper.api.storagemapping import StorageMapping, Store
 from shardkeeper.controller.engine import metrics
-from shardkeeper.controller.reconcilers import buckets
 from shardkeeper.controller.reconcilers.base import Base, Deps
-from shardkeeper.controller.reconcilers.credentials import CredentialsProblem, store_credentials
+from shardkeeper.controller.reconcilers.stores import checked_store
 from shardkeeper.controller.specs.objects import namespaced_name
 from shardkeeper.controller.specs.status import StoreCheck, mapping_verdicts
 
@@ -107,16 +106,7 @@ class MappingReconciler(Base):
         return CHECK_INTERVAL if ok else RETRY_INTERVAL
 
     async def check(self, namespace: str, store: Store, now: datetime) -> StoreCheck:
-        try:
-            credentials = await store_credentials(self.deps.kube, namespace, store)
-        except CredentialsProblem as problem:
-            result = buckets.unusable_store(store, problem.reason, problem.message, now)
-        else:
-            result = await self.deps.kube.run(
-                lambda: buckets.check_store(
-                    store, buckets.open_store(store, credentials, retry=buckets.CHECK_RETRY), now
-                )
-            )
+        result = await checked_store(self.deps.kube, namespace, store, now)
         metrics.BUCKET_CHECKS.labels(reason=result.reason).inc()
         return result
 

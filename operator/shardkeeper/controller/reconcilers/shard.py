@@ -21,7 +21,7 @@ from shardkeeper.controller.specs.rollout import next_step
 from shardkeeper.controller.specs.status import shard_verdict
 from shardkeeper.controller.specs.views import PodView, StatefulSetView
 from shardkeeper.controller.specs.workload import (
-    ShardContext,
+    WorkloadInputs,
     keep_immutable_claims,
     replicas,
     workload,
@@ -76,7 +76,7 @@ class ShardReconciler(Base):
         """Apply the shard's objects unless the StatefulSet carries their hash, or this
         operator applied them over what its cache still shows (its watch event is on the
         way). In that case, seconds until that is looked at again."""
-        ctx = ShardContext(
+        ctx = WorkloadInputs(
             shard, task, runtime_secret_names(task, self.deps.cache), self.deps.defaults
         )
         objects = workload(ctx)

@@ -1,4 +1,4 @@
-"""Task: its finalizer, its Shards, and its status; its deletion is in task_cleanup.py."""
+"""Task: its finalizer, its Shards, and its status; its deletion is in task_deletion.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from shardkeeper.api.task import Task
 from shardkeeper.controller.engine import events
 from shardkeeper.controller.engine.kube import ApiError
 from shardkeeper.controller.reconcilers.base import Base, Deps
-from shardkeeper.controller.reconcilers.task_cleanup import TaskCleanup
+from shardkeeper.controller.reconcilers.task_deletion import TaskDeletion
 from shardkeeper.controller.specs.references import task_problems
 from shardkeeper.controller.specs.shards import shard_manifest, shards_to_create
 from shardkeeper.controller.specs.status import task_verdict
@@ -21,14 +21,14 @@ class TaskReconciler(Base):
 
     def __init__(self, deps: Deps) -> None:
         super().__init__(deps)
-        self.cleanup = TaskCleanup(deps, self)
+        self.deletion = TaskDeletion(deps, self)
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
         task = self.deps.cache.task(namespace, name)
         if task is None:
             return None
         if task.metadata.deletion_timestamp is not None:
-            return await self.cleanup.finalize(task)
+            return await self.deletion.finalize(task)
         await self.set_finalizer(task, present=True)
 
         cache = self.deps.cache

@@ -1,4 +1,4 @@
-"""Conditions as verdicts: what each of Ready, Progressing and Degraded should say now, and
+"""Conditions as values: what each of Ready, Progressing and Degraded should say now, and
 which of them changed, for the Events a person sees."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ MAX_MESSAGE = 4096
 
 
 @dataclasses.dataclass(frozen=True)
-class Verdict:
+class ConditionValue:
     """The value one condition should have."""
 
     type: str
@@ -37,21 +37,21 @@ class Verdict:
             raise ValueError(f"condition reason {self.reason!r} is not a CamelCase word")
 
 
-def ready(status: bool, reason: str, message: str) -> Verdict:
-    return Verdict(READY, TRUE if status else FALSE, reason, message)
+def ready(status: bool, reason: str, message: str) -> ConditionValue:
+    return ConditionValue(READY, TRUE if status else FALSE, reason, message)
 
 
-def progressing(status: bool, reason: str, message: str) -> Verdict:
-    return Verdict(PROGRESSING, TRUE if status else FALSE, reason, message)
+def progressing(status: bool, reason: str, message: str) -> ConditionValue:
+    return ConditionValue(PROGRESSING, TRUE if status else FALSE, reason, message)
 
 
-def degraded(status: bool, reason: str, message: str) -> Verdict:
-    return Verdict(DEGRADED, TRUE if status else FALSE, reason, message)
+def degraded(status: bool, reason: str, message: str) -> ConditionValue:
+    return ConditionValue(DEGRADED, TRUE if status else FALSE, reason, message)
 
 
 def merge(
     previous: Sequence[Condition],
-    verdicts: Sequence[Verdict],
+    verdicts: Sequence[ConditionValue],
     *,
     generation: int | None,
     now: datetime,
@@ -76,11 +76,11 @@ def merge(
 class Change:
     """A condition that now has another status or reason than before."""
 
-    verdict: Verdict
+    verdict: ConditionValue
     before: Condition | None
 
 
-def changes(previous: Sequence[Condition], verdicts: Sequence[Verdict]) -> list[Change]:
+def changes(previous: Sequence[Condition], verdicts: Sequence[ConditionValue]) -> list[Change]:
     out = []
     for verdict in verdicts:
         before = find_condition(list(previous), verdict.type)

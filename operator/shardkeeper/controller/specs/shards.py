@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from shardkeeper.api.meta import RANGE_MAX, RANGE_MIN
-from shardkeeper.api.shard import Shard, ShardSpec, recovery_log_name, shard_name
+from shardkeeper.api.shard import Shard, ShardSpec, shard_name
 from shardkeeper.api.task import Task
 from shardkeeper.controller.specs import names
 from shardkeeper.controller.specs.objects import Object, namespaced_name, owner_reference
+from shardkeeper.storage.layout import recovery_log_name
 
 
 def initial_shard(task: Task) -> Shard:

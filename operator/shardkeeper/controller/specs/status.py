@@ -16,7 +16,7 @@ from shardkeeper.api.meta import DEGRADED, PROGRESSING, READY, find_condition
 from shardkeeper.api.shard import ReplicaState, ReplicaStatus, Shard, ShardPhase, SplitStep
 from shardkeeper.api.task import Task
 from shardkeeper.controller.specs import conditions as cond
-from shardkeeper.controller.specs.conditions import Verdict
+from shardkeeper.controller.specs.conditions import ConditionValue
 from shardkeeper.controller.specs.names import pod_ordinal
 from shardkeeper.controller.specs.references import Problem, summary
 from shardkeeper.controller.specs.views import StatefulSetView
@@ -32,7 +32,7 @@ PROCESSING = frozenset({ShardPhase.RUNNING, ShardPhase.SPLITTING})
 @dataclasses.dataclass(frozen=True)
 class ShardVerdict:
     phase: ShardPhase
-    verdicts: tuple[Verdict, ...]
+    verdicts: tuple[ConditionValue, ...]
 
 
 def live_replicas(shard: Shard, wanted: int) -> list[ReplicaStatus]:
@@ -130,7 +130,7 @@ def _was_rolling(shard: Shard) -> bool:
 
 def _shard_progressing(
     phase: ShardPhase, sts: StatefulSetView | None, wanted: int, was_rolling: bool
-) -> Verdict:
+) -> ConditionValue:
     if sts is None:
         return cond.progressing(True, "Creating", "creating the StatefulSet")
     if phase == ShardPhase.DISABLED:
@@ -169,7 +169,7 @@ def _shard_degraded(
     problems: Sequence[Problem],
     *,
     rolling: bool,
-) -> Verdict:
+) -> ConditionValue:
     if failed:
         return cond.degraded(True, "ReplicaFailed", _failures(failed))
     blocking = [p for p in problems if not p.waiting]
@@ -192,7 +192,7 @@ class TaskVerdict:
     shards: int
     ready_shards: int
     by_phase: dict[str, int]
-    verdicts: tuple[Verdict, ...]
+    verdicts: tuple[ConditionValue, ...]
 
 
 def _condition_text(shard: Shard, type_: str) -> str:
@@ -232,7 +232,7 @@ def _task_ready(
     problems: Sequence[Problem],
     deleting: bool,
     processing: int,
-) -> Verdict:
+) -> ConditionValue:
     count = len(shards)
     if deleting:
         return cond.ready(False, "Deleting", f"stopping {count} shards")
@@ -264,7 +264,7 @@ def _task_ready(
 
 def _task_progressing(
     shards: Sequence[Shard], problems: Sequence[Problem], creating: int, deleting: bool
-) -> Verdict:
+) -> ConditionValue:
     if deleting:
         return cond.progressing(True, "Deleting", "stopping the shards before removing the task")
     if problems and not shards:
@@ -287,7 +287,7 @@ def _task_progressing(
     return cond.progressing(False, "Stable", "")
 
 
-def _task_degraded(shards: Sequence[Shard], blocking: Sequence[Problem]) -> Verdict:
+def _task_degraded(shards: Sequence[Shard], blocking: Sequence[Problem]) -> ConditionValue:
     if blocking:
         return cond.degraded(True, blocking[0].reason, summary(blocking))
     worse = [s for s in shards if cond.is_true(s.status.conditions, DEGRADED)]
@@ -320,7 +320,7 @@ class StoreCheck:
         return f"s3://{self.bucket}/{self.prefix}"
 
 
-def mapping_verdicts(checks: Sequence[StoreCheck]) -> tuple[Verdict, ...]:
+def mapping_verdicts(checks: Sequence[StoreCheck]) -> tuple[ConditionValue, ...]:
     first = checks[0]
     if first.ok:
         ready = cond.ready(
@@ -342,7 +342,7 @@ def mapping_verdicts(checks: Sequence[StoreCheck]) -> tuple[Verdict, ...]:
 # --- Collection -------------------------------------------------------------------------------
 
 
-def collection_verdicts(problem: Problem | None) -> tuple[Verdict, ...]:
+def collection_verdicts(problem: Problem | None) -> tuple[ConditionValue, ...]:
     if problem is None:
         return (
             cond.ready(True, "StorageMappingReady", "its StorageMapping is ready"),

@@ -42,7 +42,7 @@ class WorkloadDefaults:
 
 
 @dataclasses.dataclass(frozen=True)
-class ShardContext:
+class WorkloadInputs:
     """Everything the workload of one shard is computed from."""
 
     shard: Shard
@@ -83,7 +83,7 @@ def ingest_port(task: Task) -> int | None:
     return capture.http.port
 
 
-def _metadata(ctx: ShardContext, name: str) -> Object:
+def _metadata(ctx: WorkloadInputs, name: str) -> Object:
     return {
         "name": name,
         "namespace": ctx.namespace,
@@ -96,7 +96,7 @@ def _field_env(name: str, path: str) -> Object:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def _container(ctx: ShardContext) -> Object:
+def _container(ctx: WorkloadInputs) -> Object:
     template = ctx.task.spec.shards
     ports = [{"name": names.ADMIN_PORT_NAME, "containerPort": names.ADMIN_PORT}]
     ingest = ingest_port(ctx.task)
@@ -140,7 +140,7 @@ def _container(ctx: ShardContext) -> Object:
     return container
 
 
-def _pod_spec(ctx: ShardContext) -> Object:
+def _pod_spec(ctx: WorkloadInputs) -> Object:
     template = ctx.task.spec.shards
     spec: Object = {
         "serviceAccountName": names.runtime_name(ctx.name),
@@ -172,7 +172,7 @@ def volume_claim_templates(task: Task, labels: dict[str, str]) -> list[Object]:
     return [{"metadata": {"name": names.DATA_VOLUME, "labels": labels}, "spec": claim}]
 
 
-def stateful_set(ctx: ShardContext) -> Object:
+def stateful_set(ctx: WorkloadInputs) -> Object:
     """One pod per replica. Updates are ``OnDelete``: the operator deletes outdated pods
     itself, standbys first and the primary last (see rollout.py)."""
     return {
@@ -254,7 +254,7 @@ def _same_quantity(a: object, b: object) -> bool:
     return bool(parse_quantity(a) == parse_quantity(b))
 
 
-def _service_ports(ctx: ShardContext) -> list[Object]:
+def _service_ports(ctx: WorkloadInputs) -> list[Object]:
     ports: list[Object] = [
         {"name": names.ADMIN_PORT_NAME, "port": names.ADMIN_PORT, "targetPort": "admin"}
     ]
@@ -264,7 +264,7 @@ def _service_ports(ctx: ShardContext) -> list[Object]:
     return ports
 
 
-def service(ctx: ShardContext) -> Object:
+def service(ctx: WorkloadInputs) -> Object:
     """Headless: it names the StatefulSet's pods; there is nothing to balance."""
     return {
         "apiVersion": "v1",
@@ -278,7 +278,7 @@ def service(ctx: ShardContext) -> Object:
     }
 
 
-def pod_disruption_budget(ctx: ShardContext) -> Object:
+def pod_disruption_budget(ctx: WorkloadInputs) -> Object:
     """A drain takes one replica at a time, so a standby is left to take over."""
     return {
         "apiVersion": "policy/v1",
@@ -291,7 +291,7 @@ def pod_disruption_budget(ctx: ShardContext) -> Object:
     }
 
 
-def service_account(ctx: ShardContext) -> Object:
+def service_account(ctx: WorkloadInputs) -> Object:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
@@ -331,7 +331,7 @@ def _rule(group: str, resource: str, verbs: list[str], names_: list[str] | None 
     return rule
 
 
-def role(ctx: ShardContext) -> Object:
+def role(ctx: WorkloadInputs) -> Object:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -340,7 +340,7 @@ def role(ctx: ShardContext) -> Object:
     }
 
 
-def role_binding(ctx: ShardContext) -> Object:
+def role_binding(ctx: WorkloadInputs) -> Object:
     runtime = names.runtime_name(ctx.name)
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -351,7 +351,7 @@ def role_binding(ctx: ShardContext) -> Object:
     }
 
 
-def workload(ctx: ShardContext) -> list[Object]:
+def workload(ctx: WorkloadInputs) -> list[Object]:
     """Every object of the shard, in the order to apply them: the pods' identity and rights
     first, so that a pod never starts without them, and the StatefulSet last."""
     return [

@@ -47,27 +47,13 @@ class TaskHandler(Protocol):
         :class:`.errors.DocumentRejected` for a source document that fails."""
         ...
 
-    def apply_source(
-        self,
-        txn: Transaction,
-        collection: str,
-        document: Document,
-        outputs: OutputBuffer,
-        *,
-        journal: str,
-        begin: int,
-    ) -> None:
-        """Apply one source document, the one at ``begin`` of ``journal``: what
-        :meth:`apply` does with a :class:`SourceDocument`, without making one (the loop
-        calls this for every document)."""
-        ...
-
     def source_applier(
         self, txn: Transaction, collection: str, outputs: OutputBuffer, journal: str
     ) -> SourceApplier:
-        """:meth:`apply_source` for the documents of one batch of ``journal``, as
-        ``apply(document, begin)``: what is the same for the whole batch is looked up once,
-        not once per document."""
+        """What :meth:`apply` does with a :class:`SourceDocument`, for the documents of one
+        batch of ``journal``, as ``apply(document, begin)`` without making messages: what
+        is the same for the whole batch is looked up once, not once per document. A
+        handler that reads no source documents returns one that refuses them."""
         ...
 
     def before_commit(self, checkpoint: Mapping[str, SourceOffset]) -> int:
@@ -100,7 +86,7 @@ class HandlerDefaults:
 
 class SourceHandler:
     """A handler of source documents (derivations, materializations): each message is one
-    document, applied by :meth:`apply_source`."""
+    document, applied by :meth:`apply_source`, which is what such a kind implements."""
 
     reads = "a source handler"  # what the handler is, for the error about a wrong message
 
@@ -132,37 +118,15 @@ class SourceHandler:
         journal: str,
         begin: int,
     ) -> None:
+        """Apply one source document, the one at ``begin`` of ``journal``."""
         raise NotImplementedError
 
     def source_applier(
         self, txn: Transaction, collection: str, outputs: OutputBuffer, journal: str
     ) -> SourceApplier:
-        return applier_of(self.apply_source, txn, collection, outputs, journal)
+        apply_source = self.apply_source
 
+        def apply(document: Document, begin: int) -> None:
+            apply_source(txn, collection, document, outputs, journal=journal, begin=begin)
 
-class _ApplySource(Protocol):
-    def __call__(
-        self,
-        txn: Transaction,
-        collection: str,
-        document: Document,
-        outputs: OutputBuffer,
-        *,
-        journal: str,
-        begin: int,
-    ) -> None: ...
-
-
-def applier_of(
-    apply_source: _ApplySource,
-    txn: Transaction,
-    collection: str,
-    outputs: OutputBuffer,
-    journal: str,
-) -> SourceApplier:
-    """A handler's ``apply_source`` as a :data:`SourceApplier` of one batch."""
-
-    def apply(document: Document, begin: int) -> None:
-        apply_source(txn, collection, document, outputs, journal=journal, begin=begin)
-
-    return apply
+        return apply

@@ -35,6 +35,7 @@ from shardkeeper.runtime.core.documents import (
 )
 from shardkeeper.storage import errors
 from shardkeeper.storage.journal import Journal
+from shardkeeper.storage.layout import object_key
 from shardkeeper.storage.objectstore import ObjectStore
 
 # a transaction's output to one journal is cut into fragments of at most this many bytes
@@ -252,7 +253,7 @@ _INFINITY = float("inf")
 
 def append_batch(objects: ObjectStore, prefix: str, batch: OutputBatch) -> None:
     """Append ``batch`` at exactly its offset, or find it already there; else raise."""
-    journal = Journal(objects, prefix + batch.journal)
+    journal = Journal(objects, object_key(prefix, batch.journal))
     writer = journal.writer(batch.epoch, batch.begin)
     written = writer.try_append(batch.payload)
     if written.begin != batch.begin or written.payload != batch.payload:

@@ -72,9 +72,9 @@ from shardkeeper.runtime.kinds.materialize_postgres import (
     connection_string,
     table_binding,
 )
-from shardkeeper.runtime.shell.storagemap import collection_journal
 from shardkeeper.storage import errors
 from shardkeeper.storage.journal import Journal
+from shardkeeper.storage.layout import collection_journal
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.store import Role, ShardStore, Transaction
 

@@ -37,9 +37,9 @@ from shardkeeper.runtime.core.routing import (
     pack_key,
     r_clock,
 )
-from shardkeeper.runtime.shell.storagemap import collection_dir, collection_journal, key_prefix
 from shardkeeper.storage.fragment import Fragment, FragmentKind
 from shardkeeper.storage.journal import Journal
+from shardkeeper.storage.layout import collection_dir, collection_journal, object_key
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.retry import PollPolicy
 
@@ -63,7 +63,7 @@ class ReaderOptions:
 
 def list_journals(objects: ObjectStore, prefix: str, namespace: str, collection: str) -> list[str]:
     """The relative names of a collection's journals, found by listing one key per journal."""
-    base = key_prefix(prefix, collection_dir(namespace, collection)) + "/"
+    base = object_key(prefix, collection_dir(namespace, collection))
     names: list[str] = []
     after = base
     while True:
@@ -157,7 +157,7 @@ class SourceReader:
 
     def _refresh_heads(self) -> None:
         for journal, known in self.heads().items():
-            head = Journal(self.objects, self.prefix + journal).head(known)
+            head = Journal(self.objects, object_key(self.prefix, journal)).head(known)
             with self._lock:
                 self._heads[journal] = max(head, self._heads.get(journal, 0))
 
@@ -173,7 +173,7 @@ class SourceReader:
         return False
 
     def _read(self, source: str, journal: str, start: SourceOffset) -> None:
-        tail = Journal(self.objects, self.prefix + journal)
+        tail = Journal(self.objects, object_key(self.prefix, journal))
         try:
             for fragment in tail.tail(start.fragment, self._stop, poll=self.options.poll):
                 with self._lock:

@@ -31,7 +31,7 @@ from typing import Any
 
 from shardkeeper.runtime.core.checkpoint import SourceOffset
 from shardkeeper.runtime.core.documents import Document, DocumentError, parse_body
-from shardkeeper.runtime.core.handler import HandlerDefaults, SourceApplier, applier_of
+from shardkeeper.runtime.core.handler import HandlerDefaults, SourceApplier
 from shardkeeper.runtime.core.messages import CapturedDocuments, Message, SourceDocument
 from shardkeeper.runtime.core.outputs import OutputBuffer
 from shardkeeper.runtime.core.routing import KeyExtractor, MissingKey
@@ -261,19 +261,12 @@ class CaptureHandler(HandlerDefaults):
             outputs.add(message.collection, document)
         return len(message.documents)
 
-    def apply_source(
-        self,
-        txn: Transaction,
-        collection: str,
-        document: Document,
-        outputs: OutputBuffer,
-        *,
-        journal: str,
-        begin: int,
-    ) -> None:
-        raise TypeError(f"a capture takes captured documents, not documents of {journal}")
-
     def source_applier(
         self, txn: Transaction, collection: str, outputs: OutputBuffer, journal: str
     ) -> SourceApplier:
-        return applier_of(self.apply_source, txn, collection, outputs, journal)
+        """A capture reads no source documents: it refuses any it is given."""
+
+        def refuse(document: Document, begin: int) -> None:
+            raise TypeError(f"a capture takes captured documents, not documents of {journal}")
+
+        return refuse

@@ -15,9 +15,9 @@ from typing import Any
 from shardkeeper.runtime.core.documents import Document, parse_line, split_lines
 from shardkeeper.runtime.core.outputs import OutputBuffer
 from shardkeeper.runtime.core.sources import list_journals
-from shardkeeper.runtime.shell.storagemap import collection_journal
 from shardkeeper.storage.fragment import FragmentKind
 from shardkeeper.storage.journal import Journal
+from shardkeeper.storage.layout import collection_journal
 from shardkeeper.storage.objectstore import ObjectStore
 
 

@@ -28,7 +28,12 @@ from shardkeeper.runtime.core.metrics import RuntimeMetrics
 from shardkeeper.runtime.shell import logs
 from shardkeeper.runtime.shell.admin_http import AdminServer
 from shardkeeper.runtime.shell.lease import Elector, LeaseApi, LeaseKeeper
-from shardkeeper.runtime.shell.replica import Processing, ProcessingFailed, Progress, Replica
+from shardkeeper.runtime.shell.replica import (
+    Processing,
+    ProcessingFailed,
+    Replica,
+    ReportedProgress,
+)
 from shardkeeper.runtime.shell.reporting import ShardStatusApi, StatusReporter
 from shardkeeper.runtime.shell.settings import PodSettings, SettingsError, settings_from_env
 from shardkeeper.runtime.shell.startup import (
@@ -62,10 +67,10 @@ class CoreProcessing:
         except TaskError as exc:
             raise ProcessingFailed(f"{type(exc).__name__}: {exc}") from exc
 
-    def progress(self) -> Progress:
+    def progress(self) -> ReportedProgress:
         progress = self.processor.progress()
         last = progress.last_commit
-        return Progress(
+        return ReportedProgress(
             transactions=progress.transactions,
             last_commit=None if last is None else CommitPoint(time=last.time, offset=last.offset),
             sources=dict(progress.checkpoint),

@@ -70,7 +70,7 @@ class ProcessingFailed(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
-class Progress:
+class ReportedProgress:
     """What the processor reports of its progress, in the terms of the Shard's status."""
 
     transactions: int = 0
@@ -82,7 +82,7 @@ class Progress:
 class Processing(Protocol):
     def run(self, stop: threading.Event) -> None: ...
 
-    def progress(self) -> Progress: ...
+    def progress(self) -> ReportedProgress: ...
 
 
 class Hooks(Protocol):
@@ -132,7 +132,7 @@ def next_epoch(store: ShardStore) -> int:
     return max(newest, last.epoch if last is not None else 0) + 1
 
 
-def checkpoint_of(progress: Progress, log_offset: int | None) -> Checkpoint:
+def checkpoint_of(progress: ReportedProgress, log_offset: int | None) -> Checkpoint:
     last = progress.last_commit
     return Checkpoint(
         committed_at=last.time if last else None,

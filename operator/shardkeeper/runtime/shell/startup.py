@@ -21,12 +21,8 @@ from shardkeeper.api.shard import Shard
 from shardkeeper.api.storagemapping import StorageMapping
 from shardkeeper.api.task import Task
 from shardkeeper.kube.client import ApiError, Transport, request
-from shardkeeper.runtime.shell.storagemap import (
-    ACCESS_KEY_ID,
-    SECRET_ACCESS_KEY,
-    recovery_log_key,
-    store_prefix,
-)
+from shardkeeper.runtime.shell.storagemap import ACCESS_KEY_ID, SECRET_ACCESS_KEY, store_prefix
+from shardkeeper.storage.layout import object_key
 
 R = TypeVar("R", bound=Resource)
 
@@ -55,7 +51,7 @@ class ShardResources:
     @property
     def recovery_log(self) -> str:
         """The recovery log's key prefix in the first store: ``<prefix><spec.recoveryLog>``."""
-        return recovery_log_key(store_prefix(self.mapping), self.shard.spec.recovery_log)
+        return object_key(store_prefix(self.mapping), self.shard.spec.recovery_log)
 
     def owner_reference(self) -> dict[str, Any]:
         """An owner reference to the Shard, for objects that should go with it."""

@@ -1,9 +1,7 @@
-"""Where a shard's data lives in its StorageMapping: the object store and the key names.
+"""Which store of its StorageMapping a shard writes to, and the client for it.
 
-New data goes to the mapping's first store. Every name below is relative to that store's
-prefix (``''`` or a ``/``-terminated path); :func:`key_prefix` joins the two. Journal names
-in checkpoints, statuses and errors are the relative ones, so they read the same whatever
-the bucket layout.
+New data goes to the mapping's first store. The names under its prefix are
+:mod:`shardkeeper.storage.layout`'s.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from shardkeeper.storage.objectstore import ObjectStore
 
 ACCESS_KEY_ID = "accessKeyId"
 SECRET_ACCESS_KEY = "secretAccessKey"
-COLLECTIONS_DIR = "collections"
 
 
 def write_store(mapping: StorageMapping) -> Store:
@@ -48,25 +45,3 @@ def object_store(mapping: StorageMapping, credentials: Mapping[str, str]) -> Obj
 def store_prefix(mapping: StorageMapping) -> str:
     """The first store's prefix: ``''`` or a path ending in ``/``."""
     return write_store(mapping).prefix
-
-
-def key_prefix(prefix: str, name: str) -> str:
-    """The object key prefix of ``name`` (a journal or recovery log) under ``prefix``."""
-    if prefix and not prefix.endswith("/"):
-        raise ValueError(f"a store prefix is empty or ends in '/': {prefix!r}")
-    return prefix + name
-
-
-def collection_dir(namespace: str, collection: str) -> str:
-    """The relative name under which every journal of a collection sits."""
-    return f"{COLLECTIONS_DIR}/{namespace}/{collection}"
-
-
-def collection_journal(namespace: str, collection: str, writer: str) -> str:
-    """The relative name of the journal that shard ``writer`` appends to a collection."""
-    return f"{collection_dir(namespace, collection)}/{writer}"
-
-
-def recovery_log_key(prefix: str, recovery_log: str) -> str:
-    """The key prefix of a shard's recovery log (``shard.spec.recoveryLog``)."""
-    return key_prefix(prefix, recovery_log)

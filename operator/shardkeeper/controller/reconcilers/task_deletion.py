@@ -3,34 +3,60 @@ data per ``deletionPolicy``, and only then let the Task go (remove the finalizer
 
 Every step is found again from what is observed, so a restarted operator resumes where the
 last one stopped: Shards still listed are deleted, pods still running are waited for, and
-data is found by name under the Task's prefixes, not through Shards that may be gone.
+data is found by name under the Task's prefixes (:mod:`shardkeeper.storage.layout`), not
+through Shards that may be gone.
 """
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable
 
+from shardkeeper.api.collection import Collection
 from shardkeeper.api.meta import API_VERSION, DeletionPolicy
 from shardkeeper.api.task import Task
 from shardkeeper.controller.engine import events
 from shardkeeper.controller.reconcilers.base import Base, Deps
-from shardkeeper.controller.reconcilers.data_cleanup import DataPlace, delete_places
+from shardkeeper.controller.reconcilers.stores import DataPlace, delete_places, store_url
 from shardkeeper.controller.specs import names
-from shardkeeper.controller.specs.datapaths import (
-    collection_prefix,
-    recovery_prefix,
-    store_url,
-    written_by,
-)
 from shardkeeper.controller.specs.objects import namespaced_name
 from shardkeeper.controller.specs.references import task_problems
 from shardkeeper.controller.specs.status import task_verdict
+from shardkeeper.storage import layout
 
 # Pods are not watched: while they stop, the deletion looks again this often.
 POLL_SECONDS = 1.0
 
 
-class TaskCleanup:
+def task_data(
+    task: Task, collection: Callable[[str], Collection | None]
+) -> tuple[list[DataPlace], list[str]]:
+    """Where the task's data is: its recovery logs, and in each output Collection (found by
+    ``collection``) the journals its shards write; and what cannot be located (an output
+    Collection that does not exist)."""
+    namespace, name = namespaced_name(task)
+    found = [
+        DataPlace(
+            "recovery logs", task.spec.storage_mapping, layout.task_recovery_dir(namespace, name)
+        )
+    ]
+    unknown = []
+    for output in task.spec.outputs:
+        target = collection(output)
+        if target is None:
+            unknown.append(f"journals of Collection {output}, which does not exist")
+            continue
+        found.append(
+            DataPlace(
+                f"journals of {output}",
+                target.spec.storage_mapping,
+                layout.collection_dir(namespace, output),
+                writer_task=name,
+            )
+        )
+    return found, unknown
+
+
+class TaskDeletion:
     def __init__(self, deps: Deps, owner: Base) -> None:
         self.deps = deps
         self.owner = owner
@@ -83,27 +109,8 @@ class TaskCleanup:
         return None
 
     def places(self, task: Task) -> tuple[list[DataPlace], list[str]]:
-        """Where the task's data is, and what cannot be located (a missing Collection)."""
-        namespace, name = namespaced_name(task)
-        found = [
-            DataPlace("recovery logs", task.spec.storage_mapping, recovery_prefix(namespace, name))
-        ]
-        unknown = []
-        for output in task.spec.outputs:
-            collection = self.deps.cache.collection(namespace, output)
-            if collection is None:
-                unknown.append(f"journals of Collection {output}, which does not exist")
-                continue
-            prefix = collection_prefix(namespace, output)
-            found.append(
-                DataPlace(
-                    f"journals of {output}",
-                    collection.spec.storage_mapping,
-                    prefix,
-                    where=functools.partial(_journal_of, name),
-                )
-            )
-        return found, unknown
+        namespace, _ = namespaced_name(task)
+        return task_data(task, lambda name: self.deps.cache.collection(namespace, name))
 
     def retained(self, task: Task) -> events.Notice:
         namespace, _ = namespaced_name(task)
@@ -112,7 +119,7 @@ class TaskCleanup:
         for place in places:
             mapping = self.deps.cache.storage_mapping(namespace, place.mapping)
             where = store_url(mapping.spec.stores[0], place.prefix) if mapping else place.prefix
-            suffix = f"{task.metadata.name}-*" if place.where is not None else ""
+            suffix = f"{place.writer_task}-*" if place.writer_task is not None else ""
             described.append(f"{place.what} at {where}{suffix}")
         return events.Notice(
             events.NORMAL,
@@ -124,7 +131,3 @@ class TaskCleanup:
         namespace, _ = namespaced_name(task)
         places, unknown = self.places(task)
         return await delete_places(self.deps, namespace, places, unknown)
-
-
-def _journal_of(task: str, prefix: str, key: str) -> bool:
-    return written_by(task, key, prefix)
