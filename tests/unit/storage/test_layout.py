@@ -49,9 +49,3 @@ def _imports(path: Path) -> set[str]:
 def test_the_layout_is_pure() -> None:
     imported = _imports(PACKAGE / "storage" / "layout.py")
     assert imported <= {"__future__", "re"}, imported
-
-
-def test_the_runtime_core_does_not_reach_into_the_shell() -> None:
-    for path in sorted((PACKAGE / "runtime" / "core").glob("*.py")):
-        shell = {m for m in _imports(path) if m.startswith("shardkeeper.runtime.shell")}
-        assert not shell, f"{path.name} imports {shell}"
