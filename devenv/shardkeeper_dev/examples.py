@@ -20,7 +20,7 @@ import yaml
 
 from shardkeeper_dev.environment import EnvInfo
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 Manifest = dict[str, Any]
 
 
