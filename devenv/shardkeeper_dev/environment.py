@@ -3,8 +3,9 @@ the process node, all on loopback, all started from the cached tools.
 
 Everything lives in one state directory: certificates, data, logs, the kubeconfig, an env
 file, and ``state.json`` with the PID (and start time) of every process ``up`` started, so
-that ``down`` stops exactly those. Data and certificates survive ``down`` (a later ``up``
-finds its objects and volumes again); ``down --purge`` removes them.
+that ``down`` stops exactly those. Data, certificates and the chosen ports (``ports.json``)
+survive ``down``: a later ``up`` finds its objects and volumes again, on the same ports, so
+what was applied with the old endpoints still reaches them; ``down --purge`` removes them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ DEFAULT_DATABASE = "shardkeeper"
 NODE_NAME = "process-node"
 SERVICE_CIDR = "10.96.0.0/16"
 START_TIMEOUT = 120.0
+# the cached tools a user runs against the environment; ``dev env`` puts them on PATH
+CLIENT_TOOLS = ("kubectl", "helm")
 
 
 class EnvironmentError_(RuntimeError):
@@ -75,6 +78,11 @@ class EnvInfo:
             f"@{self.postgres_host}:{self.postgres_port}/{self.postgres_database}"
         )
 
+    @property
+    def bin_dir(self) -> Path:
+        """Links to the cached kubectl and helm (see :func:`link_client_tools`)."""
+        return self.state_dir / "bin"
+
     def variables(self) -> dict[str, str]:
         """The variables written to the env file and printed by ``shardkeeper dev env``."""
         return {
@@ -87,6 +95,14 @@ class EnvInfo:
             "SHARDKEEPER_S3_BUCKET": self.s3_bucket,
             "SHARDKEEPER_POSTGRES_DSN": self.postgres_dsn,
         }
+
+    def shell_exports(self) -> str:
+        """What ``shardkeeper dev env`` prints and the env file holds: the variables, and
+        PATH with the environment's own kubectl and helm first, so that ``kubectl get ...``
+        works on a machine that has none."""
+        lines = [f"export {k}={shlex.quote(v)}\n" for k, v in self.variables().items()]
+        lines.append(f'export PATH={shlex.quote(str(self.bin_dir))}:"$PATH"\n')
+        return "".join(lines)
 
     def as_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -155,24 +171,50 @@ def _free_port(taken: set[int]) -> int:
             return port
 
 
-def resolve_ports(requested: Ports) -> Ports:
-    """Fill in free ports, and refuse a requested port that is already taken."""
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-") + "-port"
+
+
+def resolve_ports(
+    requested: Ports,
+    recorded: Ports | None = None,
+    *,
+    in_use: Callable[[int], bool] = _port_in_use,
+    free_port: Callable[[set[int]], int] = _free_port,
+) -> Ports:
+    """The ports to start on: each requested one, else the one this state directory used
+    last time (``recorded``), else a free one. A requested or recorded port that is taken
+    is refused, naming it: a recorded port is what the kubeconfig, the env file and the
+    objects applied to the environment (a StorageMapping's MinIO endpoint, a PostgreSQL
+    DSN) point at, so silently moving it would leave them pointing at nothing."""
     chosen: dict[str, int] = {}
     for field in dataclasses.fields(Ports):
         port = getattr(requested, field.name)
-        if port:
-            if _port_in_use(port):
-                flag = "--" + field.name.replace("_", "-") + "-port"
-                raise EnvironmentError_(
-                    f"port {port} on 127.0.0.1 is already in use ({flag}); "
-                    f"stop what listens there or choose another port"
-                )
-            if port in chosen.values():
-                raise EnvironmentError_(f"port {port} is requested for two components")
-            chosen[field.name] = port
+        if not port:
+            continue
+        if in_use(port):
+            raise EnvironmentError_(
+                f"port {port} on 127.0.0.1 is already in use ({_flag(field.name)}); "
+                f"stop what listens there or choose another port"
+            )
+        if port in chosen.values():
+            raise EnvironmentError_(f"port {port} is requested for two components")
+        chosen[field.name] = port
+    for field in dataclasses.fields(Ports):
+        port = getattr(recorded, field.name) if recorded is not None else 0
+        if field.name in chosen or not port or port in chosen.values():
+            continue
+        if in_use(port):
+            raise EnvironmentError_(
+                f"port {port} on 127.0.0.1, where this state directory's "
+                f"{field.name.replace('_', ' ')} listened before, is in use; stop what "
+                f"listens there, or choose another port with {_flag(field.name)} (what was "
+                f"applied to the environment with the old endpoint then needs updating)"
+            )
+        chosen[field.name] = port
     for field in dataclasses.fields(Ports):
         if field.name not in chosen:
-            chosen[field.name] = _free_port(set(chosen.values()))
+            chosen[field.name] = free_port(set(chosen.values()))
     return Ports(**chosen)
 
 
@@ -214,6 +256,8 @@ class Environment:
         self.log_dir = self.state_dir / "logs"
         self.state_file = self.state_dir / "state.json"
         self.env_file = self.state_dir / "env"
+        # the ports of the last ``up``; unlike state.json's copy it survives ``down``
+        self.ports_file = self.state_dir / "ports.json"
         # Popen handles of processes this Python process started, to reap their exit status
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -245,6 +289,21 @@ class Environment:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=2))
         tmp.replace(self.state_file)
+
+    def recorded_ports(self) -> Ports | None:
+        """The ports the last ``up`` here chose, which the next one reuses."""
+        try:
+            data = json.loads(self.ports_file.read_text())
+        except FileNotFoundError:
+            return None
+        known = {f.name for f in dataclasses.fields(Ports)}
+        return Ports(**{k: int(v) for k, v in data.items() if k in known})
+
+    def record_ports(self, ports: Ports) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.ports_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(ports), indent=2))
+        tmp.replace(self.ports_file)
 
     def running(self) -> list[processes.ProcessRecord]:
         return [r for r in self.records() if processes.is_alive(r)]
@@ -289,8 +348,9 @@ class Environment:
         for binary in ("etcd", "kube-apiserver", "kube-controller-manager", "minio"):
             tools.binary_path(binary)  # a missing tool fails before anything starts
         postgres_bin = postgres_bin_dir()
-        ports = resolve_ports(ports)
+        ports = resolve_ports(ports, self.recorded_ports())
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.record_ports(ports)
         creds = self._ensure_pki()
         records: list[processes.ProcessRecord] = []
         server = f"https://127.0.0.1:{ports.apiserver}"
@@ -339,9 +399,8 @@ class Environment:
             self._write_state(None, [], ports)
             raise
         self._write_state(info, records, ports)
-        self.env_file.write_text(
-            "".join(f"export {k}={shlex.quote(v)}\n" for k, v in info.variables().items())
-        )
+        link_client_tools(info.bin_dir)
+        self.env_file.write_text(info.shell_exports())
         return info
 
     def _components(self, ports: Ports, info: EnvInfo) -> list[Component]:
@@ -764,6 +823,25 @@ def install_crds(info: EnvInfo) -> None:
         proc = subprocess.run(argv, input=documents, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise EnvironmentError_(f"installing the CRDs failed: {proc.stderr.strip()}")
+
+
+def link_client_tools(bin_dir: Path) -> list[str]:
+    """(Re)make ``bin_dir``'s links to the cached kubectl and helm; the names linked. A tool
+    not built yet is left out (helm is not needed to run the environment)."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    linked = []
+    for name in CLIENT_TOOLS:
+        link = bin_dir / name
+        try:
+            target = tools.binary_path(name)
+        except tools.ToolError:
+            link.unlink(missing_ok=True)
+            continue
+        if not (link.is_symlink() and link.readlink() == target):
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
+        linked.append(name)
+    return linked
 
 
 def postgres_bin_dir() -> Path:

@@ -43,13 +43,22 @@ def _parser() -> argparse.ArgumentParser:
         "operator-metrics",
     )
     for field in fields:
-        up.add_argument(f"--{field}-port", type=int, default=0, help="default: a free port")
+        up.add_argument(
+            f"--{field}-port",
+            type=int,
+            default=0,
+            help="default: the one the last `up` in this state dir used, else a free port",
+        )
     down = sub.add_parser("down", help="stop exactly what `up` started")
     _add_state_dir(down)
     down.add_argument("--purge", action="store_true", help="also delete data and certificates")
     status = sub.add_parser("status", help="show each component and its health")
     _add_state_dir(status)
-    env = sub.add_parser("env", help='print shell exports: eval "$(shardkeeper dev env)"')
+    env = sub.add_parser(
+        "env",
+        help="print shell exports (KUBECONFIG, endpoints, PATH with kubectl and helm): "
+        'eval "$(shardkeeper dev env)"',
+    )
     _add_state_dir(env)
     demo = sub.add_parser(
         "demo", help="apply examples/, post orders to the capture, show the totals in PostgreSQL"
@@ -95,8 +104,9 @@ def main(argv: Sequence[str]) -> int:
             return 0
         if args.command == "env":
             info = env.info()
-            for key, value in info.variables().items():
-                print(f"export {key}={value}")
+            # an environment started before the links existed gets them now
+            environment.link_client_tools(info.bin_dir)
+            print(info.shell_exports(), end="")
             return 0
     except (environment.EnvironmentError_, tools.ToolError) as err:
         print(f"shardkeeper dev {args.command}: {err}", file=sys.stderr)

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from tests.controller.support import GROUP, Kubectl, OperatorProcess, apply, examples, get
-from tests.support.wait import wait_for
+from tests.support.wait import NOT_YET, wait_for
 
 from shardkeeper_dev.environment import EnvInfo
 
@@ -74,6 +74,8 @@ def test_orders_posted_to_the_capture_come_out_as_totals_in_postgres(
         timeout=120,
         what="the totals in PostgreSQL",
         interval=0.5,
+        # until the materialization has created its schema and table
+        retry=(*NOT_YET, psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName),
     )
     assert found == TOTALS
     # the collections list the journals that the running shards write

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 import yaml
@@ -22,6 +23,7 @@ from tests.controller.support import (
 )
 from tests.support.wait import wait_for
 
+from shardkeeper.controller.main import LEADER_LEASE
 from shardkeeper_dev.environment import EnvInfo, s3_client
 
 StartOperator = Callable[..., OperatorProcess]
@@ -52,6 +54,13 @@ def leader(processes: list[OperatorProcess]) -> OperatorProcess | None:
     leading = [p for p in processes if p.alive() and p.metric("shardkeeper_operator_leader") == 1]
     assert len(leading) <= 1, "two leaders at once"
     return leading[0] if leading else None
+
+
+def acquired_at(kubectl: Kubectl, namespace: str, holder: str) -> float:
+    """When ``holder`` took the leader Lease, by its own clock (wall-clock seconds)."""
+    spec = get(kubectl, namespace, "lease", LEADER_LEASE)["spec"]
+    assert spec["holderIdentity"] == holder, spec
+    return datetime.fromisoformat(spec["acquireTime"]).timestamp()
 
 
 def test_killed_in_the_middle_a_new_operator_finishes_without_duplicates(
@@ -139,10 +148,16 @@ def test_only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies(
     assert standby.healthz() == 200
 
     first.kill()
-    died = time.monotonic()
-    wait_for(lambda: leader(processes) is standby, timeout=TAKE_OVER_LIMIT, what="the take-over")
-    took = time.monotonic() - died
-    assert took <= TAKE_OVER_LIMIT
+    died = time.time()
+    # the wait is generous, so that a slow poll on a busy machine does not decide the test;
+    # the figure asserted is the standby's own: when it wrote itself into the Lease
+    wait_for(
+        lambda: leader(processes) is standby,
+        timeout=TAKE_OVER_LIMIT + 60,
+        what="the take-over",
+    )
+    took = acquired_at(kubectl, namespace, standby.identity) - died
+    assert 0 < took <= TAKE_OVER_LIMIT, f"the standby took the Lease {took:.1f}s after the kill"
     # the new leader picks up new work
     apply(kubectl, namespace, examples(dev_env, bucket, ("Task", "ingest-orders")))
     kubectl(

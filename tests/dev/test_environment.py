@@ -187,6 +187,19 @@ def test_cli_lifecycle_leaves_nothing_behind(tmp_path: Path) -> None:
 
         exports = _dev("env", "--state-dir", str(state)).stdout
         assert f"export KUBECONFIG={state.resolve() / 'kubeconfig'}" in exports
+        # as the README has it, on a machine whose PATH has no kubectl of its own
+        nodes = subprocess.run(
+            ["/bin/sh", "-c", f"{exports}kubectl get nodes -o name && command -v helm"],
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert nodes.returncode == 0, nodes.stderr
+        assert nodes.stdout.splitlines() == [
+            f"node/{environment.NODE_NAME}",
+            str(state.resolve() / "bin" / "helm"),
+        ]
 
         again = _dev("up", "--state-dir", str(state))
         assert again.returncode == 0
@@ -200,3 +213,26 @@ def test_cli_lifecycle_leaves_nothing_behind(tmp_path: Path) -> None:
     assert after.returncode == 3
     assert "no environment is running" in after.stdout
     assert "no environment is running" in _dev("env", "--state-dir", str(state)).stderr
+
+    # up again after down: the same ports, so what was applied with the old endpoints (a
+    # StorageMapping's MinIO URL, a PostgreSQL DSN) still reaches them
+    recorded = environment.Environment(state).recorded_ports()
+    assert recorded is not None
+    before = info_of(up.stdout)
+    assert len(before) == 3, up.stdout
+    again = _dev("up", "--state-dir", str(state))
+    try:
+        assert again.returncode == 0, again.stderr
+        assert info_of(again.stdout) == before
+        assert environment.Environment(state).recorded_ports() == recorded
+        assert environment.Environment(state).info().s3_endpoint == (
+            f"http://127.0.0.1:{recorded.s3}"
+        )
+    finally:
+        assert _dev("down", "--state-dir", str(state)).returncode == 0
+
+
+def info_of(up_output: str) -> list[str]:
+    """The endpoint lines ``up`` prints (API server, MinIO, PostgreSQL)."""
+    wanted = ("API server", "MinIO", "PostgreSQL")
+    return [line.strip() for line in up_output.splitlines() if line.strip().startswith(wanted)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,7 @@ class ShardRunner:
         volume: Path | None = None,
         ctx: ShardContext | None = None,
         document_time_limit: float = DOCUMENT_TIME_LIMIT,
+        clock: Callable[[], float] = time.monotonic,
     ) -> Incarnation:
         log = RecoveryLog(self.log.store, self.log.name, faults=log_faults)
         store = ShardStore.open(
@@ -215,6 +217,7 @@ class ShardRunner:
             faults=faults,
             on_commit=commits.append,
             document_time_limit=document_time_limit,
+            clock=clock,
         )
         processor = Processor(ctx or self.ctx, store, metrics, options)
         stop = threading.Event()

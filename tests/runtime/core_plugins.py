@@ -6,18 +6,23 @@ They record what they were called with, so a test can see when the shard read a 
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
+
+from tests.support.clock import Clock
 
 from shardkeeper.runtime.kinds.derivation import SqlHandle
 
 _lock = threading.Lock()
 _calls: list[tuple[str, Any]] = []
+# the manual clock of a test that passes it to the processor; ``ticking_echo`` moves it
+CLOCK = Clock()
+TICK = 0.002
 
 
 def reset() -> None:
     with _lock:
         _calls.clear()
+    CLOCK.now = Clock().now
 
 
 def calls() -> list[tuple[str, Any]]:
@@ -32,11 +37,10 @@ def echo(txn: SqlHandle, source: str, document: dict[str, Any]) -> list[dict[str
     return [{"id": document["id"], "source": source}]
 
 
-def slow_echo(txn: SqlHandle, source: str, document: dict[str, Any]) -> list[dict[str, Any]]:
-    """``echo`` that computes for 2 ms per document: work enough to fill a transaction."""
-    deadline = time.perf_counter() + 0.002
-    while time.perf_counter() < deadline:
-        pass
+def ticking_echo(txn: SqlHandle, source: str, document: dict[str, Any]) -> list[dict[str, Any]]:
+    """``echo`` whose work takes 2 ms of ``CLOCK``: it fills a transaction by the clock the
+    processor is given, however fast the machine runs it."""
+    CLOCK.now += TICK
     return echo(txn, source, document)
 
 

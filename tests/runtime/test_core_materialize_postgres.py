@@ -22,7 +22,7 @@ from tests.runtime.core_fixtures import (
     task,
     writer,
 )
-from tests.support.wait import wait_for
+from tests.support.wait import NOT_YET, wait_for
 
 from shardkeeper.api.meta import SecretKeyRef
 from shardkeeper.runtime.core.errors import TaskFailed
@@ -51,6 +51,8 @@ ACCOUNTS = collection(
     },
 )
 EVENTS = collection("account-events", key=["/account/region", "/account/n"])
+# until the shard has created its schema and tables
+NO_TABLE_YET = (*NOT_YET, psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
 
 
 @pytest.fixture
@@ -122,6 +124,7 @@ def test_documents_are_upserted_with_the_checkpoint(
         lambda: query(dsn, f"SELECT count(*) FROM {pg_schema}.events") == [(1,)],
         timeout=30,
         what="the event row",
+        retry=NO_TABLE_YET,
     )
     wait_for(
         lambda: (
@@ -219,6 +222,7 @@ def test_an_old_primary_is_fenced_by_the_checkpoint_row(
         lambda: query(dsn, f"SELECT count(*) FROM {pg_schema}.accounts") == [(1,)],
         timeout=30,
         what="1 row",
+        retry=NO_TABLE_YET,
     )
     new = runner.start()
     wait_for(lambda: claimed_epoch(dsn, pg_schema) == 2, timeout=30, what="the claim of epoch 2")

@@ -1,4 +1,8 @@
-"""Dynamic transactions: minTxnDuration and maxTxnDuration, observed on a running shard."""
+"""Dynamic transactions: minTxnDuration and maxTxnDuration, observed on a running shard.
+
+The shard runs on a manual clock (``core_plugins.CLOCK``) that moves only when the test or
+``ticking_echo`` moves it, so the windows asserted do not depend on how busy the machine is.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from tests.runtime.core_fixtures import (
     task,
     writer,
 )
+from tests.runtime.core_plugins import CLOCK, TICK
 from tests.support.wait import wait_for
 
 from shardkeeper.runtime.core.processor import ShardContext
@@ -54,45 +59,61 @@ def echoed(objects: ObjectStore) -> int:
     return len(read(objects, "echoes"))
 
 
-@pytest.mark.parametrize("min_txn", ["0s", "1s"])
-def test_min_txn_duration_keeps_a_transaction_open_for_late_documents(
-    tmp_path: Path, objects: ObjectStore, min_txn: str
+def test_a_zero_min_txn_duration_closes_a_transaction_once_no_document_is_ready(
+    tmp_path: Path, objects: ObjectStore
 ) -> None:
-    ctx = echo_context(objects, "echo", {"minTxnDuration": min_txn, "maxTxnDuration": "5s"})
-    shard = ShardRunner(tmp_path, ctx).start()
+    # the clock never moves: only "nothing is ready" can close the transaction
+    ctx = echo_context(objects, "echo", {"minTxnDuration": "0s", "maxTxnDuration": "5s"})
+    shard = ShardRunner(tmp_path, ctx).start(clock=CLOCK)
     source = writer(objects, "ticks")
     source.append([{"id": 0}])
-    # the shard has read and processed the first document; the second comes after it
-    wait_for(lambda: core_plugins.calls() == [("ticks", 0)], timeout=30, what="tick 0 read")
+    wait_for(lambda: shard.commits, timeout=30, what="the first commit")
     source.append([{"id": 1}])
     wait_for(lambda: echoed(objects) == 2, timeout=30, what="2 echoes")
     assert shard.finish() is None
-    if min_txn == "0s":
-        # nothing keeps a transaction open once no document is ready: one each
-        assert [c.documents for c in shard.commits] == [1, 1]
-    else:
-        # the first transaction waited for more documents until it was 1s old
-        assert [c.documents for c in shard.commits] == [2]
-        assert shard.commits[0].reading_seconds >= 1.0
+    assert [c.documents for c in shard.commits] == [1, 1]
+    assert [c.reading_seconds for c in shard.commits] == [0.0, 0.0]
+
+
+def test_min_txn_duration_keeps_a_transaction_open_for_late_documents(
+    tmp_path: Path, objects: ObjectStore
+) -> None:
+    ctx = echo_context(objects, "echo", {"minTxnDuration": "1s", "maxTxnDuration": "5s"})
+    shard = ShardRunner(tmp_path, ctx).start(clock=CLOCK)
+    source = writer(objects, "ticks")
+    source.append([{"id": 0}])
+    # the shard has read and processed the first document; the second comes after it, at
+    # the same moment of the shard's clock, however long the machine took to get there
+    wait_for(lambda: core_plugins.calls() == [("ticks", 0)], timeout=30, what="tick 0 read")
+    source.append([{"id": 1}])
+    wait_for(lambda: len(core_plugins.calls()) == 2, timeout=30, what="tick 1 read")
+    assert shard.commits == [], "the transaction waits for minTxnDuration"
+    CLOCK.now += 0.999
+    assert shard.commits == []
+    CLOCK.now += 0.001
+    wait_for(lambda: echoed(objects) == 2, timeout=30, what="2 echoes")
+    assert shard.finish() is None
+    assert [c.documents for c in shard.commits] == [2]
+    assert shard.commits[0].reading_seconds == pytest.approx(1.0)
 
 
 def test_max_txn_duration_stops_reading_while_documents_keep_coming(
     tmp_path: Path, objects: ObjectStore
 ) -> None:
-    ctx = echo_context(objects, "slow_echo", {"maxTxnDuration": "200ms"})
+    ctx = echo_context(objects, "ticking_echo", {"maxTxnDuration": "200ms"})
     source = writer(objects, "ticks")
-    # 2 ms of work each: about 1.2 s of documents, always ready
+    # 2 ms of the shard's clock each: 1.2 s of documents, always ready
     source.append([{"id": i} for i in range(600)])
-    shard = ShardRunner(tmp_path, ctx).start()
+    shard = ShardRunner(tmp_path, ctx).start(clock=CLOCK)
     wait_for(lambda: echoed(objects) == 600, timeout=60, what="600 echoes")
     assert shard.finish() is None
     commits = shard.commits
     assert sum(c.documents for c in commits) == 600
-    assert len(commits) >= 4
+    assert len(commits) >= 6
     for full in commits[:-1]:
-        # each stopped reading at maxTxnDuration, give or take one document's work and the
-        # scheduler of a busy machine
-        assert 0.2 <= full.reading_seconds <= 0.35, full
+        # each stopped reading at the first document that took it to maxTxnDuration
+        assert 0.2 <= full.reading_seconds < 0.2 + TICK + 1e-9, full
+        assert full.documents in (100, 101), full
     # the next transaction began reading before the previous one had finished committing
     overlapping = [
         later.started < earlier.started + earlier.total_seconds
@@ -104,7 +125,8 @@ def test_max_txn_duration_stops_reading_while_documents_keep_coming(
 def test_ring_buffer_size_bounds_the_documents_of_a_transaction(
     tmp_path: Path, objects: ObjectStore
 ) -> None:
-    # minTxnDuration would keep each transaction waiting for more: only the bound closes it
+    # minTxnDuration would keep each transaction waiting for more, and the clock never
+    # moves: only the bound closes it
     shards = {
         "minTxnDuration": "30s",
         "maxTxnDuration": "60s",
@@ -114,7 +136,7 @@ def test_ring_buffer_size_bounds_the_documents_of_a_transaction(
     ctx = echo_context(objects, "echo", shards)
     source = writer(objects, "ticks")
     source.append([{"id": i} for i in range(50)])
-    shard = ShardRunner(tmp_path, ctx).start()
+    shard = ShardRunner(tmp_path, ctx).start(clock=CLOCK)
     assert shard.processor.channel.maxsize * shard.processor.read_batch == 5
     wait_for(lambda: echoed(objects) == 50, timeout=60, what="50 echoes")
     assert shard.finish() is None

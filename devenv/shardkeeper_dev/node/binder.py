@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from shardkeeper_dev.node.events import Events
-from shardkeeper_dev.node.informer import Cache
+from shardkeeper_dev.node.informer import ObjectsByKey
 from shardkeeper_dev.node.kube import ApiError, Kube, namespaced
 from shardkeeper_dev.node.podcontext import Obj
 
@@ -39,7 +39,7 @@ def binding(pod: Obj, node_name: str) -> dict[str, Any]:
 
 
 class Binder:
-    def __init__(self, kube: Kube, pods: Cache, node_name: str, events: Events) -> None:
+    def __init__(self, kube: Kube, pods: ObjectsByKey, node_name: str, events: Events) -> None:
         self._kube = kube
         self._events = events
         self._pods = pods

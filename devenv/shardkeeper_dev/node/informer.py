@@ -19,8 +19,10 @@ log = logging.getLogger(__name__)
 Handler = Callable[[str, dict[str, Any]], None]
 
 
-class Cache:
-    """Objects by ``namespace/name`` (or name), shared by the informers that fill it."""
+class ObjectsByKey:
+    """Raw JSON objects by ``namespace/name`` (or name), shared by the informers that fill
+    it. Not the operator's ``controller.engine.cache.Cache``, which holds typed, indexed
+    views of its own kinds."""
 
     def __init__(self) -> None:
         self._objects: dict[str, dict[str, Any]] = {}
@@ -52,7 +54,7 @@ class Informer:
         self,
         kube: Kube,
         path: str,
-        cache: Cache,
+        cache: ObjectsByKey,
         handlers: Iterable[Handler],
         *,
         query: Mapping[str, str] | None = None,

@@ -23,7 +23,7 @@ from typing import Any
 from shardkeeper_dev.node import timing
 from shardkeeper_dev.node.binder import Binder
 from shardkeeper_dev.node.events import Events
-from shardkeeper_dev.node.informer import Cache, Informer
+from shardkeeper_dev.node.informer import Informer, ObjectsByKey
 from shardkeeper_dev.node.ipam import IpAllocator, pod_network_for
 from shardkeeper_dev.node.kube import Kube, collection, key_of
 from shardkeeper_dev.node.kubeletapi import KubeletApi
@@ -33,7 +33,7 @@ from shardkeeper_dev.node.podworker import NodeServices
 from shardkeeper_dev.node.process import Tools
 from shardkeeper_dev.node.provisioner import Provisioner
 from shardkeeper_dev.node.registration import Registration, host_resources
-from shardkeeper_dev.node.workqueue import WorkQueue
+from shardkeeper_dev.node.workqueue import KeysToReconcile
 
 log = logging.getLogger("shardkeeper_dev.node")
 
@@ -130,7 +130,7 @@ def main(argv: Sequence[str]) -> int:
     registration.register()
 
     served = frozenset(args.namespace)
-    pods, claims, volumes = Cache(), Cache(), Cache()
+    pods, claims, volumes = ObjectsByKey(), ObjectsByKey(), ObjectsByKey()
     events = Events(kube, args.name)
     node = NodeServices(
         kube=kube,
@@ -149,9 +149,9 @@ def main(argv: Sequence[str]) -> int:
     manager = PodManager(node)
     binder = Binder(kube, pods, args.name, events)
     provisioner = Provisioner(kube, claims, volumes, layout, args.name)
-    bind_queue = WorkQueue("bind", binder.reconcile)
-    claim_queue = WorkQueue("provision", provisioner.reconcile_claim)
-    volume_queue = WorkQueue("reclaim", provisioner.reconcile_volume)
+    bind_queue = KeysToReconcile("bind", binder.reconcile)
+    claim_queue = KeysToReconcile("provision", provisioner.reconcile_claim)
+    volume_queue = KeysToReconcile("reclaim", provisioner.reconcile_volume)
 
     def on_pod(kind: str, pod: dict[str, Any]) -> None:
         if kind != "DELETED":

@@ -29,7 +29,7 @@ from shardkeeper_dev.node.clock import rfc3339
 from shardkeeper_dev.node.container import ContainerRunner
 from shardkeeper_dev.node.events import Events
 from shardkeeper_dev.node.expansion import expand
-from shardkeeper_dev.node.informer import Cache
+from shardkeeper_dev.node.informer import ObjectsByKey
 from shardkeeper_dev.node.ipam import HOST_IP, IpAllocator
 from shardkeeper_dev.node.kube import STRATEGIC_MERGE_PATCH, ApiError, Kube, ServerInfo, namespaced
 from shardkeeper_dev.node.layout import Layout
@@ -80,8 +80,8 @@ class NodeServices:
     node_name: str
     layout: Layout
     ips: IpAllocator
-    claims: Cache
-    volumes: Cache
+    claims: ObjectsByKey
+    volumes: ObjectsByKey
     server: ServerInfo
     base_env: Mapping[str, str]
     allocatable: Mapping[str, str]

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from shardkeeper_dev.node.informer import Cache
+from shardkeeper_dev.node.informer import ObjectsByKey
 from shardkeeper_dev.node.kube import ApiError, Kube
 from shardkeeper_dev.node.layout import Layout
 from shardkeeper_dev.node.podcontext import Obj
@@ -115,7 +115,12 @@ def volume_path(volume: Obj) -> str | None:
 
 class Provisioner:
     def __init__(
-        self, kube: Kube, claims: Cache, volumes: Cache, layout: Layout, node_name: str
+        self,
+        kube: Kube,
+        claims: ObjectsByKey,
+        volumes: ObjectsByKey,
+        layout: Layout,
+        node_name: str,
     ) -> None:
         self._kube = kube
         self._claims = claims

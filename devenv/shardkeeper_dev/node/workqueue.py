@@ -18,7 +18,11 @@ RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
 
 
-class WorkQueue:
+class KeysToReconcile:
+    """String keys due for ``reconcile``, run on the caller's thread with retries. Not the
+    operator's ``controller.engine.queue.WorkQueue``: that one is asyncio and hands typed
+    keys to workers that report ``done``/``failed`` themselves."""
+
     def __init__(self, name: str, reconcile: Callable[[str], None]) -> None:
         self.name = name
         self._reconcile = reconcile

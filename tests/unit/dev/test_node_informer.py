@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
-from shardkeeper_dev.node.informer import Cache, Informer
+from shardkeeper_dev.node.informer import Informer, ObjectsByKey
 from shardkeeper_dev.node.kube import ApiError, Kube
 
 
@@ -59,7 +59,7 @@ def run(server: ScriptedServer, stop: threading.Event) -> list[tuple[str, str]]:
     informer = Informer(
         cast(Kube, server),
         "/api/v1/namespaces/ns/configmaps",
-        Cache(),
+        ObjectsByKey(),
         [lambda kind, o: seen.append((kind, o["metadata"]["name"]))],
     )
     informer.run(stop)
