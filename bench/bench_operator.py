@@ -36,7 +36,7 @@ import yaml
 from bench.harness import Context, Result, Run
 from shardkeeper.api import Shard, Task
 from shardkeeper.controller.specs.shards import initial_shard, shard_manifest
-from shardkeeper.controller.specs.workload import ShardContext, WorkloadDefaults, workload
+from shardkeeper.controller.specs.workload import WorkloadDefaults, WorkloadInputs, workload
 from shardkeeper_dev import environment, processes, tools
 from shardkeeper_dev.examples import render
 
@@ -228,7 +228,7 @@ def baseline_seconds(ctx: Context, cluster: Cluster, bucket: str, count: int) ->
     objects = [
         obj
         for name, task in tasks.items()
-        for obj in workload(ShardContext(shards[name], task, ["s3-credentials"], defaults))
+        for obj in workload(WorkloadInputs(shards[name], task, ["s3-credentials"], defaults))
     ]
     started = time.monotonic()
     cluster.apply(namespace, objects)

@@ -35,7 +35,7 @@ from bench.bench_storage import client_of, drop_bucket, percentile
 from bench.harness import Context, Result, Run, by_hand
 from shardkeeper.api.collection import Collection
 from shardkeeper.api.meta import SecretKeyRef
-from shardkeeper.api.shard import Shard, recovery_log_name, shard_name
+from shardkeeper.api.shard import Shard, shard_name
 from shardkeeper.api.task import Task
 from shardkeeper.runtime.core.metrics import RuntimeMetrics
 from shardkeeper.runtime.core.processor import (
@@ -45,7 +45,7 @@ from shardkeeper.runtime.core.processor import (
     TransactionSummary,
 )
 from shardkeeper.runtime.shell.collectionio import CollectionWriter
-from shardkeeper.runtime.shell.storagemap import recovery_log_key
+from shardkeeper.storage.layout import object_key, recovery_log_name
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.store import ShardStore
@@ -157,7 +157,7 @@ class RunningShard:
     """A primary running the processor in a thread, reporting each commit."""
 
     def __init__(self, ctx: ShardContext, volume: Path) -> None:
-        log = RecoveryLog(ctx.objects, recovery_log_key(ctx.prefix, ctx.shard.spec.recovery_log))
+        log = RecoveryLog(ctx.objects, object_key(ctx.prefix, ctx.shard.spec.recovery_log))
         self.store = ShardStore.open(volume, log, 1)
         self.store.fence()
         self.commits: list[tuple[float, TransactionSummary]] = []
