@@ -58,16 +58,17 @@ def build_registry(manager: Manager) -> kopf.OperatorRegistry:
         return kopf.login_via_client(**kwargs)
 
     # --- indexes (their ids are the names cache.py reads them by) ---------------------
+    # async: kopf runs a sync handler in a thread per call, and these only parse a body
 
     @kopf.index(GROUP, VERSION, "tasks", id=cache_names.TASKS, registry=registry)
-    def task_index(
+    async def task_index(
         *, namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[Any, Any]:
         task = parse(Task, body)
         return {(namespace, name): task} if task is not None else {}
 
     @kopf.index(GROUP, VERSION, "tasks", id=cache_names.TASK_REFS, registry=registry)
-    def task_refs_index(
+    async def task_refs_index(
         *, namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[Any, Any]:
         task = parse(Task, body)
@@ -81,14 +82,14 @@ def build_registry(manager: Manager) -> kopf.OperatorRegistry:
         return refs
 
     @kopf.index(GROUP, VERSION, "shards", id=cache_names.SHARDS, registry=registry)
-    def shard_index(
+    async def shard_index(
         *, namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[Any, Any]:
         shard = parse(Shard, body)
         return {(namespace, name): shard} if shard is not None else {}
 
     @kopf.index(GROUP, VERSION, "shards", id=cache_names.SHARDS_BY_TASK, registry=registry)
-    def shards_by_task_index(
+    async def shards_by_task_index(
         *, namespace: str | None, name: str, spec: kopf.Spec, **_: Any
     ) -> dict[Any, Any]:
         return {(namespace, spec.get("task", "")): name}
@@ -101,21 +102,21 @@ def build_registry(manager: Manager) -> kopf.OperatorRegistry:
         id=cache_names.STATEFUL_SETS,
         registry=registry,
     )
-    def statefulset_index(
+    async def statefulset_index(
         *, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
     ) -> dict[Any, Any]:
         shard = labels.get(names.SHARD_LABEL)
         return {(namespace, shard): StatefulSetView.from_k8s(body)} if shard else {}
 
     @kopf.index(GROUP, VERSION, "storagemappings", id=cache_names.MAPPINGS, registry=registry)
-    def mapping_index(
+    async def mapping_index(
         *, namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[Any, Any]:
         mapping = parse(StorageMapping, body)
         return {(namespace, name): mapping} if mapping is not None else {}
 
     @kopf.index(GROUP, VERSION, "storagemappings", id=cache_names.MAPPING_REFS, registry=registry)
-    def mapping_refs_index(
+    async def mapping_refs_index(
         *, namespace: str | None, name: str, spec: kopf.Spec, **_: Any
     ) -> dict[Any, Any]:
         refs: dict[Any, Any] = {}
@@ -126,20 +127,20 @@ def build_registry(manager: Manager) -> kopf.OperatorRegistry:
         return refs
 
     @kopf.index(GROUP, VERSION, "collections", id=cache_names.COLLECTIONS, registry=registry)
-    def collection_index(
+    async def collection_index(
         *, namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[Any, Any]:
         collection = parse(Collection, body)
         return {(namespace, name): collection} if collection is not None else {}
 
     @kopf.index(GROUP, VERSION, "collections", id=cache_names.COLLECTION_REFS, registry=registry)
-    def collection_refs_index(
+    async def collection_refs_index(
         *, namespace: str | None, name: str, spec: kopf.Spec, **_: Any
     ) -> dict[Any, Any]:
         return {(namespace, spec.get("storageMapping", "")): name}
 
     @kopf.index("", "v1", "secrets", id=cache_names.SECRETS, registry=registry)
-    def secret_index(
+    async def secret_index(
         *, namespace: str | None, name: str, body: kopf.Body, meta: kopf.Meta, **_: Any
     ) -> dict[Any, Any]:
         keys = frozenset([*(body.get("data") or {}), *(body.get("stringData") or {})])
