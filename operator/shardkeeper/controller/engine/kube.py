@@ -15,13 +15,13 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 from shardkeeper import __version__
 from shardkeeper.api.meta import API_VERSION
 from shardkeeper.controller.engine import metrics
 from shardkeeper.controller.specs.names import FIELD_MANAGER
 from shardkeeper.kube.client import ApiClientTransport, ApiError, request
+from shardkeeper.kube.paths import resource_path
 
 T = TypeVar("T")
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -49,14 +49,7 @@ __all__ = ["ApiError", "AsyncKube", "connect", "path"]
 
 
 def path(api_version: str, kind: str, namespace: str, name: str = "", sub: str = "") -> str:
-    plural = PLURALS[(api_version, kind)]
-    root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    out = f"{root}/namespaces/{namespace}/{plural}"
-    if name:
-        out += f"/{quote(name)}"
-    if sub:
-        out += f"/{sub}"
-    return out
+    return resource_path(api_version, PLURALS[(api_version, kind)], namespace, name, sub)
 
 
 def connect(kubeconfig: Path | None = None, *, pool_size: int = 32) -> Any:
