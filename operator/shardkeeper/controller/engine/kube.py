@@ -189,17 +189,6 @@ class AsyncKube:
             content_type="application/json-patch+json",
         )
 
-    async def replace(self, obj: Mapping[str, Any]) -> Any:
-        """PUT: fails with 409 unless ``metadata.resourceVersion`` is still current."""
-        meta = obj["metadata"]
-        return await self._request(
-            "update",
-            PLURALS[(obj["apiVersion"], obj["kind"])],
-            "PUT",
-            path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
-            body=dict(obj),
-        )
-
     async def create(self, obj: Mapping[str, Any]) -> Any:
         """POST as ``shardkeeper-operator``: fails with 409 if the name is taken."""
         meta = obj["metadata"]

@@ -23,11 +23,12 @@ from prometheus_client import CollectorRegistry
 from shardkeeper.api.shard import CommitPoint, ReplicaState
 from shardkeeper.api.task import Task
 from shardkeeper.kube.client import Transport
+from shardkeeper.kube.election import Elector, KubeLeaseApi
 from shardkeeper.kube.transport import LightClient, kubeconfig_path
 from shardkeeper.runtime.core.metrics import RuntimeMetrics
 from shardkeeper.runtime.shell import logs
 from shardkeeper.runtime.shell.admin_http import AdminServer
-from shardkeeper.runtime.shell.lease import Elector, LeaseApi, LeaseKeeper
+from shardkeeper.runtime.shell.lease import LeaseKeeper
 from shardkeeper.runtime.shell.replica import (
     Processing,
     ProcessingFailed,
@@ -125,7 +126,7 @@ class RuntimeHooks:
 
     def lease(self, resources: ShardResources, notify: Callable[[], None]) -> LeaseKeeper:
         duration = max(1, round(self.settings.lease_duration))
-        api = LeaseApi(
+        api = KubeLeaseApi(
             self.kube,
             self.settings.namespace,
             self.settings.shard,
