@@ -21,6 +21,7 @@ from shardkeeper.api.meta import API_VERSION
 from shardkeeper.controller.engine import metrics
 from shardkeeper.controller.specs.names import FIELD_MANAGER
 from shardkeeper.kube.client import ApiClientTransport, ApiError, request
+from shardkeeper.kube.config import locate
 from shardkeeper.kube.paths import resource_path
 
 T = TypeVar("T")
@@ -45,30 +46,34 @@ PLURALS: dict[tuple[str, str], str] = {
     ("coordination.k8s.io/v1", "Lease"): "leases",
 }
 
-__all__ = ["ApiError", "AsyncKube", "connect", "path"]
+__all__ = ["ApiError", "AsyncKube", "configuration", "connect", "path"]
 
 
 def path(api_version: str, kind: str, namespace: str, name: str = "", sub: str = "") -> str:
     return resource_path(api_version, PLURALS[(api_version, kind)], namespace, name, sub)
 
 
-def connect(kubeconfig: Path | None = None, *, pool_size: int = 32) -> Any:
-    """A client for the cluster the operator runs against: ``kubeconfig`` (or
-    ``KUBECONFIG``) when given, else the pod's in-cluster service account."""
+def configuration(kubeconfig: Path | None = None) -> Any:
+    """The official client's configuration for the cluster the operator runs against, from
+    where :func:`shardkeeper.kube.config.locate` says the credentials are."""
     from kubernetes import client, config
 
-    configuration = client.Configuration()
-    explicit = kubeconfig or (
-        Path(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None
-    )
-    if explicit is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=configuration)
+    source = locate(kubeconfig, os.environ)
+    configured = client.Configuration()
+    if source.kubeconfig is None:
+        config.load_incluster_config(client_configuration=configured)
     else:
-        config.load_kube_config(
-            config_file=str(explicit) if explicit else None, client_configuration=configuration
-        )
-    configuration.connection_pool_maxsize = pool_size
-    api_client = client.ApiClient(configuration)
+        config.load_kube_config(config_file=str(source.kubeconfig), client_configuration=configured)
+    return configured
+
+
+def connect(kubeconfig: Path | None = None, *, pool_size: int = 32) -> Any:
+    """A client for the cluster the operator runs against (see :func:`configuration`)."""
+    from kubernetes import client
+
+    configured = configuration(kubeconfig)
+    configured.connection_pool_maxsize = pool_size
+    api_client = client.ApiClient(configured)
     api_client.user_agent = USER_AGENT
     return api_client
 
