@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from shardkeeper.kube.paths import resource_path
 from shardkeeper_dev import pki, processes, tools
 
 DEFAULT_BUCKET = "shardkeeper"
@@ -716,9 +717,8 @@ class Environment:
 
     def _node_ready(self, server: str) -> bool:
         try:
-            with urllib.request.urlopen(
-                f"{server}/api/v1/nodes/{NODE_NAME}", context=self._ssl_context(), timeout=5
-            ) as resp:
+            url = server + resource_path("v1", "nodes", name=NODE_NAME)
+            with urllib.request.urlopen(url, context=self._ssl_context(), timeout=5) as resp:
                 node = json.load(resp)
         except (urllib.error.URLError, OSError):
             return False

@@ -9,15 +9,16 @@ from typing import Any
 
 from kubernetes import client
 
+from shardkeeper.kube.election import Elector, KubeLeaseApi
 from shardkeeper.kube.lease import LeaseRecord
 from shardkeeper.kube.transport import LightClient
-from shardkeeper.runtime.shell.lease import Elector, LeaseApi, LeaseKeeper
+from shardkeeper.runtime.shell.lease import LeaseKeeper
 
 DURATION = 2
 
 
 def elector(kube: LightClient, namespace: str, me: str, name: str = "shard-a") -> Elector:
-    api = LeaseApi(kube, namespace, name, timeout=5.0)
+    api = KubeLeaseApi(kube, namespace, name, timeout=5.0)
     return Elector(api, me, DURATION)
 
 
@@ -93,7 +94,7 @@ def test_release_hands_over_at_once(
 def test_keeper_renews_and_a_stale_replace_is_refused(
     kube_api: Any, runtime_kube: LightClient, namespace: str
 ) -> None:
-    api = LeaseApi(runtime_kube, namespace, "shard-a", timeout=5.0)
+    api = KubeLeaseApi(runtime_kube, namespace, "shard-a", timeout=5.0)
     keeper = LeaseKeeper(Elector(api, "a", DURATION), poll=0.1)
     keeper.start()
     keeper.stand()
@@ -107,8 +108,10 @@ def test_keeper_renews_and_a_stale_replace_is_refused(
         assert keeper.held()
         # optimistic concurrency: a write based on an old read loses
         stale: dict[str, Any] = api.read()  # type: ignore[assignment]
-        assert api.replace(stale, LeaseRecord("x", 1, None, None, 0)) is not None
-        assert api.replace(stale, LeaseRecord("y", 1, None, None, 0)) is None
+        spec = LeaseRecord("x", 1, None, None, 0).to_spec()
+        assert api.replace({**stale, "spec": spec}) is not None
+        spec = LeaseRecord("y", 1, None, None, 0).to_spec()
+        assert api.replace({**stale, "spec": spec}) is None
         assert lease_spec(kube_api, namespace).holder_identity == "x"
         assert keeper.lost.wait(5)
     finally:

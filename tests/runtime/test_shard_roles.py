@@ -16,8 +16,9 @@ from tests.support.wait import wait_for
 from shardkeeper.api.shard import ReplicaState, Shard
 from shardkeeper.api.storagemapping import StorageMapping
 from shardkeeper.api.task import Task
+from shardkeeper.kube.election import Elector, KubeLeaseApi
 from shardkeeper.kube.transport import LightClient
-from shardkeeper.runtime.shell.lease import Elector, LeaseApi, LeaseKeeper
+from shardkeeper.runtime.shell.lease import LeaseKeeper
 from shardkeeper.runtime.shell.logs import LogContext
 from shardkeeper.runtime.shell.replica import Processing, Replica, ReportedProgress
 from shardkeeper.runtime.shell.reporting import StatusReporter
@@ -77,7 +78,7 @@ class Hooks:
         return ticker
 
     def lease(self, resources: ShardResources, notify: Callable[[], None]) -> LeaseKeeper:
-        api = LeaseApi(self.kube, resources.namespace, resources.shard_name, timeout=2.0)
+        api = KubeLeaseApi(self.kube, resources.namespace, resources.shard_name, timeout=2.0)
         return LeaseKeeper(Elector(api, "replica-0", 2), poll=0.2, notify=notify)
 
     def task_generation(self, resources: ShardResources) -> int | None:
@@ -157,7 +158,7 @@ def test_an_unexpected_error_hands_over_and_starts_over(
     assert failed[0]["message"] == "RuntimeError: the disk is on fire"
     assert (entries[-1]["state"], entries[-1]["message"]) == ("IDLE", "shut down")
     # the Lease was handed over after the failure (a new acquisition) and after the stop
-    lease = LeaseApi(runtime_kube, namespace, shard.shard_name, timeout=5.0).read()
+    lease = KubeLeaseApi(runtime_kube, namespace, shard.shard_name, timeout=5.0).read()
     assert lease is not None
     assert lease["spec"].get("holderIdentity") is None
     assert lease["spec"]["leaseTransitions"] == 1

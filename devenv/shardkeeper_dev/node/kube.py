@@ -18,6 +18,7 @@ from kubernetes import client, config
 from kubernetes.watch.watch import iter_resp_lines
 
 from shardkeeper.kube.client import ApiClientTransport, ApiError, call, request
+from shardkeeper.kube.paths import resource_path
 
 __all__ = [
     "MERGE_PATCH",
@@ -115,13 +116,12 @@ class Kube:
 
 def namespaced(resource: str, namespace: str, name: str = "", sub: str = "") -> str:
     """The path of a core/v1 namespaced resource (or its collection)."""
-    path = f"/api/v1/namespaces/{namespace}/{resource}"
-    return path + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
+    return resource_path("v1", resource, namespace, name, sub)
 
 
 def collection(resource: str, namespace: str | None) -> str:
     """All namespaces' objects when ``namespace`` is None."""
-    return f"/api/v1/{resource}" if namespace is None else namespaced(resource, namespace)
+    return resource_path("v1", resource, namespace)
 
 
 def key_of(obj: Mapping[str, Any]) -> str:

@@ -161,7 +161,7 @@ def main(argv: Sequence[str]) -> int:
     scopes: list[str | None] = sorted(served) if served else [None]
     volume_informer = Informer(
         kube,
-        "/api/v1/persistentvolumes",
+        collection("persistentvolumes", None),
         volumes,
         [lambda kind, pv: volume_queue.add(key_of(pv))],
     )

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from shardkeeper.kube.paths import resource_path
 from shardkeeper_dev.node.informer import ObjectsByKey
 from shardkeeper_dev.node.kube import ApiError, Kube
 from shardkeeper_dev.node.layout import Layout
@@ -140,7 +141,8 @@ class Provisioner:
         path.mkdir(parents=True, exist_ok=True)
         try:
             self._kube.create(
-                "/api/v1/persistentvolumes", persistent_volume(claim, self._node_name, path)
+                resource_path("v1", "persistentvolumes"),
+                persistent_volume(claim, self._node_name, path),
             )
         except ApiError as err:
             if err.status != 409:
@@ -155,7 +157,7 @@ class Provisioner:
         path = volume_path(volume)
         if path is not None:
             self._remove_dir(Path(path))
-        if self._kube.delete(f"/api/v1/persistentvolumes/{name}"):
+        if self._kube.delete(resource_path("v1", "persistentvolumes", name=name)):
             log.info("deleted released volume %s and its directory", name)
 
     def _remove_dir(self, path: Path) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from shardkeeper import __version__
+from shardkeeper.kube.lease import LEASE_API_VERSION
+from shardkeeper.kube.paths import resource_path
 from shardkeeper_dev.node import timing
 from shardkeeper_dev.node.clock import micro_time, rfc3339
 from shardkeeper_dev.node.ipam import HOST_IP
@@ -156,11 +158,11 @@ class Registration:
 
     @property
     def _node_path(self) -> str:
-        return f"/api/v1/nodes/{self.name}"
+        return resource_path("v1", "nodes", name=self.name)
 
     @property
     def _lease_path(self) -> str:
-        return f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{self.name}"
+        return resource_path(LEASE_API_VERSION, "leases", LEASE_NAMESPACE, self.name)
 
     def register(self) -> None:
         version = self._kube.request("GET", "/version") or {}
@@ -178,7 +180,7 @@ class Registration:
                 "status": status,
             }
             try:
-                node = self._kube.create("/api/v1/nodes", body)
+                node = self._kube.create(resource_path("v1", "nodes"), body)
             except ApiError as err:
                 if err.status != 409:
                     raise

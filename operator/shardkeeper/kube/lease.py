@@ -1,6 +1,6 @@
 """What a ``coordination.k8s.io/v1`` Lease says and what to write into it: the pure part of
-the election that shard replicas (``runtime/shell/lease.py``) and operator replicas
-(``controller/engine/leader.py``) both run.
+the election (:mod:`shardkeeper.kube.election`) that shard replicas
+(``runtime/shell/lease.py``) and operator replicas (``controller/engine/leader.py``) both run.
 
 Expiry is judged on the observer's own clock, never by comparing ``renewTime`` with it
 (clocks of two machines differ): a Lease held by another counts as expired only once its

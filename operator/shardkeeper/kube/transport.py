@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import os
 import ssl
 import tempfile
 import threading
@@ -25,13 +24,11 @@ from typing import Any
 
 import urllib3
 
+from shardkeeper.kube.config import KubeconfigError, Source
+
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_REREAD_SECONDS = 60.0
 USER_AGENT = "shardkeeper-runtime"
-
-
-class KubeconfigError(ValueError):
-    """The kubeconfig or the in-cluster setup cannot be used; the message says why."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,18 +118,6 @@ def in_cluster_access(env: Mapping[str, str], root: Path = SERVICE_ACCOUNT_DIR) 
     )
 
 
-def kubeconfig_path(value: str | None) -> Path:
-    """The file named by KUBECONFIG (``value``), else ``~/.kube/config``."""
-    if not value:
-        return Path("~/.kube/config").expanduser()
-    paths = [p for p in value.split(os.pathsep) if p]
-    if len(paths) != 1:
-        raise KubeconfigError(
-            f"KUBECONFIG={value!r} lists {len(paths)} files: the shard runtime reads one"
-        )
-    return Path(paths[0]).expanduser()
-
-
 def _named(config: Mapping[str, Any], section: str, name: Any, field: str) -> dict[str, Any]:
     for entry in config.get(section) or []:
         if entry.get("name") == name:
@@ -199,6 +184,13 @@ class LightClient:
     @classmethod
     def in_cluster(cls, env: Mapping[str, str], root: Path = SERVICE_ACCOUNT_DIR) -> LightClient:
         return cls(in_cluster_access(env, root))
+
+    @classmethod
+    def connect(cls, source: Source, env: Mapping[str, str]) -> LightClient:
+        """A client with the credentials :func:`shardkeeper.kube.config.locate` chose."""
+        if source.kubeconfig is None:
+            return cls.in_cluster(env)
+        return cls.from_kubeconfig(source.kubeconfig)
 
     def send(
         self,

@@ -16,15 +16,14 @@ import pytest
 import urllib3
 
 from shardkeeper.kube.client import ApiError, call, request
+from shardkeeper.kube.config import KubeconfigError
 from shardkeeper.kube.transport import (
     Access,
     Credential,
-    KubeconfigError,
     LightClient,
     TokenFile,
     in_cluster_access,
     kubeconfig_access,
-    kubeconfig_path,
     ssl_context,
 )
 from shardkeeper_dev import pki
@@ -120,13 +119,6 @@ def test_in_cluster_settings_come_from_the_service_account() -> None:
     assert v6.server == "https://[fd00::1]:443"
     with pytest.raises(KubeconfigError, match="not in a cluster"):
         in_cluster_access({"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
-
-
-def test_kubeconfig_path_takes_one_file(tmp_path: Path) -> None:
-    assert kubeconfig_path(str(tmp_path / "k")) == tmp_path / "k"
-    assert kubeconfig_path(None) == Path("~/.kube/config").expanduser()
-    with pytest.raises(KubeconfigError, match="lists 2 files"):
-        kubeconfig_path("/a:/b")
 
 
 def test_the_token_file_is_read_again_once_a_minute_old(tmp_path: Path) -> None:

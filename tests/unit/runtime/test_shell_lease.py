@@ -1,15 +1,14 @@
 """Lease election logic (shardkeeper.kube.lease, runtime.lease): expiry by the observer's clock,
-claims, releases, lost Leases."""
+claims, releases, lost Leases. The Elector's own steps: tests/unit/kube/test_election.py."""
 
 from __future__ import annotations
 
-import copy
-import itertools
 from datetime import UTC, datetime
-from typing import Any
 
 from tests.support.clock import Clock
+from tests.support.leases import FakeLeaseApi
 
+from shardkeeper.kube.election import Elector
 from shardkeeper.kube.lease import (
     LeaseRecord,
     Sighting,
@@ -20,7 +19,7 @@ from shardkeeper.kube.lease import (
     released,
     sight,
 )
-from shardkeeper.runtime.shell.lease import Elector, LeaseKeeper
+from shardkeeper.runtime.shell.lease import LeaseKeeper
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -72,101 +71,8 @@ def test_claims_count_transitions_and_renewals_keep_acquire_time() -> None:
     assert renewed.renew_time == micro_time(NOW)
 
 
-class FakeLeaseApi:
-    """An in-memory Lease with the API server's optimistic concurrency."""
-
-    def __init__(self) -> None:
-        self.obj: dict[str, Any] | None = None
-        self.versions = itertools.count(1)
-        self.writes = 0
-
-    def read(self) -> dict[str, Any] | None:
-        return copy.deepcopy(self.obj)
-
-    def create(self, rec: LeaseRecord) -> dict[str, Any] | None:
-        if self.obj is not None:
-            return None
-        self.obj = {"metadata": {"resourceVersion": str(next(self.versions))}}
-        self.obj["spec"] = rec.to_spec()
-        self.writes += 1
-        return copy.deepcopy(self.obj)
-
-    def replace(self, current: dict[str, Any], rec: LeaseRecord) -> dict[str, Any] | None:
-        assert self.obj is not None
-        if current["metadata"]["resourceVersion"] != self.obj["metadata"]["resourceVersion"]:
-            return None
-        self.obj = {"metadata": {"resourceVersion": str(next(self.versions))}}
-        self.obj["spec"] = rec.to_spec()
-        self.writes += 1
-        return copy.deepcopy(self.obj)
-
-    def holder(self) -> str | None:
-        assert self.obj is not None
-        return LeaseRecord.from_spec(self.obj["spec"]).holder
-
-
 def elector(api: FakeLeaseApi, me: str, clock: Clock) -> Elector:
-    return Elector(api, me, 15, monotonic=clock, wall=lambda: NOW)  # type: ignore[arg-type]
-
-
-def test_first_replica_creates_the_lease_and_the_second_waits_a_whole_duration() -> None:
-    api, clock = FakeLeaseApi(), Clock()
-    a, b = elector(api, "a", clock), elector(api, "b", clock)
-    assert a.step(want=True).mine
-    assert api.holder() == "a"
-    seen = b.step(want=True)
-    assert (seen.mine, seen.holder) == (False, "a")
-    clock.now += 14.9
-    assert not b.step(want=True).mine
-    clock.now += 0.1
-    took = b.step(want=True)
-    assert took.mine
-    assert api.holder() == "b"
-
-
-def test_renewals_keep_the_lease_from_a_waiting_replica() -> None:
-    api, clock = FakeLeaseApi(), Clock()
-    a, b = elector(api, "a", clock), elector(api, "b", clock)
-    a.step(want=True)
-    for _ in range(10):
-        clock.now += 5
-        # the wall clock stands still: only the write itself shows the renewal
-        assert a.step(want=True).mine
-        assert not b.step(want=True).mine
-    assert api.holder() == "a"
-
-
-def test_a_released_lease_is_taken_at_once_and_only_the_holder_releases() -> None:
-    api, clock = FakeLeaseApi(), Clock()
-    a, b = elector(api, "a", clock), elector(api, "b", clock)
-    a.step(want=True)
-    b.step(want=True)
-    assert not b.release()
-    assert api.holder() == "a"
-    assert a.release()
-    assert api.holder() is None
-    assert b.step(want=True).mine
-
-
-def test_not_wanting_the_lease_only_observes() -> None:
-    api, clock = FakeLeaseApi(), Clock()
-    a = elector(api, "a", clock)
-    result = a.step(want=False)
-    assert (result.mine, result.holder, api.writes) == (False, None, 0)
-
-
-def test_a_lost_race_is_retried_against_the_new_version() -> None:
-    api, clock = FakeLeaseApi(), Clock()
-    a = elector(api, "a", clock)
-    a.step(want=True)
-    real_read = api.read
-    stale = real_read()
-
-    # the first read returns a version someone has since replaced: the write gets 409
-    reads = iter([stale])
-    api.obj["metadata"]["resourceVersion"] = "99"  # type: ignore[index]
-    api.read = lambda: next(reads, None) or real_read()  # type: ignore[method-assign]
-    assert a.step(want=True).mine
+    return Elector(api, me, 15, monotonic=clock, wall=lambda: NOW)
 
 
 def test_keeper_loses_the_lease_after_a_duration_without_a_renewal() -> None:

@@ -23,7 +23,7 @@ from shardkeeper.api.shard import Shard
 from shardkeeper.api.storagemapping import StorageMapping
 from shardkeeper.api.task import Task
 from shardkeeper.controller.engine import cache as cache_names
-from shardkeeper.controller.engine import triggers
+from shardkeeper.controller.engine import kube, triggers
 from shardkeeper.controller.engine.cache import SecretView
 from shardkeeper.controller.engine.manager import Manager
 from shardkeeper.controller.specs import names
@@ -49,13 +49,35 @@ def parse(model: type[R], body: kopf.Body) -> R | None:
         return None
 
 
+def connection_info(configuration: Any, *, trust_env: bool = False) -> kopf.ConnectionInfo:
+    """kopf's credentials from the official client's configuration, read as kopf's
+    ``login_via_client`` reads them (a token goes through the refresh hook, if any)."""
+    header = configuration.get_api_key_with_prefix("BearerToken")
+    header = header or configuration.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, header or None)
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        trust_env=trust_env,
+    )
+
+
 def build_registry(manager: Manager) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # the same kubeconfig or in-cluster account as the reconcilers' client
-        return kopf.login_via_client(**kwargs)
+    def login(*, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+        # the same kubeconfig or in-cluster account as the reconcilers' client: kopf's own
+        # login_via_client would try the service account first, even with a KUBECONFIG
+        return connection_info(kube.configuration(), trust_env=settings.networking.trust_env)
 
     # --- indexes (their ids are the names cache.py reads them by) ---------------------
     # async: kopf runs a sync handler in a thread per call, and these only parse a body

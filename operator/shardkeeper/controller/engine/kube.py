@@ -15,13 +15,14 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 from shardkeeper import __version__
 from shardkeeper.api.meta import API_VERSION
 from shardkeeper.controller.engine import metrics
 from shardkeeper.controller.specs.names import FIELD_MANAGER
 from shardkeeper.kube.client import ApiClientTransport, ApiError, request
+from shardkeeper.kube.config import locate
+from shardkeeper.kube.paths import resource_path
 
 T = TypeVar("T")
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -45,37 +46,34 @@ PLURALS: dict[tuple[str, str], str] = {
     ("coordination.k8s.io/v1", "Lease"): "leases",
 }
 
-__all__ = ["ApiError", "AsyncKube", "connect", "path"]
+__all__ = ["ApiError", "AsyncKube", "configuration", "connect", "path"]
 
 
 def path(api_version: str, kind: str, namespace: str, name: str = "", sub: str = "") -> str:
-    plural = PLURALS[(api_version, kind)]
-    root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    out = f"{root}/namespaces/{namespace}/{plural}"
-    if name:
-        out += f"/{quote(name)}"
-    if sub:
-        out += f"/{sub}"
-    return out
+    return resource_path(api_version, PLURALS[(api_version, kind)], namespace, name, sub)
+
+
+def configuration(kubeconfig: Path | None = None) -> Any:
+    """The official client's configuration for the cluster the operator runs against, from
+    where :func:`shardkeeper.kube.config.locate` says the credentials are."""
+    from kubernetes import client, config
+
+    source = locate(kubeconfig, os.environ)
+    configured = client.Configuration()
+    if source.kubeconfig is None:
+        config.load_incluster_config(client_configuration=configured)
+    else:
+        config.load_kube_config(config_file=str(source.kubeconfig), client_configuration=configured)
+    return configured
 
 
 def connect(kubeconfig: Path | None = None, *, pool_size: int = 32) -> Any:
-    """A client for the cluster the operator runs against: ``kubeconfig`` (or
-    ``KUBECONFIG``) when given, else the pod's in-cluster service account."""
-    from kubernetes import client, config
+    """A client for the cluster the operator runs against (see :func:`configuration`)."""
+    from kubernetes import client
 
-    configuration = client.Configuration()
-    explicit = kubeconfig or (
-        Path(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None
-    )
-    if explicit is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=configuration)
-    else:
-        config.load_kube_config(
-            config_file=str(explicit) if explicit else None, client_configuration=configuration
-        )
-    configuration.connection_pool_maxsize = pool_size
-    api_client = client.ApiClient(configuration)
+    configured = configuration(kubeconfig)
+    configured.connection_pool_maxsize = pool_size
+    api_client = client.ApiClient(configured)
     api_client.user_agent = USER_AGENT
     return api_client
 
@@ -194,17 +192,6 @@ class AsyncKube:
             path(api_version, kind, namespace, name),
             body=ops,
             content_type="application/json-patch+json",
-        )
-
-    async def replace(self, obj: Mapping[str, Any]) -> Any:
-        """PUT: fails with 409 unless ``metadata.resourceVersion`` is still current."""
-        meta = obj["metadata"]
-        return await self._request(
-            "update",
-            PLURALS[(obj["apiVersion"], obj["kind"])],
-            "PUT",
-            path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
-            body=dict(obj),
         )
 
     async def create(self, obj: Mapping[str, Any]) -> Any:

@@ -14,25 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
 
 from shardkeeper.controller.engine import metrics
-from shardkeeper.controller.engine.kube import ApiError, AsyncKube
-from shardkeeper.kube.lease import (
-    LEASE_API_VERSION,
-    LeaseRecord,
-    Sighting,
-    Verdict,
-    assess,
-    claimed,
-    released,
-    resource_version,
-    sight,
-)
+from shardkeeper.controller.engine.kube import AsyncKube
+from shardkeeper.controller.specs.names import FIELD_MANAGER
+from shardkeeper.kube import election
+from shardkeeper.kube.lease import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +36,15 @@ class Timing:
     retry_every: float = 2.0
 
 
+def _count(verb: str) -> None:
+    metrics.API_REQUESTS.labels(verb=verb, resource="leases").inc()
+
+
 class Elector:
+    """The operator's side of :class:`shardkeeper.kube.election.Elector`: its steps run in
+    the client's thread pool, and a leader renews without reading the Lease first (one
+    request a renewal). ``api`` is the Lease's API, by default the API server's."""
+
     def __init__(
         self,
         kube: AsyncKube,
@@ -55,6 +54,7 @@ class Elector:
         *,
         timing: Timing | None = None,
         clock: Callable[[], float] = time.monotonic,
+        api: election.LeaseApi | None = None,
     ) -> None:
         self.kube = kube
         self.namespace = namespace
@@ -62,72 +62,26 @@ class Elector:
         self.identity = identity
         self.timing = timing or Timing()
         self.clock = clock
-        self._sighting: Sighting | None = None
-        # the Lease as this replica last wrote it, while it holds it
-        self._held: dict[str, Any] | None = None
-
-    async def _renew(self) -> bool:
-        """Renew the Lease as last written, without reading it first: one request a
-        renewal. Whether that worked (a 409 means someone wrote it since)."""
-        if self._held is None:
-            return False
-        try:
-            self._held = await self.kube.replace(self._record(self._held, datetime.now(UTC)))
-        except ApiError as err:
-            if err.status == 409:
-                self._held = None
-                return False
-            raise
-        return True
+        if api is None:
+            api = election.KubeLeaseApi(
+                kube.transport, namespace, name, field_manager=FIELD_MANAGER, count=_count
+            )
+        self.election = election.Elector(
+            api, identity, int(self.timing.duration), read_first=False, monotonic=clock
+        )
 
     async def _try(self) -> bool:
         """One attempt to take or renew the Lease; whether this replica holds it now."""
-        if await self._renew():
-            return True
-        lease = await self.kube.get(LEASE_API_VERSION, "Lease", self.namespace, self.name)
-        now = datetime.now(UTC)
-        if lease is None:
-            try:
-                self._held = await self.kube.create(self._record(None, now))
-            except ApiError as err:
-                if err.status == 409:
-                    return False
-                raise
-            return True
-        record = LeaseRecord.from_spec(lease.get("spec") or {})
-        self._sighting = sight(self._sighting, record, resource_version(lease), self.clock())
-        verdict = assess(self._sighting, self.identity, self.clock())
-        if verdict is Verdict.HELD:
-            return False
-        try:
-            self._held = await self.kube.replace(self._record(lease, now))
-        except ApiError as err:
-            if err.status == 409:  # someone else wrote it first
-                return False
-            raise
-        if verdict is not Verdict.MINE:
+        result = await self.kube.run(functools.partial(self.election.step, True))
+        if result.taken is not None and result.taken is not Verdict.ABSENT:
             log.info(
                 "took the leader Lease %s/%s over from %r (%s)",
                 self.namespace,
                 self.name,
-                record.holder,
-                verdict.value,
+                result.previous,
+                result.taken.value,
             )
-        return True
-
-    def _record(self, lease: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
-        """The Lease that makes this replica the holder; a replace carries the
-        resourceVersion it read, so it fails if anyone wrote since."""
-        previous = None if lease is None else LeaseRecord.from_spec(lease.get("spec") or {})
-        spec = claimed(previous, self.identity, int(self.timing.duration), now).to_spec()
-        if lease is not None:
-            return {**lease, "spec": spec}
-        return {
-            "apiVersion": LEASE_API_VERSION,
-            "kind": "Lease",
-            "metadata": {"name": self.name, "namespace": self.namespace},
-            "spec": spec,
-        }
+        return result.mine
 
     async def acquire(self) -> None:
         """Wait until this replica holds the Lease."""
@@ -154,7 +108,6 @@ class Elector:
                     last_renewed = self.clock()
                     continue
                 log.error("another replica took the leader Lease")
-                self._held = None
                 break
             except Exception as exc:
                 log.warning("renewing the leader Lease failed: %s", exc)
@@ -166,15 +119,8 @@ class Elector:
     async def release(self) -> None:
         """Give the Lease up (if still ours), so that a standby need not wait for it."""
         metrics.LEADER.set(0)
-        self._held = None
         try:
-            lease = await self.kube.get(LEASE_API_VERSION, "Lease", self.namespace, self.name)
-            if lease is None:
-                return
-            record = LeaseRecord.from_spec(lease.get("spec") or {})
-            if record.holder != self.identity:
-                return
-            await self.kube.replace({**lease, "spec": released(record).to_spec()})
-            log.info("released the leader Lease")
+            if await self.kube.run(self.election.release):
+                log.info("released the leader Lease")
         except Exception as exc:
             log.warning("could not release the leader Lease: %s", exc)

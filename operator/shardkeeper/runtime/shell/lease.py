@@ -1,4 +1,5 @@
-"""Primary election with a ``coordination.k8s.io/v1`` Lease named after the shard.
+"""Primary election with a ``coordination.k8s.io/v1`` Lease named after the shard: the
+thread that drives :class:`shardkeeper.kube.election.Elector`, one step at a time.
 
 Every write is a create or a replace carrying the ``resourceVersion`` that was read, so two
 replicas racing for the Lease cannot both win: the loser gets 409 and reads again.
@@ -18,176 +19,14 @@ primary fenced the log.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import quote
 
-from shardkeeper.kube.client import ApiError, Transport, request
-from shardkeeper.kube.lease import (
-    LEASE_API_VERSION,
-    LeaseRecord,
-    Sighting,
-    Verdict,
-    assess,
-    claimed,
-    released,
-    resource_version,
-    sight,
-)
+from shardkeeper.kube.election import Elector, StepResult
 
 log = logging.getLogger(__name__)
-
-
-# --- I/O: the Lease object -----------------------------------------------------------------
-
-
-class LeaseApi:
-    """Reads and writes one Lease; a write returns ``None`` when it lost a race (409)."""
-
-    def __init__(
-        self,
-        transport: Transport,
-        namespace: str,
-        name: str,
-        *,
-        timeout: float,
-        owner: dict[str, Any] | None = None,
-    ) -> None:
-        self.transport = transport
-        self.namespace = namespace
-        self.name = name
-        self.timeout = timeout
-        self.owner = owner
-        self.leases = f"/apis/{LEASE_API_VERSION}/namespaces/{quote(namespace)}/leases"
-
-    def read(self) -> dict[str, Any] | None:
-        try:
-            return self._request("GET", f"{self.leases}/{quote(self.name)}")
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def create(self, record: LeaseRecord) -> dict[str, Any] | None:
-        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
-        if self.owner is not None:
-            # deleting the Shard deletes its Lease
-            metadata["ownerReferences"] = [self.owner]
-        body = {
-            "apiVersion": LEASE_API_VERSION,
-            "kind": "Lease",
-            "metadata": metadata,
-            "spec": record.to_spec(),
-        }
-        return self._write("POST", self.leases, body)
-
-    def replace(self, current: dict[str, Any], record: LeaseRecord) -> dict[str, Any] | None:
-        # ``current`` carries metadata.resourceVersion: the write fails if anyone wrote since
-        body = {**current, "spec": record.to_spec()}
-        return self._write("PUT", f"{self.leases}/{quote(self.name)}", body)
-
-    def _write(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        try:
-            return self._request(method, path, body)
-        except ApiError as exc:
-            if exc.status == 409:
-                return None
-            raise
-
-    def _request(
-        self, method: str, path: str, body: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        obj: dict[str, Any] = request(self.transport, method, path, body=body, timeout=self.timeout)
-        return obj
-
-
-# --- I/O: election steps -------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class StepResult:
-    holder: str | None  # who holds the Lease after this step, as far as we know
-    mine: bool  # we hold it, from a write that succeeded
-    sent_at: float  # monotonic time the successful write was sent (when ``mine``)
-
-
-class Elector:
-    """One election step at a time; the thread that drives it is :class:`LeaseKeeper`."""
-
-    def __init__(
-        self,
-        api: LeaseApi,
-        me: str,
-        duration: int,
-        *,
-        monotonic: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.api = api
-        self.me = me
-        self.duration = duration
-        self._monotonic = monotonic
-        self._wall = wall
-        self._sighting: Sighting | None = None
-
-    def step(self, want: bool) -> StepResult:
-        """Observe the Lease; if ``want``, acquire it when free or expired, renew it if ours."""
-        for _ in range(3):  # a 409 means someone wrote in between: look again
-            sent_at = self._monotonic()
-            current = self.api.read()
-            record = None if current is None else LeaseRecord.from_spec(current.get("spec") or {})
-            if current is not None and record is not None:
-                self._sighting = sight(
-                    self._sighting, record, resource_version(current), self._monotonic()
-                )
-            verdict = assess(
-                self._sighting if record is not None else None, self.me, self._monotonic()
-            )
-            if not want or verdict is Verdict.HELD:
-                return StepResult(record.holder if record else None, False, 0.0)
-            new = claimed(record, self.me, self.duration, self._wall())
-            sent_at = self._monotonic()
-            written = self.api.create(new) if current is None else self.api.replace(current, new)
-            if written is not None:
-                if verdict is not Verdict.MINE:
-                    log.info(
-                        "took the Lease",
-                        extra={
-                            "previous_holder": record.holder if record else None,
-                            "why": verdict.value,
-                        },
-                    )
-                self._sighting = sight(
-                    self._sighting, new, resource_version(written), self._monotonic()
-                )
-                return StepResult(self.me, True, sent_at)
-        return StepResult(self._sighting.record.holder if self._sighting else None, False, 0.0)
-
-    def expires_in(self) -> float | None:
-        """Seconds until the Lease of another holder expires as we count, if it has one."""
-        sighting = self._sighting
-        if sighting is None or sighting.record.holder in (None, self.me):
-            return None
-        return sighting.since + sighting.record.duration_seconds - self._monotonic()
-
-    def release(self) -> bool:
-        """Clear ``holderIdentity`` if we hold the Lease. True if we released it."""
-        for _ in range(3):
-            current = self.api.read()
-            if current is None:
-                return False
-            record = LeaseRecord.from_spec(current.get("spec") or {})
-            if record.holder != self.me:
-                return False
-            if self.api.replace(current, released(record)) is not None:
-                log.info("released the Lease")
-                return True
-        return False
 
 
 class LeaseKeeper:
@@ -260,10 +99,13 @@ class LeaseKeeper:
         if self._renewed_at is None or self.lost.is_set():
             return False
         try:
-            return self.elector.release()
+            released = self.elector.release()
         except Exception as exc:
             log.warning("could not release the Lease: %s", exc)
             return False
+        if released:
+            log.info("released the Lease")
+        return released
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -295,6 +137,11 @@ class LeaseKeeper:
         return self.poll
 
     def _record(self, result: StepResult) -> None:
+        if result.taken is not None:
+            log.info(
+                "took the Lease",
+                extra={"previous_holder": result.previous, "why": result.taken.value},
+            )
         with self._lock:
             self._holder = result.holder
             had = self._renewed_at is not None

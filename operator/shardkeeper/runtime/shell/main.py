@@ -23,11 +23,13 @@ from prometheus_client import CollectorRegistry
 from shardkeeper.api.shard import CommitPoint, ReplicaState
 from shardkeeper.api.task import Task
 from shardkeeper.kube.client import Transport
-from shardkeeper.kube.transport import LightClient, kubeconfig_path
+from shardkeeper.kube.config import locate
+from shardkeeper.kube.election import Elector, KubeLeaseApi
+from shardkeeper.kube.transport import LightClient
 from shardkeeper.runtime.core.metrics import RuntimeMetrics
 from shardkeeper.runtime.shell import logs
 from shardkeeper.runtime.shell.admin_http import AdminServer
-from shardkeeper.runtime.shell.lease import Elector, LeaseApi, LeaseKeeper
+from shardkeeper.runtime.shell.lease import LeaseKeeper
 from shardkeeper.runtime.shell.replica import (
     Processing,
     ProcessingFailed,
@@ -125,7 +127,7 @@ class RuntimeHooks:
 
     def lease(self, resources: ShardResources, notify: Callable[[], None]) -> LeaseKeeper:
         duration = max(1, round(self.settings.lease_duration))
-        api = LeaseApi(
+        api = KubeLeaseApi(
             self.kube,
             self.settings.namespace,
             self.settings.shard,
@@ -152,9 +154,7 @@ class RuntimeHooks:
 def kube_client(settings: PodSettings) -> LightClient:
     """The pod's service account in a cluster; the kubeconfig when run by hand. The light
     client, not the official one, whose import alone would double the process's memory."""
-    if settings.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return LightClient.in_cluster(os.environ)
-    return LightClient.from_kubeconfig(kubeconfig_path(settings.kubeconfig))
+    return LightClient.connect(locate(settings.kubeconfig, os.environ), os.environ)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -28,11 +28,11 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
-from shardkeeper.api.meta import API_VERSION, GROUP, VERSION
+from shardkeeper.api.meta import API_VERSION
 from shardkeeper.api.shard import Checkpoint, ReplicaStatus, Shard
 from shardkeeper.kube.client import ApiError, Transport, request
+from shardkeeper.kube.paths import resource_path
 from shardkeeper.runtime.shell.settings import DEFAULT_STATUS_INTERVAL
 
 log = logging.getLogger(__name__)
@@ -185,10 +185,7 @@ class ShardStatusApi:
         self.namespace = namespace
         self.shard = shard
         self.timeout = timeout
-        self.path = (
-            f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{Shard.PLURAL}/"
-            f"{quote(shard)}/status"
-        )
+        self.path = resource_path(API_VERSION, Shard.PLURAL, namespace, shard, "status")
 
     def apply(self, field_manager: str, body: dict[str, Any]) -> None:
         if field_manager == PRIMARY_MANAGER:

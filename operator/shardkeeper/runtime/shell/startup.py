@@ -11,16 +11,16 @@ import base64
 import dataclasses
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import pydantic
 
 from shardkeeper.api.collection import Collection
-from shardkeeper.api.meta import GROUP, VERSION, Resource, SecretKeyRef
+from shardkeeper.api.meta import API_VERSION, Resource, SecretKeyRef
 from shardkeeper.api.shard import Shard
 from shardkeeper.api.storagemapping import StorageMapping
 from shardkeeper.api.task import Task
 from shardkeeper.kube.client import ApiError, Transport, request
+from shardkeeper.kube.paths import resource_path
 from shardkeeper.runtime.shell.storagemap import ACCESS_KEY_ID, SECRET_ACCESS_KEY, store_prefix
 from shardkeeper.storage.layout import object_key
 
@@ -116,12 +116,12 @@ class KubeReader:
         self.timeout = timeout
 
     def custom_object(self, plural: str, name: str) -> dict[str, Any] | None:
-        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(self.namespace)}/{plural}/{quote(name)}"
+        path = resource_path(API_VERSION, plural, self.namespace, name)
         obj: dict[str, Any] | None = self._maybe(path, f"{plural}/{name}")
         return obj
 
     def secret(self, name: str) -> dict[str, str] | None:
-        path = f"/api/v1/namespaces/{quote(self.namespace)}/secrets/{quote(name)}"
+        path = resource_path("v1", "secrets", self.namespace, name)
         secret = self._maybe(path, f"secrets/{name}")
         if secret is None:
             return None
