@@ -115,7 +115,8 @@ class FakeKube(AsyncKube):
       uid are deleted with it, whatever the propagation policy.
     - Label selectors are equality only.
 
-    ``requests`` logs every request (:class:`Request`); :meth:`fail` makes the next
+    ``requests`` logs every request (:class:`Request`), ``sent`` the body of every write;
+    :meth:`fail` makes the next
     matching ones raise. :meth:`put` and :meth:`set_status` change objects as other
     parties would (a user, the StatefulSet controller, the shard runtime), unlogged.
     """
@@ -123,6 +124,8 @@ class FakeKube(AsyncKube):
     def __init__(self) -> None:  # no client, no pool: nothing of the real one is used
         self.objects: dict[Key, Obj] = {}
         self.requests: list[Request] = []
+        self.sent: list[tuple[Request, Any]] = []
+        """Every write request with (a copy of) its body."""
         self._failures: list[_Failure] = []
         self._applied: dict[tuple[Key, str], Obj] = {}
         self._versions = itertools.count(1)
@@ -174,8 +177,13 @@ class FakeKube(AsyncKube):
         found = sorted(self.of_kind("Event"), key=lambda e: int(e["metadata"]["resourceVersion"]))
         return [(e["type"], e["reason"], e["involvedObject"]["name"]) for e in found]
 
+    def bodies(self, verb: str, kind: str) -> list[Any]:
+        """The bodies of the ``verb`` requests of ``kind``, in order."""
+        return [body for request, body in self.sent if (request.verb, request.kind) == (verb, kind)]
+
     def clear_log(self) -> None:
         self.requests.clear()
+        self.sent.clear()
 
     # --- AsyncKube ---------------------------------------------------------------------
 
@@ -192,7 +200,7 @@ class FakeKube(AsyncKube):
     async def apply(self, obj: Mapping[str, Any], *, subresource: str = "") -> Any:
         meta = obj["metadata"]
         kind, name = obj["kind"], meta["name"]
-        self._log("apply/status" if subresource == "status" else "apply", kind, name)
+        self._log("apply/status" if subresource == "status" else "apply", kind, name, obj)
         if obj["apiVersion"] != API_VERSIONS[kind]:
             raise ApiError(404, "Not Found", {"message": f"no {obj['apiVersion']} {kind}"})
         key = self._key(obj)
@@ -234,7 +242,7 @@ class FakeKube(AsyncKube):
         uid: str | None = None,
         propagation: str = "Background",
     ) -> bool:
-        self._log("delete", kind, name)
+        self._log("delete", kind, name, {"uid": uid, "propagation": propagation})
         found = self.objects.get((api_version, kind, namespace, name))
         if found is None:
             return False
@@ -262,7 +270,7 @@ class FakeKube(AsyncKube):
     async def json_patch(
         self, api_version: str, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]
     ) -> Any:
-        self._log("patch", kind, name)
+        self._log("patch", kind, name, ops)
         key = (api_version, kind, namespace, name)
         current = self.objects.get(key)
         if current is None:
@@ -289,7 +297,7 @@ class FakeKube(AsyncKube):
 
     async def replace(self, obj: Mapping[str, Any]) -> Any:
         meta = obj["metadata"]
-        self._log("update", obj["kind"], meta["name"])
+        self._log("update", obj["kind"], meta["name"], obj)
         key = self._key(obj)
         current = self.objects.get(key)
         if current is None:
@@ -309,7 +317,7 @@ class FakeKube(AsyncKube):
 
     async def create(self, obj: Mapping[str, Any]) -> Any:
         meta = obj["metadata"]
-        self._log("create", obj["kind"], meta["name"])
+        self._log("create", obj["kind"], meta["name"], obj)
         key = self._key(obj)
         if key in self.objects:
             raise ApiError(409, "AlreadyExists", {"message": f"{meta['name']} already exists"})
@@ -322,8 +330,11 @@ class FakeKube(AsyncKube):
 
     # --- the store ---------------------------------------------------------------------
 
-    def _log(self, verb: str, kind: str, name: str) -> None:
-        self.requests.append(Request(verb, kind, name))
+    def _log(self, verb: str, kind: str, name: str, body: Any = None) -> None:
+        request = Request(verb, kind, name)
+        self.requests.append(request)
+        if verb not in READS:
+            self.sent.append((request, copy.deepcopy(body)))
         for failure in self._failures:
             if (failure.verb, failure.kind) == (verb, kind) and failure.times > 0:
                 failure.times -= 1
