@@ -158,6 +158,15 @@ class FakeKube(AsyncKube):
         _merge(obj.setdefault("status", {}), status)
         return self._store(self._key(obj), obj)
 
+    def remove(self, kind: str, namespace: str, name: str, *, orphan: bool = False) -> None:
+        """Delete the object as someone else would (finalizers hold it); with ``orphan``,
+        at once and without its dependents (``propagationPolicy: Orphan``)."""
+        found = self._existing(kind, namespace, name)
+        if orphan:
+            self.objects.pop(self._key(found))
+        else:
+            self._delete(found)
+
     def find(self, kind: str, namespace: str, name: str) -> Obj | None:
         found = self.objects.get((API_VERSIONS[kind], kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
@@ -165,9 +174,9 @@ class FakeKube(AsyncKube):
     def of_kind(self, kind: str) -> list[Obj]:
         return [copy.deepcopy(o) for k, o in sorted(self.objects.items()) if k[1] == kind]
 
-    def writes(self) -> list[Request]:
-        """Every request that was not a read (Events included)."""
-        return [r for r in self.requests if r.verb not in READS]
+    def writes(self, *, events: bool = True) -> list[Request]:
+        """Every request that was not a read (Events too, unless ``events`` is False)."""
+        return [r for r in self.requests if r.verb not in READS and (events or r.kind != "Event")]
 
     def writes_of(self, kind: str) -> list[Request]:
         return [r for r in self.writes() if r.kind == kind]
