@@ -85,6 +85,23 @@ def _pointer(path: str) -> list[str]:
     return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
 
 
+# what the API server refuses to change in a StatefulSet's spec (422)
+STATEFULSET_IMMUTABLE = ("selector", "serviceName", "volumeClaimTemplates", "podManagementPolicy")
+
+
+def _check_immutable(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    if new["kind"] != "StatefulSet":
+        return
+    before, after = old.get("spec", {}), new.get("spec", {})
+    changed = [f for f in STATEFULSET_IMMUTABLE if before.get(f) != after.get(f)]
+    if changed:
+        raise ApiError(
+            422,
+            "Unprocessable Entity",
+            {"message": f"StatefulSet spec: Forbidden: updates to {', '.join(changed)}"},
+        )
+
+
 def _spec_part(obj: Mapping[str, Any]) -> Obj:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
@@ -98,7 +115,8 @@ class FakeKube(AsyncKube):
     outside ``metadata`` and ``status`` changes. Refusals are :class:`ApiError` with the
     API server's status: 404 for a missing object, 409 for a taken name, a stale
     ``resourceVersion`` on update or a wrong ``uid`` precondition on delete, 422 for a
-    failed ``test`` op of a JSON patch.
+    failed ``test`` op of a JSON patch or a change to an immutable field of a StatefulSet
+    (``STATEFULSET_IMMUTABLE``).
 
     Simplifications, each enough for the operator's one field manager:
 
@@ -237,6 +255,7 @@ class FakeKube(AsyncKube):
             new = copy.deepcopy(current)
             _drop(new, self._applied.get((key, ""), {}), applied)
             _merge(new, applied)
+            _check_immutable(current, new)
             self._generation(current, new)
         self._applied[(key, "")] = applied
         return self._store(key, new)
@@ -321,6 +340,7 @@ class FakeKube(AsyncKube):
         new.pop("status", None)
         if "status" in current:
             new["status"] = copy.deepcopy(current["status"])
+        _check_immutable(current, new)
         self._generation(current, new)
         return self._store(key, new)
 
