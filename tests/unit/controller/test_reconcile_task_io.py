@@ -79,9 +79,9 @@ def test_a_reconcile_before_the_cache_saw_the_first_writes_repeats_none_of_them(
 @pytest.mark.parametrize(
     ("cluster_args", "task", "reason"),
     [
-        ({"mapping": False}, TASK, "StorageMappingNotFound"),
+        pytest.param({"mapping": False}, TASK, "StorageMappingNotFound", id="no-mapping"),
         # a materialization whose passwordSecretRef names a Secret that does not exist
-        ({}, "totals-to-postgres", "SecretNotFound"),
+        pytest.param({}, "totals-to-postgres", "SecretNotFound", id="no-secret"),
     ],
 )
 def test_a_task_that_cannot_run_gets_no_shard_but_a_reason_and_a_warning(
