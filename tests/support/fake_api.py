@@ -491,11 +491,16 @@ class Watch:
 class FakeObjects:
     """The parts of :class:`ObjectStore` the operator calls, over one bucket's dict."""
 
-    def __init__(self, bucket: str, data: dict[str, bytes]) -> None:
+    def __init__(
+        self, bucket: str, data: dict[str, bytes], failure: Exception | None = None
+    ) -> None:
         self.bucket = bucket
         self.data = data
+        self.failure = failure
 
     def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        if self.failure is not None:
+            raise self.failure
         for key in sorted(self.data):
             if key.startswith(prefix) and (start_after is None or key > start_after):
                 yield ObjectInfo(key, len(self.data[key]), datetime.now(UTC))
@@ -521,16 +526,18 @@ class FakeObjects:
 
 class FakeBuckets:
     """Buckets by name; :meth:`open_store` replaces ``stores.open_store`` and records the
-    credentials each store was opened with."""
+    credentials each store was opened with. While ``failure`` is set, every list raises it
+    (a storage error of :mod:`shardkeeper.storage.errors`, as ObjectStore would)."""
 
     def __init__(self) -> None:
         self.buckets: dict[str, dict[str, bytes]] = {}
         self.opened: list[tuple[str, Any]] = []
+        self.failure: Exception | None = None
 
     def open_store(self, store: Store, credentials: Any, *, retry: Any = None) -> ObjectStore:
         self.opened.append((store.bucket, credentials))
         data = self.buckets.setdefault(store.bucket, {})
-        return cast(ObjectStore, FakeObjects(store.bucket, data))
+        return cast(ObjectStore, FakeObjects(store.bucket, data, self.failure))
 
 
 # --- all of it together ---------------------------------------------------------------
