@@ -15,7 +15,7 @@ import base64
 import copy
 import dataclasses
 import itertools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -435,6 +435,17 @@ class FakeKube(AsyncKube):
 # --- the watch cache ------------------------------------------------------------------
 
 
+def finished(coro: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that never waits (the index handlers only parse), run
+    without an event loop so that :meth:`Watch.sync` works inside and outside one."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    coro.close()
+    raise AssertionError("an index handler awaited something; it must only compute")
+
+
 class Watch:
     """The operator's :class:`Cache`, filled from ``kube``'s objects by the index functions
     that handlers.py registers with kopf, each time :meth:`sync` is called."""
@@ -471,14 +482,16 @@ class Watch:
                 if any(labels.get(k) != v for k, v in (handler.labels or {}).items()):
                     continue
                 # kopf passes many more keyword arguments; the functions take **_ for them
-                index_fn = cast(Callable[..., Mapping[Any, Any]], handler.fn)
-                found = index_fn(
-                    namespace=namespace,
-                    name=name,
-                    body=body,
-                    spec=body.get("spec", {}),
-                    meta=meta,
-                    labels=labels,
+                index_fn = cast(Callable[..., Coroutine[Any, Any, Mapping[Any, Any]]], handler.fn)
+                found = finished(
+                    index_fn(
+                        namespace=namespace,
+                        name=name,
+                        body=body,
+                        spec=body.get("spec", {}),
+                        meta=meta,
+                        labels=labels,
+                    )
                 )
                 for index_key, value in found.items():
                     self._indexes[handler.id].setdefault(index_key, []).append(value)
