@@ -114,9 +114,6 @@ def test_a_task_turning_ready_is_announced_once() -> None:
     run(body)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="RecentWrites records a removed status field as still set (fixed next)"
-)
 def test_a_removal_is_not_written_again_before_the_cache_saw_it() -> None:
     async def body() -> None:
         cluster = Cluster()
