@@ -131,12 +131,14 @@ class FakeKube(AsyncKube):
       whose last finalizer is removed while it is being deleted is gone. The garbage
       collector runs at once: objects whose ``ownerReferences`` name a deleted object's
       uid are deleted with it, whatever the propagation policy.
-    - Label selectors are equality only.
+    - Label selectors are equality only; a JSON patch knows ``test``, ``add``, ``replace``
+      and ``remove`` of object members (no list indexes, ``-``, ``move`` or ``copy``).
 
     ``requests`` logs every request (:class:`Request`), ``sent`` the body of every write;
-    :meth:`fail` makes the next
-    matching ones raise. :meth:`put` and :meth:`set_status` change objects as other
-    parties would (a user, the StatefulSet controller, the shard runtime), unlogged.
+    :meth:`fail` makes the next matching ones raise (``delete`` and ``get`` read an injected
+    404 or 409 as AsyncKube does: False, None). :meth:`put`, :meth:`set_status` and
+    :meth:`remove` change objects as other parties would (a user, the StatefulSet
+    controller, the shard runtime), unlogged.
     """
 
     def __init__(self) -> None:  # no client, no pool: nothing of the real one is used
@@ -270,7 +272,12 @@ class FakeKube(AsyncKube):
         uid: str | None = None,
         propagation: str = "Background",
     ) -> bool:
-        self._log("delete", kind, name, {"uid": uid, "propagation": propagation})
+        try:
+            self._log("delete", kind, name, {"uid": uid, "propagation": propagation})
+        except ApiError as err:  # an injected refusal, read as AsyncKube.delete reads it
+            if err.status in (404, 409):
+                return False
+            raise
         found = self.objects.get((api_version, kind, namespace, name))
         if found is None:
             return False
@@ -291,7 +298,12 @@ class FakeKube(AsyncKube):
         ]
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Any:
-        self._log("get", kind, name)
+        try:
+            self._log("get", kind, name)
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
         found = self.objects.get((api_version, kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 

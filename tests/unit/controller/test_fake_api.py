@@ -164,3 +164,19 @@ def test_the_watch_shows_the_store_only_once_synced() -> None:
     assert watch.cache.secret_keys(NS, "s") is None
     watch.sync()
     assert watch.cache.secret_keys(NS, "s") == frozenset({"k"})
+
+
+def test_an_injected_refusal_of_a_delete_or_get_is_read_as_the_client_reads_it() -> None:
+    async def body() -> None:
+        kube = FakeKube()
+        await kube.apply(service())
+        kube.fail("delete", "Service", status=409)
+        assert not await kube.delete("v1", "Service", NS, "a")
+        kube.fail("get", "Service", status=404)
+        assert await kube.get("v1", "Service", NS, "a") is None
+        kube.fail("delete", "Service", status=500)
+        with pytest.raises(ApiError):
+            await kube.delete("v1", "Service", NS, "a")
+        assert kube.find("Service", NS, "a") is not None
+
+    run(body)

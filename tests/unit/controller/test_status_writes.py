@@ -112,3 +112,19 @@ def test_a_task_turning_ready_is_announced_once() -> None:
         assert cluster.kube.events().count(("Normal", "Running", TASK)) == 1
 
     run(body)
+
+
+def test_a_removal_is_not_written_again_before_the_cache_saw_it() -> None:
+    async def body() -> None:
+        cluster = Cluster()
+        await cluster.running_task()
+        await cluster.reconcile_task()
+        cluster.kube.remove("Shard", NAMESPACE, SHARD, orphan=True)
+        cluster.sync()
+        cluster.kube.clear_log()
+        await cluster.tasks.reconcile(NAMESPACE, TASK)  # removes shardsByPhase
+        await cluster.tasks.reconcile(NAMESPACE, TASK)  # the cache has not seen that yet
+        await cluster.recorder.flush()
+        assert len(cluster.kube.bodies("apply/status", "Task")) == 1
+
+    run(body)

@@ -141,7 +141,9 @@ class Base:
                 if err.status == 404:  # deleted since the cache saw it: nothing to say
                     return False
                 raise
-            self.recent.wrote(obj, "status", {**observed, **wanted})
+            # the operator's fields as written: one left out of ``wanted`` was removed
+            kept = {k: v for k, v in observed.items() if k not in fields}
+            self.recent.wrote(obj, "status", {**kept, **wanted})
         await self.announce(obj, cond.changes(previous, verdicts))
         return written
 
