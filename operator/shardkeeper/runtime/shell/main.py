@@ -25,6 +25,7 @@ from shardkeeper.api.task import Task
 from shardkeeper.kube.client import Transport
 from shardkeeper.kube.transport import LightClient, kubeconfig_path
 from shardkeeper.runtime.core.metrics import RuntimeMetrics
+from shardkeeper.runtime.core.timer import StopSignal
 from shardkeeper.runtime.shell import logs
 from shardkeeper.runtime.shell.admin_http import AdminServer
 from shardkeeper.runtime.shell.lease import Elector, LeaseApi, LeaseKeeper
@@ -59,7 +60,7 @@ class CoreProcessing:
     def __init__(self, processor: Any) -> None:
         self.processor = processor
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: StopSignal) -> None:
         from shardkeeper.runtime.core.errors import TaskError
 
         try:
