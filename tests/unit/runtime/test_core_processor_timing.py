@@ -47,6 +47,9 @@ class FakeStore:
 
     def __init__(self) -> None:
         self.fail: BaseException | None = None
+        self.hold = threading.Event()  # commits wait for it while it is cleared
+        self.hold.set()
+        self.committing = threading.Event()  # set once a commit began
 
     def guard_statements(self, over: Any) -> None:
         return None
@@ -58,6 +61,8 @@ class FakeStore:
         return None
 
     def commit(self) -> Any:
+        self.committing.set()
+        assert self.hold.wait(SECONDS)
         if self.fail is not None:
             raise self.fail
         return types.SimpleNamespace(begin=0, end=1, seq=1)
@@ -273,7 +278,14 @@ def test_stop_wakes_a_transaction_waiting_for_min_duration(shards: list[Shard_])
 def test_a_failed_commit_wakes_the_idle_loop(shards: list[Shard_]) -> None:
     shard = run(shards, {"minTxnDuration": "0s", "maxTxnDuration": "5s"})
     shard.store.fail = RuntimeError("the disk is gone")
+    shard.store.hold.clear()
     shard.send()
+    # the transaction is with the committer (the loop's wait for its first message is
+    # over), and the loop waits for the next one with no deadline (the previous is not
+    # done): only the committer's WAKE can make it look at the failure
+    assert shard.store.committing.wait(SECONDS)
+    shard.blocked(None)
+    shard.store.hold.set()
     shard.thread.join(SECONDS)
     assert not shard.thread.is_alive(), "the loop did not see the failed commit"
     assert [str(e) for e in shard.error] == ["the disk is gone"]
