@@ -44,6 +44,7 @@ from shardkeeper.runtime.core.processor import (
     ShardContext,
     TransactionSummary,
 )
+from shardkeeper.runtime.core.timer import StopSignal
 from shardkeeper.runtime.shell.collectionio import CollectionWriter
 from shardkeeper.storage.layout import object_key, recovery_log_name
 from shardkeeper.storage.objectstore import ObjectStore
@@ -165,7 +166,7 @@ class RunningShard:
         options = ProcessorOptions(on_commit=self._committed)
         metrics = RuntimeMetrics(CollectorRegistry(), ctx.shard_name)
         self.processor = Processor(ctx, self.store, metrics, options)
-        self.stop = threading.Event()
+        self.stop = StopSignal()
         self.error: list[BaseException] = []
         self.thread = threading.Thread(target=self._run, name="bench shard", daemon=True)
         self.thread.start()

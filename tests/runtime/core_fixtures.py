@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from shardkeeper.runtime.core.processor import (
     TransactionSummary,
 )
 from shardkeeper.runtime.core.sources import ReaderOptions
+from shardkeeper.runtime.core.timer import MONOTONIC, StopSignal, Timer
 from shardkeeper.runtime.shell.collectionio import (
     CollectionWriter,
     JournalDocument,
@@ -161,7 +161,7 @@ class Incarnation:
     processor: Processor
     metrics: RuntimeMetrics
     registry: CollectorRegistry
-    stop: threading.Event
+    stop: StopSignal
     thread: threading.Thread
     error: list[BaseException]
     commits: list[TransactionSummary]
@@ -201,7 +201,7 @@ class ShardRunner:
         volume: Path | None = None,
         ctx: ShardContext | None = None,
         document_time_limit: float = DOCUMENT_TIME_LIMIT,
-        clock: Callable[[], float] = time.monotonic,
+        timer: Timer = MONOTONIC,
     ) -> Incarnation:
         log = RecoveryLog(self.log.store, self.log.name, faults=log_faults)
         store = ShardStore.open(
@@ -213,14 +213,13 @@ class ShardRunner:
         commits: list[TransactionSummary] = []
         options = ProcessorOptions(
             reader=FAST_READS,
-            idle_poll=0.01,
             faults=faults,
             on_commit=commits.append,
             document_time_limit=document_time_limit,
-            clock=clock,
+            timer=timer,
         )
         processor = Processor(ctx or self.ctx, store, metrics, options)
-        stop = threading.Event()
+        stop = StopSignal()
         error: list[BaseException] = []
 
         def run() -> None:

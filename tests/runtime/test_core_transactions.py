@@ -64,7 +64,7 @@ def test_a_zero_min_txn_duration_closes_a_transaction_once_no_document_is_ready(
 ) -> None:
     # the clock never moves: only "nothing is ready" can close the transaction
     ctx = echo_context(objects, "echo", {"minTxnDuration": "0s", "maxTxnDuration": "5s"})
-    shard = ShardRunner(tmp_path, ctx).start(clock=CLOCK)
+    shard = ShardRunner(tmp_path, ctx).start(timer=CLOCK)
     source = writer(objects, "ticks")
     source.append([{"id": 0}])
     wait_for(lambda: shard.commits, timeout=30, what="the first commit")
@@ -79,7 +79,7 @@ def test_min_txn_duration_keeps_a_transaction_open_for_late_documents(
     tmp_path: Path, objects: ObjectStore
 ) -> None:
     ctx = echo_context(objects, "echo", {"minTxnDuration": "1s", "maxTxnDuration": "5s"})
-    shard = ShardRunner(tmp_path, ctx).start(clock=CLOCK)
+    shard = ShardRunner(tmp_path, ctx).start(timer=CLOCK)
     source = writer(objects, "ticks")
     source.append([{"id": 0}])
     # the shard has read and processed the first document; the second comes after it, at
@@ -104,7 +104,7 @@ def test_max_txn_duration_stops_reading_while_documents_keep_coming(
     source = writer(objects, "ticks")
     # 2 ms of the shard's clock each: 1.2 s of documents, always ready
     source.append([{"id": i} for i in range(600)])
-    shard = ShardRunner(tmp_path, ctx).start(clock=CLOCK)
+    shard = ShardRunner(tmp_path, ctx).start(timer=CLOCK)
     wait_for(lambda: echoed(objects) == 600, timeout=60, what="600 echoes")
     assert shard.finish() is None
     commits = shard.commits
@@ -136,7 +136,7 @@ def test_ring_buffer_size_bounds_the_documents_of_a_transaction(
     ctx = echo_context(objects, "echo", shards)
     source = writer(objects, "ticks")
     source.append([{"id": i} for i in range(50)])
-    shard = ShardRunner(tmp_path, ctx).start(clock=CLOCK)
+    shard = ShardRunner(tmp_path, ctx).start(timer=CLOCK)
     assert shard.processor.channel.maxsize * shard.processor.read_batch == 5
     wait_for(lambda: echoed(objects) == 50, timeout=60, what="50 echoes")
     assert shard.finish() is None

@@ -25,7 +25,6 @@ import dataclasses
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -57,6 +56,7 @@ from shardkeeper.runtime.core.outputs import OutputBatch, OutputBuffer, append_b
 from shardkeeper.runtime.core.routing import KeyExtractor, Ranges
 from shardkeeper.runtime.core.schemas import DocumentSchema
 from shardkeeper.runtime.core.sources import LineRouter, ReaderOptions, SourceReader
+from shardkeeper.runtime.core.timer import MONOTONIC, StopSignal, Timer
 from shardkeeper.runtime.core.transactions import TxnTiming
 from shardkeeper.runtime.kinds.capture import (
     CaptureHandler,
@@ -86,6 +86,7 @@ __all__ = [
     "ProcessorOptions",
     "Progress",
     "ShardContext",
+    "StopSignal",
     "TaskFailed",
     "TransactionSummary",
 ]
@@ -133,7 +134,7 @@ class TransactionSummary:
     transaction: int  # its number, counted since the shard was created
     documents: int
     outputs: int
-    started: float  # the clock (ProcessorOptions.clock) at its first message
+    started: float  # the clock (ProcessorOptions.timer) at its first message
     reading_seconds: float  # first message to the close of reading
     total_seconds: float  # first message to outputs appended
 
@@ -144,10 +145,10 @@ DOCUMENT_TIME_LIMIT = 60.0
 @dataclasses.dataclass(frozen=True)
 class ProcessorOptions:
     reader: ReaderOptions = dataclasses.field(default_factory=ReaderOptions)
-    # how often a loop with nothing to do looks at the stop event
-    idle_poll: float = 0.05
     faults: RuntimeFaults = NO_RUNTIME_FAULTS
-    clock: Callable[[], float] = time.monotonic
+    # the clock of transaction durations and how the loop waits for a message until the
+    # next deadline (see .timer); tests pass one they move by hand
+    timer: Timer = MONOTONIC
     # called by the committer after each transaction is entirely done (tests, benchmarks)
     on_commit: Callable[[TransactionSummary], None] | None = None
     # seconds one document may keep a store statement running (a lambda that never ends,
@@ -235,7 +236,8 @@ class Processor:
         self._routers: dict[str, LineRouter] = {}
         self._ranges = Ranges.of(ctx.shard.spec)
         self._faults = self.options.faults
-        self._clock = self.options.clock
+        self._timer = self.options.timer
+        self._clock: Callable[[], float] = self._timer
         self._lock = threading.Lock()
         self._progress = Progress(False, 0, None, {}, 0, None)
         self._feed: Feed | None = None
@@ -265,9 +267,10 @@ class Processor:
         self.metrics.lag_bytes.set(lag)
         return dataclasses.replace(progress, lag_bytes=lag)
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: StopSignal) -> None:
         """Recover, then run transactions until ``stop`` is set (the current one is
-        finished and committed first). Raises :class:`.errors.TaskError` (notably
+        finished and committed first; setting it wakes the loop, which never polls for
+        it). Raises :class:`.errors.TaskError` (notably
         :class:`TaskFailed`) for what a person must fix, and the storage layer's errors
         (:class:`~shardkeeper.storage.errors.Fenced` when another primary took over)."""
         if self.store.role is not Role.PRIMARY:
@@ -275,16 +278,21 @@ class Processor:
                 f"the processor needs a primary store (this one is {self.store.role.value}): "
                 "call store.fence() first"
             )
+        if not isinstance(stop, StopSignal):
+            # a plain Event would be seen only when a message comes: the loop never polls
+            raise TypeError(f"the processor is stopped by a StopSignal, not {stop!r}")
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="commit")
         # compresses output payloads while the transaction goes on (zlib lets go of the
         # interpreter lock), off the way from its last document to its commit
         self._compressor = ThreadPoolExecutor(1, thread_name_prefix="compress")
+        forget_stop = stop.listen(self._wake)
         try:
             self._start()
             self.store.guard_statements(self._over_time)
             self._loop(stop)
             self._wait_previous()
         finally:
+            forget_stop()
             self.store.guard_statements(None)
             self._shutdown()
 
@@ -418,28 +426,34 @@ class Processor:
             self._transaction(first, stop)
 
     def _first_message(self, stop: threading.Event) -> Message | _Lines | None:
-        """Wait for the message that begins a transaction; ``None`` once ``stop`` is set."""
+        """Wait for the message that begins a transaction; ``None`` once ``stop`` is set.
+        No deadline runs out here: the wait ends with a message, or with the WAKE of a
+        stop request or of the committer (the previous commit may have failed)."""
         while not stop.is_set():
             previous = self._previous
             if previous is not None and previous.done.is_set() and previous.error is not None:
                 raise previous.error
-            message = self._take(self.options.idle_poll)
+            message = self._take(None)
             if message is not None and message is not WAKE:
                 return message
         return None
 
-    def _take(self, timeout: float) -> Message | _Lines | None:
+    def _take(self, timeout: float | None) -> Message | _Lines | None:
         """The rest of the batch of lines being routed, else the channel's next message
-        (waiting up to ``timeout`` seconds; 0 waits not at all); ``None`` if none came."""
+        (waiting up to ``timeout`` seconds of the timer; 0 waits not at all, ``None`` until
+        one comes); ``None`` if none came."""
         if self._lines is not None:
             return self._lines
-        try:
-            if timeout <= 0:
+        if timeout is not None and timeout <= 0:
+            try:
                 message = self.channel.get_nowait()
-            else:
-                message = self.channel.get(timeout=timeout)
-        except queue.Empty:
-            return None
+            except queue.Empty:
+                return None
+        else:
+            waited = self._timer.wait(self.channel, timeout)
+            if waited is None:
+                return None
+            message = waited
         if isinstance(message, SourceLines):
             self._lines = _Lines(message)
             return self._lines
@@ -477,10 +491,13 @@ class Processor:
                 return
             message = self._take(0)
             if message is None:
+                # the next deadline: the end of minTxnDuration (maxTxnDuration is never
+                # nearer, and only ends reading between ready messages); a stop request
+                # wakes the wait before it
                 wait = timing.wait_for_more(elapsed)
                 if wait <= 0:
                     return
-                message = self._take(min(wait, self.options.idle_poll))
+                message = self._take(wait)
                 if message is None:
                     continue
             if message is not WAKE:
@@ -676,7 +693,6 @@ class Processor:
         except BaseException as exc:
             self._fail_commit(commit, exc)
             commit.store_done.set()
-            self._wake()
             return
         commit.store_done.set()
         self._wake()
@@ -731,6 +747,8 @@ class Processor:
         for captured in commit.open.captured:
             captured.settle(error)
         commit.done.set()
+        # a loop waiting for the next transaction's first message must see the failure
+        self._wake()
 
 
 def _lag(heads: Mapping[str, int], offsets: Mapping[str, int]) -> int:

@@ -27,6 +27,7 @@ from shardkeeper.kube.config import locate
 from shardkeeper.kube.election import Elector, KubeLeaseApi
 from shardkeeper.kube.transport import LightClient
 from shardkeeper.runtime.core.metrics import RuntimeMetrics
+from shardkeeper.runtime.core.timer import StopSignal
 from shardkeeper.runtime.shell import logs
 from shardkeeper.runtime.shell.admin_http import AdminServer
 from shardkeeper.runtime.shell.lease import LeaseKeeper
@@ -61,7 +62,7 @@ class CoreProcessing:
     def __init__(self, processor: Any) -> None:
         self.processor = processor
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: StopSignal) -> None:
         from shardkeeper.runtime.core.errors import TaskError
 
         try:

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from shardkeeper.api.shard import Checkpoint, CommitPoint, ReplicaState, ReplicaStatus
+from shardkeeper.runtime.core.timer import StopSignal
 from shardkeeper.runtime.shell.lease import LeaseKeeper
 from shardkeeper.runtime.shell.logs import LogContext
 from shardkeeper.runtime.shell.reporting import PrimaryStatus, StatusReporter, clip_message
@@ -80,7 +81,7 @@ class ReportedProgress:
 
 
 class Processing(Protocol):
-    def run(self, stop: threading.Event) -> None: ...
+    def run(self, stop: StopSignal) -> None: ...
 
     def progress(self) -> ReportedProgress: ...
 
@@ -386,7 +387,7 @@ class Replica:
         )
         self.reporter.primary(PrimaryStatus(self.pod, epoch, recovery_log_head=store.position))
         processor = self.hooks.processor(resources, store)
-        stop = threading.Event()
+        stop = StopSignal()
         outcome: list[BaseException | None] = []
 
         def run() -> None:
