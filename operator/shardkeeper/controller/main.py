@@ -23,7 +23,7 @@ from shardkeeper.controller.engine import kube, metrics
 from shardkeeper.controller.engine.cache import Cache
 from shardkeeper.controller.engine.events import Recorder
 from shardkeeper.controller.engine.handlers import build_registry
-from shardkeeper.controller.engine.leader import Elector
+from shardkeeper.controller.engine.leader import LeaderElector
 from shardkeeper.controller.engine.manager import Manager
 from shardkeeper.controller.engine.queue import WorkQueue
 from shardkeeper.controller.reconcilers.base import Deps
@@ -96,7 +96,7 @@ def main(argv: Sequence[str]) -> int:
 async def run(args: argparse.Namespace) -> int:
     client = kube.AsyncKube(kube.connect())
     server = await metrics.serve(args.metrics_port, args.metrics_address)
-    elector = Elector(
+    elector = LeaderElector(
         client, args.leader_election_namespace, args.leader_election_name, args.identity
     )
     stop = asyncio.Event()
@@ -118,7 +118,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def lead(
-    args: argparse.Namespace, client: kube.AsyncKube, elector: Elector, stop: asyncio.Event
+    args: argparse.Namespace, client: kube.AsyncKube, elector: LeaderElector, stop: asyncio.Event
 ) -> int:
     queue = WorkQueue()
     deps = Deps(

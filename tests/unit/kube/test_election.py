@@ -16,8 +16,7 @@ from prometheus_client import REGISTRY
 from tests.support.clock import Clock
 from tests.support.leases import FakeLeaseApi
 
-from shardkeeper.controller.engine.leader import Elector as LeaderElector
-from shardkeeper.controller.engine.leader import Timing
+from shardkeeper.controller.engine.leader import LeaderElector, Timing
 from shardkeeper.kube.election import Elector, StepResult
 from shardkeeper.kube.lease import LEASE_API_VERSION, LeaseRecord, Verdict
 

@@ -40,7 +40,7 @@ def _count(verb: str) -> None:
     metrics.API_REQUESTS.labels(verb=verb, resource="leases").inc()
 
 
-class Elector:
+class LeaderElector:
     """The operator's side of :class:`shardkeeper.kube.election.Elector`: its steps run in
     the client's thread pool, and a leader renews without reading the Lease first (one
     request a renewal). ``api`` is the Lease's API, by default the API server's."""
