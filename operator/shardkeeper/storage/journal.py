@@ -19,7 +19,7 @@ import dataclasses
 import json
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from shardkeeper.storage import errors
 from shardkeeper.storage.faults import NO_FAULTS, FaultPoint, Faults
@@ -63,10 +63,30 @@ class FenceInfo:
     epoch: int
 
 
-def fence_payload(epoch: int, note: str) -> bytes:
+# what a fence says its writer will append for: opaque to storage (the runtime puts the
+# ranges of the shard there, see docs/splits.md)
+Claim = Mapping[str, str]
+
+
+def fence_payload(epoch: int, note: str, owns: Claim | None = None) -> bytes:
     # the nonce makes every fence unique, so a writer never mistakes another's for its own
-    body = {"epoch": epoch, "note": note, "nonce": uuid.uuid4().hex}
+    body: dict[str, object] = {"epoch": epoch, "note": note, "nonce": uuid.uuid4().hex}
+    if owns is not None:
+        body["owns"] = dict(owns)
     return json.dumps(body, sort_keys=True).encode()
+
+
+def fence_claim(fragment: Fragment) -> dict[str, str] | None:
+    """The claim of a fence fragment; ``None`` for a fence without one (or no fence)."""
+    if fragment.kind is not FragmentKind.FENCE:
+        return None
+    try:
+        owns = json.loads(fragment.payload).get("owns")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(owns, dict):
+        return None
+    return {str(k): str(v) for k, v in owns.items()}
 
 
 class Journal:
@@ -251,7 +271,7 @@ class Journal:
         return 0 if last is None else last.epoch
 
     def fence(
-        self, epoch: int, *, note: str = "", from_offset: int = 0
+        self, epoch: int, *, note: str = "", from_offset: int = 0, owns: Claim | None = None
     ) -> tuple[JournalWriter, FenceInfo]:
         """Take the journal over with ``epoch``: append a fence at the head, wherever it is.
 
@@ -265,7 +285,7 @@ class Journal:
         newest = self.last_epoch(infos)
         if newest > epoch:
             raise errors.StaleEpoch(self.name, epoch, newest)
-        payload = fence_payload(epoch, note)
+        payload = fence_payload(epoch, note, owns)
         while True:
             writer = JournalWriter(self, epoch, head)
             taken = writer.try_append(payload, FragmentKind.FENCE)

@@ -6,6 +6,7 @@ Layout under the log's name (a key prefix such as ``recovery/<task>/<shard>``)::
     <name>/snapshots/<offset>-<id>.json         snapshot manifests, by the offset they reach
     <name>/snapshot-data/<offset>-<id>/<part>   snapshot page data
     <name>/forks/<child log, escaped>.json      logs forked from this one, for pruning
+    <name>/claims/<offset>.json                 what each fence at that offset claims
 
 Offsets in keys are 16 zero-padded hex digits, so listings come in offset order.
 """
@@ -19,9 +20,20 @@ import urllib.parse
 from shardkeeper.storage import errors
 from shardkeeper.storage.faults import NO_FAULTS, Faults
 from shardkeeper.storage.fragment import OFFSET_DIGITS, Fragment, FragmentKind
-from shardkeeper.storage.journal import FenceInfo, Journal
+from shardkeeper.storage.journal import Claim, FenceInfo, Journal
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.records import FORK_MAGIC, ForkRecord, decode_record
+
+
+@dataclasses.dataclass(frozen=True)
+class FenceClaim:
+    """An index entry: the fence at ``offset`` was written by ``epoch`` and claims
+    ``owns``. The fence itself holds the same claim; the index spares reading the
+    journal to find it."""
+
+    offset: int
+    epoch: int
+    owns: dict[str, str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +77,13 @@ class RecoveryLog:
     def forks_prefix(self) -> str:
         return f"{self.name}/forks/"
 
+    @property
+    def claims_prefix(self) -> str:
+        return f"{self.name}/claims/"
+
+    def claim_key(self, offset: int) -> str:
+        return f"{self.claims_prefix}{offset:0{OFFSET_DIGITS}x}.json"
+
     def snapshot_id(self, offset: int, nonce: str) -> str:
         return f"{offset:0{OFFSET_DIGITS}x}-{nonce}"
 
@@ -83,6 +102,29 @@ class RecoveryLog:
         """Take this log over for ``epoch`` without a store (e.g. to hand a split off)."""
         _, fence = self.journal.fence(epoch, note=note, from_offset=from_offset)
         return fence
+
+    def index_claim(self, fence: FenceInfo, owns: Claim) -> None:
+        """Record what the fence ``fence`` claims. A writer does so before its first commit
+        after that fence, so a claim that governs commits is always in the index."""
+        body = json.dumps({"epoch": fence.epoch, "owns": dict(owns)}, sort_keys=True).encode()
+        self.store.put(self.claim_key(fence.offset), body)
+
+    def claims(self) -> list[FenceClaim]:
+        """The indexed claims, in offset order."""
+        found = []
+        for obj in self.store.list(self.claims_prefix):
+            name = obj.key[len(self.claims_prefix) :].removesuffix(".json")
+            data = self.store.get(obj.key)
+            if data is None:
+                continue
+            try:
+                offset = int(name, 16)
+                body = json.loads(data)
+                owns = {str(k): str(v) for k, v in dict(body["owns"]).items()}
+                found.append(FenceClaim(offset, int(body["epoch"]), owns))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise errors.JournalCorrupt(f"{obj.key}: unreadable claim: {exc}") from None
+        return sorted(found, key=lambda c: c.offset)
 
     def fork_record(self) -> tuple[Fragment, ForkRecord] | None:
         """The fork record this log starts with, if it was forked from another log."""

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 from shardkeeper.storage import errors
-from shardkeeper.storage.fragment import FragmentKind
+from shardkeeper.storage.fragment import Fragment, FragmentKind
 from shardkeeper.storage.records import CommitRecord, ForkRecord, decode_record
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.snapshot import Manifest, latest_snapshot, restore_snapshot
@@ -131,11 +132,17 @@ def replay(
     segments: tuple[Segment, ...],
     *,
     read_ahead: int,
-) -> None:
+    stop_before: Callable[[Fragment], bool] | None = None,
+) -> int | None:
     """Apply every commit of ``segments`` (from ``state.offset`` in the first) to the
-    closed database file, and check that each bounded segment ends at a fence."""
+    closed database file, and check that each bounded segment ends at a fence.
+
+    ``stop_before`` is asked of every fence on the way: when it holds, replay stops right
+    before that fence and returns its offset (``None``: it went to the end)."""
     with volume.writing_pages(state.page_size or 4096) as writer:
-        apply_segments(writer, state, segments, read_ahead=read_ahead)
+        return apply_segments(
+            writer, state, segments, read_ahead=read_ahead, stop_before=stop_before
+        )
 
 
 def apply_segments(
@@ -144,7 +151,8 @@ def apply_segments(
     segments: tuple[Segment, ...],
     *,
     read_ahead: int,
-) -> None:
+    stop_before: Callable[[Fragment], bool] | None = None,
+) -> int | None:
     """:func:`replay` through a writer the caller holds (and syncs)."""
     for number, segment in enumerate(segments):
         offset = state.offset if number == 0 else segment.start
@@ -152,6 +160,13 @@ def apply_segments(
         state.log = segment.log
         state.offset = offset
         for fragment in journal.read(offset, segment.until, read_ahead=read_ahead, boundary=True):
+            if (
+                stop_before is not None
+                and fragment.kind is FragmentKind.FENCE
+                and stop_before(fragment)
+            ):
+                writer.resize(state.db_pages)
+                return fragment.begin
             if fragment.kind is FragmentKind.DATA:
                 where = journal.key(fragment.begin)
                 record = decode_record(where, fragment.payload)
@@ -174,6 +189,7 @@ def apply_segments(
         if segment.until is not None:
             check_fence(segment, state.offset)
     writer.resize(state.db_pages)
+    return None
 
 
 def check_fence(segment: Segment, offset: int) -> None:

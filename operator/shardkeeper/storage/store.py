@@ -49,7 +49,8 @@ from typing import Any
 from shardkeeper.storage import errors
 from shardkeeper.storage.authorizer import Mode, authorize
 from shardkeeper.storage.faults import FaultPoint
-from shardkeeper.storage.journal import FenceInfo, JournalWriter
+from shardkeeper.storage.fragment import Fragment
+from shardkeeper.storage.journal import Claim, FenceInfo, JournalWriter
 from shardkeeper.storage.records import (
     CommitRecord,
     ForkRecord,
@@ -212,6 +213,7 @@ class ShardStore:
         epoch: int,
         *,
         options: StoreOptions | None = None,
+        owns: Claim | None = None,
     ) -> ShardStore:
         """Open the primary of ``child``, forked from ``parent`` at the fence at
         ``fence_offset``. Safe to call again after a crash: a fork that already happened
@@ -225,10 +227,10 @@ class ShardStore:
                     f"{record.fence_offset:#x}, not from {parent.name!r} at {fence_offset:#x}"
                 )
             store = cls.open(volume_dir, child, epoch, options=options)
-            store.fence()
+            store.fence(owns)
             return store
         store = cls.open(volume_dir, parent, epoch, until=fence_offset, options=options)
-        store.fork_into(child, fence_offset)
+        store.fork_into(child, fence_offset, owns)
         return store
 
     # -- state -----------------------------------------------------------------------------
@@ -263,9 +265,18 @@ class ShardStore:
 
     # -- standby ---------------------------------------------------------------------------
 
-    def catch_up(self) -> int:
+    @property
+    def until(self) -> int | None:
+        """The fence this standby stops at (it can only be forked from there), if any."""
+        return self._until
+
+    def catch_up(self, *, stop_before: Callable[[Fragment], bool] | None = None) -> int:
         """Apply the records appended to the log since the last call (standby only).
-        Returns how many commits were applied."""
+        Returns how many commits were applied.
+
+        ``stop_before`` is asked of each fence on the way; the first one it holds for
+        becomes :attr:`until`: this standby never applies past it, and can only be forked
+        from there (a split's hand-off, see docs/splits.md)."""
         if self._role is not Role.STANDBY:
             raise errors.StoreClosed(
                 f"catch_up() needs a standby, this store is {self._role.value}"
@@ -273,7 +284,15 @@ class ShardStore:
         before = self._replay.commits
         if self._until is None:
             segment = Segment(self.log, self._replay.offset, None)
-            replay(self.volume, self._replay, (segment,), read_ahead=self.options.read_ahead)
+            stopped = replay(
+                self.volume,
+                self._replay,
+                (segment,),
+                read_ahead=self.options.read_ahead,
+                stop_before=stop_before,
+            )
+            if stopped is not None:
+                self._until = stopped
         else:
             self._catch_up_until(self._until)
         return self._replay.commits - before
@@ -284,11 +303,13 @@ class ShardStore:
             return
         replay(self.volume, self._replay, (segment,), read_ahead=self.options.read_ahead)
 
-    def fence(self) -> FenceInfo:
+    def fence(self, owns: Claim | None = None) -> FenceInfo:
         """Take the log over with this store's epoch and become primary.
 
         Whatever other writers appended before the fence lands is applied first; from the
-        fence on, every older writer's append fails.
+        fence on, every older writer's append fails. ``owns`` is what the fence claims; it
+        is indexed (:meth:`RecoveryLog.index_claim`) before this returns, so before any
+        commit under it.
         """
         if self._role is not Role.STANDBY:
             raise errors.StoreClosed(f"fence() needs a standby, this store is {self._role.value}")
@@ -298,11 +319,45 @@ class ShardStore:
                 f"{self.log.name!r}; fork it into a new log instead (fork_into)"
             )
         writer, fence = self.log.journal.fence(
-            self.epoch, note=f"shard store {self.volume.directory}", from_offset=self.position
+            self.epoch,
+            note=f"shard store {self.volume.directory}",
+            from_offset=self.position,
+            owns=owns,
         )
+        if owns is not None:
+            self.log.index_claim(fence, owns)
         self._apply_until(fence.offset)
         self._replay.offset = fence.end
         self._become_primary(writer)
+        return fence
+
+    def refence(self, epoch: int, owns: Claim) -> FenceInfo:
+        """Primary only, between transactions: fence the log again with a newer ``epoch``
+        and another claim (a split narrowed this shard). Commits after it count for the
+        new claim only. Raises :class:`StaleEpoch` if someone else took the log over."""
+        self._check_can_write()
+        with self._lock:
+            if self._txn is not None:
+                raise errors.StorageError("refence() needs the transaction ended first")
+            head = self.log.journal.head(self._replay.offset)
+            if head != self._replay.offset:
+                # a newer primary fenced after our last commit: ours would land after it
+                journal = self.log.journal
+                theirs = journal.last_epoch(journal.list_fragments(self._replay.offset))
+                raise errors.Fenced(self.log.name, self._replay.offset, self.epoch, theirs)
+            writer, fence = self.log.journal.fence(
+                epoch,
+                note=f"shard store {self.volume.directory}",
+                from_offset=self.position,
+                owns=owns,
+            )
+            if fence.offset != self._replay.offset:
+                # someone appended after our last commit: we were fenced meanwhile
+                raise errors.Fenced(self.log.name, self._replay.offset, self.epoch, fence.epoch)
+            self.log.index_claim(fence, owns)
+            self._writer = writer
+            self.epoch = epoch
+            self._replay.offset = fence.end
         return fence
 
     def _apply_until(self, until: int) -> None:
@@ -310,7 +365,9 @@ class ShardStore:
             segment = Segment(self.log, self._replay.offset, until)
             replay(self.volume, self._replay, (segment,), read_ahead=self.options.read_ahead)
 
-    def fork_into(self, child: RecoveryLog, fence_offset: int) -> FenceInfo:
+    def fork_into(
+        self, child: RecoveryLog, fence_offset: int, owns: Claim | None = None
+    ) -> FenceInfo:
         """Become the primary of ``child``, a new log whose history is this store's log up
         to the fence at ``fence_offset``. The parent log learns of the fork (for pruning)
         before the child log records it."""
@@ -343,7 +400,7 @@ class ShardStore:
         self._until = None
         self._replay.log = child
         self._replay.offset = written.end
-        fence = self.fence()
+        fence = self.fence(owns)
         if self.options.background_snapshots:
             # the child depends on the parent's data until it has a snapshot of its own
             self._bytes_since_snapshot = self.options.snapshot_every_bytes or 0

@@ -22,7 +22,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from json.encoder import encode_basestring
 from operator import itemgetter
 from typing import Any
@@ -188,3 +188,34 @@ class Ranges:
 
     def owns_clock(self, clock: int) -> bool:
         return self.r_clock_begin <= clock <= self.r_clock_end
+
+    def overlaps(self, other: Ranges) -> bool:
+        """Whether some key and r-clock point is owned by both."""
+        return (
+            self.key_begin <= other.key_end
+            and other.key_begin <= self.key_end
+            and self.r_clock_begin <= other.r_clock_end
+            and other.r_clock_begin <= self.r_clock_end
+        )
+
+    def claim(self) -> dict[str, str]:
+        """The ranges as a fence claims them (docs/splits.md): 8 hex digits each."""
+        return {
+            "keyBegin": f"{self.key_begin:08x}",
+            "keyEnd": f"{self.key_end:08x}",
+            "rClockBegin": f"{self.r_clock_begin:08x}",
+            "rClockEnd": f"{self.r_clock_end:08x}",
+        }
+
+    @classmethod
+    def from_claim(cls, claim: Mapping[str, str]) -> Ranges:
+        """The ranges of a fence's claim; ValueError for one that is not a claim."""
+        try:
+            return cls(
+                int(claim["keyBegin"], 16),
+                int(claim["keyEnd"], 16),
+                int(claim["rClockBegin"], 16),
+                int(claim["rClockEnd"], 16),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a claim of ranges: {claim!r}") from exc

@@ -20,7 +20,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from shardkeeper.api.shard import CommitPoint, ReplicaState
+from shardkeeper.api.shard import CommitPoint, ReplicaState, Shard
 from shardkeeper.api.task import Task
 from shardkeeper.kube.client import Transport
 from shardkeeper.kube.config import locate
@@ -30,6 +30,7 @@ from shardkeeper.runtime.core.metrics import RuntimeMetrics
 from shardkeeper.runtime.core.timer import StopSignal
 from shardkeeper.runtime.shell import logs
 from shardkeeper.runtime.shell.admin_http import AdminServer
+from shardkeeper.runtime.shell.handoff import open_shard_store
 from shardkeeper.runtime.shell.lease import LeaseKeeper
 from shardkeeper.runtime.shell.replica import (
     Processing,
@@ -44,6 +45,7 @@ from shardkeeper.runtime.shell.startup import (
     ShardResources,
     StartupError,
     load_resources,
+    load_shard,
     secret_resolver,
 )
 from shardkeeper.storage.objectstore import ObjectStore
@@ -105,10 +107,12 @@ class RuntimeHooks:
             raise StartupError(str(exc)) from None
 
     def open_store(self, resources: ShardResources) -> ShardStore:
-        log_ = RecoveryLog(self.objects(resources), resources.recovery_log)
+        own = RecoveryLog(self.objects(resources), resources.recovery_log)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        # the epoch is chosen when this replica fences the log (replica.next_epoch)
-        return ShardStore.open(self.settings.data_dir, log_, 0)
+        return open_shard_store(own, self.settings.data_dir, resources)
+
+    def current_shard(self, resources: ShardResources) -> Shard:
+        return load_shard(self.reader, resources.shard_name)
 
     def processor(self, resources: ShardResources, store: ShardStore) -> Processing:
         from shardkeeper.runtime.core.processor import Processor, ShardContext

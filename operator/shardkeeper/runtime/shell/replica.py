@@ -13,8 +13,17 @@
   volume that matches the log replays only the tail).
 - **STANDBY**: apply the log's new records as they land, and stand for the Lease.
 - **PRIMARY**: having won the Lease, fence the recovery log with an epoch above every
-  epoch in it (so a paused old primary can never commit again), then run the processor
-  until told to stop.
+  epoch in it (so a paused old primary can never commit again), claiming the shard's
+  ranges, then run the processor until told to stop.
+
+Splits (docs/splits.md):
+
+- A primary whose Shard narrows (the operator's hand-off) ends its transaction, fences
+  its log again claiming the narrower ranges, and goes on with them.
+- A shard that a split builds (``splitSource``) and that has not forked yet follows its
+  parent's log instead of its own, and stops right before the fence that hands its range
+  off. The replica that holds the Lease then forks into the shard's own log and becomes
+  PRIMARY; the others start over on the shard's own log.
 
 How a primary ends:
 
@@ -41,13 +50,16 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from shardkeeper.api.shard import Checkpoint, CommitPoint, ReplicaState, ReplicaStatus
+from shardkeeper.api.shard import Checkpoint, CommitPoint, ReplicaState, ReplicaStatus, Shard
+from shardkeeper.runtime.core.routing import Ranges
 from shardkeeper.runtime.core.timer import StopSignal
+from shardkeeper.runtime.shell.handoff import hand_off_fence
 from shardkeeper.runtime.shell.lease import LeaseKeeper
 from shardkeeper.runtime.shell.logs import LogContext
 from shardkeeper.runtime.shell.reporting import PrimaryStatus, StatusReporter, clip_message
 from shardkeeper.runtime.shell.startup import ShardResources, StartupError
 from shardkeeper.storage import errors
+from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.retry import PollBackoff, PollPolicy
 from shardkeeper.storage.store import Role, ShardStore
 
@@ -63,6 +75,10 @@ TAILING_STALE_AFTER = 10.0
 PROGRESS_EVERY = 0.5
 # how often a replica that failed its task looks for a change of the Task
 TASK_RECHECK_EVERY = 5.0
+# how often a primary reads its Shard, to see a split narrow it: often while the Shard
+# has split targets (a hand-off is near), seldom otherwise
+SPEC_CHECK_SPLITTING = 0.5
+SPEC_CHECK_EVERY = 5.0
 
 
 class ProcessingFailed(Exception):
@@ -99,6 +115,8 @@ class Hooks(Protocol):
 
     def task_generation(self, resources: ShardResources) -> int | None: ...
 
+    def current_shard(self, resources: ShardResources) -> Shard: ...
+
     def observe_state(self, state: ReplicaState) -> None: ...
 
     def observe_recovery(self, seconds: float) -> None: ...
@@ -114,21 +132,23 @@ class _Standby(enum.Enum):
     STOPPED = "shutting down"
     FAILED = "failed"
     LOST = "lost the Lease"
+    FORKED = "the split forked this shard's own log"
 
 
 # --- pure helpers ----------------------------------------------------------------------------
 
 
-def next_epoch(store: ShardStore) -> int:
-    """One above the newest epoch in the store's recovery log.
+def next_epoch(store: ShardStore, log: RecoveryLog | None = None) -> int:
+    """One above the newest epoch in ``log`` (the store's recovery log by default).
 
     The newest fragment may be a fence of a primary that never committed, so the epoch of
     the last commit is not enough: list from that commit (a fragment boundary) to the head
     and read the last fragment.
     """
-    journal = store.log.journal
+    log = log or store.log
+    journal = log.journal
     last = store.last_commit
-    start = last.begin if last is not None and last.log == store.log.name else 0
+    start = last.begin if last is not None and last.log == log.name else 0
     newest = journal.last_epoch(journal.list_fragments(start))
     return max(newest, last.epoch if last is not None else 0) + 1
 
@@ -317,7 +337,7 @@ class Replica:
             report.seconds,
         )
         try:
-            outcome = self._standby(store)
+            outcome = self._standby(store, resources)
             if outcome is _Standby.LOST:
                 self._enter(ReplicaState.FAILED, "lost the Lease; restarting as a standby")
                 return Exit.RESTART_AS_STANDBY
@@ -329,30 +349,54 @@ class Replica:
         finally:
             store.close()
 
-    def _standby(self, store: ShardStore) -> _Standby:
-        """Tail the log until this replica wins the Lease, shuts down or fails."""
+    def _standby(self, store: ShardStore, resources: ShardResources) -> _Standby:
+        """Tail the log until this replica wins the Lease, shuts down or fails.
+
+        A shard that a split builds tails its parent's log up to the hand-off; only then
+        does winning the Lease count (see the module's docstring)."""
         lease = self._lease
         assert lease is not None
+        splitting = store.log.name != resources.recovery_log
+        ranges = Ranges.of(resources.shard.spec)
+        stop_before = hand_off_fence(ranges) if splitting else None
+        own = store.log.sibling(resources.recovery_log)
         poll = PollBackoff(TAIL_POLL)
         first = True
         while not self.shutdown.is_set():
             if lease.lost.is_set():
                 return _Standby.LOST
-            if lease.acquired.is_set() and lease.held():
+            # a shard a split builds may only take over at the hand-off
+            ready = not splitting or store.until is not None
+            if ready and lease.acquired.is_set() and lease.held():
                 return _Standby.WON
+            message = ""
             try:
                 before = store.position
-                applied = store.catch_up()
+                applied = store.catch_up(stop_before=stop_before)
+                lag = store.position - before
+                if splitting:
+                    end = store.until
+                    if end is None:
+                        end = store.log.journal.head(store.position)
+                        message = f"split from {store.log.name}: following its log"
+                    elif lease.held():
+                        message = f"split from {store.log.name}: forking at {end:#x}"
+                    elif own.fork_record() is not None:
+                        return _Standby.FORKED
+                    else:
+                        message = f"split from {store.log.name}: handed off at {end:#x}"
+                    lag = max(0, end - store.position)
             except errors.StorageError as exc:
                 self._enter(ReplicaState.FAILED, failure_message(exc))
                 return _Standby.FAILED
             last = store.last_commit
             self._enter(
                 ReplicaState.STANDBY,
+                message,
                 epoch=last.epoch if last else 0,
                 last_commit=CommitPoint(offset=store.position) if last else None,
                 recovery_log_head=store.position,
-                lag=store.position - before,
+                lag=lag,
                 tailed_at=self._monotonic(),
             )
             if first:
@@ -364,28 +408,79 @@ class Replica:
             self._wake.clear()
         return _Standby.STOPPED
 
+    def _take_over(
+        self, resources: ShardResources, store: ShardStore
+    ) -> tuple[ShardResources, int]:
+        """Fence (or, for a shard a split builds, fork into) the shard's log, claiming its
+        ranges; then claim what its Shard says now, which a split may have narrowed since
+        it was read. The resources as they now are, and the epoch."""
+        ranges = Ranges.of(resources.shard.spec)
+        if store.log.name != resources.recovery_log:
+            own = store.log.sibling(resources.recovery_log)
+            epoch = next_epoch(store, own)
+            store.epoch = epoch
+            assert store.until is not None
+            fence = store.fork_into(own, store.until, ranges.claim())
+            log.info("forked from the parent's log", extra={"fence_offset": fence.offset})
+        else:
+            epoch = next_epoch(store)
+            store.epoch = epoch
+            fence = store.fence(ranges.claim())
+            log.info("fenced the recovery log", extra={"fence_offset": fence.offset})
+        return self._claim_current(resources, store, epoch)
+
+    def _claim_current(
+        self, resources: ShardResources, store: ShardStore, epoch: int, shard: Shard | None = None
+    ) -> tuple[ShardResources, int]:
+        """Fence again if the Shard's ranges are not the ones the last fence claimed."""
+        shard = shard or self.hooks.current_shard(resources)
+        claimed, now = Ranges.of(resources.shard.spec), Ranges.of(shard.spec)
+        resources = dataclasses.replace(resources, shard=shard)
+        if now != claimed:
+            epoch += 1
+            fence = store.refence(epoch, now.claim())
+            log.info(
+                "the Shard narrowed: fenced again claiming %s",
+                now.claim(),
+                extra={"fence_offset": fence.offset},
+            )
+        return resources, epoch
+
     def _primary(self, resources: ShardResources, store: ShardStore) -> Exit | None:
         lease = self._lease
         assert lease is not None
         try:
-            epoch = next_epoch(store)
-            store.epoch = epoch
-            fence = store.fence()
-        except errors.StorageError as exc:
+            resources, epoch = self._take_over(resources, store)
+        except (errors.StorageError, StartupError) as exc:
             # StaleEpoch: someone fenced with a newer epoch since we looked; they are primary
             self._enter(ReplicaState.FAILED, failure_message(exc))
             self._give_up_lease()
             return None
-        self.context.set_epoch(epoch)
-        log.info("fenced the recovery log", extra={"fence_offset": fence.offset})
-        self._enter(
-            ReplicaState.PRIMARY,
-            epoch=epoch,
-            recovery_log_head=store.position,
-            lag=0,
-            tailed_at=None,
-        )
-        self.reporter.primary(PrimaryStatus(self.pod, epoch, recovery_log_head=store.position))
+        while True:
+            self.context.set_epoch(epoch)
+            self._enter(
+                ReplicaState.PRIMARY,
+                epoch=epoch,
+                recovery_log_head=store.position,
+                lag=0,
+                tailed_at=None,
+            )
+            self.reporter.primary(PrimaryStatus(self.pod, epoch, recovery_log_head=store.position))
+            processor, error, narrowed = self._process(resources, store, epoch)
+            if narrowed is None or error is not None or lease.lost.is_set():
+                return self._after_processing(resources, store, processor, epoch, error)
+            try:
+                resources, epoch = self._claim_current(resources, store, epoch, narrowed)
+            except errors.StorageError as exc:
+                return self._after_processing(resources, store, processor, epoch, exc)
+
+    def _process(
+        self, resources: ShardResources, store: ShardStore, epoch: int
+    ) -> tuple[Processing, BaseException | None, Shard | None]:
+        """Run the processor until it ends, or until the Shard's ranges narrow (then it
+        ends its transaction and returns): the processor, its error, the narrowed Shard."""
+        lease = self._lease
+        assert lease is not None
         processor = self.hooks.processor(resources, store)
         stop = StopSignal()
         outcome: list[BaseException | None] = []
@@ -401,6 +496,9 @@ class Replica:
 
         thread = threading.Thread(target=run, name="processor", daemon=True)
         thread.start()
+        narrowed: Shard | None = None
+        near = bool(resources.shard.spec.split_targets)  # a hand-off may come soon
+        checked = self._monotonic()
         while not outcome:
             self._wake.wait(PROGRESS_EVERY)
             self._wake.clear()
@@ -410,11 +508,40 @@ class Replica:
             if lease.lost.is_set():
                 stop.set()
                 break
+            every = SPEC_CHECK_SPLITTING if near else SPEC_CHECK_EVERY
+            if narrowed is None and self._monotonic() - checked >= every:
+                checked = self._monotonic()
+                shard = self._read_shard(resources)
+                if shard is not None:
+                    near = bool(shard.spec.split_targets)
+                    if Ranges.of(shard.spec) != Ranges.of(resources.shard.spec):
+                        log.info("the Shard narrowed: ending the transaction to hand off")
+                        narrowed = shard
+                        stop.set()
         if lease.lost.is_set():
             # stop at once: whatever the processor does now, the fence keeps it from
             # committing once the next primary has taken over
             thread.join(timeout=min(5.0, lease.duration))
-        error = outcome[0] if outcome else None
+        return processor, (outcome[0] if outcome else None), narrowed
+
+    def _read_shard(self, resources: ShardResources) -> Shard | None:
+        try:
+            return self.hooks.current_shard(resources)
+        except StartupError as exc:
+            # the next look may succeed; until then the last fence's claim holds
+            log.warning("could not read the Shard: %s", exc)
+            return None
+
+    def _after_processing(
+        self,
+        resources: ShardResources,
+        store: ShardStore,
+        processor: Processing,
+        epoch: int,
+        error: BaseException | None,
+    ) -> Exit | None:
+        lease = self._lease
+        assert lease is not None
         if isinstance(error, errors.Fenced) or store.role is Role.FENCED:
             self._enter(
                 ReplicaState.FAILED,

@@ -43,6 +43,9 @@ class ShardResources:
     mapping: StorageMapping
     # {"accessKeyId", "secretAccessKey"} from the Secret; empty for ambient credentials
     credentials: dict[str, str]
+    # while a split builds this shard: the key prefix of the parent's recovery log
+    # (None when the parent is gone, or no split builds it)
+    split_source_log: str | None = None
 
     @property
     def shard_name(self) -> str:
@@ -162,7 +165,7 @@ def _load(reader: KubeReader, kind: type[R], name: str, why: str) -> R:
 
 
 def load_resources(reader: KubeReader, shard_name: str) -> ShardResources:
-    shard = _load(reader, Shard, shard_name, "named by SHARDKEEPER_SHARD")
+    shard = load_shard(reader, shard_name)
     task_name = shard.spec.task
     task = _load(reader, Task, task_name, f"spec.task of Shard {shard_name!r}")
     collections: dict[str, Collection] = {}
@@ -182,6 +185,13 @@ def load_resources(reader: KubeReader, shard_name: str) -> ShardResources:
                 f"StorageMapping {other!r} (spec.storageMapping of Collection {name!r}) does "
                 f"not exist in namespace {reader.namespace!r}: create it, or fix the reference"
             )
+    source_log = None
+    if shard.spec.split_source is not None:
+        why = f"spec.splitSource of Shard {shard_name!r}"
+        parent = reader.custom_object(Shard.PLURAL, shard.spec.split_source)
+        if parent is not None:
+            parent_log = parse(Shard, parent, why).spec.recovery_log
+            source_log = object_key(store_prefix(mapping), parent_log)
     return ShardResources(
         namespace=reader.namespace,
         shard=shard,
@@ -189,7 +199,13 @@ def load_resources(reader: KubeReader, shard_name: str) -> ShardResources:
         collections=collections,
         mapping=mapping,
         credentials=_credentials(reader, mapping),
+        split_source_log=source_log,
     )
+
+
+def load_shard(reader: KubeReader, shard_name: str) -> Shard:
+    """The Shard as it is now (a split narrows a running shard's ranges)."""
+    return _load(reader, Shard, shard_name, "named by SHARDKEEPER_SHARD")
 
 
 def _credentials(reader: KubeReader, mapping: StorageMapping) -> dict[str, str]:

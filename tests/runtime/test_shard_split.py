@@ -1,0 +1,173 @@
+"""The runtime's half of a split, with real shard processes, the real API server and
+MinIO, and the operator's writes made by hand: a child that a split builds follows its
+parent's log while the parent commits; when the parent's Shard narrows, the parent fences
+its log claiming the lower half and goes on, the child forks at exactly that fence and
+becomes PRIMARY of its own log; documents keep arriving throughout, and every key's
+count ends exact, each count written once, across both output journals."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+from typing import Any
+
+from kubernetes import client
+from tests.runtime.conftest import NewShard, Spawn
+from tests.runtime.shard_harness import (
+    OUTPUT,
+    PREFIX,
+    TASK,
+    Feeder,
+    ShardSetup,
+    apply,
+)
+from tests.support.wait import wait_for
+
+from shardkeeper.api.meta import GROUP, VERSION
+from shardkeeper.api.shard import shard_name
+from shardkeeper.runtime.core.documents import parse_line, split_lines
+from shardkeeper.runtime.core.routing import Ranges, key_hash, pack_key
+from shardkeeper.storage.fragment import FragmentKind
+from shardkeeper.storage.layout import object_key, recovery_log_name
+from shardkeeper.storage.recoverylog import RecoveryLog
+
+PIVOT = 0x80000000
+KEYS = [f"key-{i:02d}" for i in range(40)]
+
+
+def upper(key: str) -> bool:
+    return key_hash(pack_key([key])) >= PIVOT
+
+
+def child_shard(namespace: str, parent: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Shard",
+        "metadata": {"name": shard_name(TASK, PIVOT, 0)},
+        "spec": {
+            "task": TASK,
+            "keyBegin": f"{PIVOT:08x}",
+            "keyEnd": "ffffffff",
+            "rClockBegin": "00000000",
+            "rClockEnd": "ffffffff",
+            "recoveryLog": recovery_log_name(namespace, TASK, PIVOT, 0),
+            "splitSource": parent,
+        },
+    }
+
+
+def patch_spec(setup: ShardSetup, name: str, spec: dict[str, Any]) -> None:
+    client.CustomObjectsApi(setup.kube_api).patch_namespaced_custom_object(
+        GROUP, VERSION, setup.namespace, "shards", name, {"spec": spec}
+    )
+
+
+def outputs(setup: ShardSetup, writer: str) -> list[tuple[int, int, dict[str, Any]]]:
+    found = []
+    for fragment in setup.journal(OUTPUT, writer).read(0):
+        if fragment.kind is FragmentKind.DATA:
+            for line in split_lines(fragment.payload, fragment.begin):
+                found.append((line.begin, line.end, parse_line(line.data)))
+    return found
+
+
+def check_split_counts(
+    setup: ShardSetup, parent: str, child: str, sent: collections.Counter[str]
+) -> None:
+    """Each journal end to end; each document once; per key, the counts 1..n in order,
+    the parent's before the child's, and after the hand-off only the owner writes."""
+    per_key: dict[str, list[tuple[str, int]]] = collections.defaultdict(list)
+    uuids: list[str] = []
+    for writer in (parent, child):
+        documents = outputs(setup, writer)
+        end = documents[0][0] if documents else 0
+        for begin, stop, document in documents:
+            assert begin == end, f"{writer}: gap or overlap at {begin} (expected {end})"
+            end = stop
+            uuids.append(document["_meta"]["uuid"])
+            per_key[document["key"]].append((writer, document["n"]))
+    assert len(set(uuids)) == len(uuids), "a document was written twice"
+    assert set(per_key) == set(sent)
+    for key, entries in per_key.items():
+        counts = [n for _, n in entries]
+        assert counts == list(range(1, sent[key] + 1)), f"{key}: {entries}"
+        if not upper(key):
+            assert {w for w, _ in entries} == {parent}, f"{key} (lower half): {entries}"
+
+
+def test_a_child_takes_over_the_upper_half_at_the_parents_fence(
+    new_shard: NewShard, spawn: Spawn
+) -> None:
+    setup = new_shard(hot_standbys=0, max_txn="300ms")
+    parent = setup.shard
+    child = shard_name(TASK, PIVOT, 0)
+    assert {upper(k) for k in KEYS} == {True, False}
+    feeder = Feeder(setup)
+    stop_feeding = threading.Event()
+
+    def feed() -> None:
+        while not stop_feeding.is_set():
+            feeder.send(KEYS[:20])
+            feeder.send(KEYS[20:])
+            time.sleep(0.1)
+
+    parent_replica = spawn(setup, "parent-0")
+    parent_replica.wait_state("PRIMARY", timeout=60)
+    feeding = threading.Thread(target=feed, daemon=True)
+    feeding.start()
+    wait_for(lambda: len(outputs(setup, parent)) > 200, timeout=60, what="parent outputs")
+
+    # the operator's Children step: the child Shard, and the parent's splitTargets
+    apply(setup.kube_api, setup.namespace, child_shard(setup.namespace, parent))
+    patch_spec(setup, parent, {"splitTargets": [child]})
+    child_setup = dataclasses.replace(setup, shard=child)
+    child_replica = spawn(child_setup, "child-0")
+    following = child_replica.wait_state("STANDBY", timeout=60)
+    assert following["message"].startswith("split from "), following
+    wait_for(
+        lambda: (child_setup.replica("child-0").get("lag") or 1 << 40) < 1 << 20,
+        timeout=60,
+        what="the child to catch up",
+    )
+    # it must not have taken its own log over before the hand-off
+    own = RecoveryLog(
+        setup.objects, object_key(PREFIX, recovery_log_name(setup.namespace, TASK, PIVOT, 0))
+    )
+    assert own.journal.list_fragments() == []
+
+    # the operator's HandOff step: narrow the parent
+    patch_spec(setup, parent, {"keyEnd": f"{PIVOT - 1:08x}"})
+    child_replica.wait_state("PRIMARY", timeout=60)
+    wait_for(lambda: len(outputs(setup, child)) > 100, timeout=60, what="child outputs")
+    stop_feeding.set()
+    feeding.join(10)
+
+    sent = feeder.sent
+    wait_for(
+        lambda: sum(len(outputs(setup, w)) for w in (parent, child)) >= sum(sent.values()),
+        timeout=90,
+        what="every document counted",
+        interval=0.5,
+    )
+    check_split_counts(setup, parent, child, sent)
+
+    # the parent claimed its whole range, then the lower half; the child forked exactly
+    # at that fence and claims the upper half
+    parent_log = RecoveryLog(
+        setup.objects, object_key(PREFIX, recovery_log_name(setup.namespace, TASK, 0, 0))
+    )
+    claims = [(c.offset, Ranges.from_claim(c.owns)) for c in parent_log.claims()]
+    full = Ranges()
+    lower = Ranges(key_end=PIVOT - 1)
+    assert claims[0][1] == full
+    assert claims[-1][1] == lower
+    hand_off = next(offset for offset, ranges in claims if ranges == lower)
+    fork = own.fork_record()
+    assert fork is not None
+    assert (fork[1].parent, fork[1].fence_offset) == (parent_log.name, hand_off)
+    assert [Ranges.from_claim(c.owns) for c in own.claims()] == [Ranges(key_begin=PIVOT)]
+    registration = parent_log.read_fork_registration(own.name)
+    assert registration is not None and registration.fence_offset == hand_off
+    assert parent_replica.state() == "PRIMARY"
