@@ -228,6 +228,12 @@ def invalid_manifests() -> list[Invalid]:
             "every key of derive.sql.lambdas must be one of sources",
         ),
         Invalid(
+            "shuffle-of-no-source",
+            at(_derivation(), {"spec.derive.shuffle": {"payments": ["/customer"]}}),
+            "spec.derive.shuffle",
+            "every key of derive.shuffle must be one of sources",
+        ),
+        Invalid(
             "materialize-without-postgres",
             at(_materialization(), {"spec.materialize": {}}),
             _PG,

@@ -84,6 +84,9 @@ class Hooks:
     def task_generation(self, resources: ShardResources) -> int | None:
         return 1
 
+    def current_shard(self, resources: ShardResources) -> Shard:
+        return resources.shard
+
     def observe_state(self, state: ReplicaState) -> None:
         self.states.append(state)
 

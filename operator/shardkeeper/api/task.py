@@ -8,6 +8,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, StringConstraints
 
+from shardkeeper.api.collection import JsonPointer
 from shardkeeper.api.meta import (
     AGE_COLUMN,
     DNS1123_LABEL_PATTERN,
@@ -140,6 +141,14 @@ class Derivation(ApiModel):
     """SQL lambdas over SQLite tables."""
     python: PythonDerivation | None = None
     """A Python plug-in."""
+    shuffle: Annotated[
+        dict[ObjectName, Annotated[list[JsonPointer], Field(min_length=1, max_length=16)]],
+        Field(max_length=MAX_BINDINGS),
+    ] = Field(default_factory=dict)
+    """Per source: the JSON pointers whose values route a document to a shard, in place of
+    the source collection's key. A derivation whose state is keyed by something else than
+    its source's key needs it to be split: the example keeps totals per customer of orders
+    keyed by id, so it shuffles orders by /customer (docs/splits.md)."""
 
     RULES = (
         Rule(
@@ -493,6 +502,13 @@ class TaskSpec(ApiModel):
             holds=lambda t: t.type != TaskType.MATERIALIZATION or _size(t.outputs) == 0,
         ),
         *_binding_rules(),
+        Rule(
+            "!has(self.derive) || !has(self.derive.shuffle) || "
+            "self.derive.shuffle.all(k, has(self.sources) && k in self.sources)",
+            "every key of derive.shuffle must be one of sources",
+            field_path=".derive.shuffle",
+            holds=lambda t: t.derive is None or all(k in t.sources for k in t.derive.shuffle),
+        ),
         Rule(
             "!has(self.shards) || !has(self.shards.minTxnDuration) || "
             "duration(self.shards.minTxnDuration) <= (has(self.shards.maxTxnDuration) ? "

@@ -174,7 +174,9 @@ def encoded_or_error(encode: Any, document: dict[str, Any]) -> bytes | str:
 @example({"big": 2**64, "small": -(2**63) - 1})
 def test_plain_documents_frame_as_the_stdlib_frames_them(document: dict[str, Any]) -> None:
     buffer = OutputBuffer({"out": "j"}, {"j": 7})
-    expected = encoded_or_error(encode_line, {**document, "_meta": {"uuid": document_uuid("j", 7)}})
+    buffer.clock = 12
+    meta = {"uuid": document_uuid("j", 7), "clock": 12}
+    expected = encoded_or_error(encode_line, {**document, "_meta": meta})
     written = encoded_or_error(lambda d: buffer.add("out", d), document)
     if isinstance(written, str):
         # what the stdlib refuses, the buffer refuses the same way

@@ -44,6 +44,7 @@ class FakeTxn:
 class FakeStore:
     role = Role.PRIMARY
     epoch = 1
+    last_commit = None
 
     def __init__(self) -> None:
         self.fail: BaseException | None = None

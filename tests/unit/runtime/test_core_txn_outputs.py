@@ -74,13 +74,15 @@ def test_timing_refuses_min_above_max() -> None:
 
 def test_outputs_are_framed_at_the_offsets_they_will_occupy() -> None:
     buffer = OutputBuffer({"out": "collections/ns/out/s"}, {"collections/ns/out/s": 100})
+    buffer.clock = 5
     first = buffer.add("out", {"id": 1})
     second = buffer.add("out", {"id": 2, "_meta": {"op": "c"}})
-    assert first["_meta"]["uuid"] == document_uuid("collections/ns/out/s", 100)
+    assert first["_meta"] == {"uuid": document_uuid("collections/ns/out/s", 100), "clock": 5}
     width = len(encode_line(first))
     assert second["_meta"] == {
         "op": "c",
         "uuid": document_uuid("collections/ns/out/s", 100 + width),
+        "clock": 5,
     }
     (batch,) = buffer.seal(epoch=3)
     assert (batch.journal, batch.begin, batch.epoch) == ("collections/ns/out/s", 100, 3)

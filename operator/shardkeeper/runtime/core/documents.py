@@ -24,6 +24,7 @@ import orjson
 
 META = "_meta"
 UUID_FIELD = "uuid"
+CLOCK_FIELD = "clock"
 # UUID namespace of Shardkeeper document ids (a fixed, random UUID)
 DOCUMENT_NAMESPACE = uuid.UUID("6f1d3c9e-5a0b-4e7c-9f21-8d3b7a64c2e5")
 
@@ -105,12 +106,24 @@ def uuid_maker(journal: str) -> Callable[[int], str]:
 _VARIANT_DIGITS = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
-def with_uuid(document: Mapping[str, Any], doc_uuid: str) -> Document:
-    """A copy of ``document`` whose ``_meta.uuid`` is ``doc_uuid`` (other ``_meta`` kept)."""
+def with_uuid(document: Mapping[str, Any], doc_uuid: str, clock: int | None = None) -> Document:
+    """A copy of ``document`` whose ``_meta.uuid`` is ``doc_uuid`` and, if given,
+    ``_meta.clock`` is ``clock`` (other ``_meta`` kept)."""
     meta = document.get(META)
     merged = dict(meta) if isinstance(meta, Mapping) else {}
     merged[UUID_FIELD] = doc_uuid
+    if clock is not None:
+        merged[CLOCK_FIELD] = clock
     return {**document, META: merged}
+
+
+def clock_of(document: Mapping[str, Any]) -> int | None:
+    """``_meta.clock``: the commit sequence number of the transaction that wrote the
+    document, in its writer's store. Documents of one key from two writers (the halves of
+    a split) are in the order of their clocks; ``None`` for a document without one."""
+    meta = document.get(META)
+    clock = meta.get(CLOCK_FIELD) if isinstance(meta, Mapping) else None
+    return clock if isinstance(clock, int) and not isinstance(clock, bool) else None
 
 
 def uuid_of(document: Mapping[str, Any]) -> str | None:

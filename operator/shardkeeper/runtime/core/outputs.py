@@ -25,6 +25,7 @@ from concurrent.futures import Future
 
 from shardkeeper.runtime.core.compression import StreamingCompression, Submit
 from shardkeeper.runtime.core.documents import (
+    CLOCK_FIELD,
     META,
     UUID_FIELD,
     Document,
@@ -169,6 +170,10 @@ class OutputBuffer:
         }
         self._by_collection = {c: self._framed[j] for c, j in self.journals.items()}
         self.documents = 0
+        # each document's _meta.clock: the commit sequence number of the transaction that
+        # frames it. A split's child goes on from its parent's sequence, so the documents
+        # of one key keep their order across the journals of both sides (see clock_of).
+        self.clock = 0
 
     def add(self, collection: str, document: Document, *, owned: bool = False) -> Document:
         """Frame ``document`` for ``collection``; returns it as written (with its UUID).
@@ -199,10 +204,10 @@ class OutputBuffer:
                 break
         if plain:
             written = document if owned else dict(document)
-            written[META] = {UUID_FIELD: doc_uuid}
+            written[META] = {UUID_FIELD: doc_uuid, CLOCK_FIELD: self.clock}
             line = encode_plain_line(written)
         else:
-            written = with_uuid(document, doc_uuid)
+            written = with_uuid(document, doc_uuid, self.clock)
             line = encode_line(written)
         current = framed.current
         if current and len(current) + len(line) > framed.limit:

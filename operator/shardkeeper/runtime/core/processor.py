@@ -126,6 +126,13 @@ class ShardContext:
     def key(self, name: str) -> KeyExtractor:
         return KeyExtractor.of(self.collection(name).spec.key)
 
+    def route_key(self, source: str) -> KeyExtractor:
+        """What routes a source's documents to shards: the derivation's shuffle of that
+        source, or else the collection's key."""
+        derive = self.task.spec.derive
+        shuffle = derive.shuffle.get(source) if derive is not None else None
+        return KeyExtractor.of(shuffle) if shuffle else self.key(source)
+
 
 @dataclasses.dataclass(frozen=True)
 class TransactionSummary:
@@ -318,7 +325,7 @@ class Processor:
         self._appended = list(saved.pending)
         self._transactions = saved.transactions
         self._routers = {
-            name: LineRouter(ctx.key(name), self._ranges) for name in ctx.task.spec.sources
+            name: LineRouter(ctx.route_key(name), self._ranges) for name in ctx.task.spec.sources
         }
         self._handler = self._make_handler()
         authoritative = self._handler.open(self.store, saved)
@@ -470,6 +477,9 @@ class Processor:
                 if previous.error is not None:
                     raise previous.error
             state.txn = self.store.begin()
+            if self._outputs is not None:
+                last = self.store.last_commit
+                self._outputs.clock = (last.seq if last is not None else 0) + 1
             self._apply(state, first, stop)
             self._read(state, stop)
             commit = self._prepare_commit(state, self._clock())

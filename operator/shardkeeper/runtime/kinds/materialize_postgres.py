@@ -11,7 +11,9 @@ Tables
     table is used as it is.
 
 Transactions
-    Within a shard transaction, documents are reduced by key (the last one wins). At the
+    Within a shard transaction, documents are reduced by key: the newest wins, by
+    ``_meta.clock`` (the writer's commit sequence, which a split's child continues), else
+    the last read; a row is only ever updated by a document at least as new. At the
     commit, one PostgreSQL transaction first updates the shard's row of
     ``shardkeeper_checkpoints (shard text primary key, epoch bigint, checkpoint jsonb)``
     ``WHERE epoch = <this primary's epoch>``, then upserts every row, then commits. The
@@ -44,7 +46,13 @@ from shardkeeper.api.collection import Collection
 from shardkeeper.api.meta import SecretKeyRef
 from shardkeeper.api.task import PostgresMaterialization
 from shardkeeper.runtime.core.checkpoint import SavedState, SourceOffset
-from shardkeeper.runtime.core.documents import MISSING, Document, pointer_tokens, resolve_tokens
+from shardkeeper.runtime.core.documents import (
+    MISSING,
+    Document,
+    clock_of,
+    pointer_tokens,
+    resolve_tokens,
+)
 from shardkeeper.runtime.core.errors import DocumentRejected, TaskFailed, TaskMisconfigured
 from shardkeeper.runtime.core.handler import SourceHandler
 from shardkeeper.runtime.core.outputs import OutputBuffer
@@ -174,10 +182,25 @@ def create_table_sql(schema: str, binding: TableBinding) -> sql.Composed:
     )
 
 
+def _clock_sql(row: str) -> sql.Composed:
+    """The ``_meta.clock`` of ``row``'s document, or -1 where it has none."""
+    meta = sql.SQL("{}.{}->'_meta'->'clock'").format(
+        sql.Identifier(row), sql.Identifier(DOCUMENT_COLUMN)
+    )
+    return sql.SQL("CASE WHEN jsonb_typeof({m}) = 'number' THEN ({m})::numeric ELSE -1 END").format(
+        m=meta
+    )
+
+
 def upsert_sql(schema: str, binding: TableBinding) -> sql.Composed:
+    """Insert or update one row; an update only by a document at least as new as the one
+    the row holds (by ``_meta.clock``), so a split's two sides, read in any order, leave
+    each key's newest document."""
     names = [c.name for c in binding.columns] + [DOCUMENT_COLUMN]
     updated = names[binding.key_columns :]
-    return sql.SQL("INSERT INTO {}.{} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}").format(
+    return sql.SQL(
+        "INSERT INTO {}.{} AS t ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {} WHERE {} <= {}"
+    ).format(
         sql.Identifier(schema),
         sql.Identifier(binding.table),
         sql.SQL(", ").join(sql.Identifier(n) for n in names),
@@ -187,6 +210,8 @@ def upsert_sql(schema: str, binding: TableBinding) -> sql.Composed:
             sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n))
             for n in updated
         ),
+        _clock_sql("t"),
+        _clock_sql("excluded"),
     )
 
 
@@ -203,6 +228,11 @@ def connection_string(
         user=spec.user,
         password=resolve_secret(spec.password_secret_ref),
     )
+
+
+def _older(document: Document, than: Document) -> bool:
+    ours, theirs = clock_of(document), clock_of(than)
+    return ours is not None and theirs is not None and ours < theirs
 
 
 def encode_checkpoint(checkpoint: Mapping[str, SourceOffset]) -> dict[str, Any]:
@@ -310,7 +340,11 @@ class PostgresMaterializer(SourceHandler):
         if problem is not None:
             raise DocumentRejected(problem)
         key = pack_key(binding.key.values(document))
-        # reduced by key: the last document of a key in the transaction wins
+        # reduced by key: the newest document of a key in the transaction wins (the last
+        # one read, unless it is older by its clock: read from the other side of a split)
+        held = self._pending.get((collection, key))
+        if held is not None and _older(document, held.document):
+            return
         self._pending.pop((collection, key), None)
         self._pending[(collection, key)] = _Pending(journal, begin, document)
 
