@@ -169,5 +169,6 @@ def test_a_child_takes_over_the_upper_half_at_the_parents_fence(
     assert (fork[1].parent, fork[1].fence_offset) == (parent_log.name, hand_off)
     assert [Ranges.from_claim(c.owns) for c in own.claims()] == [Ranges(key_begin=PIVOT)]
     registration = parent_log.read_fork_registration(own.name)
-    assert registration is not None and registration.fence_offset == hand_off
+    assert registration is not None
+    assert registration.fence_offset == hand_off
     assert parent_replica.state() == "PRIMARY"
