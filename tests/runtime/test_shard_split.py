@@ -172,3 +172,51 @@ def test_a_child_takes_over_the_upper_half_at_the_parents_fence(
     assert registration is not None
     assert registration.fence_offset == hand_off
     assert parent_replica.state() == "PRIMARY"
+
+
+def test_kills_around_the_hand_off_lose_nothing(new_shard: NewShard, spawn: Spawn) -> None:
+    """The child killed while it catches up and again right after it forked, and the
+    parent killed right after it narrowed: each restarts where the split left it."""
+    setup = new_shard(hot_standbys=0, max_txn="300ms")
+    parent = setup.shard
+    child = shard_name(TASK, PIVOT, 0)
+    feeder = Feeder(setup)
+    stop_feeding = threading.Event()
+
+    def feed() -> None:
+        while not stop_feeding.is_set():
+            feeder.send(KEYS)
+            time.sleep(0.1)
+
+    parent_replica = spawn(setup, "parent-0")
+    parent_replica.wait_state("PRIMARY", timeout=60)
+    feeding = threading.Thread(target=feed, daemon=True)
+    feeding.start()
+    apply(setup.kube_api, setup.namespace, child_shard(setup.namespace, parent))
+    patch_spec(setup, parent, {"splitTargets": [child]})
+    child_setup = dataclasses.replace(setup, shard=child)
+    child_replica = spawn(child_setup, "child-0")
+    child_replica.wait_state("STANDBY", timeout=60)
+    child_replica.kill()
+    child_replica.start()
+    child_replica.wait_state("STANDBY", timeout=60)
+
+    patch_spec(setup, parent, {"keyEnd": f"{PIVOT - 1:08x}"})
+    child_replica.wait_state("PRIMARY", timeout=60)
+    child_replica.kill()
+    parent_replica.kill()
+    child_replica.start()
+    parent_replica.start()
+    child_replica.wait_state("PRIMARY", timeout=60)
+    parent_replica.wait_state("PRIMARY", timeout=60)
+    wait_for(lambda: len(outputs(setup, child)) > 100, timeout=60, what="child outputs")
+    stop_feeding.set()
+    feeding.join(10)
+    sent = feeder.sent
+    wait_for(
+        lambda: sum(len(outputs(setup, w)) for w in (parent, child)) >= sum(sent.values()),
+        timeout=90,
+        what="every document counted",
+        interval=0.5,
+    )
+    check_split_counts(setup, parent, child, sent)
