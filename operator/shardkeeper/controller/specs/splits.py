@@ -390,7 +390,6 @@ def next_split_step(
                 f"waiting for a replica of {child_name} to tail the recovery log of {name}",
             )
         )
-    assert child is not None or step not in ABORTABLE
     if step == SplitStep.CHILDREN:
         assert child is not None
         if tailing(child, task):
@@ -417,15 +416,28 @@ def next_split_step(
                 )
             )
         return Wait(deadline)
-    if step in (SplitStep.HAND_OFF, SplitStep.FINISH) and child is None:
-        # deleted after the hand-off: its range is no longer the parent's, so it comes
-        # back, and recovers from its own log (or the parent's, up to the fence)
-        return CreateChild(child_shard(parent, task, progress.by, pivot))
-    assert child is not None
+    if step == SplitStep.ABORT:
+        if ours and child is not None and child.metadata.deletion_timestamp is None:
+            return DeleteChild(child_name, child.metadata.uid)
+        if ours:
+            return Wait(None)  # being deleted: its deletion event comes
+        if parent.spec.split_targets or request is not None:
+            return ClearRequest(bool(parent.spec.split_targets), request is not None)
+        return WriteProgress(enter(progress, SplitStep.ABORTED, now, progress.message))
+    narrowed = range_end(parent, progress.by) == pivot - 1
+    if child is None:
+        if not narrowed:
+            return CreateChild(child_shard(parent, task, progress.by, pivot))
+        # deleted by hand after the narrowing: the end of its range is no longer known here
+        return _waiting(
+            progress,
+            f"the child {child_name} was deleted after the hand-off: no shard owns the range "
+            f"from {pivot:08x}; re-create it as it was (with splitSource {name})",
+            None,
+        )
     if step == SplitStep.HAND_OFF:
-        end = range_end(parent, progress.by)
-        if end != pivot - 1:
-            return Narrow(narrowed_field(progress.by), end, pivot - 1)
+        if not narrowed:
+            return Narrow(narrowed_field(progress.by), range_end(parent, progress.by), pivot - 1)
         if took_over(child, task):
             return WriteProgress(
                 enter(progress, SplitStep.FINISH, now, "clearing the split fields")
@@ -437,22 +449,14 @@ def next_split_step(
                 )
             )
         return Wait(None)
-    if step == SplitStep.FINISH:
-        if ours:
-            return ClearSource(child_name, name)
-        if parent.spec.split_targets or request is not None:
-            return ClearRequest(bool(parent.spec.split_targets), request is not None)
-        return WriteProgress(
-            enter(progress, SplitStep.DONE, now, f"split at {pivot:08x} into {child_name}")
-        )
-    # SplitStep.ABORT
-    if ours and child.metadata.deletion_timestamp is None:
-        return DeleteChild(child_name, child.metadata.uid)
+    # SplitStep.FINISH
     if ours:
-        return Wait(None)  # being deleted: its deletion event comes
+        return ClearSource(child_name, name)
     if parent.spec.split_targets or request is not None:
         return ClearRequest(bool(parent.spec.split_targets), request is not None)
-    return WriteProgress(enter(progress, SplitStep.ABORTED, now, progress.message))
+    return WriteProgress(
+        enter(progress, SplitStep.DONE, now, f"split at {pivot:08x} into {child_name}")
+    )
 
 
 # --- conditions and Events ----------------------------------------------------------------
