@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
+from shardkeeper.api.meta import Duration
 from shardkeeper.api.shard import (
     ReplicaState,
     Shard,
@@ -306,16 +307,9 @@ def _abort_reason(
         return "spec.split was removed before the hand-off: the split is cancelled"
     started = progress.started_at
     if started is not None and now - started >= settings.catch_up_timeout:
-        return (
-            f"the child did not catch up within {_minutes(settings.catch_up_timeout)} "
-            "(the catch-up timeout); ask again to retry"
-        )
+        limit = Duration(settings.catch_up_timeout // timedelta(microseconds=1) * 1000)
+        return f"the child did not catch up within {limit} (the catch-up timeout); ask again"
     return None
-
-
-def _minutes(value: timedelta) -> str:
-    seconds = int(value.total_seconds())
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds % 60 else f"{seconds // 60}m"
 
 
 def _until_timeout(progress: SplitProgress, now: datetime, settings: SplitSettings) -> float:
