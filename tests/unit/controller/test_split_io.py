@@ -10,6 +10,7 @@ from typing import Any
 from tests.support.fake_api import Request
 from tests.unit.controller.seeded import NAMESPACE, SHARD, TASK, Cluster, run
 
+from shardkeeper.controller.reconcilers.shard import ShardReconciler
 from shardkeeper.controller.specs import names
 
 CHILD = "customer-totals-80000000-00000000"
@@ -336,5 +337,62 @@ def test_the_operator_status_write_keeps_the_split_record() -> None:
         cluster.sync()
         await step(cluster)
         assert split_of(cluster)["step"] == "Plan"
+
+    run(body)
+
+
+def test_an_operator_restarted_before_every_pass_resumes_the_split_where_it_stopped() -> None:
+    async def body() -> None:
+        cluster = Cluster()
+        clock = await running_parent(cluster)
+        ask(cluster)
+
+        async def fresh_pass() -> list[Request]:
+            cluster.shards = ShardReconciler(cluster.deps)  # no memory of earlier passes
+            cluster.shards.splits.clock = clock
+            return await step(cluster)
+
+        standby = {"pod": f"{CHILD}-0", "state": "STANDBY", "recoveryLogHead": 10, "lag": 0}
+        steps = []
+        for _ in range(20):
+            writes = await fresh_pass()
+            steps.append(split_of(cluster).get("step"))
+            if split_of(cluster)["step"] == "Children":
+                await cluster.reconcile_shard(CHILD)  # its workload
+                live(cluster, CHILD, standby, primary=None)
+            if split_of(cluster)["step"] == "HandOff" and not writes:
+                live(cluster, CHILD, {**standby, "state": "PRIMARY"}, primary=f"{CHILD}-0")
+            if split_of(cluster)["step"] == "Done":
+                break
+        assert split_of(cluster)["step"] == "Done", steps
+        assert cluster.find("Shard", SHARD)["spec"]["keyEnd"] == "7fffffff"
+        assert [s["step"] for s in split_of(cluster)["steps"]] == [
+            "Plan",
+            "Children",
+            "CatchUp",
+            "HandOff",
+            "Finish",
+            "Done",
+        ]
+        assert len(cluster.kube.of_kind("Shard")) == 2
+
+    run(body)
+
+
+def test_auto_split_lag_is_recorded_in_the_shards_status() -> None:
+    async def body() -> None:
+        cluster = Cluster()  # the example Task has autoSplit: lagBytes 64 MiB
+        clock = await running_parent(cluster)
+        cluster.kube.set_status("Shard", NAMESPACE, SHARD, {"lag": 100 << 20})
+        cluster.sync()
+        await cluster.reconcile_shard()
+        assert cluster.find("Shard", SHARD)["status"]["lagAboveSince"] == "2024-05-01T12:00:00Z"
+        clock.now += timedelta(minutes=3)
+        await cluster.reconcile_shard()
+        assert cluster.find("Shard", SHARD)["status"]["lagAboveSince"] == "2024-05-01T12:00:00Z"
+        cluster.kube.set_status("Shard", NAMESPACE, SHARD, {"lag": 10})
+        cluster.sync()
+        await cluster.reconcile_shard()
+        assert "lagAboveSince" not in cluster.find("Shard", SHARD)["status"]
 
     run(body)
