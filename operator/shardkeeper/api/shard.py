@@ -260,6 +260,9 @@ class ShardStatus(StatusModel):
     """Bytes of source journals within the shard's ranges that the primary has not read."""
     split: SplitProgress | None = None
     """Progress of a split of this shard, while it runs and after it ends."""
+    lag_above_since: Time | None = None
+    """Since when status.lag has stayed above the Task's autoSplit.lagBytes, as the operator
+    saw it; unset while it is not, while the shard splits, and without autoSplit."""
 
 
 class Shard(Resource):

@@ -15,10 +15,12 @@ import os
 import signal
 import socket
 from collections.abc import Sequence
+from datetime import timedelta
 
 import kopf
 
 from shardkeeper import __version__
+from shardkeeper.api.meta import Duration
 from shardkeeper.controller.engine import kube, metrics
 from shardkeeper.controller.engine.cache import Cache
 from shardkeeper.controller.engine.events import Recorder
@@ -28,6 +30,7 @@ from shardkeeper.controller.engine.manager import Manager
 from shardkeeper.controller.engine.queue import WorkQueue
 from shardkeeper.controller.reconcilers.base import Deps
 from shardkeeper.controller.specs.names import DEFAULT_LEASE_DURATION, DEFAULT_STATUS_INTERVAL
+from shardkeeper.controller.specs.splits import CATCH_UP_TIMEOUT, SplitSettings
 from shardkeeper.controller.specs.workload import WorkloadDefaults
 
 log = logging.getLogger("shardkeeper.operator")
@@ -61,6 +64,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="seconds between a shard replica's progress reports in its Shard's status "
         "(changes of state are reported at once), passed to shard pods (default: %(default)s)",
     )
+    parser.add_argument(
+        "--split-catch-up-timeout",
+        type=_duration,
+        default=env.get("SHARDKEEPER_SPLIT_CATCH_UP_TIMEOUT", str(_as_text(CATCH_UP_TIMEOUT))),
+        help="how long a split's child may take, from Plan, to catch up with its parent's "
+        "recovery log before the split is aborted, like 10m or 1h "
+        "($SHARDKEEPER_SPLIT_CATCH_UP_TIMEOUT; default: %(default)s)",
+    )
     parser.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics, /healthz")
     parser.add_argument(
         "--metrics-address",
@@ -81,6 +92,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=8, help="reconciles run at once")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        value = Duration.parse(text).to_timedelta()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= timedelta(0):
+        raise argparse.ArgumentTypeError("the catch-up timeout must be more than 0s")
+    return value
+
+
+def _as_text(value: timedelta) -> str:
+    return str(Duration.of(seconds=int(value.total_seconds())))
 
 
 def main(argv: Sequence[str]) -> int:
@@ -127,6 +152,7 @@ async def lead(
         recorder=Recorder(client, args.identity),
         queue=queue,
         defaults=WorkloadDefaults(args.shard_image, args.lease_duration, args.status_interval),
+        splits=SplitSettings(catch_up_timeout=args.split_catch_up_timeout),
     )
     manager = Manager(deps)
     settings = kopf.OperatorSettings()

@@ -11,7 +11,8 @@ import pytest
 from tests.unit.controller.models import Lookup, collection, mapping, ready_mapping, shard_of, task
 
 from shardkeeper.api.meta import ConditionStatus, find_condition
-from shardkeeper.api.shard import ReplicaState, Shard, ShardPhase
+from shardkeeper.api.shard import ReplicaState, Shard, ShardPhase, SplitProgress, SplitStep
+from shardkeeper.api.task import SplitBy
 from shardkeeper.controller.engine.events import WARNING, for_changes
 from shardkeeper.controller.specs import conditions as cond
 from shardkeeper.controller.specs.references import (
@@ -388,3 +389,52 @@ def test_a_roll_lasts_until_the_last_replaced_pod_is_ready_again() -> None:
     found.status.replicas[0].state = ReplicaState.PRIMARY
     v = by_type(shard_verdict(found, owner, sts(ready=2)).verdicts)
     assert (v["Progressing"].status, v["Progressing"].reason) == (ConditionStatus.FALSE, "Stable")
+
+
+# --- splits -------------------------------------------------------------------------------
+
+
+def test_a_child_that_a_split_still_builds_does_not_make_the_task_unready() -> None:
+    parent = with_phase(ShardPhase.SPLITTING)
+    parent.status.split = SplitProgress(step=SplitStep.CATCH_UP, by=SplitBy.KEY, children=["c"])
+    child = with_phase(ShardPhase.RECOVERING)
+    child.spec.split_source = parent.metadata.name
+    verdict = task_verdict(task(), [parent, child], [])
+    assert verdict.shards == 2, "children count"
+    v = by_type(verdict.verdicts)
+    assert (v["Ready"].status, v["Ready"].reason) == (ConditionStatus.TRUE, "Running")
+    assert (v["Progressing"].status, v["Progressing"].reason) == (ConditionStatus.TRUE, "Splitting")
+
+
+def test_a_lowered_min_shards_says_shards_are_never_merged() -> None:
+    owner = task(**{"spec.shards.scaling": {"minShards": 1}})
+    settled = [with_phase(ShardPhase.RUNNING) for _ in range(3)]
+    for s in settled:
+        s.status.conditions = cond.merge(
+            [], [cond.progressing(False, "Stable", "")], generation=1, now=NOW
+        )
+    v = by_type(task_verdict(owner, settled, []).verdicts)
+    assert (v["Progressing"].status, v["Progressing"].reason) == (
+        ConditionStatus.FALSE,
+        "ShardsNotMerged",
+    )
+    assert v["Progressing"].message == (
+        "minShards is 1 but the task has 3 shards; shards are never merged"
+    )
+
+
+def test_a_splitting_shard_is_progressing_and_its_child_is_being_built() -> None:
+    found, owner = shard(replica(0, "PRIMARY"), replica(1, "STANDBY"), primary=f"{SHARD}-0")
+    found.status.split = SplitProgress(step=SplitStep.HAND_OFF, by=SplitBy.KEY)
+    verdict = shard_verdict(found, owner, sts())
+    assert verdict.phase == ShardPhase.SPLITTING
+    progressing = by_type(verdict.verdicts)["Progressing"]
+    assert (progressing.reason, progressing.message) == (
+        "Splitting",
+        "a split of this shard is at step HandOff",
+    )
+    child, owner = shard(replica(0, "STANDBY"))
+    child.spec.split_source = "parent"
+    assert by_type(shard_verdict(child, owner, sts()).verdicts)["Progressing"].reason == (
+        "BeingBuilt"
+    )

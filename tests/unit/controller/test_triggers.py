@@ -75,3 +75,18 @@ def test_a_tasks_status_write_does_not_queue_its_shards_but_a_spec_change_does()
     assert keys(seen, {**task, "status": {"shards": 1}}, kind="Task") == [Key("Task", "ns", "t")]
     changed = {**task, "metadata": {**task["metadata"], "generation": 2}}
     assert Key("Collection", "ns", "out") in keys(seen, changed, kind="Task")
+
+
+def test_a_childs_progress_through_its_parents_log_queues_the_parent() -> None:
+    seen = Seen()
+    body = shard_body()
+    body["metadata"]["name"] = "t-80000000-00000000"
+    body["spec"]["splitSource"] = SHARD
+    body["status"]["replicas"] = [{"pod": "c-0", "state": "STANDBY", "lag": 50 << 20}]
+    assert Key("Shard", "ns", SHARD) in keys(seen, body, event="ADDED")
+    closer = copy.deepcopy(body)
+    closer["status"]["replicas"][0]["lag"] = 40 << 20
+    assert keys(seen, closer) == [], "still far behind: nothing the split waits for"
+    near = copy.deepcopy(body)
+    near["status"]["replicas"][0]["lag"] = 1 << 20
+    assert keys(seen, near) == [Key("Shard", "ns", SHARD)]

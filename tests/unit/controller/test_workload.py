@@ -296,3 +296,25 @@ def test_names_and_ordinals() -> None:
     assert names.pod_ordinal(SHARD, f"{SHARD}-3") == 3
     assert names.pod_ordinal(SHARD, f"{SHARD}-x") is None
     assert names.pod_ordinal(SHARD, "other-0") is None
+
+
+def test_a_split_changes_only_the_childs_role_never_the_pods() -> None:
+    owner = task()
+    shard = shard_of(owner)
+    before = workload(WorkloadInputs(shard, owner, ["s3-credentials"], DEFAULTS))
+    # the parent: narrowed, with targets and a request; none of it shapes its workload
+    narrowed = shard.model_copy(deep=True)
+    narrowed.spec.key_end = 0x7FFFFFFF
+    narrowed.spec.split_targets = ["customer-totals-80000000-00000000"]
+    same = workload(WorkloadInputs(narrowed, owner, ["s3-credentials"], DEFAULTS))
+    assert content_hash(same) == content_hash(before)
+    # a child being built may read its parent, and its pods are as any shard's
+    child = shard.model_copy(deep=True)
+    child.spec.split_source = "customer-totals-ffffffff-00000000"
+    built = {
+        o["kind"]: o for o in workload(WorkloadInputs(child, owner, ["s3-credentials"], DEFAULTS))
+    }
+    rule = next(r for r in built["Role"]["rules"] if r["resources"] == ["shards"])
+    assert rule["resourceNames"] == [SHARD, "customer-totals-ffffffff-00000000"]
+    first = {o["kind"]: o for o in before}
+    assert built["StatefulSet"] == first["StatefulSet"]

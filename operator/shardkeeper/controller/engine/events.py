@@ -27,6 +27,7 @@ from shardkeeper.controller.engine import metrics
 from shardkeeper.controller.engine.kube import AsyncKube
 from shardkeeper.controller.specs.conditions import Change
 from shardkeeper.controller.specs.objects import namespaced_name
+from shardkeeper.controller.specs.splits import SPLIT_ACCEPTED, WITHDRAWN
 
 log = logging.getLogger(__name__)
 NORMAL, WARNING = "Normal", "Warning"
@@ -64,6 +65,9 @@ def for_changes(changes: Sequence[Change]) -> list[Notice]:
                 out.append(Notice(WARNING, verdict.reason, verdict.message))
             elif before is not None and before.status == ConditionStatus.TRUE:
                 out.append(Notice(NORMAL, "Recovered", f"no longer degraded ({before.reason})"))
+        elif verdict.type == SPLIT_ACCEPTED:
+            if not true and verdict.reason != WITHDRAWN:
+                out.append(Notice(WARNING, "SplitRefused", verdict.message))
         elif (
             verdict.type == PROGRESSING
             and not true

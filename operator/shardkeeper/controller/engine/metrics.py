@@ -57,6 +57,27 @@ BUCKET_CHECKS = Counter(
     "Checks of StorageMapping stores, by reason of the outcome",
     ["reason"],
 )
+SPLITS_STARTED = Counter(
+    "shardkeeper_operator_splits_started_total",
+    "Splits planned (status.split entered Plan), by task",
+    ["namespace", "task"],
+)
+SPLITS_FINISHED = Counter(
+    "shardkeeper_operator_splits_finished_total",
+    "Splits that reached Done, by task",
+    ["namespace", "task"],
+)
+SPLITS_ABORTED = Counter(
+    "shardkeeper_operator_splits_aborted_total",
+    "Splits that were aborted (entered Abort), by task",
+    ["namespace", "task"],
+)
+SPLIT_STEP_SECONDS = Histogram(
+    "shardkeeper_operator_split_step_duration_seconds",
+    "Time a split spent in a step, by step, observed when it leaves the step",
+    ["step"],
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)
 EVENTS = Counter(
     "shardkeeper_operator_events_total", "Kubernetes Events the operator posted", ["type", "reason"]
 )

@@ -3,7 +3,8 @@ derives from it.
 
 - a Task's Shards take their template from it; its output Collections list its shards,
   and a Collection being deleted waits for its Tasks;
-- a Shard's Task counts it; a StatefulSet's Shard reports it;
+- a Shard's Task counts it; a StatefulSet's Shard reports it; the child of a split moves
+  its parent's split on;
 - a StorageMapping decides whether Tasks and Collections can run, and its Secrets are in
   the Roles of the shards that use it (directly or through a Collection);
 - a Collection's Tasks need it, and its StorageMapping's Secrets are in their shards' Roles;
@@ -25,6 +26,7 @@ from typing import Any
 from shardkeeper.controller.engine.cache import Cache
 from shardkeeper.controller.engine.queue import Key
 from shardkeeper.controller.specs.names import SHARD_LABEL
+from shardkeeper.controller.specs.splits import CATCH_UP_LAG
 
 
 def _task_and_shards(cache: Cache, namespace: str, tasks: Iterable[str]) -> list[Key]:
@@ -55,12 +57,24 @@ def for_task(cache: Cache, namespace: str, name: str, body: Mapping[str, Any]) -
 
 def for_shard(cache: Cache, namespace: str, name: str, body: Mapping[str, Any]) -> list[Key]:
     # the body, not the cache: a deleted Shard is no longer in the cache
-    task = str(body.get("spec", {}).get("task", ""))
+    spec = body.get("spec", {})
+    task = str(spec.get("task", ""))
     out = [Key("Shard", namespace, name)]
     if task:
         out.append(Key("Task", namespace, task))
         out.extend(_outputs(cache, namespace, task))
+    source = spec.get("splitSource")
+    if source:
+        # the child of a split: its parent's reconcile carries the split on
+        out.append(Key("Shard", namespace, str(source)))
     return out
+
+
+def lag_threshold(cache: Cache, namespace: str, body: Mapping[str, Any]) -> int | None:
+    """The autoSplit.lagBytes of the shard's Task, if it has one."""
+    task = cache.task(namespace, str(body.get("spec", {}).get("task", "")))
+    auto = task.spec.shards.scaling.auto_split if task is not None else None
+    return auto.lag_bytes if auto is not None else None
 
 
 def for_statefulset(namespace: str, labels: Mapping[str, str]) -> list[Key]:
@@ -114,25 +128,56 @@ def _conditions(status: Mapping[str, Any]) -> tuple[tuple[Any, ...], ...]:
     )
 
 
-def shard_aspects(body: Mapping[str, Any]) -> tuple[object, object]:
-    """What a Shard's own reconcile reads of it (not the checkpoint, lag or log head), and
-    what its Task and Collections read of it."""
+def _above(value: object, threshold: int | None) -> bool | None:
+    return None if threshold is None or not isinstance(value, int) else value > threshold
+
+
+def shard_aspects(
+    body: Mapping[str, Any], lag_bytes: int | None = None
+) -> tuple[object, object, object]:
+    """What a Shard's own reconcile reads of it (not the checkpoint or log head, and of the
+    lag only whether it is above ``lag_bytes``, its Task's autoSplit threshold), what its
+    Task and Collections read of it, and what the parent of a split reads of its child."""
     meta, status = body.get("metadata", {}), body.get("status", {})
     replicas = tuple(
         (r.get("pod"), r.get("state"), r.get("message")) for r in status.get("replicas", [])
     )
+    split = status.get("split") or {}
     own = (
         meta.get("generation"),
         meta.get("deletionTimestamp"),
         status.get("primary"),
         status.get("epoch"),
         replicas,
-        json.dumps(status.get("split"), sort_keys=True),
+        json.dumps(split, sort_keys=True),
         status.get("phase"),
         _conditions(status),
+        _above(status.get("lag"), lag_bytes),
     )
-    dependents = (meta.get("deletionTimestamp"), status.get("phase"), _conditions(status))
-    return own, dependents
+    dependents = (
+        meta.get("deletionTimestamp"),
+        status.get("phase"),
+        _conditions(status),
+        split.get("step"),
+        status.get("lagAboveSince"),
+    )
+    # a child's progress through the parent's log, only as coarse as the hand-off needs
+    tailing = tuple(
+        (
+            r.get("pod"),
+            r.get("state"),
+            r.get("recoveryLogHead") is not None,
+            _above(r.get("lag"), CATCH_UP_LAG),
+        )
+        for r in status.get("replicas", [])
+    )
+    for_parent = (
+        meta.get("generation"),
+        meta.get("deletionTimestamp"),
+        status.get("primary"),
+        tailing,
+    )
+    return own, dependents, for_parent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,11 +207,16 @@ def keys_for(cache: Cache, seen: Seen, event: WatchEvent) -> list[Key]:
             return for_task(cache, namespace, name, body)
         return [Key("Task", namespace, name)]
     if kind == "Shard":
-        own, dependents = shard_aspects(body)
+        own, dependents, for_parent = shard_aspects(body, lag_threshold(cache, namespace, body))
         out = for_shard(cache, namespace, name, body)
         keep_self, keep_rest = moved("own", own), moved("dependents", dependents)
+        keep_parent = moved("parent", for_parent)
         return [
-            k for k in out if (k.kind == "Shard" and keep_self) or (k.kind != "Shard" and keep_rest)
+            k
+            for k in out
+            if (k.kind == "Shard" and k.name == name and keep_self)
+            or (k.kind == "Shard" and k.name != name and keep_parent)
+            or (k.kind != "Shard" and keep_rest)
         ]
     if kind == "StatefulSet":
         return for_statefulset(namespace, body.get("metadata", {}).get("labels", {}))

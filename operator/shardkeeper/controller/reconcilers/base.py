@@ -21,6 +21,7 @@ from shardkeeper.controller.engine.queue import WorkQueue
 from shardkeeper.controller.specs import conditions as cond
 from shardkeeper.controller.specs.names import FINALIZER
 from shardkeeper.controller.specs.objects import namespaced_name
+from shardkeeper.controller.specs.splits import SplitSettings
 from shardkeeper.controller.specs.workload import WorkloadDefaults
 
 
@@ -31,6 +32,7 @@ class Deps:
     recorder: events.Recorder
     queue: WorkQueue
     defaults: WorkloadDefaults
+    splits: SplitSettings = dataclasses.field(default_factory=SplitSettings)
 
 
 class Reconciler(Protocol):

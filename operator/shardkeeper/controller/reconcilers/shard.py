@@ -1,14 +1,17 @@
-"""Shard: its workload (applied only when it changed), its roll, and its status."""
+"""Shard: its workload (applied only when it changed), its roll, its split (split.py), and
+its status."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from shardkeeper.api.meta import format_time
 from shardkeeper.api.shard import Shard
 from shardkeeper.api.task import Task
 from shardkeeper.controller.engine import events
-from shardkeeper.controller.reconcilers.base import Base
+from shardkeeper.controller.reconcilers.base import Base, Deps
+from shardkeeper.controller.reconcilers.split import SplitPass, Splits, dump_progress, with_split
 from shardkeeper.controller.specs import names
 from shardkeeper.controller.specs.objects import content_hash, namespaced_name, stamp
 from shardkeeper.controller.specs.references import (
@@ -18,6 +21,7 @@ from shardkeeper.controller.specs.references import (
     task_problems,
 )
 from shardkeeper.controller.specs.rollout import next_step
+from shardkeeper.controller.specs.scaling import lag_above_since
 from shardkeeper.controller.specs.status import shard_verdict
 from shardkeeper.controller.specs.views import PodView, StatefulSetView
 from shardkeeper.controller.specs.workload import (
@@ -39,6 +43,10 @@ WORKLOAD = "workload"
 class ShardReconciler(Base):
     kind = Shard.KIND
 
+    def __init__(self, deps: Deps) -> None:
+        super().__init__(deps)
+        self.splits = Splits(deps, self.recent)
+
     async def reconcile(self, namespace: str, name: str) -> float | None:
         cache = self.deps.cache
         shard = cache.shard(namespace, name)
@@ -50,14 +58,27 @@ class ShardReconciler(Base):
         task = cache.task(namespace, shard.spec.task)
         sts = cache.statefulset(namespace, name)
         problems = task_problems(task, cache) if task is not None else []
-        requeue = None
-        if task is not None and task.metadata.deletion_timestamp is None and self._resolved(task):
-            wait_applied = await self.apply_workload(shard, task, sts)
-            rolling = await self.roll(shard, task, sts)
-            requeue = min((s for s in (wait_applied, rolling) if s is not None), default=None)
-        verdict = shard_verdict(shard, task, sts, problems)
-        await self.write_status(shard, verdict.verdicts, {"phase": str(verdict.phase)})
-        return requeue
+        waits: list[float | None] = []
+        live = task is not None and task.metadata.deletion_timestamp is None
+        if task is not None and live and self._resolved(task):
+            waits.append(await self.apply_workload(shard, task, sts))
+            waits.append(await self.roll(shard, task, sts))
+        split = SplitPass(self.splits.view(shard))
+        if task is not None and live:
+            split = await self.splits.advance(shard, task)
+            waits.append(split.requeue)
+        seen = with_split(shard, split.progress)
+        verdict = shard_verdict(seen, task, sts, problems)
+        since = lag_above_since(seen, task, self.splits.clock()) if task is not None else None
+        fields = {
+            "phase": str(verdict.phase),
+            # the operator's fields are all in every apply: one left out would be removed
+            "split": dump_progress(split.progress),
+            "lagAboveSince": format_time(since) if since is not None else None,
+        }
+        if await self.write_status(shard, [*verdict.verdicts, *split.verdicts], fields):
+            await self.splits.announce(shard, split)
+        return min((w for w in waits if w is not None), default=None)
 
     def _resolved(self, task: Task) -> bool:
         """Whether every StorageMapping and Collection the task names exists. Without them

@@ -1,19 +1,25 @@
-"""Task: its finalizer, its Shards, and its status; its deletion is in task_deletion.py."""
+"""Task: its finalizer, its Shards, the splits its scaling asks for, and its status; its
+deletion is in task_deletion.py."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
+from shardkeeper.api.shard import Shard
 from shardkeeper.api.task import Task
 from shardkeeper.controller.engine import events
 from shardkeeper.controller.engine.kube import ApiError
 from shardkeeper.controller.reconcilers.base import Base, Deps
+from shardkeeper.controller.reconcilers.split import request_split
 from shardkeeper.controller.reconcilers.task_deletion import TaskDeletion
 from shardkeeper.controller.specs.references import task_problems
+from shardkeeper.controller.specs.scaling import recheck_after, scaling_requests
 from shardkeeper.controller.specs.shards import shard_manifest, shards_to_create
 from shardkeeper.controller.specs.status import task_verdict
 
 log = logging.getLogger(__name__)
+SCALING = "scaling"  # what RecentWrites keeps of a split the task's scaling asked for
 
 
 class TaskReconciler(Base):
@@ -57,6 +63,8 @@ class TaskReconciler(Base):
                     f"{shard.spec.r_clock_begin:08x}-{shard.spec.r_clock_end:08x}",
                 ),
             )
+        # splits only for a task that can run: a split's child would need what it lacks
+        recheck = None if problems else await self.scale(task, shards)
         verdict = task_verdict(task, shards, problems, creating=len(to_create))
         await self.write_status(
             task,
@@ -67,4 +75,27 @@ class TaskReconciler(Base):
                 "shardsByPhase": verdict.by_phase,
             },
         )
-        return None
+        return recheck
+
+    async def scale(self, task: Task, shards: list[Shard]) -> float | None:
+        """Ask for the splits that minShards and autoSplit call for (see scaling.py), by
+        setting spec.split as a person would; seconds until an automatic split may be due."""
+        now = datetime.now(UTC)
+        by_name = {s.metadata.name: s for s in shards}
+        for request in scaling_requests(task, shards, now):
+            shard = by_name[request.shard]
+            version = shard.metadata.resource_version
+            if self.recent.current_at(shard.metadata.uid or "", SCALING, version, None):
+                continue  # asked already; the cache does not show it yet
+            if not await request_split(self.deps, shard, request.by):
+                continue  # its spec moved on: the next pass decides again
+            self.recent.wrote_at(shard.metadata.uid or "", SCALING, version, True)
+            await self.deps.recorder.post(
+                task,
+                events.Notice(
+                    events.NORMAL,
+                    "SplitRequested",
+                    f"asked {request.shard} to split by {request.by}: {request.reason}",
+                ),
+            )
+        return recheck_after(task, shards, now)

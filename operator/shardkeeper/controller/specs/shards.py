@@ -1,8 +1,8 @@
 """Which Shards a Task should have, as pure functions of the Task and its existing Shards.
 
 A new Task gets one shard that covers the whole key and r-clock space. After that, shards
-only come from splits (a later step adds them here): a task that has shards is never given
-the initial one again, because its ranges are already owned by the shards that exist.
+only come from splits (splits.py): a task that has shards is never given the initial one
+again, because its ranges are already owned by the shards that exist.
 """
 
 from __future__ import annotations
@@ -19,8 +19,20 @@ from shardkeeper.storage.layout import recovery_log_name
 
 def initial_shard(task: Task) -> Shard:
     """The shard that owns everything: keys and r-clocks 00000000 to ffffffff."""
+    return new_shard(task, (RANGE_MIN, RANGE_MAX), (RANGE_MIN, RANGE_MAX))
+
+
+def new_shard(
+    task: Task,
+    keys: tuple[int, int],
+    r_clocks: tuple[int, int],
+    *,
+    split_source: str | None = None,
+) -> Shard:
+    """A shard of ``task`` owning ``keys`` and ``r_clocks`` (inclusive), named and logged
+    after the begins of its ranges, owned by the Task."""
     namespace, task_name = namespaced_name(task)
-    name = shard_name(task_name, RANGE_MIN, RANGE_MIN)
+    name = shard_name(task_name, keys[0], r_clocks[0])
     return Shard.model_validate(
         {
             "metadata": {
@@ -31,11 +43,12 @@ def initial_shard(task: Task) -> Shard:
             },
             "spec": ShardSpec(
                 task=task_name,
-                key_begin=RANGE_MIN,
-                key_end=RANGE_MAX,
-                r_clock_begin=RANGE_MIN,
-                r_clock_end=RANGE_MAX,
-                recovery_log=recovery_log_name(namespace, task_name, RANGE_MIN, RANGE_MIN),
+                key_begin=keys[0],
+                key_end=keys[1],
+                r_clock_begin=r_clocks[0],
+                r_clock_end=r_clocks[1],
+                recovery_log=recovery_log_name(namespace, task_name, keys[0], r_clocks[0]),
+                split_source=split_source,
             ),
         }
     )

@@ -46,7 +46,7 @@ def live_replicas(shard: Shard, wanted: int) -> list[ReplicaStatus]:
     return out
 
 
-def _primary(shard: Shard, live: Sequence[ReplicaStatus]) -> ReplicaStatus | None:
+def primary_replica(shard: Shard, live: Sequence[ReplicaStatus]) -> ReplicaStatus | None:
     # A primary that died leaves its entry PRIMARY; the new one names itself in
     # status.primary, so an entry counts only if it agrees.
     named = shard.status.primary
@@ -75,7 +75,7 @@ def shard_verdict(
     wanted = wanted_replicas(task)
     hot = task.spec.shards.hot_standbys
     live = live_replicas(shard, wanted)
-    primary = _primary(shard, live)
+    primary = primary_replica(shard, live)
     failed = [e for e in live if e.state == ReplicaState.FAILED]
     standbys = [e for e in live if e.state == ReplicaState.STANDBY]
     ready_pods = sts.ready if sts is not None else 0
@@ -107,6 +107,17 @@ def shard_verdict(
             f"{ready_pods} of {wanted} pods ready; no replica has reported yet",
         )
     progressing = _shard_progressing(phase, sts, wanted, _was_rolling(shard))
+    if progressing.reason in ("Starting", "Stable") and shard.spec.split_source is not None:
+        progressing = cond.progressing(
+            True,
+            "BeingBuilt",
+            f"a split of {shard.spec.split_source} builds this shard from its recovery log",
+        )
+    elif progressing.reason in ("Starting", "Stable") and splitting:
+        assert shard.status.split is not None
+        progressing = cond.progressing(
+            True, "Splitting", f"a split of this shard is at step {shard.status.split.step}"
+        )
     # a roll replaces standbys on purpose: that is no degradation to warn about
     rolling = progressing.reason == "RollingUpdate"
     return ShardVerdict(
@@ -156,8 +167,6 @@ def _shard_progressing(
         return cond.progressing(True, "Scaling", f"{sts.current} of {wanted} pods exist")
     if phase in (ShardPhase.PENDING, ShardPhase.RECOVERING):
         return cond.progressing(True, "Starting", "waiting for a replica to become primary")
-    if phase == ShardPhase.SPLITTING:
-        return cond.progressing(True, "Splitting", "a split of this shard is under way")
     return cond.progressing(False, "Stable", "every pod runs the current template")
 
 
@@ -214,13 +223,17 @@ def task_verdict(
     processing = [s for s in shards if s.status.phase in PROCESSING]
     count = len(shards)
     blocking = [p for p in problems if not p.waiting]
+    # a child that a split still builds serves nothing yet: its parent still owns its range
+    serving = [s for s in shards if s.spec.split_source is None]
     return TaskVerdict(
         shards=count,
         ready_shards=len(processing),
         by_phase=dict(sorted(by_phase.items())),
         verdicts=(
-            _task_ready(task, shards, problems, deleting, len(processing)),
-            _task_progressing(shards, problems, creating, deleting),
+            _task_ready(
+                task, serving, problems, deleting, len([s for s in serving if s in processing])
+            ),
+            _task_progressing(task, shards, problems, creating, deleting),
             _task_degraded(shards, blocking),
         ),
     )
@@ -263,7 +276,11 @@ def _task_ready(
 
 
 def _task_progressing(
-    shards: Sequence[Shard], problems: Sequence[Problem], creating: int, deleting: bool
+    task: Task,
+    shards: Sequence[Shard],
+    problems: Sequence[Problem],
+    creating: int,
+    deleting: bool,
 ) -> ConditionValue:
     if deleting:
         return cond.progressing(True, "Deleting", "stopping the shards before removing the task")
@@ -272,6 +289,26 @@ def _task_progressing(
         return cond.progressing(first.waiting, first.reason, summary(problems))
     if creating:
         return cond.progressing(True, "CreatingShards", f"creating {creating} shards")
+    splitting = [
+        s for s in shards if s.status.split is not None and s.status.split.step not in SPLIT_ENDED
+    ]
+    if splitting:
+        shown = ", ".join(
+            f"{s.metadata.name} ({s.status.split.step})" for s in splitting[:3] if s.status.split
+        )
+        more = f" and {len(splitting) - 3} more" if len(splitting) > 3 else ""
+        return cond.progressing(
+            True, "Splitting", f"{len(splitting)} splits under way: {shown}{more}"
+        )
+    scaling = task.spec.shards.scaling
+    live = [s for s in shards if s.status.phase != ShardPhase.RETIRED]
+    if shards and len(live) < scaling.min_shards:
+        return cond.progressing(
+            True,
+            "ScalingUp",
+            f"the task has {len(live)} of minShards {scaling.min_shards} shards; the widest "
+            "are split as they become ready",
+        )
     # a shard the operator has not looked at yet has no conditions: it is starting
     moving = [s for s in shards if not cond.is_false(s.status.conditions, PROGRESSING)]
     if moving:
@@ -283,6 +320,20 @@ def _task_progressing(
             True,
             "ShardsProgressing",
             f"{len(moving)} of {len(shards)} shards are starting or changing: {shown}{more}",
+        )
+    # more shards than asked for: a lowered minShards (or maxShards), since only an
+    # automatic split may go past minShards
+    over_max = scaling.max_shards is not None and len(live) > scaling.max_shards
+    if over_max or (len(live) > scaling.min_shards and scaling.auto_split is None):
+        limit = (
+            f"maxShards is {scaling.max_shards}"
+            if over_max
+            else f"minShards is {scaling.min_shards}"
+        )
+        return cond.progressing(
+            False,
+            "ShardsNotMerged",
+            f"{limit} but the task has {len(live)} shards; shards are never merged",
         )
     return cond.progressing(False, "Stable", "")
 

@@ -299,14 +299,18 @@ def service_account(ctx: WorkloadInputs) -> Object:
     }
 
 
-def runtime_rules(shard: str, secret_names: Sequence[str]) -> list[Object]:
+def runtime_rules(
+    shard: str, secret_names: Sequence[str], split_source: str | None = None
+) -> list[Object]:
     """The runtime's permissions, exactly the table in docs/shard-pod.md.
 
     Names are pinned wherever the verb allows it, so a shard's pods cannot read or write
-    another shard's object or Lease, or any Secret they were not given.
+    another shard's object or Lease, or any Secret they were not given. A child of a split
+    may also read its parent (``split_source``), whose spec names the log it restores.
     """
+    readable = [shard, split_source] if split_source else [shard]
     rules: list[Object] = [
-        _rule(GROUP, "shards", ["get", "watch"], [shard]),
+        _rule(GROUP, "shards", ["get", "watch"], readable),
         _rule(GROUP, "shards/status", ["get", "patch"], [shard]),
         {
             "apiGroups": [GROUP],
@@ -336,7 +340,7 @@ def role(ctx: WorkloadInputs) -> Object:
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _metadata(ctx, names.runtime_name(ctx.name)),
-        "rules": runtime_rules(ctx.name, ctx.secret_names),
+        "rules": runtime_rules(ctx.name, ctx.secret_names, ctx.shard.spec.split_source),
     }
 
 
