@@ -29,6 +29,7 @@ from shardkeeper_dev.environment import EnvInfo
 
 PREFIX = "examples/"  # the example StorageMapping's
 TASK = "customer-totals"
+MATERIALIZATION = ("Task", "totals-to-postgres")
 PARENT = f"{TASK}-00000000-00000000"
 CUSTOMERS = [f"c{i:02d}" for i in range(40)]
 
@@ -78,18 +79,20 @@ class Orders:
         return self.expected
 
 
-def shards(kubectl: Kubectl, namespace: str) -> dict[str, dict[str, Any]]:
+def shards(kubectl: Kubectl, namespace: str, task: str = TASK) -> dict[str, dict[str, Any]]:
     out = kubectl("get", f"shards.{GROUP}", "-n", namespace, "-o", "json")
     return {
         s["metadata"]["name"]: s
         for s in json.loads(out.stdout)["items"]
-        if s["spec"]["task"] == TASK
+        if s["spec"]["task"] == task
     }
 
 
-def settled(kubectl: Kubectl, namespace: str, count: int) -> dict[str, dict[str, Any]] | None:
+def settled(
+    kubectl: Kubectl, namespace: str, count: int, task: str = TASK
+) -> dict[str, dict[str, Any]] | None:
     """The task's shards, once there are ``count``, all Running, and no split runs."""
-    found = shards(kubectl, namespace)
+    found = shards(kubectl, namespace, task)
     if len(found) != count:
         return None
     for shard in found.values():
@@ -145,6 +148,18 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
         ("80000000", "bfffffff"),
         ("c0000000", "ffffffff"),
     ]
+
+    # the materialization 1 -> 2, by key: each half keeps its own checkpoint row
+    (mat,) = [
+        copy.deepcopy(d) for d in docs if (d["kind"], d["metadata"]["name"]) == MATERIALIZATION
+    ]
+    mat["spec"].setdefault("shards", {})["scaling"] = {"minShards": 2}
+    apply(kubectl, namespace, [mat])
+    wait_for(
+        lambda: settled(kubectl, namespace, 2, task=MATERIALIZATION[1]),
+        timeout=240,
+        what="two materialization shards",
+    )
     wait_for(lambda: orders.posted >= posted_at_two + 400, timeout=60, what="orders after")
     expected = orders.stop()
 
@@ -172,4 +187,11 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
     for customer, counts in by_customer.items():
         assert sorted(counts) == list(range(1, expected[customer][1] + 1)), customer
     with psycopg.connect(dev_env.postgres_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT shard FROM {}.shardkeeper_checkpoints").format(sql.Identifier(schema))
+        )
+        assert sorted(r[0] for r in rows) == [
+            f"{namespace}/totals-to-postgres-00000000-00000000",
+            f"{namespace}/totals-to-postgres-80000000-00000000",
+        ]
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
