@@ -18,7 +18,16 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from tests.controller.support import GROUP, Kubectl, OperatorProcess, apply, examples
+from tests.controller.conftest import StartOperator
+from tests.controller.support import (
+    GROUP,
+    Kubectl,
+    OperatorProcess,
+    apply,
+    event_reasons,
+    examples,
+    get,
+)
 from tests.controller.test_flow import capture_url, post, totals
 from tests.support.wait import NOT_YET, wait_for
 
@@ -195,3 +204,68 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
             f"{namespace}/totals-to-postgres-80000000-00000000",
         ]
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def split_step(kubectl: Kubectl, namespace: str, name: str) -> str | None:
+    shard = get(kubectl, namespace, f"shards.{GROUP}", name) or {}
+    step: str | None = ((shard.get("status") or {}).get("split") or {}).get("step")
+    return step
+
+
+def test_a_split_is_aborted_by_its_timeout_and_cancelled_by_removing_it(
+    operators: StartOperator, kubectl: Kubectl, namespace: str, dev_env: EnvInfo, bucket: str
+) -> None:
+    """Before the hand-off a split can end without a trace on the parent: a catch-up
+    timeout aborts it, and so does a person removing spec.split."""
+    hasty = operators("operator-hasty", "--split-catch-up-timeout=1s")
+    hasty.wait_leading()
+    wanted = (("Secret", "s3-credentials"), ("StorageMapping", "local"), ("Collection", "orders"))
+    docs = examples(dev_env, bucket, *wanted, ("Collection", TASK), ("Task", TASK))
+    apply(kubectl, namespace, docs)
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", f"task/{TASK}")
+    before = get(kubectl, namespace, f"shards.{GROUP}", PARENT)
+    split = '{"spec":{"split":{"by":"key"}}}'
+    kubectl("patch", f"shards.{GROUP}", PARENT, "-n", namespace, "--type", "merge", "-p", split)
+    wait_for(
+        lambda: split_step(kubectl, namespace, PARENT) == "Aborted",
+        timeout=120,
+        what="the split aborted by its timeout",
+    )
+    parent = get(kubectl, namespace, f"shards.{GROUP}", PARENT)
+    assert "timeout" in parent["status"]["split"]["message"], parent["status"]["split"]
+    check_untouched(kubectl, namespace, before)
+    assert "SplitAborted" in event_reasons(kubectl, namespace, PARENT)
+
+    hasty.stop()
+    patient = operators("operator-patient")
+    patient.wait_leading()
+    kubectl("patch", f"shards.{GROUP}", PARENT, "-n", namespace, "--type", "merge", "-p", split)
+    wait_for(
+        lambda: split_step(kubectl, namespace, PARENT) in ("Plan", "Children", "CatchUp"),
+        timeout=60,
+        what="a new split under way",
+    )
+    cancel = '{"spec":{"split":null}}'
+    kubectl("patch", f"shards.{GROUP}", PARENT, "-n", namespace, "--type", "merge", "-p", cancel)
+    wait_for(
+        lambda: split_step(kubectl, namespace, PARENT) == "Aborted",
+        timeout=120,
+        what="the split aborted by its removal",
+    )
+    check_untouched(kubectl, namespace, before)
+
+
+def check_untouched(kubectl: Kubectl, namespace: str, before: dict[str, Any]) -> None:
+    """The parent as it was, and no child left."""
+    child = f"{TASK}-80000000-00000000"
+    wait_for(
+        lambda: get(kubectl, namespace, f"shards.{GROUP}", child) is None,
+        timeout=60,
+        what="the child deleted",
+    )
+    parent = get(kubectl, namespace, f"shards.{GROUP}", PARENT)
+    assert parent["spec"]["keyEnd"] == "ffffffff"
+    assert "split" not in parent["spec"]
+    assert "splitTargets" not in parent["spec"]
+    assert parent["status"]["epoch"] == before["status"]["epoch"]
+    assert parent["status"]["primary"] == before["status"]["primary"]
