@@ -22,7 +22,6 @@ from tests.controller.conftest import StartOperator
 from tests.controller.support import (
     GROUP,
     Kubectl,
-    OperatorProcess,
     apply,
     event_reasons,
     examples,
@@ -115,8 +114,10 @@ def settled(
 
 
 def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
-    operator: OperatorProcess, kubectl: Kubectl, namespace: str, dev_env: EnvInfo, bucket: str
+    operators: StartOperator, kubectl: Kubectl, namespace: str, dev_env: EnvInfo, bucket: str
 ) -> None:
+    operator = operators("operator-a")
+    operator.wait_leading()
     schema = f"t_{secrets.token_hex(4)}"
     docs = examples(dev_env, bucket)
     for doc in docs:
@@ -150,6 +151,17 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
     ]
     task["spec"]["shards"]["scaling"].update(minShards=4, maxShards=8)
     apply(kubectl, namespace, [task])
+    # the operator killed in the middle of both splits; the next one resumes them
+    wait_for(
+        lambda: any(
+            split_step(kubectl, namespace, name) in ("Children", "CatchUp")
+            for name in shards(kubectl, namespace)
+        ),
+        timeout=120,
+        what="a split under way",
+    )
+    operator.kill()
+    operators("operator-b").wait_leading()
     four = wait_for(lambda: settled(kubectl, namespace, 4), timeout=300, what="four shards")
     assert sorted((s["spec"]["keyBegin"], s["spec"]["keyEnd"]) for s in four.values()) == [
         ("00000000", "3fffffff"),
