@@ -3,11 +3,11 @@ pod's service account or a kubeconfig, without the official client.
 
 Importing ``kubernetes.client`` loads every generated model (tens of MB and most of a
 second per process); the shard runtime only needs a few JSON requests, so it talks to the
-API server through this module. It understands what shard pods and the dev environment
-use: the in-cluster service account (its token re-read every minute, since projected
-tokens rotate) and kubeconfigs with a CA, client certificates and bearer tokens, inline
-or as files. Other kinds of kubeconfig auth (exec plugins, auth providers) are refused
-with a message saying so.
+API server through this module, and so does the ``shards`` command, which should start
+fast. It understands what shard pods and the dev environment use: the in-cluster service
+account (its token re-read every minute, since projected tokens rotate) and kubeconfigs
+with a CA, client certificates and bearer tokens, inline or as files. Other kinds of
+kubeconfig auth (exec plugins, auth providers) are refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import urllib3
 
-from shardkeeper.kube.config import KubeconfigError, Source
+from shardkeeper.kube.config import KubeconfigError, Source, named, select_context
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_REREAD_SECONDS = 60.0
@@ -62,15 +62,15 @@ class Access:
 # --- pure: reading a kubeconfig and the in-cluster environment ------------------------------
 
 
-def kubeconfig_access(config: Mapping[str, Any], base: Path) -> Access:
-    """The current context's cluster and user; relative file paths are taken from
-    ``base``, the kubeconfig's directory, as kubectl does."""
-    context_name = config.get("current-context")
-    if not context_name:
-        raise KubeconfigError("the kubeconfig has no current-context")
-    context = _named(config, "contexts", context_name, "context")
-    cluster = _named(config, "clusters", context.get("cluster"), "cluster")
-    user = _named(config, "users", context.get("user"), "user") if context.get("user") else {}
+def kubeconfig_access(
+    config: Mapping[str, Any], base: Path, context_name: str | None = None
+) -> Access:
+    """The cluster and user of the context ``context_name`` (else the current context);
+    relative file paths are taken from ``base``, the kubeconfig's directory, as kubectl
+    does."""
+    context = select_context(config, context_name)
+    cluster = named(config, "clusters", context.get("cluster"), "cluster")
+    user = named(config, "users", context.get("user"), "user") if context.get("user") else {}
     server = cluster.get("server")
     if not server:
         raise KubeconfigError(f"cluster {context.get('cluster')!r} has no server")
@@ -78,7 +78,8 @@ def kubeconfig_access(config: Mapping[str, Any], base: Path) -> Access:
     if unsupported:
         raise KubeconfigError(
             f"user {context.get('user')!r} authenticates with {', '.join(unsupported)}: the "
-            "shard runtime supports client certificates and bearer tokens only"
+            "light client (shard runtime, shards CLI) supports client certificates and bearer "
+            "tokens only"
         )
 
     def credential(entry: Mapping[str, Any], key: str) -> Credential | None:
@@ -118,15 +119,20 @@ def in_cluster_access(env: Mapping[str, str], root: Path = SERVICE_ACCOUNT_DIR) 
     )
 
 
-def _named(config: Mapping[str, Any], section: str, name: Any, field: str) -> dict[str, Any]:
-    for entry in config.get(section) or []:
-        if entry.get("name") == name:
-            found: dict[str, Any] = entry.get(field) or {}
-            return found
-    raise KubeconfigError(f"the kubeconfig has no {field} named {name!r} in {section}")
-
-
 # --- I/O: the transport ---------------------------------------------------------------------
+
+
+def read_kubeconfig(path: Path) -> dict[str, Any]:
+    """A kubeconfig file's contents, or :class:`KubeconfigError` saying why not."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise KubeconfigError(f"cannot read the kubeconfig {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise KubeconfigError(f"the kubeconfig {path} is not a mapping")
+    return config
 
 
 class TokenFile:
@@ -158,8 +164,9 @@ class TokenFile:
 class LightClient:
     """A :class:`shardkeeper.kube.client.Transport` on one urllib3 pool."""
 
-    def __init__(self, access: Access, *, pool_size: int = 4) -> None:
+    def __init__(self, access: Access, *, pool_size: int = 4, user_agent: str = USER_AGENT) -> None:
         self.server = access.server
+        self.user_agent = user_agent
         self._token = access.token
         self._token_file = TokenFile(access.token_file) if access.token_file else None
         pool: dict[str, Any] = {"maxsize": pool_size}
@@ -170,16 +177,8 @@ class LightClient:
         self._pool = urllib3.PoolManager(num_pools=2, **pool)
 
     @classmethod
-    def from_kubeconfig(cls, path: Path) -> LightClient:
-        import yaml
-
-        try:
-            config = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise KubeconfigError(f"cannot read the kubeconfig {path}: {exc}") from None
-        if not isinstance(config, dict):
-            raise KubeconfigError(f"the kubeconfig {path} is not a mapping")
-        return cls(kubeconfig_access(config, path.parent))
+    def from_kubeconfig(cls, path: Path, context: str | None = None) -> LightClient:
+        return cls(kubeconfig_access(read_kubeconfig(path), path.parent, context))
 
     @classmethod
     def in_cluster(cls, env: Mapping[str, str], root: Path = SERVICE_ACCOUNT_DIR) -> LightClient:
@@ -190,7 +189,7 @@ class LightClient:
         """A client with the credentials :func:`shardkeeper.kube.config.locate` chose."""
         if source.kubeconfig is None:
             return cls.in_cluster(env)
-        return cls.from_kubeconfig(source.kubeconfig)
+        return cls.from_kubeconfig(source.kubeconfig, source.context)
 
     def send(
         self,
@@ -201,7 +200,7 @@ class LightClient:
         body: bytes | None,
         timeout: urllib3.Timeout,
     ) -> urllib3.BaseHTTPResponse:
-        headers = {**headers, "User-Agent": USER_AGENT}
+        headers = {**headers, "User-Agent": self.user_agent}
         token = self._token_file.get() if self._token_file else self._token
         if token:
             headers["Authorization"] = f"Bearer {token}"

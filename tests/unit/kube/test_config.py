@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from shardkeeper.kube.config import KubeconfigError, Source, locate
+from shardkeeper.kube.config import (
+    KubeconfigError,
+    Source,
+    context_namespace,
+    locate,
+    select_context,
+)
 
 IN_POD = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
 
@@ -43,3 +49,35 @@ def test_a_kubeconfig_list_must_name_one_file(tmp_path: Path) -> None:
         locate(None, {"KUBECONFIG": "/a:/b"})
     with pytest.raises(KubeconfigError, match="lists 2 files"):
         locate("/a:/b", {})
+
+
+def test_a_named_context_is_kept_and_rules_out_the_service_account() -> None:
+    env = {**IN_POD, "HOME": "/home/u"}
+    assert locate(None, env, "staging") == Source(
+        Path("/home/u/.kube/config"), "default", "staging"
+    )
+    assert locate("/arg/k", env, "staging").context == "staging"
+    assert locate(None, env, "").in_cluster
+
+
+KUBECONFIG = {
+    "contexts": [
+        {"name": "dev", "context": {"cluster": "c", "namespace": "team-a"}},
+        {"name": "prod", "context": {"cluster": "c"}},
+    ],
+    "current-context": "dev",
+}
+
+
+def test_the_context_is_the_named_one_else_the_current_one() -> None:
+    assert select_context(KUBECONFIG) == {"cluster": "c", "namespace": "team-a"}
+    assert select_context(KUBECONFIG, "prod") == {"cluster": "c"}
+    with pytest.raises(KubeconfigError, match="no context named 'nope'"):
+        select_context(KUBECONFIG, "nope")
+    with pytest.raises(KubeconfigError, match="no current-context"):
+        select_context({"contexts": []})
+
+
+def test_the_namespace_is_the_contexts_if_it_sets_one() -> None:
+    assert context_namespace(KUBECONFIG) == "team-a"
+    assert context_namespace(KUBECONFIG, "prod") is None

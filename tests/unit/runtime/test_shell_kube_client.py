@@ -89,6 +89,12 @@ def test_a_token_file_and_tls_options_are_taken() -> None:
     )
 
 
+def test_a_context_named_by_the_caller_replaces_the_current_one() -> None:
+    config = kubeconfig({"server": "https://api"}, {"token": "t"})
+    assert kubeconfig_access(config, Path("/"), "other").server == "https://wrong"
+    assert kubeconfig_access(config, Path("/"), None).server == "https://api"
+
+
 @pytest.mark.parametrize(
     ("change", "words"),
     [
