@@ -31,9 +31,11 @@ from tests.controller.test_flow import capture_url, post, totals
 from tests.support.wait import NOT_YET, wait_for
 
 from shardkeeper.runtime.shell.collectionio import read_collection
+from shardkeeper.storage.layout import task_recovery_dir
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper_dev import environment
 from shardkeeper_dev.environment import EnvInfo
+from shardkeeper_dev.ownership import check_ownership
 
 PREFIX = "examples/"  # the example StorageMapping's
 TASK = "customer-totals"
@@ -192,6 +194,11 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
         retry=(*NOT_YET, psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName),
     )
     assert found == expected
+    # the recovery logs prove that one primary at a time owned each key
+    objects = ObjectStore(environment.s3_client(dev_env), bucket)
+    for name in (TASK, MATERIALIZATION[1]):
+        report = check_ownership(objects, PREFIX + task_recovery_dir(namespace, name))
+        assert len(report.logs) == (4 if name == TASK else 2), report
     # every derived document once: one per order, whichever shard derived it
     derived = [
         d.document

@@ -30,8 +30,9 @@ from shardkeeper.api.shard import shard_name
 from shardkeeper.runtime.core.documents import parse_line, split_lines
 from shardkeeper.runtime.core.routing import Ranges, key_hash, pack_key
 from shardkeeper.storage.fragment import FragmentKind
-from shardkeeper.storage.layout import object_key, recovery_log_name
+from shardkeeper.storage.layout import object_key, recovery_log_name, task_recovery_dir
 from shardkeeper.storage.recoverylog import RecoveryLog
+from shardkeeper_dev.ownership import check_ownership
 
 PIVOT = 0x80000000
 KEYS = [f"key-{i:02d}" for i in range(40)]
@@ -152,6 +153,7 @@ def test_a_child_takes_over_the_upper_half_at_the_parents_fence(
         interval=0.5,
     )
     check_split_counts(setup, parent, child, sent)
+    check_ownership(setup.objects, PREFIX + task_recovery_dir(setup.namespace, TASK))
 
     # the parent claimed its whole range, then the lower half; the child forked exactly
     # at that fence and claims the upper half
@@ -220,3 +222,4 @@ def test_kills_around_the_hand_off_lose_nothing(new_shard: NewShard, spawn: Spaw
         interval=0.5,
     )
     check_split_counts(setup, parent, child, sent)
+    check_ownership(setup.objects, PREFIX + task_recovery_dir(setup.namespace, TASK))
