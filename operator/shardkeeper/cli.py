@@ -14,6 +14,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("shardkeeper.controller.main", "run the operator (kopf)"),
     "shard": ("shardkeeper.runtime.shell.main", "run one shard replica (the data plane)"),
+    "shards": ("shardkeeper.shards_cli", "split shards, cancel a split, show a task's shards"),
     "dev": ("shardkeeper_dev.main", "local development environment: tools, up, down, status"),
 }
 

@@ -12,8 +12,12 @@ from __future__ import annotations
 import collections
 import copy
 import json
+import os
 import secrets
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -33,7 +37,7 @@ from tests.support.wait import NOT_YET, wait_for
 from shardkeeper.runtime.shell.collectionio import read_collection
 from shardkeeper.storage.layout import task_recovery_dir
 from shardkeeper.storage.objectstore import ObjectStore
-from shardkeeper_dev import environment
+from shardkeeper_dev import environment, tools
 from shardkeeper_dev.environment import EnvInfo
 from shardkeeper_dev.ownership import check_ownership
 
@@ -258,20 +262,44 @@ def test_a_split_is_aborted_by_its_timeout_and_cancelled_by_removing_it(
     hasty.stop()
     patient = operators("operator-patient")
     patient.wait_leading()
-    kubectl("patch", f"shards.{GROUP}", PARENT, "-n", namespace, "--type", "merge", "-p", split)
+    # this time through the CLI, as `shardkeeper shards` and as the kubectl plugin
+    asked = shards_cli(dev_env, "shardkeeper", "shards", "-n", namespace, "split", PARENT)
+    assert "asked for a split" in asked
     wait_for(
         lambda: split_step(kubectl, namespace, PARENT) in ("Plan", "Children", "CatchUp"),
         timeout=60,
         what="a new split under way",
     )
-    cancel = '{"spec":{"split":null}}'
-    kubectl("patch", f"shards.{GROUP}", PARENT, "-n", namespace, "--type", "merge", "-p", cancel)
+    shards_cli(dev_env, "kubectl", "shards", "-n", namespace, "cancel-split", PARENT)
     wait_for(
         lambda: split_step(kubectl, namespace, PARENT) == "Aborted",
         timeout=120,
         what="the split aborted by its removal",
     )
     check_untouched(kubectl, namespace, before)
+    shown = shards_cli(dev_env, "kubectl", "shards", "-n", namespace, "status", TASK)
+    assert f"shard/{PARENT}  key 00000000-ffffffff  r-clock 00000000-ffffffff  Running" in shown
+    refused = subprocess.run(
+        [sys.executable, "-m", "shardkeeper", "shards", "-n", namespace, "split", "nope"],
+        env=cli_env(dev_env),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert "nope" in refused.stderr
+
+
+def cli_env(dev_env: EnvInfo) -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    path = f"{bin_dir}:{tools.binary_path('kubectl').parent}:{os.environ.get('PATH', '')}"
+    return {**os.environ, "KUBECONFIG": str(dev_env.kubeconfig), "PATH": path}
+
+
+def shards_cli(dev_env: EnvInfo, *argv: str) -> str:
+    done = subprocess.run(argv, env=cli_env(dev_env), capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def check_untouched(kubectl: Kubectl, namespace: str, before: dict[str, Any]) -> None:
