@@ -223,3 +223,83 @@ def test_kills_around_the_hand_off_lose_nothing(new_shard: NewShard, spawn: Spaw
     )
     check_split_counts(setup, parent, child, sent)
     check_ownership(setup.objects, PREFIX + task_recovery_dir(setup.namespace, TASK))
+
+
+def test_a_parent_killed_before_the_hand_off_narrows_when_it_comes_back(
+    new_shard: NewShard, spawn: Spawn
+) -> None:
+    """The parent is down when its Shard narrows: its next primary fences claiming the
+    lower half straight away, and that fence is the hand-off."""
+    setup = new_shard(hot_standbys=0, max_txn="300ms")
+    parent, child = setup.shard, shard_name(TASK, PIVOT, 0)
+    feeder = Feeder(setup)
+    parent_replica = spawn(setup, "parent-0")
+    parent_replica.wait_state("PRIMARY", timeout=60)
+    feeder.send(KEYS)
+    apply(setup.kube_api, setup.namespace, child_shard(setup.namespace, parent))
+    patch_spec(setup, parent, {"splitTargets": [child]})
+    child_setup = dataclasses.replace(setup, shard=child)
+    child_replica = spawn(child_setup, "child-0")
+    child_replica.wait_state("STANDBY", timeout=60)
+    parent_replica.kill()
+    feeder.send(KEYS)
+    patch_spec(setup, parent, {"keyEnd": f"{PIVOT - 1:08x}"})
+    parent_replica.start()
+    child_replica.wait_state("PRIMARY", timeout=60)
+    parent_replica.wait_state("PRIMARY", timeout=60)
+    feeder.send(KEYS)
+    sent = feeder.sent
+    wait_for(
+        lambda: sum(len(outputs(setup, w)) for w in (parent, child)) >= sum(sent.values()),
+        timeout=90,
+        what="every document counted",
+        interval=0.5,
+    )
+    check_split_counts(setup, parent, child, sent)
+    check_ownership(setup.objects, PREFIX + task_recovery_dir(setup.namespace, TASK))
+
+
+def test_an_r_clock_split_processes_every_document_once(new_shard: NewShard, spawn: Spawn) -> None:
+    """By r-clock, both halves see every key; each document is still processed by exactly
+    one of them, and each half's counts go on from the parent's."""
+    setup = new_shard(hot_standbys=0, max_txn="300ms")
+    parent = setup.shard
+    child = shard_name(TASK, 0, PIVOT)
+    feeder = Feeder(setup)
+    parent_replica = spawn(setup, "parent-0")
+    parent_replica.wait_state("PRIMARY", timeout=60)
+    for _ in range(5):
+        feeder.send(KEYS)
+    spec = child_shard(setup.namespace, parent)
+    spec["metadata"]["name"] = child
+    spec["spec"].update(
+        keyBegin="00000000",
+        rClockBegin=f"{PIVOT:08x}",
+        recoveryLog=recovery_log_name(setup.namespace, TASK, 0, PIVOT),
+    )
+    apply(setup.kube_api, setup.namespace, spec)
+    patch_spec(setup, parent, {"splitTargets": [child]})
+    child_replica = spawn(dataclasses.replace(setup, shard=child), "child-0")
+    child_replica.wait_state("STANDBY", timeout=60)
+    patch_spec(setup, parent, {"rClockEnd": f"{PIVOT - 1:08x}"})
+    child_replica.wait_state("PRIMARY", timeout=60)
+    for _ in range(5):
+        feeder.send(KEYS)
+    total = sum(feeder.sent.values())
+    wait_for(
+        lambda: sum(len(outputs(setup, w)) for w in (parent, child)) >= total,
+        timeout=90,
+        what="every document counted",
+        interval=0.5,
+    )
+    documents = [d for w in (parent, child) for _, _, d in outputs(setup, w)]
+    assert len(documents) == total
+    assert len({d["_meta"]["uuid"] for d in documents}) == total
+    for writer in (parent, child):
+        per_key: dict[str, list[int]] = collections.defaultdict(list)
+        for _, _, document in outputs(setup, writer):
+            per_key[document["key"]].append(document["n"])
+        for key, counts in per_key.items():
+            # each side counts on from what it inherited, one by one
+            assert counts == list(range(counts[0], counts[0] + len(counts))), (writer, key)
+    check_ownership(setup.objects, PREFIX + task_recovery_dir(setup.namespace, TASK))
