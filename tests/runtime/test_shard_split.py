@@ -20,6 +20,7 @@ from tests.runtime.shard_harness import (
     PREFIX,
     TASK,
     Feeder,
+    ReplicaProcess,
     ShardSetup,
     apply,
 )
@@ -74,6 +75,28 @@ def outputs(setup: ShardSetup, writer: str) -> list[tuple[int, int, dict[str, An
     return found
 
 
+def start_child(
+    setup: ShardSetup, spawn: Spawn, spec: dict[str, Any]
+) -> tuple[ShardSetup, ReplicaProcess, dict[str, Any]]:
+    """The operator's Children step by hand: the child Shard, the parent's splitTargets,
+    and the child's replica, once it follows the parent's log (its status entry)."""
+    child = spec["metadata"]["name"]
+    apply(setup.kube_api, setup.namespace, spec)
+    patch_spec(setup, setup.shard, {"splitTargets": [child]})
+    child_setup = dataclasses.replace(setup, shard=child)
+    replica = spawn(child_setup, "child-0")
+    return child_setup, replica, replica.wait_state("STANDBY", timeout=60)
+
+
+def wait_all_counted(setup: ShardSetup, writers: tuple[str, ...], total: int) -> None:
+    wait_for(
+        lambda: sum(len(outputs(setup, w)) for w in writers) >= total,
+        timeout=90,
+        what="every document counted",
+        interval=0.5,
+    )
+
+
 def check_split_counts(
     setup: ShardSetup, parent: str, child: str, sent: collections.Counter[str]
 ) -> None:
@@ -121,11 +144,9 @@ def test_a_child_takes_over_the_upper_half_at_the_parents_fence(
     wait_for(lambda: len(outputs(setup, parent)) > 200, timeout=60, what="parent outputs")
 
     # the operator's Children step: the child Shard, and the parent's splitTargets
-    apply(setup.kube_api, setup.namespace, child_shard(setup.namespace, parent))
-    patch_spec(setup, parent, {"splitTargets": [child]})
-    child_setup = dataclasses.replace(setup, shard=child)
-    child_replica = spawn(child_setup, "child-0")
-    following = child_replica.wait_state("STANDBY", timeout=60)
+    child_setup, child_replica, following = start_child(
+        setup, spawn, child_shard(setup.namespace, parent)
+    )
     assert following["message"].startswith("split from "), following
     wait_for(
         lambda: (child_setup.replica("child-0").get("lag") or 1 << 40) < 1 << 20,
@@ -146,12 +167,7 @@ def test_a_child_takes_over_the_upper_half_at_the_parents_fence(
     feeding.join(10)
 
     sent = feeder.sent
-    wait_for(
-        lambda: sum(len(outputs(setup, w)) for w in (parent, child)) >= sum(sent.values()),
-        timeout=90,
-        what="every document counted",
-        interval=0.5,
-    )
+    wait_all_counted(setup, (parent, child), sum(sent.values()))
     check_split_counts(setup, parent, child, sent)
     check_ownership(setup.objects, PREFIX + task_recovery_dir(setup.namespace, TASK))
 
@@ -194,11 +210,7 @@ def test_kills_around_the_hand_off_lose_nothing(new_shard: NewShard, spawn: Spaw
     parent_replica.wait_state("PRIMARY", timeout=60)
     feeding = threading.Thread(target=feed, daemon=True)
     feeding.start()
-    apply(setup.kube_api, setup.namespace, child_shard(setup.namespace, parent))
-    patch_spec(setup, parent, {"splitTargets": [child]})
-    child_setup = dataclasses.replace(setup, shard=child)
-    child_replica = spawn(child_setup, "child-0")
-    child_replica.wait_state("STANDBY", timeout=60)
+    _, child_replica, _ = start_child(setup, spawn, child_shard(setup.namespace, parent))
     child_replica.kill()
     child_replica.start()
     child_replica.wait_state("STANDBY", timeout=60)
@@ -215,12 +227,7 @@ def test_kills_around_the_hand_off_lose_nothing(new_shard: NewShard, spawn: Spaw
     stop_feeding.set()
     feeding.join(10)
     sent = feeder.sent
-    wait_for(
-        lambda: sum(len(outputs(setup, w)) for w in (parent, child)) >= sum(sent.values()),
-        timeout=90,
-        what="every document counted",
-        interval=0.5,
-    )
+    wait_all_counted(setup, (parent, child), sum(sent.values()))
     check_split_counts(setup, parent, child, sent)
     check_ownership(setup.objects, PREFIX + task_recovery_dir(setup.namespace, TASK))
 
@@ -236,11 +243,7 @@ def test_a_parent_killed_before_the_hand_off_narrows_when_it_comes_back(
     parent_replica = spawn(setup, "parent-0")
     parent_replica.wait_state("PRIMARY", timeout=60)
     feeder.send(KEYS)
-    apply(setup.kube_api, setup.namespace, child_shard(setup.namespace, parent))
-    patch_spec(setup, parent, {"splitTargets": [child]})
-    child_setup = dataclasses.replace(setup, shard=child)
-    child_replica = spawn(child_setup, "child-0")
-    child_replica.wait_state("STANDBY", timeout=60)
+    _, child_replica, _ = start_child(setup, spawn, child_shard(setup.namespace, parent))
     parent_replica.kill()
     feeder.send(KEYS)
     patch_spec(setup, parent, {"keyEnd": f"{PIVOT - 1:08x}"})
@@ -249,12 +252,7 @@ def test_a_parent_killed_before_the_hand_off_narrows_when_it_comes_back(
     parent_replica.wait_state("PRIMARY", timeout=60)
     feeder.send(KEYS)
     sent = feeder.sent
-    wait_for(
-        lambda: sum(len(outputs(setup, w)) for w in (parent, child)) >= sum(sent.values()),
-        timeout=90,
-        what="every document counted",
-        interval=0.5,
-    )
+    wait_all_counted(setup, (parent, child), sum(sent.values()))
     check_split_counts(setup, parent, child, sent)
     check_ownership(setup.objects, PREFIX + task_recovery_dir(setup.namespace, TASK))
 
@@ -277,21 +275,13 @@ def test_an_r_clock_split_processes_every_document_once(new_shard: NewShard, spa
         rClockBegin=f"{PIVOT:08x}",
         recoveryLog=recovery_log_name(setup.namespace, TASK, 0, PIVOT),
     )
-    apply(setup.kube_api, setup.namespace, spec)
-    patch_spec(setup, parent, {"splitTargets": [child]})
-    child_replica = spawn(dataclasses.replace(setup, shard=child), "child-0")
-    child_replica.wait_state("STANDBY", timeout=60)
+    _, child_replica, _ = start_child(setup, spawn, spec)
     patch_spec(setup, parent, {"rClockEnd": f"{PIVOT - 1:08x}"})
     child_replica.wait_state("PRIMARY", timeout=60)
     for _ in range(5):
         feeder.send(KEYS)
     total = sum(feeder.sent.values())
-    wait_for(
-        lambda: sum(len(outputs(setup, w)) for w in (parent, child)) >= total,
-        timeout=90,
-        what="every document counted",
-        interval=0.5,
-    )
+    wait_all_counted(setup, (parent, child), total)
     documents = [d for w in (parent, child) for _, _, d in outputs(setup, w)]
     assert len(documents) == total
     assert len({d["_meta"]["uuid"] for d in documents}) == total
