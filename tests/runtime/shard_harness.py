@@ -11,6 +11,7 @@ own framing (:mod:`shardkeeper.runtime.core.documents`).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,8 +20,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -249,11 +252,34 @@ class Feeder:
         self.writer.append(payload)
         self.sent.update(keys)
 
+    @contextlib.contextmanager
+    def sending(self, *batches: list[str], every: float = 0.1) -> Iterator[None]:
+        """Send ``batches`` in turn every ``every`` seconds from a thread, until the block
+        ends, however it ends (a thread left running would write into the next test)."""
+        stop = threading.Event()
 
-def output_documents(setup: ShardSetup) -> list[tuple[int, int, dict[str, Any]]]:
-    """``(begin, end, document)`` of every document of the shard's output journal, in order."""
+        def feed() -> None:
+            while not stop.is_set():
+                for keys in batches:
+                    self.send(keys)
+                stop.wait(every)
+
+        thread = threading.Thread(target=feed, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(10)
+
+
+def output_documents(
+    setup: ShardSetup, writer: str | None = None
+) -> list[tuple[int, int, dict[str, Any]]]:
+    """``(begin, end, document)`` of every document of the output journal that ``writer``
+    (the setup's shard unless named) writes, in order."""
     found = []
-    for fragment in setup.journal(OUTPUT, setup.shard).read(0):
+    for fragment in setup.journal(OUTPUT, writer or setup.shard).read(0):
         if fragment.kind is not FragmentKind.DATA:
             continue
         for line in split_lines(fragment.payload, fragment.begin):

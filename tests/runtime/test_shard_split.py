@@ -9,28 +9,24 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import threading
-import time
 from typing import Any
 
 from kubernetes import client
 from tests.runtime.conftest import NewShard, Spawn
 from tests.runtime.shard_harness import (
-    OUTPUT,
     PREFIX,
     TASK,
     Feeder,
     ReplicaProcess,
     ShardSetup,
     apply,
+    output_documents,
 )
 from tests.support.wait import wait_for
 
 from shardkeeper.api.meta import GROUP, VERSION
 from shardkeeper.api.shard import shard_name
-from shardkeeper.runtime.core.documents import parse_line, split_lines
 from shardkeeper.runtime.core.routing import Ranges, key_hash, pack_key
-from shardkeeper.storage.fragment import FragmentKind
 from shardkeeper.storage.layout import object_key, recovery_log_name, task_recovery_dir
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper_dev.ownership import check_ownership
@@ -66,15 +62,6 @@ def patch_spec(setup: ShardSetup, name: str, spec: dict[str, Any]) -> None:
     )
 
 
-def outputs(setup: ShardSetup, writer: str) -> list[tuple[int, int, dict[str, Any]]]:
-    found = []
-    for fragment in setup.journal(OUTPUT, writer).read(0):
-        if fragment.kind is FragmentKind.DATA:
-            for line in split_lines(fragment.payload, fragment.begin):
-                found.append((line.begin, line.end, parse_line(line.data)))
-    return found
-
-
 def start_child(
     setup: ShardSetup, spawn: Spawn, spec: dict[str, Any]
 ) -> tuple[ShardSetup, ReplicaProcess, dict[str, Any]]:
@@ -88,9 +75,15 @@ def start_child(
     return child_setup, replica, replica.wait_state("STANDBY", timeout=60)
 
 
+def caught_up(setup: ShardSetup, pod: str) -> bool:
+    """The replica reports a lag, and it is under 1 MiB (a lag of 0 counts)."""
+    lag = setup.replica(pod).get("lag")
+    return lag is not None and lag < 1 << 20
+
+
 def wait_all_counted(setup: ShardSetup, writers: tuple[str, ...], total: int) -> None:
     wait_for(
-        lambda: sum(len(outputs(setup, w)) for w in writers) >= total,
+        lambda: sum(len(output_documents(setup, w)) for w in writers) >= total,
         timeout=90,
         what="every document counted",
         interval=0.5,
@@ -105,7 +98,7 @@ def check_split_counts(
     per_key: dict[str, list[tuple[str, int]]] = collections.defaultdict(list)
     uuids: list[str] = []
     for writer in (parent, child):
-        documents = outputs(setup, writer)
+        documents = output_documents(setup, writer)
         end = documents[0][0] if documents else 0
         for begin, stop, document in documents:
             assert begin == end, f"{writer}: gap or overlap at {begin} (expected {end})"
@@ -129,43 +122,32 @@ def test_a_child_takes_over_the_upper_half_at_the_parents_fence(
     child = shard_name(TASK, PIVOT, 0)
     assert {upper(k) for k in KEYS} == {True, False}
     feeder = Feeder(setup)
-    stop_feeding = threading.Event()
-
-    def feed() -> None:
-        while not stop_feeding.is_set():
-            feeder.send(KEYS[:20])
-            feeder.send(KEYS[20:])
-            time.sleep(0.1)
-
     parent_replica = spawn(setup, "parent-0")
     parent_replica.wait_state("PRIMARY", timeout=60)
-    feeding = threading.Thread(target=feed, daemon=True)
-    feeding.start()
-    wait_for(lambda: len(outputs(setup, parent)) > 200, timeout=60, what="parent outputs")
+    with feeder.sending(KEYS[:20], KEYS[20:]):
+        wait_for(
+            lambda: len(output_documents(setup, parent)) > 200, timeout=60, what="parent outputs"
+        )
+        # the operator's Children step: the child Shard, and the parent's splitTargets
+        child_setup, child_replica, following = start_child(
+            setup, spawn, child_shard(setup.namespace, parent)
+        )
+        assert following["message"].startswith("split from "), following
+        wait_for(
+            lambda: caught_up(child_setup, "child-0"), timeout=60, what="the child to catch up"
+        )
+        # it must not have taken its own log over before the hand-off
+        own = RecoveryLog(
+            setup.objects, object_key(PREFIX, recovery_log_name(setup.namespace, TASK, PIVOT, 0))
+        )
+        assert own.journal.list_fragments() == []
 
-    # the operator's Children step: the child Shard, and the parent's splitTargets
-    child_setup, child_replica, following = start_child(
-        setup, spawn, child_shard(setup.namespace, parent)
-    )
-    assert following["message"].startswith("split from "), following
-    wait_for(
-        lambda: (child_setup.replica("child-0").get("lag") or 1 << 40) < 1 << 20,
-        timeout=60,
-        what="the child to catch up",
-    )
-    # it must not have taken its own log over before the hand-off
-    own = RecoveryLog(
-        setup.objects, object_key(PREFIX, recovery_log_name(setup.namespace, TASK, PIVOT, 0))
-    )
-    assert own.journal.list_fragments() == []
-
-    # the operator's HandOff step: narrow the parent
-    patch_spec(setup, parent, {"keyEnd": f"{PIVOT - 1:08x}"})
-    child_replica.wait_state("PRIMARY", timeout=60)
-    wait_for(lambda: len(outputs(setup, child)) > 100, timeout=60, what="child outputs")
-    stop_feeding.set()
-    feeding.join(10)
-
+        # the operator's HandOff step: narrow the parent
+        patch_spec(setup, parent, {"keyEnd": f"{PIVOT - 1:08x}"})
+        child_replica.wait_state("PRIMARY", timeout=60)
+        wait_for(
+            lambda: len(output_documents(setup, child)) > 100, timeout=60, what="child outputs"
+        )
     sent = feeder.sent
     wait_all_counted(setup, (parent, child), sum(sent.values()))
     check_split_counts(setup, parent, child, sent)
@@ -199,33 +181,25 @@ def test_kills_around_the_hand_off_lose_nothing(new_shard: NewShard, spawn: Spaw
     parent = setup.shard
     child = shard_name(TASK, PIVOT, 0)
     feeder = Feeder(setup)
-    stop_feeding = threading.Event()
-
-    def feed() -> None:
-        while not stop_feeding.is_set():
-            feeder.send(KEYS)
-            time.sleep(0.1)
-
     parent_replica = spawn(setup, "parent-0")
     parent_replica.wait_state("PRIMARY", timeout=60)
-    feeding = threading.Thread(target=feed, daemon=True)
-    feeding.start()
-    _, child_replica, _ = start_child(setup, spawn, child_shard(setup.namespace, parent))
-    child_replica.kill()
-    child_replica.start()
-    child_replica.wait_state("STANDBY", timeout=60)
+    with feeder.sending(KEYS):
+        _, child_replica, _ = start_child(setup, spawn, child_shard(setup.namespace, parent))
+        child_replica.kill()
+        child_replica.start()
+        child_replica.wait_state("STANDBY", timeout=60)
 
-    patch_spec(setup, parent, {"keyEnd": f"{PIVOT - 1:08x}"})
-    child_replica.wait_state("PRIMARY", timeout=60)
-    child_replica.kill()
-    parent_replica.kill()
-    child_replica.start()
-    parent_replica.start()
-    child_replica.wait_state("PRIMARY", timeout=60)
-    parent_replica.wait_state("PRIMARY", timeout=60)
-    wait_for(lambda: len(outputs(setup, child)) > 100, timeout=60, what="child outputs")
-    stop_feeding.set()
-    feeding.join(10)
+        patch_spec(setup, parent, {"keyEnd": f"{PIVOT - 1:08x}"})
+        child_replica.wait_state("PRIMARY", timeout=60)
+        child_replica.kill()
+        parent_replica.kill()
+        child_replica.start()
+        parent_replica.start()
+        child_replica.wait_state("PRIMARY", timeout=60)
+        parent_replica.wait_state("PRIMARY", timeout=60)
+        wait_for(
+            lambda: len(output_documents(setup, child)) > 100, timeout=60, what="child outputs"
+        )
     sent = feeder.sent
     wait_all_counted(setup, (parent, child), sum(sent.values()))
     check_split_counts(setup, parent, child, sent)
@@ -282,12 +256,12 @@ def test_an_r_clock_split_processes_every_document_once(new_shard: NewShard, spa
         feeder.send(KEYS)
     total = sum(feeder.sent.values())
     wait_all_counted(setup, (parent, child), total)
-    documents = [d for w in (parent, child) for _, _, d in outputs(setup, w)]
+    documents = [d for w in (parent, child) for _, _, d in output_documents(setup, w)]
     assert len(documents) == total
     assert len({d["_meta"]["uuid"] for d in documents}) == total
     for writer in (parent, child):
         per_key: dict[str, list[int]] = collections.defaultdict(list)
-        for _, _, document in outputs(setup, writer):
+        for _, _, document in output_documents(setup, writer):
             per_key[document["key"]].append(document["n"])
         for key, counts in per_key.items():
             # each side counts on from what it inherited, one by one

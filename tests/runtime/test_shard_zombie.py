@@ -5,7 +5,6 @@ stay exact."""
 from __future__ import annotations
 
 import signal
-import threading
 import time
 
 from tests.runtime.conftest import NewShard, Spawn
@@ -30,16 +29,7 @@ def test_a_paused_primary_can_never_commit_again(new_shard: NewShard, spawn: Spa
     feeder.send([f"k{i % 5}" for i in range(50)])
     wait_outputs(setup, 50, timeout=30)
     zombie_epoch = setup.replica(zombie.pod)["epoch"]
-    stop_feeding = threading.Event()
-
-    def feed() -> None:
-        while not stop_feeding.is_set():
-            feeder.send([f"k{i % 5}" for i in range(5)])
-            stop_feeding.wait(0.1)
-
-    feeding = threading.Thread(target=feed, daemon=True)
-    feeding.start()
-    try:
+    with feeder.sending([f"k{i % 5}" for i in range(5)]):
         # documents keep arriving: the zombie is in the middle of a transaction
         wait_for(lambda: len(output_documents(setup)) > 60, timeout=30, what="processing to go on")
         zombie.signal(signal.SIGSTOP)
@@ -52,9 +42,6 @@ def test_a_paused_primary_can_never_commit_again(new_shard: NewShard, spawn: Spa
         zombie.signal(signal.SIGCONT)
         # it wakes up mid-transaction, finds the Lease gone and its commit fenced
         assert zombie.wait(30) == 1
-    finally:
-        stop_feeding.set()
-        feeding.join()
     entry = setup.replica(zombie.pod)
     assert entry["state"] == "FAILED"
     assert "fenced" in entry["message"] or "lost the Lease" in entry["message"]
