@@ -61,19 +61,22 @@ def apply_crds(ctx: Context) -> None:
 
 
 @contextmanager
-def shard_setup(ctx: Context, kube_api: Any, hot_standbys: int) -> Iterator[ShardSetup]:
-    """A fresh namespace and bucket with a counting derivation; removed afterwards."""
+def shard_setup(
+    ctx: Context, kube_api: Any, hot_standbys: int, prefix: str = "bench-failover", **task: Any
+) -> Iterator[ShardSetup]:
+    """A fresh namespace and bucket with a counting derivation (``task``: the options of
+    ``counting_task``); removed afterwards."""
     from kubernetes import client
 
     from shardkeeper_dev.environment import s3_client
 
-    name = f"bench-failover-{secrets.token_hex(3)}"
+    name = f"{prefix}-{secrets.token_hex(3)}"
     core = client.CoreV1Api(kube_api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     s3 = s3_client(ctx.env)
     s3.create_bucket(Bucket=name)
     try:
-        yield counting_shard(kube_api, ctx.env, name, name, hot_standbys=hot_standbys)
+        yield counting_shard(kube_api, ctx.env, name, name, hot_standbys=hot_standbys, **task)
     finally:
         core.delete_namespace(name)
         paginator = s3.get_paginator("list_objects_v2")

@@ -51,6 +51,7 @@ PREFIX = "sk/"
 LEASE_DURATION = 3
 
 # per key: one row whose n grows by one with each document; every change is published
+COUNT_MIGRATIONS = ("CREATE TABLE counts (key TEXT PRIMARY KEY, n INTEGER NOT NULL)",)
 COUNT_SQL = (
     "INSERT INTO counts (key, n) VALUES ($key, 1) "
     "ON CONFLICT (key) DO UPDATE SET n = n + 1 RETURNING key, n"
@@ -155,7 +156,11 @@ def _collection(name: str) -> dict[str, Any]:
 
 
 def counting_task(
-    hot_standbys: int, max_txn: str = "200ms", min_txn: str = "0s", sql: str = COUNT_SQL
+    hot_standbys: int,
+    max_txn: str = "200ms",
+    min_txn: str = "0s",
+    sql: str = COUNT_SQL,
+    migrations: tuple[str, ...] = COUNT_MIGRATIONS,
 ) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -168,9 +173,7 @@ def counting_task(
             "outputs": [OUTPUT],
             "derive": {
                 "sql": {
-                    "migrations": [
-                        "CREATE TABLE counts (key TEXT PRIMARY KEY, n INTEGER NOT NULL)"
-                    ],
+                    "migrations": list(migrations),
                     "lambdas": {SOURCE: sql},
                 }
             },
@@ -207,7 +210,7 @@ def counting_shard(
     *,
     hot_standbys: int = 0,
     secret: bool = True,
-    **task: str,
+    **task: Any,
 ) -> ShardSetup:
     """Everything the operator would create for a derivation counting ``events`` by key."""
     if secret:
@@ -234,6 +237,51 @@ def counting_shard(
     )
 
 
+# --- the operator's writes of a split, by hand ----------------------------------------------
+
+
+def child_shard(
+    namespace: str, parent: dict[str, Any], pivot: int, by: str = "key"
+) -> dict[str, Any]:
+    """The child Shard the operator's Children step creates: ``[pivot, end]`` of the
+    parent's key (or r-clock) range, the parent's other range, built from its log."""
+    spec = parent["spec"]
+    keys = (f"{pivot:08x}", spec["keyEnd"]) if by == "key" else (spec["keyBegin"], spec["keyEnd"])
+    clocks = (
+        (f"{pivot:08x}", spec["rClockEnd"])
+        if by == "rClock"
+        else (spec["rClockBegin"], spec["rClockEnd"])
+    )
+    key_begin, clock_begin = int(keys[0], 16), int(clocks[0], 16)
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Shard",
+        "metadata": {"name": shard_name(TASK, key_begin, clock_begin)},
+        "spec": {
+            "task": TASK,
+            "keyBegin": keys[0],
+            "keyEnd": keys[1],
+            "rClockBegin": clocks[0],
+            "rClockEnd": clocks[1],
+            "recoveryLog": recovery_log_name(namespace, TASK, key_begin, clock_begin),
+            "splitSource": parent["metadata"]["name"],
+        },
+    }
+
+
+def patch_spec(setup: ShardSetup, name: str, spec: dict[str, Any]) -> None:
+    """A merge patch of Shard ``name``'s spec (``None`` removes a field)."""
+    client.CustomObjectsApi(setup.kube_api).patch_namespaced_custom_object(
+        GROUP, VERSION, setup.namespace, "shards", name, {"spec": spec}
+    )
+
+
+def caught_up(setup: ShardSetup, pod: str, within: int = 1 << 20) -> bool:
+    """The replica reports a lag, and it is under ``within`` bytes (a lag of 0 counts)."""
+    lag = setup.replica(pod).get("lag")
+    return lag is not None and lag < within
+
+
 # --- feeding and reading collections ----------------------------------------------------------
 
 
@@ -245,9 +293,11 @@ class Feeder:
         self.writer = self.journal.writer(1, self.journal.head())
         self.sent: collections.Counter[str] = collections.Counter()
 
-    def send(self, keys: list[str]) -> None:
+    def send(self, keys: list[str], **fields: Any) -> None:
+        """One append of a document per key; ``fields`` go into each of them."""
         payload = b"".join(
-            encode_line({"key": key, "seq": self.sent[key] + i}) for i, key in enumerate(keys)
+            encode_line({"key": key, "seq": self.sent[key] + i, **fields})
+            for i, key in enumerate(keys)
         )
         self.writer.append(payload)
         self.sent.update(keys)

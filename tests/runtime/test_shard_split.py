@@ -11,7 +11,6 @@ import collections
 import dataclasses
 from typing import Any
 
-from kubernetes import client
 from tests.runtime.conftest import NewShard, Spawn
 from tests.runtime.shard_harness import (
     PREFIX,
@@ -20,11 +19,13 @@ from tests.runtime.shard_harness import (
     ReplicaProcess,
     ShardSetup,
     apply,
+    caught_up,
+    child_shard,
     output_documents,
+    patch_spec,
 )
 from tests.support.wait import wait_for
 
-from shardkeeper.api.meta import GROUP, VERSION
 from shardkeeper.api.shard import shard_name
 from shardkeeper.runtime.core.routing import Ranges, key_hash, pack_key
 from shardkeeper.storage.layout import object_key, recovery_log_name, task_recovery_dir
@@ -39,29 +40,6 @@ def upper(key: str) -> bool:
     return key_hash(pack_key([key])) >= PIVOT
 
 
-def child_shard(namespace: str, parent: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Shard",
-        "metadata": {"name": shard_name(TASK, PIVOT, 0)},
-        "spec": {
-            "task": TASK,
-            "keyBegin": f"{PIVOT:08x}",
-            "keyEnd": "ffffffff",
-            "rClockBegin": "00000000",
-            "rClockEnd": "ffffffff",
-            "recoveryLog": recovery_log_name(namespace, TASK, PIVOT, 0),
-            "splitSource": parent,
-        },
-    }
-
-
-def patch_spec(setup: ShardSetup, name: str, spec: dict[str, Any]) -> None:
-    client.CustomObjectsApi(setup.kube_api).patch_namespaced_custom_object(
-        GROUP, VERSION, setup.namespace, "shards", name, {"spec": spec}
-    )
-
-
 def start_child(
     setup: ShardSetup, spawn: Spawn, spec: dict[str, Any]
 ) -> tuple[ShardSetup, ReplicaProcess, dict[str, Any]]:
@@ -73,12 +51,6 @@ def start_child(
     child_setup = dataclasses.replace(setup, shard=child)
     replica = spawn(child_setup, "child-0")
     return child_setup, replica, replica.wait_state("STANDBY", timeout=60)
-
-
-def caught_up(setup: ShardSetup, pod: str) -> bool:
-    """The replica reports a lag, and it is under 1 MiB (a lag of 0 counts)."""
-    lag = setup.replica(pod).get("lag")
-    return lag is not None and lag < 1 << 20
 
 
 def wait_all_counted(setup: ShardSetup, writers: tuple[str, ...], total: int) -> None:
@@ -130,7 +102,7 @@ def test_a_child_takes_over_the_upper_half_at_the_parents_fence(
         )
         # the operator's Children step: the child Shard, and the parent's splitTargets
         child_setup, child_replica, following = start_child(
-            setup, spawn, child_shard(setup.namespace, parent)
+            setup, spawn, child_shard(setup.namespace, setup.get_shard(), PIVOT)
         )
         assert following["message"].startswith("split from "), following
         wait_for(
@@ -184,7 +156,9 @@ def test_kills_around_the_hand_off_lose_nothing(new_shard: NewShard, spawn: Spaw
     parent_replica = spawn(setup, "parent-0")
     parent_replica.wait_state("PRIMARY", timeout=60)
     with feeder.sending(KEYS):
-        _, child_replica, _ = start_child(setup, spawn, child_shard(setup.namespace, parent))
+        _, child_replica, _ = start_child(
+            setup, spawn, child_shard(setup.namespace, setup.get_shard(), PIVOT)
+        )
         child_replica.kill()
         child_replica.start()
         child_replica.wait_state("STANDBY", timeout=60)
@@ -217,7 +191,9 @@ def test_a_parent_killed_before_the_hand_off_narrows_when_it_comes_back(
     parent_replica = spawn(setup, "parent-0")
     parent_replica.wait_state("PRIMARY", timeout=60)
     feeder.send(KEYS)
-    _, child_replica, _ = start_child(setup, spawn, child_shard(setup.namespace, parent))
+    _, child_replica, _ = start_child(
+        setup, spawn, child_shard(setup.namespace, setup.get_shard(), PIVOT)
+    )
     parent_replica.kill()
     feeder.send(KEYS)
     patch_spec(setup, parent, {"keyEnd": f"{PIVOT - 1:08x}"})
@@ -242,13 +218,8 @@ def test_an_r_clock_split_processes_every_document_once(new_shard: NewShard, spa
     parent_replica.wait_state("PRIMARY", timeout=60)
     for _ in range(5):
         feeder.send(KEYS)
-    spec = child_shard(setup.namespace, parent)
-    spec["metadata"]["name"] = child
-    spec["spec"].update(
-        keyBegin="00000000",
-        rClockBegin=f"{PIVOT:08x}",
-        recoveryLog=recovery_log_name(setup.namespace, TASK, 0, PIVOT),
-    )
+    spec = child_shard(setup.namespace, setup.get_shard(), PIVOT, by="rClock")
+    assert spec["metadata"]["name"] == child
     _, child_replica, _ = start_child(setup, spawn, spec)
     patch_spec(setup, parent, {"rClockEnd": f"{PIVOT - 1:08x}"})
     child_replica.wait_state("PRIMARY", timeout=60)

@@ -13,7 +13,13 @@ MODULES = sorted(info.name for info in pkgutil.iter_modules(bench.__path__))
 
 
 def test_there_are_benchmarks() -> None:
-    assert {"bench_operator", "bench_runtime", "bench_storage", "bench_failover"} <= set(MODULES)
+    assert {
+        "bench_operator",
+        "bench_runtime",
+        "bench_storage",
+        "bench_failover",
+        "bench_split",
+    } <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,0 +1,380 @@
+"""Split benchmarks: the hand-off pause, the whole split's time, and throughput before
+and after a split.
+
+Real ``shardkeeper shard`` processes run a derivation that counts documents per key (the
+set-up of ``tests/runtime``) against the environment's API server and MinIO. The bench
+makes the operator's writes of a split itself, each as soon as its condition holds (the
+child Shard and the parent's ``splitTargets``; the parent narrowed once the child is a
+STANDBY within 4 MiB, the operator's CatchUp rule; then Finish), so the figures are the
+data plane's and not the operator's reaction times. The parent's store is filled with
+incompressible rows first (``randomblob``), so its size is what a restore must fetch.
+
+* ``split.handoff_pause``: from the parent's last commit before the hand-off fence to the
+  first commit after it of the slower side (the narrowed parent or the child), taken from
+  the commit fragments' times in MinIO. Three splits in a row per store size, one parent
+  (each split halves its key range again; rows outside a range are kept, so every child
+  restores the whole store). Ratio: the median pause of the largest store ÷ that of the
+  smallest (target ≤ 1.2: the pause must not grow with the state); each size is also
+  reported against ``maxTxnDuration`` + 2 s.
+* ``split.total_time``: from the child Shard's creation to the later of the two sides'
+  first commits after the fence, for the first split of the largest store ÷ the raw
+  sequential boto3 download of the parent's recovery log up to the fence (target ≤ 2).
+* ``split.throughput``: documents per second of a backlog processed by the two shards
+  after a 1 → 2 split ÷ by the one shard before it, as measured on this machine.
+
+Run by hand against a running environment with
+``python -m bench.bench_split --env-dir DIR [--quick]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tests.runtime.shard_harness import (
+    PREFIX,
+    TASK,
+    Feeder,
+    ReplicaProcess,
+    ShardSetup,
+    apply,
+    caught_up,
+    child_shard,
+    output_documents,
+    patch_spec,
+    pod_network,
+    wait_outputs,
+)
+from tests.support.wait import wait_for
+
+from bench.bench_failover import apply_crds, shard_setup
+from bench.harness import Context, Result, Run, by_hand
+from shardkeeper.api.shard import shard_name
+from shardkeeper.runtime.core.routing import Ranges
+from shardkeeper.storage.fragment import FragmentKind
+from shardkeeper.storage.layout import object_key, recovery_log_name
+from shardkeeper.storage.recoverylog import RecoveryLog
+from shardkeeper_dev.environment import s3_client
+
+MAX_TXN = 0.5
+# what the issue allows beyond maxTxnDuration for a hand-off
+PAUSE_SLACK = 2.0
+# the operator's CatchUp rule: the child is a STANDBY this close to the parent's head
+CATCH_UP = 4 << 20
+PAD = 1 << 20
+FILL_MIGRATIONS = ("CREATE TABLE counts (key TEXT PRIMARY KEY, n INTEGER NOT NULL, pad BLOB)",)
+# a document with a ``pad`` adds that many random bytes to the store; the others count
+FILL_SQL = (
+    "INSERT INTO counts (key, n, pad) VALUES ($key, 1, randomblob(coalesce($pad, 0))) "
+    "ON CONFLICT (key) DO UPDATE SET n = n + 1 RETURNING key, n"
+)
+KEYS = [f"key-{i:03d}" for i in range(64)]
+MIB = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitFigures:
+    pause: float  # s, last commit before the fence to the slower side's first after it
+    total: float  # s, child Shard created to that first commit
+    fence_offset: int
+    restore_seconds: float  # what the child's restore logged, for the record
+
+
+class Splitter:
+    """The operator's writes of one key split after another, on one parent."""
+
+    def __init__(self, ctx: Context, setup: ShardSetup) -> None:
+        self.ctx = ctx
+        self.setup = setup
+        self.s3 = s3_client(ctx.env)
+        self.network = pod_network()
+        self.started: list[ReplicaProcess] = []
+
+    def spawn(self, setup: ShardSetup, pod: str) -> ReplicaProcess:
+        ip = f"{self.network}.{len(self.started) + 1}"
+        replica = ReplicaProcess(setup, pod, ip, self.ctx.workdir / setup.namespace)
+        replica.start()
+        self.started.append(replica)
+        return replica
+
+    def stop_all(self) -> None:
+        for replica in self.started:
+            replica.stop()
+
+    def log(self, name: str) -> RecoveryLog:
+        return RecoveryLog(self.setup.objects, object_key(PREFIX, name))
+
+    def fragments(self, log: RecoveryLog) -> list[tuple[int, float, str]]:
+        """``(begin, time written, key)`` of the log's fragments, in order. The time is
+        MinIO's, in milliseconds: one clock for every writer here."""
+        prefix = log.journal.prefix + "/"
+        found = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.setup.bucket, Prefix=prefix
+        ):
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(prefix) :]
+                if "/" not in name:  # not snapshots, claims or forks
+                    found.append((int(name, 16), obj["LastModified"].timestamp(), obj["Key"]))
+        return sorted(found)
+
+    def first_commit_after(self, log: RecoveryLog, offset: int) -> float | None:
+        for begin, at, _ in self.fragments(log):
+            if begin > offset:
+                fragment = next(iter(log.journal.read(begin)))
+                if fragment.kind is FragmentKind.DATA:
+                    return at
+        return None
+
+    def last_commit_before(self, log: RecoveryLog, offset: int) -> float:
+        before = [at for begin, at, _ in self.fragments(log) if begin < offset]
+        assert before, "no commit before the fence"
+        return before[-1]
+
+    def split(self, pivot: int, keep_child: bool = False) -> SplitFigures:
+        setup = self.setup
+        spec = child_shard(setup.namespace, setup.get_shard(), pivot)
+        child = spec["metadata"]["name"]
+        child_setup = dataclasses.replace(setup, shard=child)
+        requested = time.time()
+        apply(setup.kube_api, setup.namespace, spec)
+        patch_spec(setup, setup.shard, {"splitTargets": [child]})
+        replica = self.spawn(child_setup, f"{child}-0")
+        wait_for(
+            lambda: (
+                child_setup.replica(replica.pod).get("state") == "STANDBY"
+                and caught_up(child_setup, replica.pod, CATCH_UP)
+            ),
+            timeout=900,
+            what=f"{child} to catch up",
+            interval=0.2,
+        )
+        patch_spec(setup, setup.shard, {"keyEnd": f"{pivot - 1:08x}"})
+        replica.wait_state("PRIMARY", timeout=120)
+        parent_log = self.log(recovery_log_name(setup.namespace, TASK, 0, 0))
+        child_log = self.log(spec["spec"]["recoveryLog"])
+        narrowed = Ranges(key_end=pivot - 1)
+        fence = wait_for(
+            lambda: next(
+                (c.offset for c in parent_log.claims() if Ranges.from_claim(c.owns) == narrowed),
+                None,
+            ),
+            timeout=60,
+            what="the parent's narrowed fence",
+        )
+        child_fence = wait_for(
+            lambda: max((c.offset for c in child_log.claims()), default=None),
+            timeout=60,
+            what="the child's fence",
+        )
+        parent_first = wait_for(
+            lambda: self.first_commit_after(parent_log, fence),
+            timeout=60,
+            what="the parent's first commit after the fence",
+            interval=0.2,
+        )
+        child_first = wait_for(
+            lambda: self.first_commit_after(child_log, child_fence),
+            timeout=60,
+            what="the child's first commit",
+            interval=0.2,
+        )
+        before = self.last_commit_before(parent_log, fence)
+        first_after = max(parent_first, child_first)
+        # the operator's Finish step
+        patch_spec(child_setup, child, {"splitSource": None})
+        patch_spec(setup, setup.shard, {"splitTargets": None})
+        restore = restored_seconds(replica)
+        if not keep_child:
+            replica.signal(signal.SIGTERM)
+            replica.wait(60)
+        return SplitFigures(first_after - before, first_after - requested, fence, restore)
+
+    def raw_download(self, up_to: int) -> tuple[float, int]:
+        """Seconds and bytes of a sequential boto3 download of the parent's log fragments
+        below ``up_to`` into a local file: what a restore from the log alone fetches."""
+        log = self.log(recovery_log_name(self.setup.namespace, TASK, 0, 0))
+        keys = [key for begin, _, key in self.fragments(log) if begin < up_to]
+        target = self.ctx.workdir / "raw-download"
+        size = 0
+        started = time.monotonic()
+        with target.open("wb") as out:
+            for key in sorted(keys):
+                body = self.s3.get_object(Bucket=self.setup.bucket, Key=key)["Body"]
+                while chunk := body.read(1 << 20):
+                    out.write(chunk)
+                    size += len(chunk)
+        elapsed = time.monotonic() - started
+        target.unlink()
+        return elapsed, size
+
+
+def restored_seconds(replica: ReplicaProcess) -> float:
+    for line in replica.log_lines():
+        if line["msg"].startswith("restored from "):
+            return float(line["msg"].rsplit(" in ", 1)[1].removesuffix("s"))
+    return float("nan")
+
+
+def fill(setup: ShardSetup, feeder: Feeder, size: int) -> None:
+    """Rows of ``PAD`` random bytes until the store holds ``size``; a few per transaction."""
+    rows = max(1, size // PAD)
+    done = len(output_documents(setup))
+    for start in range(0, rows, 8):
+        batch = [f"fill-{i:06d}" for i in range(start, min(rows, start + 8))]
+        feeder.send(batch, pad=PAD)
+        wait_outputs(setup, done + start + len(batch), timeout=120)
+
+
+@contextmanager
+def parent(ctx: Context, kube_api: Any) -> Iterator[tuple[ShardSetup, Splitter]]:
+    with shard_setup(
+        ctx,
+        kube_api,
+        hot_standbys=0,
+        prefix="bench-split",
+        max_txn=f"{int(MAX_TXN * 1000)}ms",
+        sql=FILL_SQL,
+        migrations=FILL_MIGRATIONS,
+    ) as setup:
+        splitter = Splitter(ctx, setup)
+        try:
+            yield setup, splitter
+        finally:
+            splitter.stop_all()
+
+
+def bench_handoff(ctx: Context, kube_api: Any, out: Run, sizes: list[int], splits: int) -> None:
+    pauses: dict[int, list[float]] = {}
+    firsts: dict[int, tuple[SplitFigures, float, int]] = {}
+    for size in sizes:
+        with parent(ctx, kube_api) as (setup, splitter):
+            primary = splitter.spawn(setup, "parent-0")
+            primary.wait_state("PRIMARY", timeout=120)
+            feeder = Feeder(setup)
+            fill(setup, feeder, size)
+            figures = []
+            # commits go on all along, so there is a last one before the fence
+            with feeder.sending(KEYS, every=0.05):
+                for n in range(splits):
+                    figures.append(splitter.split(0x80000000 >> n))
+            download = splitter.raw_download(figures[0].fence_offset)
+            pauses[size] = [f.pause for f in figures]
+            firsts[size] = (figures[0], *download)
+            print(
+                f"  {size // MIB} MiB: pauses {[round(p, 3) for p in pauses[size]]} s, "
+                f"first split {figures[0].total:.2f} s (child restore "
+                f"{figures[0].restore_seconds:.2f} s), raw download {download[0]:.2f} s "
+                f"of {download[1] // MIB} MiB",
+                flush=True,
+            )
+    bound = MAX_TXN + PAUSE_SLACK
+    for size in sizes:
+        out.add(
+            Result(
+                f"split.handoff_pause.{size // MIB}MiB",
+                statistics.median(pauses[size]),
+                "s",
+                bound,
+                "lower",
+                {"store_bytes": size, "pauses": pauses[size], "max_txn_s": MAX_TXN},
+                target=f"<= 1 (within maxTxnDuration + {PAUSE_SLACK:g} s)",
+            )
+        )
+    small, large = sizes[0], sizes[-1]
+    out.add(
+        Result(
+            "split.handoff_pause",
+            statistics.median(pauses[large]),
+            "s",
+            statistics.median(pauses[small]),
+            "lower",
+            {"store_bytes": large, "baseline_store_bytes": small, "splits_each": splits},
+            target="<= 1.2",
+        )
+    )
+    figures, seconds, size = firsts[large]
+    out.add(
+        Result(
+            "split.total_time",
+            figures.total,
+            "s",
+            seconds,
+            "lower",
+            {
+                "store_bytes": large,
+                "downloaded_bytes": size,
+                "child_restore_s": figures.restore_seconds,
+                "baseline": "sequential boto3 get_object of the parent's log fragments",
+            },
+            target="<= 2",
+        )
+    )
+
+
+def processed(setup: ShardSetup, writers: list[str]) -> int:
+    return sum(len(output_documents(setup, w)) for w in writers)
+
+
+def backlog_rate(setup: ShardSetup, feeder: Feeder, writers: list[str], documents: int) -> float:
+    """Documents per second for the shards ``writers`` to work off ``documents`` sent at
+    once, spread over many keys."""
+    done = processed(setup, writers)
+    keys = [f"load-{i:04d}" for i in range(512)]
+    started = time.monotonic()
+    for start in range(0, documents, 1000):
+        feeder.send([keys[i % len(keys)] for i in range(start, min(documents, start + 1000))])
+    wait_for(
+        lambda: processed(setup, writers) >= done + documents,
+        timeout=600,
+        what=f"{documents} documents processed",
+        interval=0.25,
+    )
+    return documents / (time.monotonic() - started)
+
+
+def bench_throughput(ctx: Context, kube_api: Any, out: Run, documents: int) -> None:
+    with parent(ctx, kube_api) as (setup, splitter):
+        primary = splitter.spawn(setup, "parent-0")
+        primary.wait_state("PRIMARY", timeout=120)
+        feeder = Feeder(setup)
+        before = backlog_rate(setup, feeder, [setup.shard], documents)
+        with feeder.sending(KEYS, every=0.05):
+            splitter.split(0x80000000, keep_child=True)
+        child = shard_name(TASK, 0x80000000, 0)
+        after = backlog_rate(setup, feeder, [setup.shard, child], documents)
+    out.add(
+        Result(
+            "split.throughput",
+            after,
+            "docs/s",
+            before,
+            "higher",
+            {"documents": documents, "shards_before": 1, "shards_after": 2},
+            target="informational (2 cores: the shards share them with MinIO and the feeder)",
+        )
+    )
+
+
+def run(ctx: Context, out: Run) -> None:
+    from kubernetes import config
+
+    apply_crds(ctx)
+    kube_api = config.new_client_from_config(config_file=str(ctx.env.kubeconfig))
+    sizes = [1 * MIB, 8 * MIB] if ctx.quick else [10 * MIB, 100 * MIB, 1024 * MIB]
+    bench_handoff(ctx, kube_api, out, sizes, splits=2 if ctx.quick else 3)
+    bench_throughput(ctx, kube_api, out, documents=5_000 if ctx.quick else 30_000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return by_hand("bench_split", argv, lambda ctx, out, _: run(ctx, out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
