@@ -157,10 +157,12 @@ def _collection(name: str) -> dict[str, Any]:
 
 def counting_task(
     hot_standbys: int,
+    *,
     max_txn: str = "200ms",
     min_txn: str = "0s",
     sql: str = COUNT_SQL,
     migrations: tuple[str, ...] = COUNT_MIGRATIONS,
+    max_shards: int | None = None,
 ) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -181,6 +183,7 @@ def counting_task(
                 "hotStandbys": hot_standbys,
                 "minTxnDuration": min_txn,
                 "maxTxnDuration": max_txn,
+                **({"scaling": {"maxShards": max_shards}} if max_shards else {}),
             },
         },
     }
@@ -210,16 +213,19 @@ def counting_shard(
     *,
     hot_standbys: int = 0,
     secret: bool = True,
+    shard: bool = True,
     **task: Any,
 ) -> ShardSetup:
-    """Everything the operator would create for a derivation counting ``events`` by key."""
+    """Everything the operator would create for a derivation counting ``events`` by key
+    (without the Shard, ``shard=False``, when an operator runs and creates it)."""
     if secret:
         create_secret(kube_api, namespace, dev_env)
     apply(kube_api, namespace, storage_mapping(dev_env, bucket))
     apply(kube_api, namespace, _collection(SOURCE))
     apply(kube_api, namespace, _collection(OUTPUT))
     apply(kube_api, namespace, counting_task(hot_standbys, **task))
-    apply(kube_api, namespace, shard_object(namespace))
+    if shard:
+        apply(kube_api, namespace, shard_object(namespace))
     s3 = make_s3_client(
         endpoint=dev_env.s3_endpoint,
         access_key=dev_env.s3_access_key,
