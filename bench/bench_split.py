@@ -12,7 +12,7 @@ what a restore must fetch.
 
 * ``split.handoff_pause``: from the parent's last commit before the hand-off fence to the
   first commit after it of the slower side (the narrowed parent or the child), taken from
-  the commit fragments' times in MinIO. Three splits in a row per store size, one parent
+  the commit fragments' times in MinIO. Five splits in a row per store size (two quick), one parent
   (each split halves its key range again; rows outside a range are kept, so every child
   restores the whole store). Ratio: the median pause of the largest store ÷ that of the
   smallest (target ≤ 1.2: the pause must not grow with the state); each size is also
@@ -474,7 +474,7 @@ def run(ctx: Context, out: Run) -> None:
     apply_crds(ctx)
     kube_api = config.new_client_from_config(config_file=str(ctx.env.kubeconfig))
     sizes = [1 * MIB, 8 * MIB] if ctx.quick else [10 * MIB, 100 * MIB, 1024 * MIB]
-    bench_handoff(ctx, kube_api, out, sizes, splits=2 if ctx.quick else 3)
+    bench_handoff(ctx, kube_api, out, sizes, splits=2 if ctx.quick else 5)
     bench_total_time(ctx, kube_api, out, size=sizes[-1])
     bench_throughput(ctx, kube_api, out, documents=5_000 if ctx.quick else 30_000)
 
