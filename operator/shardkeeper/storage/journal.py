@@ -8,7 +8,10 @@ then on every older writer's next append hits a taken key. Nobody ever retries i
 journal past a fragment that is not theirs.
 
 Epochs along a journal never decrease: a reader that sees them do so raises, because only
-a writer that skipped fencing could have caused it.
+a writer that skipped fencing could have caused it. A fence's epoch is also unique: it must
+be strictly newer than every epoch before it, so no two writers (two replicas that each
+computed "newest + 1") ever share one, and whatever is fenced by epoch downstream (a
+materialization's ``WHERE epoch = N``) tells them apart.
 """
 
 from __future__ import annotations
@@ -276,27 +279,43 @@ class Journal:
         """Take the journal over with ``epoch``: append a fence at the head, wherever it is.
 
         ``from_offset`` is a fragment boundary at or below the head (saves listing).
-        Raises :class:`StaleEpoch` if the journal already holds a newer epoch.
+        Raises :class:`StaleEpoch` if the journal already holds ``epoch`` or a newer one:
+        a writer that finds its epoch taken lost a race to a writer that chose the same.
         """
         self.store.ensure_conditional_writes()
         infos = self.list_fragments(from_offset)
         check_contiguous(self.name, infos, _first_held(infos, from_offset))
         head = infos[-1].end if infos else from_offset
         newest = self.last_epoch(infos)
-        if newest > epoch:
+        if newest >= epoch:
             raise errors.StaleEpoch(self.name, epoch, newest)
         payload = fence_payload(epoch, note, owns)
         while True:
             writer = JournalWriter(self, epoch, head)
             taken = writer.try_append(payload, FragmentKind.FENCE)
-            if isinstance(taken, Fragment) and taken.begin == head and taken.epoch <= epoch:
-                if taken.kind is FragmentKind.FENCE and taken.payload == payload:
-                    return writer, FenceInfo(taken.begin, taken.end, epoch)
+            if taken.kind is FragmentKind.FENCE and taken.payload == payload:
+                return writer, FenceInfo(taken.begin, taken.end, epoch)
+            if taken.epoch < epoch:
                 # an older writer got one more append in before us: fence after it
                 head = taken.end
                 continue
-            assert isinstance(taken, Fragment)
             raise errors.StaleEpoch(self.name, epoch, taken.epoch)
+
+    def fence_after(
+        self, writer: JournalWriter, *, note: str = "", owns: Claim | None = None
+    ) -> tuple[JournalWriter, FenceInfo]:
+        """Fence with ``writer``'s epoch right at its head, where its own last append ended
+        (a fork record it just wrote, see :meth:`ShardStore.fork_into`): the one fence that
+        may share the epoch of the fragment before it, because that fragment is its own.
+        Anything already at the head, even a fence of the same epoch, raises
+        :class:`StaleEpoch`."""
+        self.store.ensure_conditional_writes()
+        payload = fence_payload(writer.epoch, note, owns)
+        head = writer.head
+        taken = writer.try_append(payload, FragmentKind.FENCE)
+        if taken.begin == head and taken.kind is FragmentKind.FENCE and taken.payload == payload:
+            return writer, FenceInfo(taken.begin, taken.end, writer.epoch)
+        raise errors.StaleEpoch(self.name, writer.epoch, taken.epoch)
 
 
 class JournalWriter:
