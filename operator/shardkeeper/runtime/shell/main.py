@@ -26,12 +26,14 @@ from shardkeeper.kube.client import Transport
 from shardkeeper.kube.config import locate
 from shardkeeper.kube.election import Elector, KubeLeaseApi
 from shardkeeper.kube.transport import LightClient
+from shardkeeper.runtime.core.faults import NO_RUNTIME_FAULTS, RuntimeFaults
 from shardkeeper.runtime.core.metrics import RuntimeMetrics
 from shardkeeper.runtime.core.timer import StopSignal
 from shardkeeper.runtime.shell import logs
 from shardkeeper.runtime.shell.admin_http import AdminServer
 from shardkeeper.runtime.shell.handoff import open_shard_store
 from shardkeeper.runtime.shell.lease import LeaseKeeper
+from shardkeeper.runtime.shell.pause import pause_from_env
 from shardkeeper.runtime.shell.replica import (
     Processing,
     ProcessingFailed,
@@ -87,8 +89,14 @@ class RuntimeHooks:
     """The real world behind :class:`.replica.Hooks`."""
 
     def __init__(
-        self, settings: PodSettings, kube: Transport, metrics: RuntimeMetrics, timeout: float
+        self,
+        settings: PodSettings,
+        kube: Transport,
+        metrics: RuntimeMetrics,
+        timeout: float,
+        faults: RuntimeFaults = NO_RUNTIME_FAULTS,
     ) -> None:
+        self.faults = faults
         self.settings = settings
         self.kube = kube
         self.metrics = metrics
@@ -115,7 +123,7 @@ class RuntimeHooks:
         return load_shard(self.reader, resources.shard_name)
 
     def processor(self, resources: ShardResources, store: ShardStore) -> Processing:
-        from shardkeeper.runtime.core.processor import Processor, ShardContext
+        from shardkeeper.runtime.core.processor import Processor, ProcessorOptions, ShardContext
         from shardkeeper.runtime.shell.storagemap import store_prefix
 
         context = ShardContext(
@@ -128,7 +136,8 @@ class RuntimeHooks:
             resolve_secret=secret_resolver(self.reader, resources.task.metadata.name or ""),
             bind_host=self.settings.pod_ip,
         )
-        return CoreProcessing(Processor(context, store, self.metrics))
+        options = ProcessorOptions(faults=self.faults)
+        return CoreProcessing(Processor(context, store, self.metrics, options))
 
     def lease(self, resources: ShardResources, notify: Callable[[], None]) -> LeaseKeeper:
         duration = max(1, round(self.settings.lease_duration))
@@ -174,6 +183,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         settings = settings_from_env(os.environ)
         level = logs.level_of(settings.log_level)
+        faults = pause_from_env(os.environ)
     except (SettingsError, ValueError) as exc:
         print(f"shardkeeper shard: {exc}", file=sys.stderr)
         return EXIT_BAD_SETUP
@@ -184,10 +194,15 @@ def main(argv: Sequence[str]) -> int:
     except Exception as exc:
         log.error("cannot build a Kubernetes client: %s", exc)
         return EXIT_BAD_SETUP
-    return run(settings, kube, context)
+    return run(settings, kube, context, faults)
 
 
-def run(settings: PodSettings, kube: Transport, context: logs.LogContext) -> int:
+def run(
+    settings: PodSettings,
+    kube: Transport,
+    context: logs.LogContext,
+    faults: RuntimeFaults = NO_RUNTIME_FAULTS,
+) -> int:
     timeout = 10.0
     registry = CollectorRegistry()
     metrics = RuntimeMetrics(registry, settings.shard)
@@ -199,8 +214,8 @@ def run(settings: PodSettings, kube: Transport, context: logs.LogContext) -> int
         settings.pod,
         min_interval=settings.status_interval,
     )
-    hooks = RuntimeHooks(settings, kube, metrics, timeout)
-    replica = Replica(settings.pod, hooks, reporter, context)
+    hooks = RuntimeHooks(settings, kube, metrics, timeout, faults)
+    replica = Replica(settings.pod, hooks, reporter, context, faults=faults)
     try:
         admin = AdminServer(
             settings.pod_ip,
