@@ -25,6 +25,7 @@ from shardkeeper.api.task import Task
 from shardkeeper.kube.client import Transport
 from shardkeeper.kube.config import locate
 from shardkeeper.kube.election import Elector, KubeLeaseApi
+from shardkeeper.kube.lease import process_identity
 from shardkeeper.kube.transport import LightClient
 from shardkeeper.runtime.core.faults import NO_RUNTIME_FAULTS, RuntimeFaults
 from shardkeeper.runtime.core.metrics import RuntimeMetrics
@@ -98,6 +99,8 @@ class RuntimeHooks:
     ) -> None:
         self.faults = faults
         self.settings = settings
+        # one identity per process, not the pod name: see kube.lease.process_identity
+        self.identity = process_identity(settings.pod)
         self.kube = kube
         self.metrics = metrics
         self.timeout = timeout
@@ -122,7 +125,9 @@ class RuntimeHooks:
     def current_shard(self, resources: ShardResources) -> Shard:
         return load_shard(self.reader, resources.shard_name)
 
-    def processor(self, resources: ShardResources, store: ShardStore) -> Processing:
+    def processor(
+        self, resources: ShardResources, store: ShardStore, may_commit: Callable[[], bool]
+    ) -> Processing:
         from shardkeeper.runtime.core.processor import Processor, ProcessorOptions, ShardContext
         from shardkeeper.runtime.shell.storagemap import store_prefix
 
@@ -136,7 +141,7 @@ class RuntimeHooks:
             resolve_secret=secret_resolver(self.reader, resources.task.metadata.name or ""),
             bind_host=self.settings.pod_ip,
         )
-        options = ProcessorOptions(faults=self.faults)
+        options = ProcessorOptions(faults=self.faults, may_commit=may_commit)
         return CoreProcessing(Processor(context, store, self.metrics, options))
 
     def lease(self, resources: ShardResources, notify: Callable[[], None]) -> LeaseKeeper:
@@ -151,7 +156,7 @@ class RuntimeHooks:
         )
         # waiting replicas look often, so a takeover follows an expiry closely
         return LeaseKeeper(
-            Elector(api, self.settings.pod, duration), poll=min(0.5, duration / 6), notify=notify
+            Elector(api, self.identity, duration), poll=min(0.5, duration / 6), notify=notify
         )
 
     def task_generation(self, resources: ShardResources) -> int | None:

@@ -54,6 +54,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from shardkeeper.api.shard import Checkpoint, CommitPoint, ReplicaState, ReplicaStatus, Shard
+from shardkeeper.runtime.core.errors import CommitWithheld
 from shardkeeper.runtime.core.faults import NO_RUNTIME_FAULTS, RuntimeFaultPoint, RuntimeFaults
 from shardkeeper.runtime.core.routing import Ranges
 from shardkeeper.runtime.core.timer import StopSignal
@@ -117,7 +118,10 @@ class Hooks(Protocol):
 
     def open_store(self, resources: ShardResources) -> ShardStore: ...
 
-    def processor(self, resources: ShardResources, store: ShardStore) -> Processing: ...
+    def processor(
+        self, resources: ShardResources, store: ShardStore, may_commit: Callable[[], bool]
+    ) -> Processing:
+        """The processing core on ``store``; it asks ``may_commit`` before each commit."""
 
     def lease(self, resources: ShardResources, notify: Callable[[], None]) -> LeaseKeeper: ...
 
@@ -519,7 +523,8 @@ class Replica:
         ends its transaction and returns): the processor, its error, the narrowed Shard."""
         lease = self._lease
         assert lease is not None
-        processor = self.hooks.processor(resources, store)
+        # no commit starts past the Lease's renew deadline (runtime/shell/lease.py)
+        processor = self.hooks.processor(resources, store, lease.held)
         stop = StopSignal()
         outcome: list[BaseException | None] = []
 
@@ -587,7 +592,7 @@ class Replica:
                 "replica's last commit did not count; restarting as a standby",
             )
             return Exit.RESTART_AS_STANDBY
-        if lease.lost.is_set():
+        if lease.lost.is_set() or isinstance(error, CommitWithheld):
             self._enter(
                 ReplicaState.FAILED,
                 "lost the Lease (could not renew it in time, or another replica took it): "
