@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from shardkeeper.storage import errors
 from shardkeeper.storage.faults import NO_FAULTS, FaultPoint, Faults
 from shardkeeper.storage.fragment import (
+    MAX_FENCE_BYTES,
     Fragment,
     FragmentInfo,
     FragmentKind,
@@ -34,6 +35,7 @@ from shardkeeper.storage.fragment import (
     encode_fragment,
     fragment_info,
     fragment_key,
+    is_tombstone,
 )
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.retry import PollBackoff, PollPolicy
@@ -73,10 +75,14 @@ Claim = Mapping[str, str]
 
 def fence_payload(epoch: int, note: str, owns: Claim | None = None) -> bytes:
     # the nonce makes every fence unique, so a writer never mistakes another's for its own
-    body: dict[str, object] = {"epoch": epoch, "note": note, "nonce": uuid.uuid4().hex}
+    body: dict[str, object] = {"epoch": epoch, "note": note[:1024], "nonce": uuid.uuid4().hex}
     if owns is not None:
         body["owns"] = dict(owns)
-    return json.dumps(body, sort_keys=True).encode()
+    payload = json.dumps(body, sort_keys=True).encode()
+    if len(payload) > MAX_FENCE_BYTES:
+        # pruning tells fences from data by size first (storage/prune.py)
+        raise ValueError(f"a fence's payload is {len(payload)} bytes, over {MAX_FENCE_BYTES}")
+    return payload
 
 
 def fence_claim(fragment: Fragment) -> dict[str, str] | None:
@@ -113,12 +119,13 @@ class Journal:
     # -- listing -------------------------------------------------------------------------
 
     def list_fragments(self, from_offset: int = 0) -> list[FragmentInfo]:
-        """Fragments beginning at or after ``from_offset``, in order (not checked)."""
+        """Fragments beginning at or after ``from_offset``, in order (not checked).
+        Tombstones (what pruning leaves of fences) hold no offsets and are left out."""
         start_after = None if from_offset == 0 else self.key(from_offset - 1)
         infos = []
         for obj in self.store.list(self.prefix + "/", start_after=start_after):
             info = fragment_info(self.prefix, obj.key, obj.size)
-            if info is not None:
+            if info is not None and not is_tombstone(info):
                 infos.append(info)
         return infos
 
@@ -142,10 +149,14 @@ class Journal:
     # -- reading -------------------------------------------------------------------------
 
     def read_fragment(self, begin: int) -> Fragment | None:
-        """The fragment that begins at ``begin``, verified, or ``None`` if there is none."""
+        """The fragment that begins at ``begin``, verified, or ``None`` if there is none
+        (or only a tombstone: pruned)."""
         key = self.key(begin)
         data = self.store.get(key)
-        return None if data is None else decode_fragment(key, begin, data)
+        if data is None:
+            return None
+        fragment = decode_fragment(key, begin, data)
+        return None if not fragment.payload else fragment
 
     def _locate(self, offset: int) -> list[FragmentInfo]:
         """Fragments from the one holding ``offset`` to the head, from a full listing."""
