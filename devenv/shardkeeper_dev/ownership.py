@@ -63,6 +63,7 @@ from shardkeeper.storage.fragment import (
     FragmentKind,
     decode_fragment,
     fragment_info,
+    is_tombstone,
 )
 from shardkeeper.storage.layout import task_recovery_dir
 from shardkeeper.storage.objectstore import ObjectInfo
@@ -409,7 +410,8 @@ class _Audit:
                 log_name = self.prefix + name
                 if found is None:
                     info = fragment_info(log_name + JOURNAL.rstrip("/"), obj.key, obj.size)
-                    if info is not None:
+                    # a tombstone (what pruning leaves of a fence) holds no offsets
+                    if info is not None and not is_tombstone(info):
                         logs.setdefault(log_name, _Log(log_name, [])).infos.append(info)
                 else:
                     found.append((log_name, obj.key))

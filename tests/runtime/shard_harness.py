@@ -33,6 +33,7 @@ from tests.support.wait import wait_for
 
 from shardkeeper.api.meta import GROUP, VERSION
 from shardkeeper.api.shard import shard_name
+from shardkeeper.kube.lease import identity_name
 from shardkeeper.kube.transport import LightClient
 from shardkeeper.runtime.core.documents import encode_line, parse_line, split_lines
 from shardkeeper.storage.client import make_s3_client
@@ -83,11 +84,13 @@ class ShardSetup:
         return self.replicas().get(pod) or {}
 
     def lease_holder(self) -> str | None:
+        """The pod whose replica holds the Lease (its identity is the pod's name and a
+        per-process suffix, see kube.lease.process_identity)."""
         lease = client.CoordinationV1Api(self.kube_api).read_namespaced_lease(
             self.shard, self.namespace
         )
         holder: str | None = lease.spec.holder_identity
-        return holder
+        return None if holder is None else identity_name(holder)
 
     def journal(self, collection: str, writer: str) -> Journal:
         name = collection_journal(self.namespace, collection, writer)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -25,11 +26,17 @@ from tests.runtime.core_fixtures import (
 from tests.support.wait import NOT_YET, wait_for
 
 from shardkeeper.api.meta import SecretKeyRef
+from shardkeeper.runtime.core.checkpoint import SavedState
 from shardkeeper.runtime.core.errors import TaskFailed
 from shardkeeper.runtime.core.faults import RuntimeFaultPoint
 from shardkeeper.runtime.core.processor import ShardContext
+from shardkeeper.runtime.kinds.materialize_postgres import (
+    MaterializationFenced,
+    PostgresMaterializer,
+)
 from shardkeeper.storage import errors
 from shardkeeper.storage.objectstore import ObjectStore
+from shardkeeper.storage.store import ShardStore
 from shardkeeper_dev.environment import EnvInfo
 
 __all__ = ["objects"]
@@ -238,6 +245,37 @@ def test_an_old_primary_is_fenced_by_the_checkpoint_row(
     )
     assert new.finish() is None
     assert claimed_epoch(dsn, pg_schema) == 2
+
+
+def claim(dsn: str, schema: str, epoch: int) -> PostgresMaterializer:
+    """A materializer of shard ``ns/s`` that opened (claimed the row) with ``epoch``."""
+    materializer = PostgresMaterializer(dsn, schema, [], "ns/s")
+    store = cast(ShardStore, SimpleNamespace(epoch=epoch))
+    saved = SavedState(sources={}, output_heads={}, pending=[], transactions=0, migrations=[])
+    try:
+        materializer.open(store, saved)
+    except BaseException:
+        materializer.close()
+        raise
+    return materializer
+
+
+def test_a_claim_of_the_rows_own_epoch_is_refused(dev_env: EnvInfo, pg_schema: str) -> None:
+    """Two replicas that chose the same epoch must not both own the row: both would pass
+    the commit's ``WHERE epoch = ...``."""
+    dsn = dev_env.postgres_dsn
+    first = claim(dsn, pg_schema, 3)
+    try:
+        with pytest.raises(MaterializationFenced) as raised:
+            claim(dsn, pg_schema, 3).close()
+        assert raised.value.their_epoch == 3
+        with pytest.raises(MaterializationFenced):
+            claim(dsn, pg_schema, 2).close()
+        assert claimed_epoch(dsn, pg_schema) == 3
+        claim(dsn, pg_schema, 4).close()
+        assert claimed_epoch(dsn, pg_schema) == 4
+    finally:
+        first.close()
 
 
 def test_a_document_that_fails_the_schema_fails_the_materialization(

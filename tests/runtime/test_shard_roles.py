@@ -72,7 +72,9 @@ class Hooks:
             self.data_dir, log, 0, options=StoreOptions(background_snapshots=False)
         )
 
-    def processor(self, resources: ShardResources, store: ShardStore) -> Processing:
+    def processor(
+        self, resources: ShardResources, store: ShardStore, may_commit: Callable[[], bool]
+    ) -> Processing:
         ticker = Ticker(store, 2 if self.fail_first and not self.processors else None)
         self.processors.append(ticker)
         return ticker

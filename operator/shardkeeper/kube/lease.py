@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +50,18 @@ class LeaseRecord:
         if self.renew_time:
             spec["renewTime"] = self.renew_time
         return spec
+
+
+def process_identity(name: str) -> str:
+    """A holder identity of this process alone: ``<name>_<8 random hex digits>``. Two
+    processes of one name (a pod's old container still running, paused or cut off, while
+    its new one starts) must not both find the Lease to be theirs."""
+    return f"{name}_{secrets.token_hex(4)}"
+
+
+def identity_name(identity: str) -> str:
+    """The name a :func:`process_identity` was made from (a pod's, for a shard replica)."""
+    return identity.rsplit("_", 1)[0]
 
 
 def micro_time(moment: datetime) -> str:

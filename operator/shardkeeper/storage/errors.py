@@ -103,8 +103,8 @@ class Fenced(StorageError):
 class StaleEpoch(StorageError):
     def __init__(self, journal: str, our_epoch: int, their_epoch: int) -> None:
         super().__init__(
-            f"journal {journal!r} already holds writes of epoch {their_epoch}, newer than "
-            f"epoch {our_epoch}: take the journal over with a newer epoch"
+            f"journal {journal!r} already holds writes of epoch {their_epoch}, not older "
+            f"than epoch {our_epoch}: another writer took it over; epochs are never shared"
         )
         self.journal = journal
         self.our_epoch = our_epoch

@@ -13,7 +13,13 @@ Layout of a fragment object: a 64-byte header, then the payload::
 
 ``kind`` tells data from fence fragments. A fence's payload records who fenced; it
 occupies offsets like any payload (so a fence and the next data fragment never share a
-key) but readers of data skip it.
+key) but readers of data skip it. A fence's payload is never larger than
+:data:`MAX_FENCE_BYTES`.
+
+A **tombstone** is a fence with an empty payload: what pruning leaves at the key of a
+fence it removes (see ``storage/prune.py``). It keeps the key taken, so a writer fenced
+there stays fenced, and covers no offsets (:func:`fragment_info` gives it an empty
+range), so listings skip it. No append ever writes an empty payload.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ _FIELDS = struct.Struct(">4sBBHQQQ")
 _HEADER = struct.Struct(">32s32s")
 HEADER_SIZE = _HEADER.size
 OFFSET_DIGITS = 16
+# a fence's payload is at most this long (pruning reads only fragments this small to
+# tell fences from data)
+MAX_FENCE_BYTES = 4096
 MAX_OFFSET = (1 << 64) - 1
 
 
@@ -58,6 +67,15 @@ class FragmentInfo:
     key: str
     begin: int
     end: int
+
+
+def tombstone(begin: int, epoch: int) -> Fragment:
+    """The tombstone of the fence at ``begin``, of its ``epoch``."""
+    return Fragment(begin, epoch, FragmentKind.FENCE, b"")
+
+
+def is_tombstone(info: FragmentInfo) -> bool:
+    return info.end == info.begin
 
 
 def fragment_key(prefix: str, begin: int) -> str:

@@ -8,7 +8,10 @@ then on every older writer's next append hits a taken key. Nobody ever retries i
 journal past a fragment that is not theirs.
 
 Epochs along a journal never decrease: a reader that sees them do so raises, because only
-a writer that skipped fencing could have caused it.
+a writer that skipped fencing could have caused it. A fence's epoch is also unique: it must
+be strictly newer than every epoch before it, so no two writers (two replicas that each
+computed "newest + 1") ever share one, and whatever is fenced by epoch downstream (a
+materialization's ``WHERE epoch = N``) tells them apart.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from shardkeeper.storage import errors
 from shardkeeper.storage.faults import NO_FAULTS, FaultPoint, Faults
 from shardkeeper.storage.fragment import (
+    MAX_FENCE_BYTES,
     Fragment,
     FragmentInfo,
     FragmentKind,
@@ -31,6 +35,7 @@ from shardkeeper.storage.fragment import (
     encode_fragment,
     fragment_info,
     fragment_key,
+    is_tombstone,
 )
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.retry import PollBackoff, PollPolicy
@@ -70,10 +75,14 @@ Claim = Mapping[str, str]
 
 def fence_payload(epoch: int, note: str, owns: Claim | None = None) -> bytes:
     # the nonce makes every fence unique, so a writer never mistakes another's for its own
-    body: dict[str, object] = {"epoch": epoch, "note": note, "nonce": uuid.uuid4().hex}
+    body: dict[str, object] = {"epoch": epoch, "note": note[:1024], "nonce": uuid.uuid4().hex}
     if owns is not None:
         body["owns"] = dict(owns)
-    return json.dumps(body, sort_keys=True).encode()
+    payload = json.dumps(body, sort_keys=True).encode()
+    if len(payload) > MAX_FENCE_BYTES:
+        # pruning tells fences from data by size first (storage/prune.py)
+        raise ValueError(f"a fence's payload is {len(payload)} bytes, over {MAX_FENCE_BYTES}")
+    return payload
 
 
 def fence_claim(fragment: Fragment) -> dict[str, str] | None:
@@ -110,12 +119,13 @@ class Journal:
     # -- listing -------------------------------------------------------------------------
 
     def list_fragments(self, from_offset: int = 0) -> list[FragmentInfo]:
-        """Fragments beginning at or after ``from_offset``, in order (not checked)."""
+        """Fragments beginning at or after ``from_offset``, in order (not checked).
+        Tombstones (what pruning leaves of fences) hold no offsets and are left out."""
         start_after = None if from_offset == 0 else self.key(from_offset - 1)
         infos = []
         for obj in self.store.list(self.prefix + "/", start_after=start_after):
             info = fragment_info(self.prefix, obj.key, obj.size)
-            if info is not None:
+            if info is not None and not is_tombstone(info):
                 infos.append(info)
         return infos
 
@@ -139,10 +149,14 @@ class Journal:
     # -- reading -------------------------------------------------------------------------
 
     def read_fragment(self, begin: int) -> Fragment | None:
-        """The fragment that begins at ``begin``, verified, or ``None`` if there is none."""
+        """The fragment that begins at ``begin``, verified, or ``None`` if there is none
+        (or only a tombstone: pruned)."""
         key = self.key(begin)
         data = self.store.get(key)
-        return None if data is None else decode_fragment(key, begin, data)
+        if data is None:
+            return None
+        fragment = decode_fragment(key, begin, data)
+        return None if not fragment.payload else fragment
 
     def _locate(self, offset: int) -> list[FragmentInfo]:
         """Fragments from the one holding ``offset`` to the head, from a full listing."""
@@ -276,27 +290,43 @@ class Journal:
         """Take the journal over with ``epoch``: append a fence at the head, wherever it is.
 
         ``from_offset`` is a fragment boundary at or below the head (saves listing).
-        Raises :class:`StaleEpoch` if the journal already holds a newer epoch.
+        Raises :class:`StaleEpoch` if the journal already holds ``epoch`` or a newer one:
+        a writer that finds its epoch taken lost a race to a writer that chose the same.
         """
         self.store.ensure_conditional_writes()
         infos = self.list_fragments(from_offset)
         check_contiguous(self.name, infos, _first_held(infos, from_offset))
         head = infos[-1].end if infos else from_offset
         newest = self.last_epoch(infos)
-        if newest > epoch:
+        if newest >= epoch:
             raise errors.StaleEpoch(self.name, epoch, newest)
         payload = fence_payload(epoch, note, owns)
         while True:
             writer = JournalWriter(self, epoch, head)
             taken = writer.try_append(payload, FragmentKind.FENCE)
-            if isinstance(taken, Fragment) and taken.begin == head and taken.epoch <= epoch:
-                if taken.kind is FragmentKind.FENCE and taken.payload == payload:
-                    return writer, FenceInfo(taken.begin, taken.end, epoch)
+            if taken.kind is FragmentKind.FENCE and taken.payload == payload:
+                return writer, FenceInfo(taken.begin, taken.end, epoch)
+            if taken.epoch < epoch:
                 # an older writer got one more append in before us: fence after it
                 head = taken.end
                 continue
-            assert isinstance(taken, Fragment)
             raise errors.StaleEpoch(self.name, epoch, taken.epoch)
+
+    def fence_after(
+        self, writer: JournalWriter, *, note: str = "", owns: Claim | None = None
+    ) -> tuple[JournalWriter, FenceInfo]:
+        """Fence with ``writer``'s epoch right at its head, where its own last append ended
+        (a fork record it just wrote, see :meth:`ShardStore.fork_into`): the one fence that
+        may share the epoch of the fragment before it, because that fragment is its own.
+        Anything already at the head, even a fence of the same epoch, raises
+        :class:`StaleEpoch`."""
+        self.store.ensure_conditional_writes()
+        payload = fence_payload(writer.epoch, note, owns)
+        head = writer.head
+        taken = writer.try_append(payload, FragmentKind.FENCE)
+        if taken.begin == head and taken.kind is FragmentKind.FENCE and taken.payload == payload:
+            return writer, FenceInfo(taken.begin, taken.end, writer.epoch)
+        raise errors.StaleEpoch(self.name, writer.epoch, taken.epoch)
 
 
 class JournalWriter:

@@ -14,6 +14,18 @@ chose, snapshot data without a manifest (once older than a grace period, so a sn
 being written is left alone) and fork registrations of children that no longer reach
 back.
 
+Pruning never unfences. Every writer that was fenced has its head (the key its next
+append would create) at a fence fragment: the fence its successor appended there. Had
+pruning deleted that fence, a paused old primary waking up would create the key and
+believe it committed into the pruned range. So a fence in the pruned range is not
+deleted but overwritten with a **tombstone** (:func:`.fragment.tombstone`, a fence with
+no payload): the key stays taken, so the old writer's conditional create still fails and
+it learns it was fenced; the tombstone covers no offsets, so listings skip it and the
+journal stays contiguous. The overwrite is one unconditional PUT, so the key is never
+free, not even for a moment. Pruning never touches the fragment ending at the oldest
+needed point nor anything after it, and refuses a plan that would reach past the head,
+where the live writer appends.
+
 ``python -m shardkeeper.storage.prune --dry-run ...`` prints the plan without deleting.
 """
 
@@ -26,8 +38,15 @@ import os
 import sys
 from collections.abc import Sequence
 
+from shardkeeper.storage import errors
 from shardkeeper.storage.client import make_s3_client
-from shardkeeper.storage.fragment import OFFSET_DIGITS
+from shardkeeper.storage.fragment import (
+    MAX_FENCE_BYTES,
+    OFFSET_DIGITS,
+    FragmentKind,
+    encode_fragment,
+    tombstone,
+)
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.snapshot import Manifest, latest_snapshot, list_manifest_keys
@@ -47,17 +66,28 @@ class Requirement:
 
 
 @dataclasses.dataclass(frozen=True)
+class Tombstone:
+    """A fence in the pruned range: its key is overwritten with a tombstone of its epoch."""
+
+    key: str
+    begin: int
+    epoch: int
+
+
+@dataclasses.dataclass(frozen=True)
 class PrunePlan:
     log: str
     keep_from: int
     requirements: tuple[Requirement, ...]
-    fragments: tuple[str, ...]
+    fragments: tuple[str, ...]  # data fragments: deleted
+    tombstones: tuple[Tombstone, ...]  # fences: overwritten, never deleted
     manifests: tuple[str, ...]
     snapshot_data: tuple[str, ...]
     registrations: tuple[str, ...]
 
     @property
     def keys(self) -> tuple[str, ...]:
+        """What the plan deletes (tombstones' keys stay)."""
         return self.fragments + self.manifests + self.snapshot_data + self.registrations
 
     def describe(self) -> str:
@@ -73,6 +103,8 @@ class PrunePlan:
         ):
             lines.append(f"  {len(keys)} {title} to remove")
             lines.extend(f"    {key}" for key in keys)
+        lines.append(f"  {len(self.tombstones)} fences to leave as tombstones (keys stay taken)")
+        lines.extend(f"    {t.key}" for t in self.tombstones)
         return "\n".join(lines)
 
 
@@ -108,7 +140,7 @@ def plan_prune(
         else:
             stale_registrations.append(key)
     keep_from = min(req.offset for req in requirements)
-    fragments = tuple(info.key for info in log.journal.list_fragments() if info.end < keep_from)
+    fragments, tombstones = _removable(log, keep_from)
     kept_ids = {req.snapshot.snapshot_id for req in requirements if req.snapshot}
     newest = requirements[0].snapshot
     manifests = []
@@ -140,10 +172,35 @@ def plan_prune(
         keep_from=keep_from,
         requirements=tuple(requirements),
         fragments=fragments,
+        tombstones=tombstones,
         manifests=tuple(manifests),
         snapshot_data=tuple(data),
         registrations=tuple(stale_registrations),
     )
+
+
+def _removable(log: RecoveryLog, keep_from: int) -> tuple[tuple[str, ...], tuple[Tombstone, ...]]:
+    """The data fragments that end before ``keep_from``, and the fences among them."""
+    infos = log.journal.list_fragments()
+    head = infos[-1].end if infos else 0
+    if keep_from > head:
+        raise errors.StorageError(
+            f"refusing to prune log {log.name!r} up to {keep_from:#x}, past its head "
+            f"{head:#x}: the live writer appends there"
+        )
+    data: list[str] = []
+    fences: list[Tombstone] = []
+    for info in infos:
+        if info.end >= keep_from:
+            break
+        if info.end - info.begin <= MAX_FENCE_BYTES:
+            # small enough to be a fence (no fence is larger): read it to know
+            fragment = log.journal.read_fragment(info.begin)
+            if fragment is not None and fragment.kind is FragmentKind.FENCE:
+                fences.append(Tombstone(info.key, info.begin, fragment.epoch))
+                continue
+        data.append(info.key)
+    return tuple(data), tuple(fences)
 
 
 def prune(
@@ -158,6 +215,9 @@ def prune(
         # manifests before their data, so no manifest ever points at deleted data
         log.store.delete(plan.manifests)
         log.store.delete(plan.snapshot_data)
+        for fence in plan.tombstones:
+            # an overwrite, not a delete and a create: the key is never free
+            log.store.put(fence.key, encode_fragment(tombstone(fence.begin, fence.epoch)))
         log.store.delete(plan.fragments)
         log.store.delete(plan.registrations)
     return plan

@@ -324,6 +324,12 @@ class ShardStore:
             from_offset=self.position,
             owns=owns,
         )
+        return self._primary_from(writer, fence, owns)
+
+    def _primary_from(
+        self, writer: JournalWriter, fence: FenceInfo, owns: Claim | None
+    ) -> FenceInfo:
+        """Become primary under ``fence``, just appended by ``writer``."""
         if owns is not None:
             self.log.index_claim(fence, owns)
         self._apply_until(fence.offset)
@@ -384,8 +390,10 @@ class ShardStore:
         self.log.register_fork(child.name, fence_offset)
         record = ForkRecord(self.log.name, fence_offset, self.epoch)
         payload = encode_fork(record)
-        written = child.journal.writer(self.epoch, 0).try_append(payload)
-        if written.payload != payload:
+        writer = child.journal.writer(self.epoch, 0)
+        written = writer.try_append(payload)
+        ours = written.payload == payload
+        if not ours:
             theirs = decode_record(child.journal.key(0), written.payload)
             if not (
                 isinstance(theirs, ForkRecord)
@@ -400,7 +408,17 @@ class ShardStore:
         self._until = None
         self._replay.log = child
         self._replay.offset = written.end
-        fence = self.fence(owns)
+        if ours:
+            # the fence goes right after our fork record, of its epoch, or not at all
+            # (epochs are unique: the same fork record may be another forker's, of the
+            # same epoch, who then fenced first)
+            writer, fenced = child.journal.fence_after(
+                writer, note=f"shard store {self.volume.directory}", owns=owns
+            )
+            fence = self._primary_from(writer, fenced, owns)
+        else:
+            # someone else's fork: fence after whatever they wrote, with a newer epoch
+            fence = self.fence(owns)
         if self.options.background_snapshots:
             # the child depends on the parent's data until it has a snapshot of its own
             self._bytes_since_snapshot = self.options.snapshot_every_bytes or 0

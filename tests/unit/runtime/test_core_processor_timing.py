@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from tests.support.clock import Clock
 
 from shardkeeper.api.shard import Shard
 from shardkeeper.api.task import Task
+from shardkeeper.runtime.core.errors import CommitWithheld
 from shardkeeper.runtime.core.messages import WAKE, SourceDocument
 from shardkeeper.runtime.core.metrics import RuntimeMetrics
 from shardkeeper.runtime.core.outputs import OutputBuffer
@@ -51,6 +52,8 @@ class FakeStore:
         self.hold = threading.Event()  # commits wait for it while it is cleared
         self.hold.set()
         self.committing = threading.Event()  # set once a commit began
+        self.committed = 0  # commits begun
+        self.rolled_back = 0
 
     def guard_statements(self, over: Any) -> None:
         return None
@@ -59,9 +62,10 @@ class FakeStore:
         return FakeTxn()
 
     def rollback(self) -> None:
-        return None
+        self.rolled_back += 1
 
     def commit(self) -> Any:
+        self.committed += 1
         self.committing.set()
         assert self.hold.wait(SECONDS)
         if self.fail is not None:
@@ -104,7 +108,13 @@ class TimedProcessor(Processor):
 
 
 class Shard_:
-    def __init__(self, shards: dict[str, Any], *, tick: float = 0.0) -> None:
+    def __init__(
+        self,
+        shards: dict[str, Any],
+        *,
+        tick: float = 0.0,
+        may_commit: Callable[[], bool] | None = None,
+    ) -> None:
         self.clock = Clock()
         self.store = FakeStore()
         self.commits: list[TransactionSummary] = []
@@ -136,7 +146,9 @@ class Shard_:
             }
         )
         ctx = ShardContext("n", task, shard, {}, None, "", str, "127.0.0.1")  # type: ignore[arg-type]
-        options = ProcessorOptions(timer=self.clock, on_commit=self._committed)
+        options = ProcessorOptions(
+            timer=self.clock, on_commit=self._committed, may_commit=may_commit
+        )
         self.processor = TimedProcessor(
             ctx,
             self.store,  # type: ignore[arg-type]
@@ -195,8 +207,14 @@ def shards() -> Iterator[list[Shard_]]:
             shard.thread.join(SECONDS)
 
 
-def run(started: list[Shard_], shards: dict[str, Any], *, tick: float = 0.0) -> Shard_:
-    shard = Shard_(shards, tick=tick).start()
+def run(
+    started: list[Shard_],
+    shards: dict[str, Any],
+    *,
+    tick: float = 0.0,
+    may_commit: Callable[[], bool] | None = None,
+) -> Shard_:
+    shard = Shard_(shards, tick=tick, may_commit=may_commit).start()
     started.append(shard)
     return shard
 
@@ -317,3 +335,23 @@ def test_the_real_timer_takes_a_ready_message_without_waiting() -> None:
     assert MONOTONIC.wait(channel, 0) is WAKE
     channel.put(WAKE)
     assert MONOTONIC.wait(channel, None) is WAKE
+
+
+def test_no_commit_starts_once_the_shell_withdraws_the_right_to_commit(
+    shards: list[Shard_],
+) -> None:
+    """Past the Lease's renew deadline (runtime/shell/lease.py) the open transaction is
+    rolled back instead of committed, even the one a stop closes."""
+    allowed = threading.Event()
+    allowed.set()
+    shard = run(shards, {"maxTxnDuration": "5s"}, may_commit=allowed.is_set)
+    shard.send()
+    shard.wait_commits(1)
+    allowed.clear()
+    shard.send()
+    shard.stop.set()
+    shard.thread.join(SECONDS)
+    assert not shard.thread.is_alive()
+    assert [type(e) for e in shard.error] == [CommitWithheld]
+    assert (shard.store.committed, shard.store.rolled_back) == (1, 1)
+    assert len(shard.commits) == 1

@@ -4,10 +4,14 @@ claims, releases, lost Leases. The Elector's own steps: tests/unit/kube/test_ele
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import cast
 
+from prometheus_client import CollectorRegistry
 from tests.support.clock import Clock
 from tests.support.leases import FakeLeaseApi
 
+from shardkeeper.kube.client import Transport
 from shardkeeper.kube.election import Elector
 from shardkeeper.kube.lease import (
     LeaseRecord,
@@ -15,11 +19,16 @@ from shardkeeper.kube.lease import (
     Verdict,
     assess,
     claimed,
+    identity_name,
     micro_time,
     released,
     sight,
 )
+from shardkeeper.runtime.core.metrics import RuntimeMetrics
 from shardkeeper.runtime.shell.lease import LeaseKeeper
+from shardkeeper.runtime.shell.main import RuntimeHooks
+from shardkeeper.runtime.shell.settings import settings_from_env
+from shardkeeper.runtime.shell.startup import ShardResources
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -75,24 +84,63 @@ def elector(api: FakeLeaseApi, me: str, clock: Clock) -> Elector:
     return Elector(api, me, 15, monotonic=clock, wall=lambda: NOW)
 
 
-def test_keeper_loses_the_lease_after_a_duration_without_a_renewal() -> None:
+def test_keeper_loses_the_lease_at_its_renew_deadline_a_margin_before_any_takeover() -> None:
     api, clock = FakeLeaseApi(), Clock()
     keeper = LeaseKeeper(elector(api, "a", clock), poll=0.5, monotonic=clock)
+    # another replica sees the holder's write the moment it is sent (the earliest it can)
+    other = elector(api, "b", clock)
     keeper.want.set()
     result = keeper.elector.step(want=True)
     keeper._record(result)
+    other.step(want=True)
     assert keeper.acquired.is_set()
     assert keeper.held()
-    clock.now += 14.9
+    assert keeper.renew_deadline == 10.0
+    clock.now += 9.9
     keeper._check_expiry()
     assert keeper.held()
     assert not keeper.lost.is_set()
+    # the thread wakes right at the deadline, not a renewal period later
+    assert abs(keeper._next_step_in(want=True) - 0.1) < 1e-9
     clock.now += 0.1
     keeper._check_expiry()
     assert not keeper.held()
     assert keeper.lost.is_set()
+    # the margin: 5 s more before the other replica may take over by its own clock
+    clock.now += 4.9
+    assert not other.step(want=True).mine
+    clock.now += 0.1
+    assert other.step(want=True).mine
     # a keeper that lost the Lease never releases it: it is somebody else's now
     assert not keeper.release()
+
+
+def runtime_hooks() -> RuntimeHooks:
+    """The hooks of one replica process of pod ``replica-0``."""
+    env = {"SHARDKEEPER_SHARD": "shard-a", "POD_NAME": "replica-0", "POD_NAMESPACE": "ns"}
+    settings = settings_from_env(env)
+    metrics = RuntimeMetrics(CollectorRegistry(), settings.shard)
+    return RuntimeHooks(settings, cast(Transport, object()), metrics, timeout=1.0)
+
+
+def test_two_processes_of_one_pod_never_both_hold_the_lease() -> None:
+    """A pod's old container (paused, cut off) and its new one share the pod's name."""
+    api, clock = FakeLeaseApi(), Clock()
+    resources = cast(ShardResources, SimpleNamespace(owner_reference=lambda: {}))
+    keepers = [runtime_hooks().lease(resources, lambda: None) for _ in range(2)]
+    for keeper in keepers:
+        # the same Lease for both, on the test's clock
+        keeper.elector = Elector(api, keeper.elector.me, 15, monotonic=clock, wall=lambda: NOW)
+        keeper._monotonic = clock
+    first, second = (keeper.elector.step(want=True) for keeper in keepers)
+    assert first.mine
+    assert not second.mine
+    for keeper, result in zip(keepers, (first, second), strict=True):
+        keeper._record(result)
+    assert [keeper.held() for keeper in keepers] == [True, False]
+    holder = api.holder()
+    assert holder is not None
+    assert identity_name(holder) == "replica-0"
 
 
 def test_keeper_loses_the_lease_when_another_replica_holds_it() -> None:

@@ -36,3 +36,9 @@ class TaskMisconfigured(TaskError):
 class DocumentRejected(Exception):
     """Task code failed on one document; the processor turns it into :class:`TaskFailed`
     naming the document."""
+
+
+class CommitWithheld(Exception):
+    """The shell withdrew the right to commit (``ProcessorOptions.may_commit``: the
+    replica is past its Lease's renew deadline). The open transaction is rolled back; not
+    a :class:`TaskError`, the shell steps down."""

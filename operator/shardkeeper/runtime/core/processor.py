@@ -38,7 +38,12 @@ from shardkeeper.api.task import Task, TaskType
 from shardkeeper.runtime.core import checkpoint
 from shardkeeper.runtime.core.checkpoint import CommitRows, SourceOffset
 from shardkeeper.runtime.core.documents import orjson_parses
-from shardkeeper.runtime.core.errors import DocumentRejected, TaskFailed, TaskMisconfigured
+from shardkeeper.runtime.core.errors import (
+    CommitWithheld,
+    DocumentRejected,
+    TaskFailed,
+    TaskMisconfigured,
+)
 from shardkeeper.runtime.core.faults import NO_RUNTIME_FAULTS, RuntimeFaultPoint, RuntimeFaults
 from shardkeeper.runtime.core.handler import Feed, TaskHandler
 from shardkeeper.runtime.core.messages import (
@@ -162,6 +167,10 @@ class ProcessorOptions:
     # such as an endless recursive CTE) before the statement is interrupted and the shard
     # fails at that document
     document_time_limit: float = DOCUMENT_TIME_LIMIT
+    # asked before each commit (to the endpoint, then the store): False rolls the
+    # transaction back and ends the run with CommitWithheld. The shell says whether it
+    # still holds its Lease (see runtime/shell/lease.py, the renew deadline)
+    may_commit: Callable[[], bool] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -642,6 +651,11 @@ class Processor:
         assert self._handler is not None
         assert self._outputs is not None
         self._wait_previous()
+        may_commit = self.options.may_commit
+        if may_commit is not None and not may_commit():
+            raise CommitWithheld(
+                "this replica may no longer commit: it is past its Lease's renew deadline"
+            )
         outputs = self._outputs.documents
         batches = self._outputs.seal(self.store.epoch)
         full = {**self._checkpoint, **state.sources}

@@ -22,7 +22,9 @@ Transactions
     (:class:`MaterializationFenced`) with nothing written.
 
 Start
-    A new primary claims the row (``epoch`` raised to its own, never lowered); the row's
+    A new primary claims the row (``epoch`` raised to its own, which must be strictly
+    newer: epochs are unique, so a claim of the row's own epoch is another replica's that
+    chose the same one, and is refused like an older one); the row's
     checkpoint is where it resumes: the database, not the shard store, is authoritative. A
     shard's first claim (a new task, or a child of a split) starts from the store's
     checkpoint. Re-applying a transaction (a store checkpoint one behind the database)
@@ -83,7 +85,7 @@ class MaterializationFenced(errors.Fenced):
             self,
             f"the checkpoint row of shard {shard!r} in {CHECKPOINTS_TABLE} belongs to epoch "
             f"{their_epoch if their_epoch is not None else 'newer'} (this primary has epoch "
-            f"{our_epoch}): a newer primary took over, this one must stop",
+            f"{our_epoch}): another primary took over, this one must stop",
         )
         self.journal = f"{CHECKPOINTS_TABLE}/{shard}"
         self.offset = 0
@@ -290,7 +292,9 @@ class PostgresMaterializer(SourceHandler):
         return self._claim(saved.sources)
 
     def _claim(self, store_checkpoint: Mapping[str, SourceOffset]) -> dict[str, SourceOffset]:
-        """Raise the row's epoch to ours; the checkpoint to resume from."""
+        """Raise the row's epoch to ours; the checkpoint to resume from. The row's epoch
+        must be older than ours: two primaries of one epoch would both pass the commit's
+        ``WHERE epoch = ...``."""
         conn = self._connection()
         table = sql.SQL("{}.{}").format(
             sql.Identifier(self.schema), sql.Identifier(CHECKPOINTS_TABLE)
@@ -300,7 +304,7 @@ class PostgresMaterializer(SourceHandler):
                 sql.SQL(
                     "INSERT INTO {} AS c (shard, epoch, checkpoint) VALUES (%s, %s, NULL) "
                     "ON CONFLICT (shard) DO UPDATE SET epoch = EXCLUDED.epoch "
-                    "WHERE c.epoch <= EXCLUDED.epoch RETURNING checkpoint"
+                    "WHERE c.epoch < EXCLUDED.epoch RETURNING checkpoint"
                 ).format(table),
                 (self.shard, self.epoch),
             ).fetchone()

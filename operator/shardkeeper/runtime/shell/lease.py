@@ -7,10 +7,14 @@ replicas racing for the Lease cannot both win: the loser gets 409 and reads agai
 Expiry is judged on this replica's own clock, never by comparing ``renewTime`` with it
 (clocks of two machines differ): a Lease held by another replica counts as expired only
 once its ``leaseDurationSeconds`` have passed since *this replica saw* the record last
-change. A holder renews every third of the duration, so it has two chances to renew
-before anyone can take over. A holder that could not renew for a whole duration (counted
-from when it *sent* its last successful renewal, which is no later than when anyone saw
-it) must assume the Lease is gone.
+change. A holder renews every third of the duration. It counts itself the holder only
+until its **renew deadline**, two thirds of the duration after it *sent* its last
+successful renewal (no later than anyone saw it): from then on it must not commit, and
+it has lost the Lease. The remaining third (``LeaseKeeper.margin``, 5 s of the default
+15 s) is the margin between the holder's deadline and the earliest moment another
+replica can take over by its own clock: it absorbs clocks that run at slightly different
+rates and a commit that was already under way at the deadline. So a primary stops
+before its Lease can run out elsewhere.
 
 The Lease only keeps the roles honest; the recovery log's fence is what protects data,
 so a replica that wrongly believes it holds the Lease still cannot commit after a newer
@@ -50,6 +54,10 @@ class LeaseKeeper:
         self.duration = float(elector.duration)
         self.poll = poll
         self.renew_every = self.duration / 3
+        # renewals at a third of the duration leave one more third of retries (at the pace
+        # of polls) before the deadline, and a third of margin after it
+        self.margin = self.duration / 3
+        self.renew_deadline = self.duration - self.margin
         self.want = threading.Event()
         self.acquired = threading.Event()
         self.lost = threading.Event()
@@ -69,13 +77,14 @@ class LeaseKeeper:
             return self._holder
 
     def held(self) -> bool:
-        """We hold the Lease: a write of ours succeeded less than a duration ago."""
+        """We hold the Lease, and may commit: a write of ours was sent less than the renew
+        deadline ago. Pure clock arithmetic, so the commit path can ask it at any time."""
         with self._lock:
             renewed = self._renewed_at
         return (
             renewed is not None
             and not self.lost.is_set()
-            and self._monotonic() - renewed < self.duration
+            and self._monotonic() - renewed < self.renew_deadline
         )
 
     def start(self) -> None:
@@ -128,8 +137,13 @@ class LeaseKeeper:
     def _next_step_in(self, want: bool) -> float:
         if self.held():
             # a failed renewal is retried at the pace of polls: at a third of the duration
-            # a holder would get only two tries before its Lease runs out
-            return self.poll if self._failures else self.renew_every
+            # a holder would get only one more try before its deadline; and the thread
+            # wakes at the deadline, to say the Lease is lost right then
+            with self._lock:
+                renewed = self._renewed_at
+            assert renewed is not None
+            left = renewed + self.renew_deadline - self._monotonic()
+            return min(self.poll if self._failures else self.renew_every, max(left, 0.0))
         expires_in = self.elector.expires_in()
         if want and expires_in is not None:
             # look again right when the holder's Lease runs out, not up to a poll later
@@ -159,8 +173,11 @@ class LeaseKeeper:
         if renewed is None or self.lost.is_set():
             return
         elapsed = self._monotonic() - renewed
-        if elapsed >= self.duration:
-            self._lose(f"the Lease was not renewed for {elapsed:.1f}s")
+        if elapsed >= self.renew_deadline:
+            self._lose(
+                f"the Lease was not renewed for {elapsed:.1f}s, past the renew deadline "
+                f"({self.renew_deadline:.1f}s of its {self.duration:.0f}s)"
+            )
 
     def _lose(self, why: str) -> None:
         if not self.lost.is_set():

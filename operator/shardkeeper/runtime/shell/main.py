@@ -26,13 +26,16 @@ from shardkeeper.api.task import Task
 from shardkeeper.kube.client import Transport
 from shardkeeper.kube.config import locate
 from shardkeeper.kube.election import Elector, KubeLeaseApi
+from shardkeeper.kube.lease import process_identity
 from shardkeeper.kube.transport import LightClient
+from shardkeeper.runtime.core.faults import NO_RUNTIME_FAULTS, RuntimeFaults
 from shardkeeper.runtime.core.metrics import RuntimeMetrics
 from shardkeeper.runtime.core.timer import StopSignal
 from shardkeeper.runtime.shell import logs
 from shardkeeper.runtime.shell.admin_http import AdminServer
 from shardkeeper.runtime.shell.handoff import open_shard_store
 from shardkeeper.runtime.shell.lease import LeaseKeeper
+from shardkeeper.runtime.shell.pause import pause_from_env
 from shardkeeper.runtime.shell.replica import (
     Processing,
     ProcessingFailed,
@@ -90,9 +93,17 @@ class RuntimeHooks:
     """The real world behind :class:`.replica.Hooks`."""
 
     def __init__(
-        self, settings: PodSettings, kube: Transport, metrics: RuntimeMetrics, timeout: float
+        self,
+        settings: PodSettings,
+        kube: Transport,
+        metrics: RuntimeMetrics,
+        timeout: float,
+        faults: RuntimeFaults = NO_RUNTIME_FAULTS,
     ) -> None:
+        self.faults = faults
         self.settings = settings
+        # one identity per process, not the pod name: see kube.lease.process_identity
+        self.identity = process_identity(settings.pod)
         self.kube = kube
         self.metrics = metrics
         self.timeout = timeout
@@ -117,8 +128,10 @@ class RuntimeHooks:
     def current_shard(self, resources: ShardResources) -> Shard:
         return load_shard(self.reader, resources.shard_name)
 
-    def processor(self, resources: ShardResources, store: ShardStore) -> Processing:
-        from shardkeeper.runtime.core.processor import Processor, ShardContext
+    def processor(
+        self, resources: ShardResources, store: ShardStore, may_commit: Callable[[], bool]
+    ) -> Processing:
+        from shardkeeper.runtime.core.processor import Processor, ProcessorOptions, ShardContext
         from shardkeeper.runtime.shell.storagemap import store_prefix
 
         context = ShardContext(
@@ -131,7 +144,8 @@ class RuntimeHooks:
             resolve_secret=secret_resolver(self.reader, resources.task.metadata.name or ""),
             bind_host=self.settings.pod_ip,
         )
-        return CoreProcessing(Processor(context, store, self.metrics))
+        options = ProcessorOptions(faults=self.faults, may_commit=may_commit)
+        return CoreProcessing(Processor(context, store, self.metrics, options))
 
     def lease(self, resources: ShardResources, notify: Callable[[], None]) -> LeaseKeeper:
         duration = max(1, round(self.settings.lease_duration))
@@ -145,7 +159,7 @@ class RuntimeHooks:
         )
         # waiting replicas look often, so a takeover follows an expiry closely
         return LeaseKeeper(
-            Elector(api, self.settings.pod, duration), poll=min(0.5, duration / 6), notify=notify
+            Elector(api, self.identity, duration), poll=min(0.5, duration / 6), notify=notify
         )
 
     def task_generation(self, resources: ShardResources) -> int | None:
@@ -177,6 +191,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         settings = settings_from_env(os.environ)
         level = logs.level_of(settings.log_level)
+        faults = pause_from_env(os.environ)
     except (SettingsError, ValueError) as exc:
         print(f"shardkeeper shard: {exc}", file=sys.stderr)
         return EXIT_BAD_SETUP
@@ -187,10 +202,15 @@ def main(argv: Sequence[str]) -> int:
     except Exception as exc:
         log.error("cannot build a Kubernetes client: %s", exc)
         return EXIT_BAD_SETUP
-    return run(settings, kube, context)
+    return run(settings, kube, context, faults)
 
 
-def run(settings: PodSettings, kube: Transport, context: logs.LogContext) -> int:
+def run(
+    settings: PodSettings,
+    kube: Transport,
+    context: logs.LogContext,
+    faults: RuntimeFaults = NO_RUNTIME_FAULTS,
+) -> int:
     timeout = 10.0
     registry = CollectorRegistry()
     metrics = RuntimeMetrics(registry, settings.shard)
@@ -202,8 +222,8 @@ def run(settings: PodSettings, kube: Transport, context: logs.LogContext) -> int
         settings.pod,
         min_interval=settings.status_interval,
     )
-    hooks = RuntimeHooks(settings, kube, metrics, timeout)
-    replica = Replica(settings.pod, hooks, reporter, context)
+    hooks = RuntimeHooks(settings, kube, metrics, timeout, faults)
+    replica = Replica(settings.pod, hooks, reporter, context, faults=faults)
     try:
         admin = AdminServer(
             settings.pod_ip,

@@ -14,7 +14,10 @@
 - **STANDBY**: apply the log's new records as they land, and stand for the Lease.
 - **PRIMARY**: having won the Lease, fence the recovery log with an epoch above every
   epoch in it (so a paused old primary can never commit again), claiming the shard's
-  ranges, then run the processor until told to stop.
+  ranges, then run the processor until told to stop. The Lease is checked again right
+  before the fence and before the processor starts: a replica paused after winning it
+  may wake up after another one took over. (If it wakes up between the check and the
+  fence, the fence fails: an epoch is never shared, see ``storage/journal.py``.)
 
 Splits (docs/splits.md):
 
@@ -51,6 +54,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from shardkeeper.api.shard import Checkpoint, CommitPoint, ReplicaState, ReplicaStatus, Shard
+from shardkeeper.runtime.core.errors import CommitWithheld
+from shardkeeper.runtime.core.faults import NO_RUNTIME_FAULTS, RuntimeFaultPoint, RuntimeFaults
 from shardkeeper.runtime.core.routing import Ranges
 from shardkeeper.runtime.core.timer import StopSignal
 from shardkeeper.runtime.shell.handoff import hand_off_fence
@@ -81,6 +86,10 @@ SPEC_CHECK_SPLITTING = 0.5
 SPEC_CHECK_EVERY = 5.0
 
 
+class LeaseGone(Exception):
+    """The Lease ran out (or was taken) during the takeover: stop before the next step."""
+
+
 class ProcessingFailed(Exception):
     """The task cannot go on (a document or SQL it cannot process); the message names the
     journal and offset. The replica must not continue past it."""
@@ -109,7 +118,10 @@ class Hooks(Protocol):
 
     def open_store(self, resources: ShardResources) -> ShardStore: ...
 
-    def processor(self, resources: ShardResources, store: ShardStore) -> Processing: ...
+    def processor(
+        self, resources: ShardResources, store: ShardStore, may_commit: Callable[[], bool]
+    ) -> Processing:
+        """The processing core on ``store``; it asks ``may_commit`` before each commit."""
 
     def lease(self, resources: ShardResources, notify: Callable[[], None]) -> LeaseKeeper: ...
 
@@ -193,8 +205,10 @@ class Replica:
         context: LogContext,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        faults: RuntimeFaults = NO_RUNTIME_FAULTS,
     ) -> None:
         self.pod = pod
+        self.faults = faults
         self.hooks = hooks
         self.reporter = reporter
         self.context = context
@@ -414,20 +428,31 @@ class Replica:
         """Fence (or, for a shard a split builds, fork into) the shard's log, claiming its
         ranges; then claim what its Shard says now, which a split may have narrowed since
         it was read. The resources as they now are, and the epoch."""
+        self.faults.reached(RuntimeFaultPoint.TAKEOVER_BEGUN)
         ranges = Ranges.of(resources.shard.spec)
         if store.log.name != resources.recovery_log:
             own = store.log.sibling(resources.recovery_log)
             epoch = next_epoch(store, own)
+            self._check_lease("before fencing")
+            self.faults.reached(RuntimeFaultPoint.FENCE_DUE)
             store.epoch = epoch
             assert store.until is not None
             fence = store.fork_into(own, store.until, ranges.claim())
             log.info("forked from the parent's log", extra={"fence_offset": fence.offset})
         else:
             epoch = next_epoch(store)
+            self._check_lease("before fencing")
+            self.faults.reached(RuntimeFaultPoint.FENCE_DUE)
             store.epoch = epoch
             fence = store.fence(ranges.claim())
             log.info("fenced the recovery log", extra={"fence_offset": fence.offset})
         return self._claim_current(resources, store, epoch)
+
+    def _check_lease(self, when: str) -> None:
+        """Raise :class:`LeaseGone` unless this replica still holds the Lease."""
+        lease = self._lease
+        if lease is None or not lease.held():
+            raise LeaseGone(when)
 
     def _claim_current(
         self, resources: ShardResources, store: ShardStore, epoch: int, shard: Shard | None = None
@@ -437,6 +462,7 @@ class Replica:
         claimed, now = Ranges.of(resources.shard.spec), Ranges.of(shard.spec)
         resources = dataclasses.replace(resources, shard=shard)
         if now != claimed:
+            self._check_lease("before fencing again")
             epoch += 1
             fence = store.refence(epoch, now.claim())
             log.info(
@@ -451,12 +477,18 @@ class Replica:
         assert lease is not None
         try:
             resources, epoch = self._take_over(resources, store)
+        except LeaseGone as exc:
+            return self._lease_gone(str(exc))
         except (errors.StorageError, StartupError) as exc:
-            # StaleEpoch: someone fenced with a newer epoch since we looked; they are primary
+            # StaleEpoch: someone fenced with a newer epoch since we looked, or with the same
+            # one first (epochs are never shared); they are primary
             self._enter(ReplicaState.FAILED, failure_message(exc))
             self._give_up_lease()
             return None
         while True:
+            if not lease.held():
+                # the fence, and the Shard's reading, took longer than the Lease had left
+                return self._lease_gone("before processing")
             self.context.set_epoch(epoch)
             self._enter(
                 ReplicaState.PRIMARY,
@@ -471,8 +503,18 @@ class Replica:
                 return self._after_processing(resources, store, processor, epoch, error)
             try:
                 resources, epoch = self._claim_current(resources, store, epoch, narrowed)
+            except LeaseGone as exc:
+                return self._lease_gone(str(exc))
             except errors.StorageError as exc:
                 return self._after_processing(resources, store, processor, epoch, exc)
+
+    def _lease_gone(self, when: str) -> Exit:
+        self._enter(
+            ReplicaState.FAILED,
+            f"lost the Lease {when} (a pause or slow requests outlasted it): stopped; "
+            "restarting as a standby",
+        )
+        return Exit.RESTART_AS_STANDBY
 
     def _process(
         self, resources: ShardResources, store: ShardStore, epoch: int
@@ -481,7 +523,8 @@ class Replica:
         ends its transaction and returns): the processor, its error, the narrowed Shard."""
         lease = self._lease
         assert lease is not None
-        processor = self.hooks.processor(resources, store)
+        # no commit starts past the Lease's renew deadline (runtime/shell/lease.py)
+        processor = self.hooks.processor(resources, store, lease.held)
         stop = StopSignal()
         outcome: list[BaseException | None] = []
 
@@ -549,7 +592,7 @@ class Replica:
                 "replica's last commit did not count; restarting as a standby",
             )
             return Exit.RESTART_AS_STANDBY
-        if lease.lost.is_set():
+        if lease.lost.is_set() or isinstance(error, CommitWithheld):
             self._enter(
                 ReplicaState.FAILED,
                 "lost the Lease (could not renew it in time, or another replica took it): "

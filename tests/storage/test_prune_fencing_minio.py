@@ -1,0 +1,78 @@
+"""Pruning never unfences a paused old writer (issue 11), against MinIO.
+
+The old primary's next append goes at the key of its successor's fence. Pruning that
+fence away would free the key: the old primary, waking up, would create it and believe
+it committed into the pruned range.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+
+import pytest
+from tests.storage.conftest import NewLog
+from tests.storage.storage_helpers import rows
+
+from shardkeeper.storage import errors
+from shardkeeper.storage.fragment import FragmentKind
+from shardkeeper.storage.prune import plan_prune, prune
+from shardkeeper.storage.store import ShardStore, StoreOptions
+
+MANUAL = StoreOptions(background_snapshots=False, part_bytes=64 << 10)
+LATER = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+
+
+def put(store: ShardStore, tag: str, count: int = 10) -> None:
+    with store.transaction() as txn:
+        txn.execute("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB)")
+        txn.executemany(
+            "INSERT OR REPLACE INTO kv VALUES (?, ?)",
+            [(f"{tag}-{i:03d}", os.urandom(300)) for i in range(count)],
+        )
+
+
+def test_a_paused_old_writer_is_still_fenced_after_pruning(tmp_path: Path, new_log: NewLog) -> None:
+    log = new_log()
+    old = ShardStore.open(tmp_path / "old", log, 1, options=MANUAL)
+    old.fence()
+    put(old, "a")
+    # the old primary pauses here: its next commit would go at the head
+    new = ShardStore.open(tmp_path / "new", log, 2, options=MANUAL)
+    fence = new.fence()
+    put(new, "b")
+    snapshot = new.snapshot()
+    assert snapshot is not None
+    put(new, "c")
+    plan = prune(log, now=LATER)
+    # the new primary's fence, right at the old writer's head, was in the pruned range
+    assert fence.end < plan.keep_from == snapshot.offset
+    assert [t.begin for t in plan.tombstones] == [0, fence.offset]
+    assert plan.fragments
+    assert all(log.store.get(key) is None for key in plan.fragments)
+    # the old writer wakes up: its commit must not land, in the pruned range or anywhere
+    with pytest.raises(errors.Fenced):
+        put(old, "zombie")
+    # the log reads as before: contiguous from the oldest needed point, tombstones unlisted
+    bounds = log.journal.bounds()
+    assert bounds is not None
+    assert bounds[0] < plan.keep_from <= bounds[1]
+    assert all(info.end > info.begin for info in log.journal.list_fragments())
+    put(new, "d")
+    want = new.query("SELECT k, v FROM kv ORDER BY k")
+    assert not any(str(k).startswith("zombie") for k, _ in want)
+    restored = ShardStore.open(tmp_path / "restored", log, 3, options=MANUAL)
+    assert restored.restore_report.source == "snapshot"
+    assert rows(restored.db_path) == want
+    # pruning again finds nothing more to do, and leaves the tombstones where they are
+    again = plan_prune(log, now=LATER)
+    assert again.fragments == ()
+    assert again.tombstones == ()
+    assert log.store.get(plan.tombstones[1].key) is not None
+    # fencing goes on at the head: the new primary is fenced in turn
+    restored.fence()
+    with pytest.raises(errors.Fenced):
+        put(new, "e")
+    kinds = [f.kind for f in log.journal.read(bounds[0])]
+    assert kinds[-1] is FragmentKind.FENCE
