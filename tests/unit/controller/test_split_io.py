@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from prometheus_client import REGISTRY
 from tests.support.fake_api import Request
 from tests.unit.controller.seeded import NAMESPACE, SHARD, TASK, Cluster, run
 
@@ -394,5 +395,56 @@ def test_auto_split_lag_is_recorded_in_the_shards_status() -> None:
         cluster.sync()
         await cluster.reconcile_shard()
         assert "lagAboveSince" not in cluster.find("Shard", SHARD)["status"]
+
+    run(body)
+
+
+def sample(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_the_hand_off_and_each_step_are_timed_from_the_records_in_status_split() -> None:
+    async def body() -> None:
+        cluster = Cluster()
+        clock = await running_parent(cluster)
+        ask(cluster)
+        task = {"namespace": NAMESPACE, "task": TASK}
+        handoff = "shardkeeper_operator_split_handoff_duration_seconds"
+        steps = "shardkeeper_operator_split_step_duration_seconds"
+        before = {
+            "handoff": sample(f"{handoff}_sum", task),
+            "handoffs": sample(f"{handoff}_count", task),
+            "catch_up": sample(f"{steps}_sum", {"step": "CatchUp"}),
+            "hand_off_step": sample(f"{steps}_sum", {"step": "HandOff"}),
+            "within_5s": sample(f"{handoff}_bucket", {**task, "le": "5.0"}),
+        }
+        standby = {"pod": f"{CHILD}-0", "state": "STANDBY", "recoveryLogHead": 10, "lag": 0}
+        for _ in range(4):  # Plan, child, targets, Children
+            await step(cluster)
+        await cluster.reconcile_shard(CHILD)
+        live(cluster, CHILD, standby, primary=None)
+        await step(cluster)
+        assert split_of(cluster)["step"] == "CatchUp"
+        clock.now += timedelta(seconds=20)
+        await step(cluster)
+        assert split_of(cluster)["step"] == "HandOff"
+        await step(cluster)  # narrowed
+        # a new operator (nothing in memory) sees the child take over 4 s after HandOff
+        cluster.shards = ShardReconciler(cluster.deps)
+        cluster.shards.splits.clock = clock
+        clock.now += timedelta(seconds=4)
+        live(cluster, CHILD, {**standby, "state": "PRIMARY"}, primary=f"{CHILD}-0")
+        await step(cluster)
+        assert split_of(cluster)["step"] == "Finish"
+
+        assert sample(f"{handoff}_count", task) - before["handoffs"] == 1
+        assert sample(f"{handoff}_sum", task) - before["handoff"] == 4.0
+        assert sample(f"{handoff}_bucket", {**task, "le": "5.0"}) - before["within_5s"] == 1
+        assert sample(f"{steps}_sum", {"step": "HandOff"}) - before["hand_off_step"] == 4.0
+        assert sample(f"{steps}_sum", {"step": "CatchUp"}) - before["catch_up"] == 20.0
+        for _ in range(3):  # the split fields cleared, Done
+            await step(cluster)
+        assert split_of(cluster)["step"] == "Done"
+        assert sample(f"{handoff}_count", task) - before["handoffs"] == 1, "once per split"
 
     run(body)

@@ -229,8 +229,13 @@ class Splits:
         namespace, name = namespaced_name(shard)
         now = self.clock()
         if done.left is not None:
+            # from the record in status.split, so a restarted operator measures it too
             seconds = max(0.0, (now - done.left.at).total_seconds())
             metrics.SPLIT_STEP_SECONDS.labels(step=str(done.left.step)).observe(seconds)
+            if done.left.step == SplitStep.HAND_OFF and step == SplitStep.FINISH:
+                metrics.SPLIT_HANDOFF_SECONDS.labels(
+                    namespace=namespace, task=shard.spec.task
+                ).observe(seconds)
         counter = {
             SplitStep.PLAN: metrics.SPLITS_STARTED,
             SplitStep.DONE: metrics.SPLITS_FINISHED,
