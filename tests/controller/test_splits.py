@@ -51,8 +51,9 @@ CUSTOMERS = [f"c{i:02d}" for i in range(40)]
 class Orders:
     """Posts orders to the capture until stopped; what the totals must then be."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, interval: float = 0.25) -> None:
         self.url = url
+        self.interval = interval  # seconds between two posts of one order per customer
         self.expected: dict[str, tuple[float, int]] = {}
         self.posted = 0
         self.failures: list[str] = []
@@ -84,7 +85,7 @@ class Orders:
                 counts[order["customer"]] += 1
             self.posted += len(batch)
             self.expected = {c: (sums[c], counts[c]) for c in sums}
-            self._stop.wait(0.25)
+            self._stop.wait(self.interval)
 
     def stop(self) -> dict[str, tuple[float, int]]:
         self._stop.set()
@@ -204,20 +205,7 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
         report = check_ownership(objects, PREFIX + task_recovery_dir(namespace, name))
         assert len(report.logs) == (4 if name == TASK else 2), report
     # every derived document once: one per order, whichever shard derived it
-    derived = [
-        d.document
-        for d in read_collection(
-            ObjectStore(environment.s3_client(dev_env), bucket), PREFIX, namespace, TASK
-        )
-    ]
-    uuids = [d["_meta"]["uuid"] for d in derived]
-    assert len(set(uuids)) == len(uuids)
-    assert len(derived) == orders.posted
-    by_customer = collections.defaultdict(list)
-    for document in derived:
-        by_customer[document["customer"]].append(document["orders"])
-    for customer, counts in by_customer.items():
-        assert sorted(counts) == list(range(1, expected[customer][1] + 1)), customer
+    check_derived_once(derived(dev_env, bucket, namespace), expected, orders.posted)
     with psycopg.connect(dev_env.postgres_dsn, autocommit=True) as conn:
         rows = conn.execute(
             sql.SQL("SELECT shard FROM {}.shardkeeper_checkpoints").format(sql.Identifier(schema))
@@ -227,6 +215,30 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
             f"{namespace}/totals-to-postgres-80000000-00000000",
         ]
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def derived(dev_env: EnvInfo, bucket: str, namespace: str) -> list[dict[str, Any]]:
+    """Every document of the derivation's output collection, from all its journals."""
+    objects = ObjectStore(environment.s3_client(dev_env), bucket)
+    return [d.document for d in read_collection(objects, PREFIX, namespace, TASK)]
+
+
+def check_derived_once(
+    documents: list[dict[str, Any]], expected: dict[str, tuple[float, int]], posted: int
+) -> None:
+    """One running total per order, whichever shard derived it: every customer's counts
+    run 1..n without a gap or a repeat, and its last total is the sum of its orders."""
+    uuids = [d["_meta"]["uuid"] for d in documents]
+    assert len(set(uuids)) == len(uuids)
+    assert len(documents) == posted
+    by_customer = collections.defaultdict(list)
+    for document in documents:
+        by_customer[document["customer"]].append((document["orders"], document["total"]))
+    assert sorted(by_customer) == sorted(expected)
+    for customer, seen in by_customer.items():
+        total, count = expected[customer]
+        assert sorted(n for n, _ in seen) == list(range(1, count + 1)), customer
+        assert max(seen)[1] == total, customer
 
 
 def split_step(kubectl: Kubectl, namespace: str, name: str) -> str | None:
