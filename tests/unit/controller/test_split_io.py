@@ -4,6 +4,7 @@ it, an abort that deletes the child, a refusal, and the Task's scaling asking fo
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,8 @@ from prometheus_client import REGISTRY
 from tests.support.fake_api import Request
 from tests.unit.controller.seeded import NAMESPACE, SHARD, TASK, Cluster, run
 
+from shardkeeper.controller.engine.queue import Key
+from shardkeeper.controller.engine.triggers import Seen, WatchEvent, keys_for
 from shardkeeper.controller.reconcilers.shard import ShardReconciler
 from shardkeeper.controller.specs import names
 
@@ -446,5 +449,45 @@ def test_the_hand_off_and_each_step_are_timed_from_the_records_in_status_split()
             await step(cluster)
         assert split_of(cluster)["step"] == "Done"
         assert sample(f"{handoff}_count", task) - before["handoffs"] == 1, "once per split"
+
+    run(body)
+
+
+def test_the_childs_cleared_split_source_queues_its_parent_for_the_rest_of_finish() -> None:
+    async def body() -> None:
+        cluster = Cluster()
+        await running_parent(cluster)
+        ask(cluster)
+        for _ in range(4):  # Plan, child, targets, Children
+            await step(cluster)
+        await cluster.reconcile_shard(CHILD)
+        standby = {"pod": f"{CHILD}-0", "state": "STANDBY", "recoveryLogHead": 10, "lag": 0}
+        live(cluster, CHILD, standby, primary=None)
+        for _ in range(3):  # CatchUp, HandOff, narrowed
+            await step(cluster)
+        live(cluster, CHILD, {**standby, "state": "PRIMARY"}, primary=f"{CHILD}-0")
+        await step(cluster)
+        assert split_of(cluster)["step"] == "Finish"
+        seen = Seen()
+        before = cluster.find("Shard", CHILD)
+        keys_for(cluster.watch.cache, seen, WatchEvent("Shard", None, NAMESPACE, CHILD, before))
+        assert await step(cluster) == [Request("patch", "Shard", CHILD)]
+        after = cluster.find("Shard", CHILD)
+        assert "splitSource" not in after["spec"]
+        # the watch event of that write: the child names its parent no more, but the
+        # parent still names it in splitTargets, and its next write waits for this
+        queued = keys_for(
+            cluster.watch.cache, seen, WatchEvent("Shard", "MODIFIED", NAMESPACE, CHILD, after)
+        )
+        assert Key("Shard", NAMESPACE, SHARD) in queued
+        assert await step(cluster) == [Request("patch", "Shard", SHARD)]
+        # once the parent no longer names it, the child's events are its own again
+        await cluster.reconcile_shard(CHILD)
+        later = copy.deepcopy(cluster.find("Shard", CHILD))
+        later["metadata"]["generation"] += 1
+        queued = keys_for(
+            cluster.watch.cache, seen, WatchEvent("Shard", "MODIFIED", NAMESPACE, CHILD, later)
+        )
+        assert Key("Shard", NAMESPACE, SHARD) not in queued
 
     run(body)
