@@ -12,9 +12,11 @@ from prometheus_client import REGISTRY
 from tests.support.fake_api import Request
 from tests.unit.controller.seeded import NAMESPACE, SHARD, TASK, Cluster, run
 
+from shardkeeper.api.shard import Shard, SplitStep
 from shardkeeper.controller.engine.queue import Key
 from shardkeeper.controller.engine.triggers import Seen, WatchEvent, keys_for
 from shardkeeper.controller.reconcilers.shard import ShardReconciler
+from shardkeeper.controller.reconcilers.split import SplitPass
 from shardkeeper.controller.specs import names
 
 CHILD = "customer-totals-80000000-00000000"
@@ -489,5 +491,28 @@ def test_the_childs_cleared_split_source_queues_its_parent_for_the_rest_of_finis
             cluster.watch.cache, seen, WatchEvent("Shard", "MODIFIED", NAMESPACE, CHILD, later)
         )
         assert Key("Shard", NAMESPACE, SHARD) not in queued
+
+    run(body)
+
+
+def test_a_step_change_written_again_from_a_stale_cache_is_announced_once() -> None:
+    async def body() -> None:
+        cluster = Cluster()
+        await running_parent(cluster)
+        ask(cluster)
+        task = {"namespace": NAMESPACE, "task": TASK}
+        started = sample("shardkeeper_operator_splits_started_total", task)
+        await step(cluster)  # Plan, announced
+        shard = Shard.model_validate(cluster.find("Shard", SHARD))
+        progress = shard.status.split
+        assert progress is not None
+        done = SplitPass(progress, entered=SplitStep.PLAN)
+        # the same change, written again by passes whose cache still showed no split
+        await cluster.shards.splits.announce(shard, done)
+        await cluster.shards.splits.announce(shard, done)
+        await cluster.recorder.flush()
+        assert sample("shardkeeper_operator_splits_started_total", task) - started == 1
+        planned = [e for e in cluster.kube.events() if e[1] == "SplitPlanned"]
+        assert len(planned) == 1, planned
 
     run(body)
