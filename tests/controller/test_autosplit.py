@@ -29,6 +29,7 @@ from tests.controller.test_splits import (
     derived,
     settled,
     shards,
+    time_of,
 )
 from tests.support.wait import wait_for
 
@@ -65,10 +66,6 @@ def slow_derivation(docs: list[dict[str, Any]]) -> dict[str, Any]:
         },
     }
     return task
-
-
-def time_of(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def capture_primary_url(kubectl: Kubectl, namespace: str) -> str | None:
