@@ -2,10 +2,14 @@
 pods, MinIO and PostgreSQL, with orders posted to the capture all along.
 
 One pipeline serves every step, so the environment and the waits are paid once: the
-derivation splits by hand (`kubectl patch` of spec.split) from 1 to 2 shards, then to 4
-through `minShards: 4` in the Task applied again, as a GitOps tool would. At the end the
-totals in PostgreSQL are exact, every derived document was written once, and the
-recovery logs prove that each key was owned by one primary at a time."""
+derivation splits by hand (`kubectl patch` of spec.split) from 1 to 2 shards, with the
+operator killed -9 at Children, at CatchUp and at HandOff (an admission policy holds the
+split at each step, so the kills do not race the operator), then to 4 through
+`minShards: 4` in the Task applied again, as a GitOps tool would, with the operator
+killed while both splits run. The materialization then splits 1 to 2 by key, and one half
+again by r-clock. At the end the totals in PostgreSQL are exact, every derived document
+was written once, and the recovery logs prove that each key was owned by one primary at
+a time."""
 
 from __future__ import annotations
 
@@ -17,15 +21,19 @@ import secrets
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import yaml
 from psycopg import sql
 from tests.controller.conftest import StartOperator
 from tests.controller.support import (
     GROUP,
     Kubectl,
+    OperatorProcess,
     apply,
     event_reasons,
     examples,
@@ -34,6 +42,7 @@ from tests.controller.support import (
 from tests.controller.test_flow import capture_url, post, totals
 from tests.support.wait import NOT_YET, wait_for
 
+from shardkeeper.controller.main import LEADER_LEASE
 from shardkeeper.runtime.shell.collectionio import read_collection
 from shardkeeper.storage.layout import task_recovery_dir
 from shardkeeper.storage.objectstore import ObjectStore
@@ -51,8 +60,9 @@ CUSTOMERS = [f"c{i:02d}" for i in range(40)]
 class Orders:
     """Posts orders to the capture until stopped; what the totals must then be."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, interval: float = 0.25) -> None:
         self.url = url
+        self.interval = interval  # seconds between two posts of one order per customer
         self.expected: dict[str, tuple[float, int]] = {}
         self.posted = 0
         self.failures: list[str] = []
@@ -84,7 +94,7 @@ class Orders:
                 counts[order["customer"]] += 1
             self.posted += len(batch)
             self.expected = {c: (sums[c], counts[c]) for c in sums}
-            self._stop.wait(0.25)
+            self._stop.wait(self.interval)
 
     def stop(self) -> dict[str, tuple[float, int]]:
         self._stop.set()
@@ -136,12 +146,44 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
     orders = Orders(url).start()
     wait_for(lambda: orders.posted >= 400, timeout=60, what="orders flowing")
 
-    # 1 -> 2, by hand
-    kubectl(
-        "patch", f"shards.{GROUP}", PARENT, "-n", namespace, "--type", "merge",
-        "-p", '{"spec":{"split":{"by":"key"}}}',
-    )  # fmt: skip
+    # 1 -> 2, by hand, with the operator killed -9 at Children, at CatchUp and at HandOff
+    # (after the narrowing): a gate holds the split at each, so every kill is at that step
+    child_name = f"{TASK}-80000000-00000000"
+    gate = StepGate(kubectl, namespace)
+    try:
+        gate.hold_before("CatchUp")
+        kubectl(
+            "patch", f"shards.{GROUP}", PARENT, "-n", namespace, "--type", "merge",
+            "-p", '{"spec":{"split":{"by":"key"}}}',
+        )  # fmt: skip
+        held = (("Children", "HandOff"), ("CatchUp", "Finish"), ("HandOff", None))
+        for step, next_gate in held:
+            wait_for(
+                at_step(kubectl, namespace, PARENT, step),
+                timeout=120,
+                what=f"the split held at {step}",
+            )
+            if step == "Children":
+                created = get(kubectl, namespace, f"shards.{GROUP}", child_name)
+            if step == "HandOff":
+                wait_for(
+                    lambda: (
+                        get(kubectl, namespace, f"shards.{GROUP}", PARENT)["spec"]["keyEnd"]
+                        == "7fffffff"
+                    ),
+                    timeout=60,
+                    what="the parent narrowed",
+                )
+            operator.kill()
+            if next_gate is not None:
+                gate.hold_before(next_gate)
+            else:
+                gate.open()
+            operator = restarted(operators, kubectl, namespace, f"operator-at-{step.lower()}")
+    finally:
+        gate.open()
     two = wait_for(lambda: settled(kubectl, namespace, 2), timeout=240, what="two shards")
+    assert two[child_name]["metadata"]["uid"] == created["metadata"]["uid"], "created once"
     parent = two[PARENT]
     assert parent["spec"]["keyEnd"] == "7fffffff"
     assert "split" not in parent["spec"]
@@ -149,7 +191,6 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
     assert steps == ["Plan", "Children", "CatchUp", "HandOff", "Finish", "Done"]
     child = two[f"{TASK}-80000000-00000000"]
     assert (child["spec"]["keyBegin"], child["spec"]["keyEnd"]) == ("80000000", "ffffffff")
-    posted_at_two = orders.posted
 
     # 2 -> 4, declaratively: the Task applied again with minShards: 4
     (task,) = [
@@ -167,7 +208,9 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
         what="a split under way",
     )
     operator.kill()
-    operators("operator-b").wait_leading()
+    # after the dead one's Lease expired; a loaded machine may take long to start Python
+    operator = operators("operator-b")
+    operator.wait_leading(timeout=120)
     four = wait_for(lambda: settled(kubectl, namespace, 4), timeout=300, what="four shards")
     assert sorted((s["spec"]["keyBegin"], s["spec"]["keyEnd"]) for s in four.values()) == [
         ("00000000", "3fffffff"),
@@ -180,14 +223,46 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
     (mat,) = [
         copy.deepcopy(d) for d in docs if (d["kind"], d["metadata"]["name"]) == MATERIALIZATION
     ]
-    mat["spec"].setdefault("shards", {})["scaling"] = {"minShards": 2}
+    mat["spec"].setdefault("shards", {})["scaling"] = {"minShards": 2, "maxShards": 3}
     apply(kubectl, namespace, [mat])
     wait_for(
         lambda: settled(kubectl, namespace, 2, task=MATERIALIZATION[1]),
         timeout=240,
         what="two materialization shards",
     )
-    wait_for(lambda: orders.posted >= posted_at_two + 400, timeout=60, what="orders after")
+    # then its upper half by r-clock: the documents of one customer go to both sides, and
+    # each row keeps the newest by _meta.clock, so the table stays exact (the totals
+    # derivation cannot split so: both sides would go on from the same total)
+    upper = f"{MATERIALIZATION[1]}-80000000-00000000"
+    kubectl(
+        "patch", f"shards.{GROUP}", upper, "-n", namespace, "--type", "merge",
+        "-p", '{"spec":{"split":{"by":"rClock"}}}',
+    )  # fmt: skip
+    three = wait_for(
+        lambda: settled(kubectl, namespace, 3, task=MATERIALIZATION[1]),
+        timeout=240,
+        what="three materialization shards",
+    )
+    fields = ("keyBegin", "keyEnd", "rClockBegin", "rClockEnd")
+    ranges = sorted(tuple(s["spec"][f] for f in fields) for s in three.values())
+    assert ranges == [
+        ("00000000", "7fffffff", "00000000", "ffffffff"),
+        ("80000000", "ffffffff", "00000000", "7fffffff"),
+        ("80000000", "ffffffff", "80000000", "ffffffff"),
+    ]
+    # the operator that saw them all timed each hand-off (HandOff to the child's PRIMARY)
+    handoff = "shardkeeper_operator_split_handoff_duration_seconds"
+    for name, count in ((TASK, 2), (MATERIALIZATION[1], 2)):
+        labels = {"namespace": namespace, "task": name}
+        seconds = operator.metric(f"{handoff}_sum", **labels)
+        assert operator.metric(f"{handoff}_count", **labels) == count, (name, seconds)
+    # Finish is carried on by the child's events: it once waited for an unrelated one
+    for shard in (f"{MATERIALIZATION[1]}-00000000-00000000", upper):
+        records = {r["step"]: r["at"] for r in three[shard]["status"]["split"]["steps"]}
+        finishing = time_of(records["Done"]) - time_of(records["Finish"])
+        assert finishing < timedelta(seconds=20), (shard, records)
+    posted_at_three = orders.posted
+    wait_for(lambda: orders.posted >= posted_at_three + 400, timeout=60, what="orders after")
     expected = orders.stop()
 
     found = wait_for(
@@ -202,22 +277,9 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
     objects = ObjectStore(environment.s3_client(dev_env), bucket)
     for name in (TASK, MATERIALIZATION[1]):
         report = check_ownership(objects, PREFIX + task_recovery_dir(namespace, name))
-        assert len(report.logs) == (4 if name == TASK else 2), report
+        assert len(report.logs) == (4 if name == TASK else 3), report
     # every derived document once: one per order, whichever shard derived it
-    derived = [
-        d.document
-        for d in read_collection(
-            ObjectStore(environment.s3_client(dev_env), bucket), PREFIX, namespace, TASK
-        )
-    ]
-    uuids = [d["_meta"]["uuid"] for d in derived]
-    assert len(set(uuids)) == len(uuids)
-    assert len(derived) == orders.posted
-    by_customer = collections.defaultdict(list)
-    for document in derived:
-        by_customer[document["customer"]].append(document["orders"])
-    for customer, counts in by_customer.items():
-        assert sorted(counts) == list(range(1, expected[customer][1] + 1)), customer
+    check_derived_once(derived(dev_env, bucket, namespace), expected, orders.posted)
     with psycopg.connect(dev_env.postgres_dsn, autocommit=True) as conn:
         rows = conn.execute(
             sql.SQL("SELECT shard FROM {}.shardkeeper_checkpoints").format(sql.Identifier(schema))
@@ -225,8 +287,151 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
         assert sorted(r[0] for r in rows) == [
             f"{namespace}/totals-to-postgres-00000000-00000000",
             f"{namespace}/totals-to-postgres-80000000-00000000",
+            f"{namespace}/totals-to-postgres-80000000-80000000",
         ]
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+class StepGate:
+    """Holds the splits of a namespace's Shards at a step: a ValidatingAdmissionPolicy
+    that refuses every status write entering ``step``. The operator's write of that step
+    fails, so the split stays at the step before it, and the test can kill the operator
+    there without racing it. A refused write changes nothing, so the API server then
+    holds what it holds when an operator dies right after the step's own write.
+
+    The same policy refuses to create a ConfigMap named after the step (a dry run), which
+    tells when the API server enforces this version of the policy."""
+
+    def __init__(self, kubectl: Kubectl, namespace: str) -> None:
+        self.kubectl = kubectl
+        self.namespace = namespace
+        self.name = f"split-gate-{namespace}"[:63]
+        self.held: str | None = None
+
+    def _probe_refused(self, step: str) -> bool:
+        probe = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": self._probe(step)}}
+        done = self.kubectl(
+            "create", "--dry-run=server", "-n", self.namespace, "-f", "-",
+            input=json.dumps(probe), check=False,
+        )  # fmt: skip
+        return done.returncode != 0
+
+    @staticmethod
+    def _probe(step: str) -> str:
+        return f"split-gate-{step.lower()}"
+
+    def hold_before(self, step: str) -> None:
+        enters = (
+            "has(object.status) && has(object.status.split)"
+            f" && object.status.split.step == '{step}'"
+            " && !(has(oldObject.status) && has(oldObject.status.split)"
+            f" && oldObject.status.split.step == '{step}')"
+        )
+        policy = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": self.name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [GROUP],
+                            "apiVersions": ["*"],
+                            "operations": ["UPDATE"],
+                            "resources": ["shards/status"],
+                        },
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            "resources": ["configmaps"],
+                        },
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": "request.resource.resource == 'configmaps' ? "
+                        f"object.metadata.name != '{self._probe(step)}' : !({enters})",
+                        "message": f"the test holds splits before {step}",
+                    }
+                ],
+            },
+        }
+        binding = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": self.name},
+            "spec": {
+                "policyName": self.name,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": self.namespace}
+                    }
+                },
+            },
+        }
+        self.kubectl(
+            "apply", "--server-side", "-f", "-", input=yaml.safe_dump_all([policy, binding])
+        )
+        wait_for(lambda: self._probe_refused(step), timeout=30, what=f"the gate before {step}")
+        self.held = step
+
+    def open(self) -> None:
+        self.kubectl(
+            "delete", "--ignore-not-found", "--wait=true",
+            f"validatingadmissionpolicybinding/{self.name}",
+            f"validatingadmissionpolicy/{self.name}",
+        )  # fmt: skip
+        if self.held is not None:
+            held = self.held
+            wait_for(lambda: not self._probe_refused(held), timeout=30, what="the gate open")
+        self.held = None
+
+
+def derived(dev_env: EnvInfo, bucket: str, namespace: str) -> list[dict[str, Any]]:
+    """Every document of the derivation's output collection, from all its journals."""
+    objects = ObjectStore(environment.s3_client(dev_env), bucket)
+    return [d.document for d in read_collection(objects, PREFIX, namespace, TASK)]
+
+
+def check_derived_once(
+    documents: list[dict[str, Any]], expected: dict[str, tuple[float, int]], posted: int
+) -> None:
+    """One running total per order, whichever shard derived it: every customer's counts
+    run 1..n without a gap or a repeat, and its last total is the sum of its orders."""
+    uuids = [d["_meta"]["uuid"] for d in documents]
+    assert len(set(uuids)) == len(uuids)
+    assert len(documents) == posted
+    by_customer = collections.defaultdict(list)
+    for document in documents:
+        by_customer[document["customer"]].append((document["orders"], document["total"]))
+    assert sorted(by_customer) == sorted(expected)
+    for customer, seen in by_customer.items():
+        total, count = expected[customer]
+        assert sorted(n for n, _ in seen) == list(range(1, count + 1)), customer
+        assert max(seen)[1] == total, customer
+
+
+def restarted(
+    operators: StartOperator, kubectl: Kubectl, namespace: str, identity: str
+) -> OperatorProcess:
+    """A new operator in place of one killed -9, leading at once: the dead one's Lease is
+    deleted instead of waiting for it to expire (the takeover after expiry is tested
+    elsewhere; here what matters is what the new one resumes)."""
+    kubectl("delete", "lease", LEADER_LEASE, "-n", namespace, "--ignore-not-found")
+    operator = operators(identity)
+    operator.wait_leading(timeout=120)
+    return operator
+
+
+def time_of(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def at_step(kubectl: Kubectl, namespace: str, name: str, step: str) -> Callable[[], bool]:
+    return lambda: split_step(kubectl, namespace, name) == step
 
 
 def split_step(kubectl: Kubectl, namespace: str, name: str) -> str | None:

@@ -4,13 +4,19 @@ it, an abort that deletes the child, a refusal, and the Task's scaling asking fo
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from prometheus_client import REGISTRY
 from tests.support.fake_api import Request
 from tests.unit.controller.seeded import NAMESPACE, SHARD, TASK, Cluster, run
 
+from shardkeeper.api.shard import Shard, SplitStep
+from shardkeeper.controller.engine.queue import Key
+from shardkeeper.controller.engine.triggers import Seen, WatchEvent, keys_for
 from shardkeeper.controller.reconcilers.shard import ShardReconciler
+from shardkeeper.controller.reconcilers.split import SplitPass
 from shardkeeper.controller.specs import names
 
 CHILD = "customer-totals-80000000-00000000"
@@ -412,5 +418,119 @@ def test_auto_split_lag_is_recorded_in_the_shards_status() -> None:
         cluster.sync()
         await cluster.reconcile_shard()
         assert "lagAboveSince" not in cluster.find("Shard", SHARD)["status"]
+
+    run(body)
+
+
+def sample(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_the_hand_off_and_each_step_are_timed_from_the_records_in_status_split() -> None:
+    async def body() -> None:
+        cluster = Cluster()
+        clock = await running_parent(cluster)
+        ask(cluster)
+        task = {"namespace": NAMESPACE, "task": TASK}
+        handoff = "shardkeeper_operator_split_handoff_duration_seconds"
+        steps = "shardkeeper_operator_split_step_duration_seconds"
+        before = {
+            "handoff": sample(f"{handoff}_sum", task),
+            "handoffs": sample(f"{handoff}_count", task),
+            "catch_up": sample(f"{steps}_sum", {"step": "CatchUp"}),
+            "hand_off_step": sample(f"{steps}_sum", {"step": "HandOff"}),
+            "within_5s": sample(f"{handoff}_bucket", {**task, "le": "5.0"}),
+        }
+        standby = {"pod": f"{CHILD}-0", "state": "STANDBY", "recoveryLogHead": 10, "lag": 0}
+        for _ in range(4):  # Plan, child, targets, Children
+            await step(cluster)
+        await cluster.reconcile_shard(CHILD)
+        live(cluster, CHILD, standby, primary=None)
+        await step(cluster)
+        assert split_of(cluster)["step"] == "CatchUp"
+        clock.now += timedelta(seconds=20)
+        await step(cluster)
+        assert split_of(cluster)["step"] == "HandOff"
+        await step(cluster)  # narrowed
+        # a new operator (nothing in memory) sees the child take over 4 s after HandOff
+        cluster.shards = ShardReconciler(cluster.deps)
+        cluster.shards.splits.clock = clock
+        clock.now += timedelta(seconds=4)
+        live(cluster, CHILD, {**standby, "state": "PRIMARY"}, primary=f"{CHILD}-0")
+        await step(cluster)
+        assert split_of(cluster)["step"] == "Finish"
+
+        assert sample(f"{handoff}_count", task) - before["handoffs"] == 1
+        assert sample(f"{handoff}_sum", task) - before["handoff"] == 4.0
+        assert sample(f"{handoff}_bucket", {**task, "le": "5.0"}) - before["within_5s"] == 1
+        assert sample(f"{steps}_sum", {"step": "HandOff"}) - before["hand_off_step"] == 4.0
+        assert sample(f"{steps}_sum", {"step": "CatchUp"}) - before["catch_up"] == 20.0
+        for _ in range(3):  # the split fields cleared, Done
+            await step(cluster)
+        assert split_of(cluster)["step"] == "Done"
+        assert sample(f"{handoff}_count", task) - before["handoffs"] == 1, "once per split"
+
+    run(body)
+
+
+def test_the_childs_cleared_split_source_queues_its_parent_for_the_rest_of_finish() -> None:
+    async def body() -> None:
+        cluster = Cluster()
+        await running_parent(cluster)
+        ask(cluster)
+        for _ in range(4):  # Plan, child, targets, Children
+            await step(cluster)
+        await cluster.reconcile_shard(CHILD)
+        standby = {"pod": f"{CHILD}-0", "state": "STANDBY", "recoveryLogHead": 10, "lag": 0}
+        live(cluster, CHILD, standby, primary=None)
+        for _ in range(3):  # CatchUp, HandOff, narrowed
+            await step(cluster)
+        live(cluster, CHILD, {**standby, "state": "PRIMARY"}, primary=f"{CHILD}-0")
+        await step(cluster)
+        assert split_of(cluster)["step"] == "Finish"
+        seen = Seen()
+        before = cluster.find("Shard", CHILD)
+        keys_for(cluster.watch.cache, seen, WatchEvent("Shard", None, NAMESPACE, CHILD, before))
+        assert await step(cluster) == [Request("patch", "Shard", CHILD)]
+        after = cluster.find("Shard", CHILD)
+        assert "splitSource" not in after["spec"]
+        # the watch event of that write: the child names its parent no more, but the
+        # parent still names it in splitTargets, and its next write waits for this
+        queued = keys_for(
+            cluster.watch.cache, seen, WatchEvent("Shard", "MODIFIED", NAMESPACE, CHILD, after)
+        )
+        assert Key("Shard", NAMESPACE, SHARD) in queued
+        assert await step(cluster) == [Request("patch", "Shard", SHARD)]
+        # once the parent no longer names it, the child's events are its own again
+        await cluster.reconcile_shard(CHILD)
+        later = copy.deepcopy(cluster.find("Shard", CHILD))
+        later["metadata"]["generation"] += 1
+        queued = keys_for(
+            cluster.watch.cache, seen, WatchEvent("Shard", "MODIFIED", NAMESPACE, CHILD, later)
+        )
+        assert Key("Shard", NAMESPACE, SHARD) not in queued
+
+    run(body)
+
+
+def test_a_step_change_written_again_from_a_stale_cache_is_announced_once() -> None:
+    async def body() -> None:
+        cluster = Cluster()
+        await running_parent(cluster)
+        ask(cluster)
+        task = {"namespace": NAMESPACE, "task": TASK}
+        started = sample("shardkeeper_operator_splits_started_total", task)
+        await step(cluster)  # Plan, announced
+        shard = Shard.model_validate(cluster.find("Shard", SHARD))
+        progress = shard.status.split
+        assert progress is not None
+        done = SplitPass(progress, entered=SplitStep.PLAN)
+        # the same change, written again by passes whose cache still showed no split
+        await cluster.shards.splits.announce(shard, done)
+        await cluster.shards.splits.announce(shard, done)
+        await cluster.recorder.flush()
+        assert sample("shardkeeper_operator_splits_started_total", task) - started == 1
+        planned = [e for e in cluster.kube.events() if e[1] == "SplitPlanned"]
+        assert len(planned) == 1, planned
 
     run(body)

@@ -78,6 +78,13 @@ SPLIT_STEP_SECONDS = Histogram(
     ["step"],
     buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
 )
+SPLIT_HANDOFF_SECONDS = Histogram(
+    "shardkeeper_operator_split_handoff_duration_seconds",
+    "Time from a split's HandOff step to its child reported PRIMARY (the parent narrowed, "
+    "its fence, the child's fork), as the operator saw it, by task",
+    ["namespace", "task"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300),
+)
 EVENTS = Counter(
     "shardkeeper_operator_events_total", "Kubernetes Events the operator posted", ["type", "reason"]
 )

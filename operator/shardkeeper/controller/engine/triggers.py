@@ -67,6 +67,14 @@ def for_shard(cache: Cache, namespace: str, name: str, body: Mapping[str, Any]) 
     if source:
         # the child of a split: its parent's reconcile carries the split on
         out.append(Key("Shard", namespace, str(source)))
+    if task:
+        # a parent still names a child in splitTargets after the child's splitSource is
+        # cleared (Finish); that clearing is the event its next step waits for
+        out.extend(
+            Key("Shard", namespace, parent.metadata.name or "")
+            for parent in cache.shards_of(namespace, task)
+            if name in parent.spec.split_targets and parent.metadata.name != source
+        )
     return out
 
 

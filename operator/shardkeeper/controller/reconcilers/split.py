@@ -117,6 +117,9 @@ class Splits:
         self.deps = deps
         self.recent = recent
         self.clock = clock
+        # the last step change announced per Shard uid: a pass whose cache still shows the
+        # step before (another writer's event arrived first) writes the same change again
+        self._announced: dict[str, tuple[SplitStep, SplitStepRecord | None, datetime | None]] = {}
 
     def view(self, shard: Shard) -> SplitProgress | None:
         """status.split as this operator last wrote it, if the cache does not show that yet."""
@@ -233,10 +236,20 @@ class Splits:
         if progress is None or step is None:
             return
         namespace, name = namespaced_name(shard)
+        change = (step, done.left, progress.started_at)
+        uid = shard.metadata.uid or ""
+        if self._announced.get(uid) == change:
+            return
+        self._announced[uid] = change
         now = self.clock()
         if done.left is not None:
+            # from the record in status.split, so a restarted operator measures it too
             seconds = max(0.0, (now - done.left.at).total_seconds())
             metrics.SPLIT_STEP_SECONDS.labels(step=str(done.left.step)).observe(seconds)
+            if done.left.step == SplitStep.HAND_OFF and step == SplitStep.FINISH:
+                metrics.SPLIT_HANDOFF_SECONDS.labels(
+                    namespace=namespace, task=shard.spec.task
+                ).observe(seconds)
         counter = {
             SplitStep.PLAN: metrics.SPLITS_STARTED,
             SplitStep.DONE: metrics.SPLITS_FINISHED,
