@@ -32,6 +32,7 @@ from shardkeeper.runtime.shell import logs
 from shardkeeper.runtime.shell.admin_http import AdminServer
 from shardkeeper.runtime.shell.handoff import open_shard_store
 from shardkeeper.runtime.shell.lease import LeaseKeeper
+from shardkeeper.runtime.shell.podrole import RoleLabel, pod_patcher
 from shardkeeper.runtime.shell.replica import (
     Processing,
     ProcessingFailed,
@@ -87,12 +88,18 @@ class RuntimeHooks:
     """The real world behind :class:`.replica.Hooks`."""
 
     def __init__(
-        self, settings: PodSettings, kube: Transport, metrics: RuntimeMetrics, timeout: float
+        self,
+        settings: PodSettings,
+        kube: Transport,
+        metrics: RuntimeMetrics,
+        timeout: float,
+        role: RoleLabel | None = None,
     ) -> None:
         self.settings = settings
         self.kube = kube
         self.metrics = metrics
         self.timeout = timeout
+        self.role = role
         self.reader = KubeReader(kube, settings.namespace, timeout=timeout)
 
     def load(self) -> ShardResources:
@@ -151,6 +158,8 @@ class RuntimeHooks:
 
     def observe_state(self, state: ReplicaState) -> None:
         self.metrics.set_replica_state(state)
+        if self.role is not None:
+            self.role.set(state is ReplicaState.PRIMARY)
 
     def observe_recovery(self, seconds: float) -> None:
         self.metrics.recovery_duration_seconds.set(seconds)
@@ -199,7 +208,8 @@ def run(settings: PodSettings, kube: Transport, context: logs.LogContext) -> int
         settings.pod,
         min_interval=settings.status_interval,
     )
-    hooks = RuntimeHooks(settings, kube, metrics, timeout)
+    role = RoleLabel(pod_patcher(kube, settings.namespace, settings.pod, timeout=timeout))
+    hooks = RuntimeHooks(settings, kube, metrics, timeout, role)
     replica = Replica(settings.pod, hooks, reporter, context)
     try:
         admin = AdminServer(
@@ -226,6 +236,7 @@ def run(settings: PodSettings, kube: Transport, context: logs.LogContext) -> int
     signal.signal(signal.SIGINT, on_signal)
     admin.start()
     reporter.start()
+    role.start()
     log.info(
         "starting",
         extra={
@@ -234,6 +245,7 @@ def run(settings: PodSettings, kube: Transport, context: logs.LogContext) -> int
         },
     )
     code = replica.run()
+    role.stop()
     admin.stop()
     log.info("exiting with %d", code)
     _exit_now_if_stuck(code)
