@@ -199,7 +199,8 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
         what="a split under way",
     )
     operator.kill()
-    operators("operator-b").wait_leading()
+    # its Lease waits out the killed leader's, after a start-up that is slow on a busy machine
+    operators("operator-b").wait_leading(timeout=120)
     four = wait_for(lambda: settled(kubectl, namespace, 4), timeout=300, what="four shards")
     assert sorted((s["spec"]["keyBegin"], s["spec"]["keyEnd"]) for s in four.values()) == [
         ("00000000", "3fffffff"),
