@@ -40,6 +40,7 @@ ALLOWED = [
     ("update", f"leases.coordination.k8s.io/{DERIVATION}"),
     ("create", "leases.coordination.k8s.io"),
     ("create", "events"),
+    ("patch", f"pods/{DERIVATION}-0"),
 ]
 DENIED = [
     # other shards' objects and Leases
@@ -60,6 +61,7 @@ DENIED = [
     # nothing else of the namespace
     ("get", "pods"),
     ("create", "pods"),
+    ("patch", f"pods/{MATERIALIZATION}-0"),
     ("delete", "statefulsets"),
 ]
 

@@ -21,7 +21,7 @@ import secrets
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -58,13 +58,28 @@ CUSTOMERS = [f"c{i:02d}" for i in range(40)]
 
 
 class Orders:
-    """Posts orders to the capture until stopped; what the totals must then be."""
+    """Posts orders to the capture until stopped; what the totals must then be.
 
-    def __init__(self, url: str, interval: float = 0.25) -> None:
-        self.url = url
+    ``urls`` is one capture URL, or a function of the URLs to spread posts over (read again
+    before each post, so a test can widen it). With ``retry``, a post that the capture
+    refused without writing it (connection refused, or a 503 that says so, as a capture
+    answers while it hands off) is sent again, to the next URL; any other failure stops the
+    posting, since the totals would then be unknown."""
+
+    def __init__(
+        self,
+        urls: str | Callable[[], Sequence[str]],
+        *,
+        retry: bool = False,
+        interval: float = 0.25,
+    ) -> None:
+        self.urls = (lambda: [urls]) if isinstance(urls, str) else urls
+        self.retry = retry
         self.interval = interval  # seconds between two posts of one order per customer
         self.expected: dict[str, tuple[float, int]] = {}
         self.posted = 0
+        self.by_url: collections.Counter[str] = collections.Counter()
+        self.retried = 0
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -76,31 +91,53 @@ class Orders:
     def _run(self) -> None:
         sums: collections.Counter[str] = collections.Counter()
         counts: collections.Counter[str] = collections.Counter()
+        sent = 0
         while not self._stop.is_set():
             batch = [
                 {"id": f"o{self.posted + i}", "customer": c, "amount": 1.0 + i % 3}
                 for i, c in enumerate(CUSTOMERS)
             ]
-            try:
-                status, body = post(self.url, batch)
-            except OSError as exc:
-                status, body = 0, str(exc)
+            while True:
+                urls = self.urls()
+                url = urls[sent % len(urls)]
+                sent += 1
+                try:
+                    status, body = post(url, batch)
+                except OSError as exc:
+                    status, body = 0, repr(exc)
+                if status == 200 or not (self.retry and not_written(status, body)):
+                    break
+                self.retried += 1
+                self._stop.wait(0.1)
             if status != 200:
-                # the capture is not split here: a refusal would make the totals unknown
-                self.failures.append(f"{status}: {body}")
+                # a refusal that may have been written would make the totals unknown
+                self.failures.append(f"{url}: {status}: {body}")
                 return
             for order in batch:
                 sums[order["customer"]] += order["amount"]
                 counts[order["customer"]] += 1
             self.posted += len(batch)
+            self.by_url[url] += 1
             self.expected = {c: (sums[c], counts[c]) for c in sums}
             self._stop.wait(self.interval)
+
+    def alive(self) -> bool:
+        """True while it posts; raises if it stopped on a failure."""
+        assert not self.failures, self.failures
+        return True
 
     def stop(self) -> dict[str, tuple[float, int]]:
         self._stop.set()
         self._thread.join(60)
         assert not self.failures, self.failures
         return self.expected
+
+
+def not_written(status: int, body: str) -> bool:
+    """Whether a failed post was certainly not written (capture.py's answers)."""
+    if status == 0:
+        return "Connection refused" in body or "ConnectionRefusedError" in body
+    return status == 503 and "did not commit in time" not in body
 
 
 def shards(kubectl: Kubectl, namespace: str, task: str = TASK) -> dict[str, dict[str, Any]]:

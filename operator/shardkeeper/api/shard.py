@@ -10,6 +10,7 @@ from pydantic import AfterValidator, Field, StringConstraints
 from shardkeeper.api.meta import (
     AGE_COLUMN,
     DNS1123_LABEL_PATTERN,
+    GROUP,
     ApiModel,
     Conditions,
     PrinterColumn,
@@ -57,6 +58,12 @@ class ReplicaState(StrEnum):
     STANDBY = "STANDBY"
     PRIMARY = "PRIMARY"
     FAILED = "FAILED"
+
+
+ROLE_LABEL = f"{GROUP}/role"
+"""On a shard pod whose replica is PRIMARY, set by that replica: ``primary``. A capture
+task's Service selects it (docs/shard-pod.md)."""
+PRIMARY_ROLE = "primary"
 
 
 class SplitStep(StrEnum):

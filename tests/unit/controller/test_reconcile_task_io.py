@@ -144,3 +144,28 @@ def test_removing_the_finalizer_over_a_concurrent_edit_fails_instead_of_overwrit
         ]
 
     run(body)
+
+
+def test_a_capture_task_applies_its_service_once() -> None:
+    async def body() -> None:
+        cluster = Cluster()
+        cluster.add_task("ingest-orders")
+        await cluster.reconcile_task("ingest-orders")
+        assert Request("apply", "Service", "ingest-orders-ingest") in cluster.kube.writes()
+        service = cluster.find("Service", "ingest-orders-ingest")
+        assert service["spec"]["selector"]["shardkeeper.io/role"] == "primary"
+        cluster.kube.clear_log()
+        await cluster.reconcile_task("ingest-orders")
+        assert all(w.kind != "Service" for w in cluster.kube.writes())
+
+    run(body)
+
+
+def test_a_derivation_has_no_task_service() -> None:
+    async def body() -> None:
+        cluster = Cluster()
+        cluster.add_task()
+        await cluster.reconcile_task()
+        assert all(w.kind != "Service" for w in cluster.kube.writes())
+
+    run(body)

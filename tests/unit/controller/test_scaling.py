@@ -125,3 +125,17 @@ def test_lag_above_since_is_kept_while_above_and_reset_by_a_split() -> None:
     assert lag_above_since(kept, t, NOW) is None
     assert lag_above_since(ready(t, lag=100 << 20), owner(), NOW) is None, "no autoSplit"
     assert shard_of(t).status.lag_above_since is None
+
+
+def test_a_capture_is_scaled_by_r_clock_whatever_autosplit_says() -> None:
+    capture = task(
+        "ingest-orders",
+        **{"spec.shards.scaling": {"minShards": 2, "maxShards": 4, "autoSplit": {"by": "key"}}},
+    )
+    (request,) = scaling_requests(capture, [ready(capture)], NOW)
+    assert request.by == "rClock"
+    behind = ready(capture, lag=10**9, lagAboveSince="2024-05-01T11:00:00Z")
+    auto_by_key = {"maxShards": 4, "autoSplit": {"by": "key", "sustainedFor": "1m"}}
+    single = task("ingest-orders", **{"spec.shards.scaling": auto_by_key})
+    (auto,) = scaling_requests(single, [behind], NOW)
+    assert auto.by == "rClock"

@@ -193,24 +193,6 @@ def test_a_split_runs_from_spec_split_to_done_one_guarded_write_at_a_time() -> N
     run(body)
 
 
-def test_a_write_to_the_child_has_the_parent_looked_at_again_soon() -> None:
-    """The child's changes raise no event of the parent; without a requeue the next step
-    waited for the resync (Finish took 45 s in bench_split)."""
-
-    async def body() -> None:
-        cluster = Cluster()
-        await running_parent(cluster)
-        ask(cluster)
-        await step(cluster)  # Plan
-        cluster.kube.clear_log()
-        again = await cluster.reconcile_shard()
-        assert cluster.kube.writes(events=False) == [Request("create", "Shard", CHILD)]
-        assert again is not None
-        assert again <= 1.0
-
-    run(body)
-
-
 def test_a_step_is_not_repeated_by_a_pass_before_the_cache_sees_it() -> None:
     async def body() -> None:
         cluster = Cluster()

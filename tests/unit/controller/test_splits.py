@@ -344,3 +344,17 @@ def test_the_history_keeps_the_newest_sixteen_steps() -> None:
     assert isinstance(moved, WriteProgress)
     assert len(moved.progress.steps) == 16
     assert moved.progress.steps[-1].step == SplitStep.HAND_OFF
+
+
+def test_a_capture_splits_by_r_clock_and_is_refused_a_key_split() -> None:
+    capture = task("ingest-orders", **{"spec.shards.scaling": {"maxShards": 2}})
+    by_key = parent("key", owner=capture)
+    found = refusal(by_key, capture, [by_key])
+    assert found is not None
+    assert found.reason == "CaptureSplitsByRClock"
+    assert "rClock" in found.message
+    assert next_split_step(by_key, None, capture, [by_key], now=NOW) == Refuse(found)
+    by_r_clock = parent("rClock", owner=capture)
+    assert refusal(by_r_clock, capture, [by_r_clock]) is None
+    progress = plan(by_r_clock, capture, SplitBy.R_CLOCK, NOW)
+    assert progress.children == ["ingest-orders-00000000-80000000"]

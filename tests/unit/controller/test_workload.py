@@ -196,7 +196,11 @@ def test_pdb_takes_one_pod_at_a_time() -> None:
 
 
 def test_role_pins_names_wherever_the_verb_allows() -> None:
-    rules = runtime_rules(SHARD, ["s3-credentials", "postgres-password", "s3-credentials"])
+    rules = runtime_rules(
+        SHARD,
+        ["s3-credentials", "postgres-password", "s3-credentials"],
+        pods=[f"{SHARD}-0", f"{SHARD}-1"],
+    )
     table = {
         (tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"])): r.get("resourceNames")
         for r in rules
@@ -212,8 +216,19 @@ def test_role_pins_names_wherever_the_verb_allows() -> None:
         (("coordination.k8s.io",), ("leases",), ("get", "update", "patch")): [SHARD],
         (("coordination.k8s.io",), ("leases",), ("create",)): None,
         (("",), ("events",), ("create", "patch")): None,
+        (("",), ("pods",), ("patch",)): [f"{SHARD}-0", f"{SHARD}-1"],
         (("",), ("secrets",), ("get",)): ["postgres-password", "s3-credentials"],
     }
+
+
+def test_the_role_lets_each_pod_of_the_shard_label_itself_even_while_disabled() -> None:
+    for changes in ({}, {"spec.shards.disable": True}):
+        found = objects(**{"spec.shards.hotStandbys": 2, **changes})["Role"]
+        (rule,) = [r for r in found["rules"] if r["resources"] == ["pods"]]
+        assert rule["verbs"] == ["patch"]
+        assert rule["resourceNames"] == [f"{SHARD}-{i}" for i in range(3)]
+    # resourceNames: [] would grant every pod
+    assert all("pods" not in r["resources"] for r in runtime_rules(SHARD, []))
 
 
 def test_no_secret_rule_at_all_when_there_is_no_secret_to_read() -> None:

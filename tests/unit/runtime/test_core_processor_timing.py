@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 from tests.support.clock import Clock
+from tests.support.wait import wait_for
 
 from shardkeeper.api.shard import Shard
 from shardkeeper.api.task import Task
@@ -349,6 +350,9 @@ def test_no_commit_starts_once_the_shell_withdraws_the_right_to_commit(
     shard.wait_commits(1)
     allowed.clear()
     shard.send()
+    # the document is in an open transaction before the stop (else nothing is rolled back)
+    handler = shard.processor.handler
+    wait_for(lambda: handler.applied >= 2, timeout=SECONDS, what="the second document applied")
     shard.stop.set()
     shard.thread.join(SECONDS)
     assert not shard.thread.is_alive()

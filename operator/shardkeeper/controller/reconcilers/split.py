@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 
 # a patch refused because the spec moved: looked at again after this, if no event came
 RETRY_SECONDS = 2.0
-# after a write to the child, when the parent's split is looked at again
-FOLLOW_UP_SECONDS = 0.5
 SPLIT = "split"  # what RecentWrites keeps of the last spec write of a split
 
 
@@ -158,10 +156,6 @@ class Splits:
         if not await self._apply(seen, child, action):
             return SplitPass(current, requeue=RETRY_SECONDS)
         self.recent.wrote_at(uid, SPLIT, versions, action)
-        if isinstance(action, (CreateChild, ClearSource, DeleteChild)):
-            # a write to the child raises no event of the parent: look again soon, not at
-            # the next resync (a bench found Finish waiting 45 s for it)
-            return SplitPass(current, requeue=FOLLOW_UP_SECONDS)
         return SplitPass(current)
 
     @staticmethod

@@ -1,5 +1,5 @@
-"""Task: its finalizer, its Shards, the splits its scaling asks for, and its status; its
-deletion is in task_deletion.py."""
+"""Task: its finalizer, its Shards, a capture's Service, the splits its scaling asks for,
+and its status; its deletion is in task_deletion.py."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from shardkeeper.controller.engine.kube import ApiError
 from shardkeeper.controller.reconcilers.base import Base, Deps
 from shardkeeper.controller.reconcilers.split import request_split
 from shardkeeper.controller.reconcilers.task_deletion import TaskDeletion
+from shardkeeper.controller.specs.ingest import ingest_service
+from shardkeeper.controller.specs.objects import content_hash
 from shardkeeper.controller.specs.references import task_problems
 from shardkeeper.controller.specs.scaling import recheck_after, scaling_requests
 from shardkeeper.controller.specs.shards import shard_manifest, shards_to_create
@@ -28,14 +30,18 @@ class TaskReconciler(Base):
     def __init__(self, deps: Deps) -> None:
         super().__init__(deps)
         self.deletion = TaskDeletion(deps, self)
+        # uid -> hash of the Service last applied for that task (Services are not watched)
+        self._services: dict[str, str] = {}
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
         task = self.deps.cache.task(namespace, name)
         if task is None:
             return None
         if task.metadata.deletion_timestamp is not None:
+            self._services.pop(task.metadata.uid or "", None)
             return await self.deletion.finalize(task)
         await self.set_finalizer(task, present=True)
+        await self.apply_service(task)
 
         cache = self.deps.cache
         problems = task_problems(task, cache)
@@ -76,6 +82,17 @@ class TaskReconciler(Base):
             },
         )
         return recheck
+
+    async def apply_service(self, task: Task) -> None:
+        """Apply a capture's Service (ingest.py) once per operator, and again when it changes."""
+        service = ingest_service(task)
+        if service is None:
+            return
+        uid, digest = task.metadata.uid or "", content_hash([service])
+        if self._services.get(uid) == digest:
+            return
+        await self.deps.kube.apply(service)
+        self._services[uid] = digest
 
     async def scale(self, task: Task, shards: list[Shard]) -> float | None:
         """Ask for the splits that minShards and autoSplit call for (see scaling.py), by

@@ -27,6 +27,7 @@ from shardkeeper.controller.specs.splits import (
     refusal,
     requested,
     single_value,
+    split_by_for,
 )
 
 RECHECK_FLOOR_SECONDS = 1.0
@@ -49,8 +50,9 @@ def planned(shards: Sequence[Shard]) -> int:
     return len(counted(shards)) + pending_children(shards) + sum(1 for s in shards if requested(s))
 
 
-def _min_shards_by(shard: Shard) -> SplitBy:
-    return SplitBy.R_CLOCK if single_value(shard, SplitBy.KEY) else SplitBy.KEY
+def _min_shards_by(shard: Shard, task: Task) -> SplitBy:
+    by = SplitBy.R_CLOCK if single_value(shard, SplitBy.KEY) else SplitBy.KEY
+    return split_by_for(task, by)
 
 
 def _eligible(shard: Shard, task: Task, shards: Sequence[Shard], by: SplitBy) -> bool:
@@ -91,13 +93,13 @@ def scaling_requests(task: Task, shards: Sequence[Shard], now: datetime) -> list
     out: list[ScalingRequest] = []
     need = min(scaling.min_shards - planned(shards), room)
     if need > 0:
-        candidates = [s for s in shards if _eligible(s, task, shards, _min_shards_by(s))]
+        candidates = [s for s in shards if _eligible(s, task, shards, _min_shards_by(s, task))]
         candidates.sort(key=lambda s: (-width(s), s.metadata.name or ""))
         for shard in candidates[:need]:
             out.append(
                 ScalingRequest(
                     shard.metadata.name or "",
-                    _min_shards_by(shard),
+                    _min_shards_by(shard, task),
                     f"the task has {len(counted(shards))} shards and minShards is "
                     f"{scaling.min_shards}; {shard.metadata.name} is the widest ready shard",
                 )
@@ -109,13 +111,14 @@ def scaling_requests(task: Task, shards: Sequence[Shard], now: datetime) -> list
     last = last_split_at(shards)
     if last is not None and now - last < auto.cooldown.to_timedelta():
         return out
-    behind = [s for s in shards if _sustained(s, task, now) and _eligible(s, task, shards, auto.by)]
+    by = split_by_for(task, auto.by)
+    behind = [s for s in shards if _sustained(s, task, now) and _eligible(s, task, shards, by)]
     if behind:
         shard = max(behind, key=lambda s: (s.status.lag or 0, s.metadata.name or ""))
         out.append(
             ScalingRequest(
                 shard.metadata.name or "",
-                auto.by,
+                by,
                 f"its source lag ({shard.status.lag} bytes) has stayed above lagBytes "
                 f"({auto.lag_bytes}) for {auto.sustained_for} or more",
             )

@@ -24,7 +24,7 @@ from shardkeeper.api.shard import (
     SplitStep,
     SplitStepRecord,
 )
-from shardkeeper.api.task import SplitBy, Task
+from shardkeeper.api.task import SplitBy, Task, TaskType
 from shardkeeper.controller.specs import conditions as cond
 from shardkeeper.controller.specs.conditions import ConditionValue
 from shardkeeper.controller.specs.shards import new_shard
@@ -98,6 +98,12 @@ def single_value(shard: Shard, by: SplitBy) -> bool:
     return spec.r_clock_begin == spec.r_clock_end
 
 
+def split_by_for(task: Task, by: SplitBy) -> SplitBy:
+    """How a split that scaling asks for halves a shard of ``task``: as ``by`` says, except
+    that a capture always splits by r-clock (see ``refusal``)."""
+    return SplitBy.R_CLOCK if task.spec.type == TaskType.CAPTURE else by
+
+
 def refusal(
     shard: Shard, task: Task, shards: Sequence[Shard], by: SplitBy | None = None
 ) -> Refusal | None:
@@ -124,6 +130,15 @@ def refusal(
             "NotReady",
             f"the shard is not ready: its phase is {shard.status.phase}"
             + ("" if shard.status.primary else " and it has no primary"),
+        )
+    if by == SplitBy.KEY and task.spec.type == TaskType.CAPTURE:
+        # every capture primary accepts posts of any key, so a key range would claim keys
+        # that the other half goes on writing; an r-clock half claims no particular key
+        return Refusal(
+            "CaptureSplitsByRClock",
+            "a capture splits by r-clock only: each of its primaries accepts documents of "
+            "every key, so a key range would not say which shard writes a key; ask for "
+            "split: {by: rClock}",
         )
     if single_value(shard, by):
         spec = shard.spec

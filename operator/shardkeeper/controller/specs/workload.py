@@ -299,14 +299,23 @@ def service_account(ctx: WorkloadInputs) -> Object:
     }
 
 
+def pod_names(task: Task, shard: str) -> list[str]:
+    """The names the shard's StatefulSet gives its pods, disabled or not."""
+    return [names.pod_name(shard, i) for i in range(1 + task.spec.shards.hot_standbys)]
+
+
 def runtime_rules(
-    shard: str, secret_names: Sequence[str], split_source: str | None = None
+    shard: str,
+    secret_names: Sequence[str],
+    split_source: str | None = None,
+    pods: Sequence[str] = (),
 ) -> list[Object]:
     """The runtime's permissions, exactly the table in docs/shard-pod.md.
 
     Names are pinned wherever the verb allows it, so a shard's pods cannot read or write
     another shard's object or Lease, or any Secret they were not given. A child of a split
     may also read its parent (``split_source``), whose spec names the log it restores.
+    Each pod labels itself with its role (``pods``: the shard's pod names).
     """
     readable = [shard, split_source] if split_source else [shard]
     rules: list[Object] = [
@@ -322,6 +331,9 @@ def runtime_rules(
         _rule("coordination.k8s.io", "leases", ["create"]),
         _rule("", "events", ["create", "patch"]),
     ]
+    if pods:
+        # an empty resourceNames would mean every pod: leave the rule out instead
+        rules.append(_rule("", "pods", ["patch"], list(pods)))
     if secret_names:
         # an empty resourceNames would mean every Secret: leave the rule out instead
         rules.append(_rule("", "secrets", ["get"], sorted(set(secret_names))))
@@ -340,7 +352,12 @@ def role(ctx: WorkloadInputs) -> Object:
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _metadata(ctx, names.runtime_name(ctx.name)),
-        "rules": runtime_rules(ctx.name, ctx.secret_names, ctx.shard.spec.split_source),
+        "rules": runtime_rules(
+            ctx.name,
+            ctx.secret_names,
+            ctx.shard.spec.split_source,
+            pod_names(ctx.task, ctx.name),
+        ),
     }
 
 

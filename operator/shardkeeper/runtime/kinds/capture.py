@@ -25,6 +25,7 @@ import http.server
 import json
 import logging
 import queue
+import selectors
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -134,6 +135,7 @@ class CaptureServer:
             self._closed.set()
         if self._server is not None:
             self._server.shutdown()
+            _drain(self._server)
             self._server.server_close()
         if self._thread is not None:
             self._thread.join()
@@ -192,6 +194,18 @@ class CaptureServer:
         given = authorization or ""
         scheme, _, value = given.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token)
+
+
+def _drain(server: http.server.ThreadingHTTPServer) -> None:
+    """Take the connections still waiting in the listening socket's backlog, so each is
+    answered 503 (the endpoint is closed) instead of being reset when the socket closes:
+    a reset would leave a client unsure whether its documents were written. The serve
+    loop must have stopped."""
+    server.timeout = 0
+    with selectors.DefaultSelector() as selector:
+        selector.register(server.socket, selectors.EVENT_READ)
+        while selector.select(timeout=0):
+            server.handle_request()
 
 
 def _handler_class(server: CaptureServer) -> type[http.server.BaseHTTPRequestHandler]:

@@ -36,6 +36,7 @@ from shardkeeper.runtime.shell.admin_http import AdminServer
 from shardkeeper.runtime.shell.handoff import open_shard_store
 from shardkeeper.runtime.shell.lease import LeaseKeeper
 from shardkeeper.runtime.shell.pause import pause_from_env
+from shardkeeper.runtime.shell.podrole import RoleLabel, pod_patcher
 from shardkeeper.runtime.shell.replica import (
     Processing,
     ProcessingFailed,
@@ -98,7 +99,9 @@ class RuntimeHooks:
         kube: Transport,
         metrics: RuntimeMetrics,
         timeout: float,
+        *,
         faults: RuntimeFaults = NO_RUNTIME_FAULTS,
+        role: RoleLabel | None = None,
     ) -> None:
         self.faults = faults
         self.settings = settings
@@ -107,6 +110,7 @@ class RuntimeHooks:
         self.kube = kube
         self.metrics = metrics
         self.timeout = timeout
+        self.role = role
         self.reader = KubeReader(kube, settings.namespace, timeout=timeout)
 
     def load(self) -> ShardResources:
@@ -168,6 +172,8 @@ class RuntimeHooks:
 
     def observe_state(self, state: ReplicaState) -> None:
         self.metrics.set_replica_state(state)
+        if self.role is not None:
+            self.role.set(state is ReplicaState.PRIMARY)
 
     def observe_recovery(self, seconds: float) -> None:
         self.metrics.recovery_duration_seconds.set(seconds)
@@ -222,7 +228,8 @@ def run(
         settings.pod,
         min_interval=settings.status_interval,
     )
-    hooks = RuntimeHooks(settings, kube, metrics, timeout, faults)
+    role = RoleLabel(pod_patcher(kube, settings.namespace, settings.pod, timeout=timeout))
+    hooks = RuntimeHooks(settings, kube, metrics, timeout, faults=faults, role=role)
     replica = Replica(settings.pod, hooks, reporter, context, faults=faults)
     try:
         admin = AdminServer(
@@ -249,6 +256,7 @@ def run(
     signal.signal(signal.SIGINT, on_signal)
     admin.start()
     reporter.start()
+    role.start()
     log.info(
         "starting",
         extra={
@@ -263,6 +271,7 @@ def run(
         target=importlib.import_module, args=(PROCESSOR_MODULE,), name="warm-up", daemon=True
     ).start()
     code = replica.run()
+    role.stop()
     admin.stop()
     log.info("exiting with %d", code)
     _exit_now_if_stuck(code)
