@@ -14,6 +14,8 @@ from tests.runtime.shard_harness import SECRET, Feeder, ShardSetup, check_counts
 
 from shardkeeper.api.meta import GROUP
 
+POD = "replica-0"
+
 
 def runtime_role(setup: ShardSetup) -> dict[str, Any]:
     """The Role `<shard>-runtime`, rule for rule as the contract's table has it."""
@@ -54,6 +56,13 @@ def runtime_role(setup: ShardSetup) -> dict[str, Any]:
             },
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+            # the contract names the StatefulSet's pods; here the one pod run by hand
+            {
+                "apiGroups": [""],
+                "resources": ["pods"],
+                "resourceNames": [POD],
+                "verbs": ["patch"],
+            },
         ],
     }
 
@@ -99,7 +108,7 @@ def test_a_replica_runs_with_only_the_contracts_role(
 ) -> None:
     setup = new_shard()
     kubeconfig = service_account_kubeconfig(setup, tmp_path / "runtime.kubeconfig")
-    replica = spawn(setup, "replica-0", KUBECONFIG=str(kubeconfig))
+    replica = spawn(setup, POD, KUBECONFIG=str(kubeconfig))
     entry = replica.wait_state("PRIMARY", timeout=60)
     assert entry["message"] == ""
     feeder = Feeder(setup)
@@ -110,6 +119,6 @@ def test_a_replica_runs_with_only_the_contracts_role(
     assert replica.wait(30) == 0
     # status, Lease renewal and release all went through with the Role's permissions
     assert setup.lease_holder() is None
-    assert setup.replica("replica-0")["state"] == "IDLE"
+    assert setup.replica(POD)["state"] == "IDLE"
     warnings = [line["msg"] for line in replica.log_lines() if line["level"] != "info"]
     assert warnings == []

@@ -9,7 +9,6 @@ replica's state machine (:mod:`.replica`), with the processing core behind
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import signal
@@ -61,8 +60,6 @@ log = logging.getLogger("shardkeeper.runtime")
 
 # exit code for a pod whose environment or kubeconfig is unusable: the operator's bug
 EXIT_BAD_SETUP = 2
-# imported by a thread at start-up, see run()
-PROCESSOR_MODULE = "shardkeeper.runtime.core.processor"
 
 
 class CoreProcessing:
@@ -265,11 +262,10 @@ def run(
         },
     )
     # the processing core's imports (psycopg, jsonschema, the kinds) take a second or two
-    # on a busy machine: a standby pays them now, not between the fence and its first
-    # commit, which is the failover's or a split hand-off's pause
-    threading.Thread(
-        target=importlib.import_module, args=(PROCESSOR_MODULE,), name="warm-up", daemon=True
-    ).start()
+    # on a busy machine: a replica pays them before it restores, not between the fence and
+    # its first commit, which is the failover's or a split hand-off's pause
+    import shardkeeper.runtime.core.processor  # noqa: F401
+
     code = replica.run()
     role.stop()
     admin.stop()
