@@ -17,7 +17,9 @@ replicates through the recovery log) with it or not at all:
 ``_shardkeeper_migrations``
     migrations of an SQL derivation that have run, by index, with their text.
 
-Task SQL must leave the ``_shardkeeper_`` tables alone (see :mod:`.derive_sql`).
+Task SQL cannot touch the ``_shardkeeper_`` tables: the store's authorizer refuses it any
+access (:mod:`shardkeeper.storage.authorizer`); the runtime writes them through
+:meth:`Transaction.runtime_execute`.
 """
 
 from __future__ import annotations
