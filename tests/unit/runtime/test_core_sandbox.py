@@ -74,12 +74,23 @@ def run_task(
         deriver.migrate(txn, deriver.pending_migrations([]), 0)
     outputs: list[Any] = []
     with store.transaction() as txn:
-        derive = deriver.deriving(txn, "src")
         for document in documents:
             outputs.extend(deriver.derive(txn, "src", document))
-            derive = deriver.deriving(txn, "src")
-        outputs.extend(derive({"key": "last", "n": 1}))
+        # the batch path, on the statements' cursor
+        outputs.extend(deriver.deriving(txn, "src")({"key": "last", "n": 1}))
         write_runtime_rows(txn, b'{"k":1}\n')
+    return outputs
+
+
+def run_unsandboxed(migrations: list[str], lambda_sql: str, documents: list[Any]) -> list[Any]:
+    """:func:`run_task` on a plain SQLite connection, with no authorizer or limit."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    deriver = SqlDeriver(migrations, {"src": lambda_sql})
+    deriver.migrate(conn, deriver.pending_migrations([]), 0)
+    outputs: list[Any] = []
+    for document in documents:
+        outputs.extend(deriver.derive(conn, "src", document))
+    outputs.extend(deriver.deriving(conn, "src")({"key": "last", "n": 1}))
     return outputs
 
 
@@ -153,8 +164,11 @@ COUNT_SQL = (
 def test_the_sql_of_the_repos_examples_and_tests_still_runs(
     store: ShardStore, migrations: list[str], lambda_sql: str
 ) -> None:
-    outputs = run_task(store, migrations, lambda_sql, [{"key": "a", "n": 2}, {"key": "a", "n": 3}])
+    documents = [{"key": "a", "n": 2}, {"key": "a", "n": 3}]
+    outputs = run_task(store, migrations, lambda_sql, documents)
     assert len(outputs) == 3
+    # the sandbox changes nothing of what they return
+    assert outputs == run_unsandboxed(migrations, lambda_sql, documents)
     assert checkpoint.open_state(store).pending == [OutputBatch(OWN_JOURNAL, 0, 1, b'{"k":1}\n')]
 
 
