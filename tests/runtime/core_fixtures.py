@@ -202,10 +202,11 @@ class ShardRunner:
         ctx: ShardContext | None = None,
         document_time_limit: float = DOCUMENT_TIME_LIMIT,
         timer: Timer = MONOTONIC,
+        store_options: StoreOptions = STORE_OPTIONS,
     ) -> Incarnation:
         log = RecoveryLog(self.log.store, self.log.name, faults=log_faults)
         store = ShardStore.open(
-            volume or self.new_volume(), log, next(self._epochs), options=STORE_OPTIONS
+            volume or self.new_volume(), log, next(self._epochs), options=store_options
         )
         store.fence()
         registry = CollectorRegistry()

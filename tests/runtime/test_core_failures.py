@@ -3,12 +3,16 @@ naming the document's journal and offset, and nothing is committed past it."""
 
 from __future__ import annotations
 
+import dataclasses
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.runtime.core_fixtures import (
+    NAMESPACE,
     PREFIX,
+    STORE_OPTIONS,
     ShardRunner,
     collection,
     context,
@@ -25,6 +29,7 @@ from shardkeeper.api.task import Task
 from shardkeeper.runtime.core.errors import TaskFailed, TaskMisconfigured
 from shardkeeper.runtime.core.processor import ShardContext
 from shardkeeper.storage.journal import Journal
+from shardkeeper.storage.layout import collection_dir, collection_journal
 from shardkeeper.storage.objectstore import ObjectStore
 
 __all__ = ["objects"]
@@ -204,7 +209,9 @@ def test_a_lambda_that_never_ends_is_stopped_at_its_document(
     )
     runner = ShardRunner(tmp_path, ledger_context(objects, endless))
     source = writer(objects, "payments")
-    first = runner.start(document_time_limit=1.0)
+    # the time limit, not the step limit, is what this test is about
+    unlimited = dataclasses.replace(STORE_OPTIONS, task_step_limit=1 << 40)
+    first = runner.start(document_time_limit=1.0, store_options=unlimited)
     source.append(payments(0, 3))
     wait_for(lambda: balance_ids(objects) == [0, 1, 2], timeout=30, what="3 good outputs")
     written = source.append([{"id": 3, "amount": 500}, *payments(4, 1)])
@@ -244,6 +251,80 @@ def test_an_output_that_fails_its_schema_names_the_source_document(
     assert (error.journal, error.offset) == (source.journal, written[0].offset)
     assert "an output fails" in error.reason
     assert "'none' is not of type 'number'" in error.reason
+
+
+def test_a_recursive_cte_bomb_is_stopped_at_the_step_limit(
+    tmp_path: Path, objects: ObjectStore
+) -> None:
+    bomb = ledger_task(
+        "INSERT INTO ledger (id, amount) VALUES ($id, $amount);"
+        "SELECT $id AS id, CASE WHEN $amount < 100 THEN (SELECT sum(amount) FROM ledger) ELSE ("
+        "WITH RECURSIVE forever(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM forever) "
+        "SELECT count(*) FROM forever) END AS balance"
+    )
+    runner = ShardRunner(tmp_path, ledger_context(objects, bomb))
+    source = writer(objects, "payments")
+    written = source.append([*payments(0, 2), {"id": 2, "amount": 500}])
+    limited = dataclasses.replace(STORE_OPTIONS, task_step_limit=5)
+    # the time limit is far off: only the step limit can stop it in the test's time
+    error = runner.start(document_time_limit=3600.0, store_options=limited).ended()
+    assert isinstance(error, TaskFailed), error
+    assert (error.journal, error.offset) == (source.journal, written[2].offset)
+    assert "the lambda of payments failed: interrupted" in error.reason
+    assert "step limit of 5,000,000 SQLite instructions" in error.reason
+    assert balance_ids(objects) == []
+
+
+# a lambda that plants, through sqlite_master, a trigger on the runtime's pending outputs
+# that lists a batch for another shard's recovery log (issue 11); the reserved names are
+# spelt so that no text check finds them
+PENDING = "'_shard' || 'keeper_pending_outputs'"
+EVIL_BATCH = zlib.compress(b"{}\n").hex()
+PLANT_TRIGGER = (
+    "PRAGMA writable_schema = ON;"
+    "INSERT INTO sqlite_master (type, name, tbl_name, rootpage, sql) VALUES ('trigger', "
+    f"'plant', {PENDING}, 0, 'CREATE TRIGGER plant AFTER INSERT ON ' || {PENDING} || "
+    f"' BEGIN INSERT INTO ' || {PENDING} || ' (journal, begin, epoch, compressed) VALUES "
+    f"(''recovery/core/victim/log'', 0, 1, x''{EVIL_BATCH}''); END');"
+    "PRAGMA schema_version = 1000;"
+    "PRAGMA writable_schema = OFF;"
+    "SELECT $id AS id, 0 AS balance"
+)
+
+
+@pytest.mark.parametrize(
+    ("lambda_sql", "refused"),
+    [
+        (PLANT_TRIGGER, "PRAGMA writable_schema(ON)"),
+        ("CREATE TEMP TABLE scratch (x); SELECT $id AS id, 0 AS balance", "CREATE TEMP TABLE"),
+        ("SELECT $id AS id, load_extension('/tmp/x.so') AS balance", "load_extension()"),
+    ],
+    ids=["writable-schema-trigger", "temp-table", "load-extension"],
+)
+def test_hostile_task_sql_fails_the_shard_and_writes_only_where_the_shard_may(
+    tmp_path: Path, objects: ObjectStore, lambda_sql: str, refused: str
+) -> None:
+    ctx = ledger_context(objects, ledger_task(lambda_sql))
+    runner = ShardRunner(tmp_path, ctx)
+    source = writer(objects, "payments")
+    written = source.append(payments(0, 2))
+    error = runner.start().ended()
+    assert isinstance(error, TaskFailed), error
+    assert (error.journal, error.offset) == (source.journal, written[0].offset)
+    assert "task SQL may not do that" in error.reason
+    assert refused in error.reason
+    # restarted, the shard fails the same way, having appended nothing anywhere
+    again = runner.start().ended()
+    assert isinstance(again, TaskFailed), again
+    allowed = (
+        PREFIX + ctx.shard.spec.recovery_log + "/",
+        PREFIX + collection_dir(NAMESPACE, "payments"),
+        PREFIX + collection_journal(NAMESPACE, "balances", ctx.shard_name),
+    )
+    keys = [info.key for info in objects.list(PREFIX)]
+    assert keys
+    assert [key for key in keys if not key.startswith(allowed)] == []
+    assert balance_ids(objects) == []
 
 
 @pytest.mark.parametrize(

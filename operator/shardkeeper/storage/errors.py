@@ -135,6 +135,11 @@ class StoreClosed(StorageError):
     """The store cannot commit any more (closed, fenced or failed); the message says why."""
 
 
+class TransactionRolledBack(StorageError):
+    """SQLite rolled the open transaction back by itself (it does when it interrupts a
+    statement that writes): nothing more may run in it."""
+
+
 class NotPrimary(StorageError):
     """A write was asked of a store that has not taken over its recovery log."""
 

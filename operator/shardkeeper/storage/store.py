@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from shardkeeper.storage import errors
-from shardkeeper.storage.authorizer import Mode, authorize
+from shardkeeper.storage.authorizer import Mode, Sandbox
 from shardkeeper.storage.faults import FaultPoint
 from shardkeeper.storage.fragment import Fragment
 from shardkeeper.storage.journal import Claim, FenceInfo, JournalWriter
@@ -92,6 +92,12 @@ class StoreOptions:
     part_bytes: int = 8 << 20
     transfers: int = 4
     read_ahead: int = 4
+    # how long one unit of task SQL may run: a statement, or all of a lambda's statements
+    # for one document (Transaction.restart_steps), in GUARD_EVERY SQLite instructions.
+    # Past it the statement is interrupted: what a recursive CTE without an end, say, runs
+    # into long before it fills memory or the disk (100 million instructions: seconds of
+    # work, some millions of rows)
+    task_step_limit: int = 100
 
 
 class Role(enum.Enum):
@@ -120,12 +126,45 @@ class Transaction:
         self.result: CommitInfo | None = None
 
     def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
-        return self._store._connection().execute(sql, parameters)
+        """Run a statement of task SQL, in the sandbox (see :mod:`.authorizer`)."""
+        conn = self._store._connection()
+        self._store._steps = 0
+        return conn.execute(sql, parameters)
 
     def executemany(
         self, sql: str, parameters: Iterable[Sequence[Any] | dict[str, Any]]
     ) -> sqlite3.Cursor:
-        return self._store._connection().executemany(sql, parameters)
+        conn = self._store._connection()
+        self._store._steps = 0
+        return conn.executemany(sql, parameters)
+
+    def restart_steps(self) -> None:
+        """Begin a new unit of task SQL for the step limit (``task_step_limit``): what runs
+        from here on, up to the next call or statement of :meth:`execute`, shares one."""
+        self._store._steps = 0
+
+    def runtime_execute(
+        self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()
+    ) -> sqlite3.Cursor:
+        """Run a statement of the runtime's own (on its ``_shardkeeper_*`` tables), which
+        task SQL may not: outside the task's sandbox."""
+        store = self._store
+        conn = store._connection()
+        with store._internal():
+            return conn.execute(store._own(sql), parameters)
+
+    def runtime_executemany(
+        self, sql: str, parameters: Iterable[Sequence[Any] | dict[str, Any]]
+    ) -> sqlite3.Cursor:
+        store = self._store
+        conn = store._connection()
+        with store._internal():
+            return conn.executemany(store._own(sql), parameters)
+
+    def explain(self, error: BaseException) -> str:
+        """``error`` of a statement of this transaction, naming what the store refused when
+        that is why it failed."""
+        return self._store._sandbox.explain(error)
 
 
 class ShardStore:
@@ -156,7 +195,10 @@ class ShardStore:
         # statements by their text: the store's own statements carry a tag no task SQL
         # has, so a task's "COMMIT" is never the store's cached, authorized one
         self._tag = f" /* shardkeeper {os.urandom(8).hex()} */"
-        self._mode = Mode.INTERNAL
+        self._sandbox = Sandbox(Mode.INTERNAL)
+        # the statement guard: asked every GUARD_EVERY instructions, counted in _steps
+        self._over: Callable[[], bool] | None = None
+        self._steps = 0
         self._writer: JournalWriter | None = None
         self._tracker: WalTracker | None = None
         self._txn: Transaction | None = None
@@ -443,7 +485,8 @@ class ShardStore:
         conn.execute(f"PRAGMA journal_size_limit = {int(self.options.checkpoint_bytes) * 2}")
         conn.execute("PRAGMA busy_timeout = 0")
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        conn.set_authorizer(self._authorize)
+        self._sandbox.install(conn)
+        conn.set_progress_handler(self._progress, GUARD_EVERY)
         self._conn = conn
         self._replay.page_size = page_size
         self._replay.db_pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
@@ -459,26 +502,52 @@ class ShardStore:
     def _own(self, sql: str) -> str:
         return sql + self._tag
 
-    def _authorize(
-        self, action: int, arg1: str | None, arg2: str | None, _db: str | None, _src: str | None
-    ) -> int:
-        return authorize(self._mode, action, arg1, arg2)
+    @contextlib.contextmanager
+    def _internal(self) -> Iterator[None]:
+        """Authorize the statements prepared meanwhile as the store's own."""
+        mode = self._sandbox.mode
+        self._sandbox.mode = Mode.INTERNAL
+        try:
+            yield
+        finally:
+            self._sandbox.mode = mode
 
     def _connection(self) -> sqlite3.Connection:
         if self._txn is None or self._conn is None:
             raise errors.StoreClosed("no transaction is open on this shard store")
+        self._check_still_open(self._conn)
         return self._conn
+
+    @staticmethod
+    def _check_still_open(conn: sqlite3.Connection) -> None:
+        # SQLite rolls the whole transaction back when it interrupts a statement that
+        # writes: a statement after that would run (and commit) outside of it, unlogged
+        if not conn.in_transaction:
+            raise errors.TransactionRolledBack(
+                "SQLite rolled this transaction back (a statement that writes was "
+                "interrupted): roll back and begin again"
+            )
 
     def guard_statements(self, over: Callable[[], bool] | None) -> None:
         """Interrupt a statement of the write connection (it raises ``sqlite3.OperationalError:
         interrupted``) once ``over()`` holds, asked every ``GUARD_EVERY`` SQLite
-        instructions, so only of a statement that runs long; None takes the guard off."""
-        if self._conn is None:
-            return
-        if over is None:
-            self._conn.set_progress_handler(None, 0)
-        else:
-            self._conn.set_progress_handler(over, GUARD_EVERY)
+        instructions, so only of a statement that runs long; None takes the guard off.
+
+        Task SQL is interrupted past ``task_step_limit`` whether or not there is a guard."""
+        self._over = over
+
+    def _progress(self) -> bool:
+        if self._sandbox.mode is Mode.WRITE:
+            self._steps += 1
+            limit = self.options.task_step_limit
+            if self._steps > limit:
+                self._sandbox.stopped = (
+                    f"it ran past the step limit of {limit * GUARD_EVERY:,} SQLite "
+                    "instructions (a recursive CTE without an end?)"
+                )
+                return True
+        over = self._over
+        return over is not None and over()
 
     def begin(self) -> Transaction:
         self._check_can_write()
@@ -494,7 +563,9 @@ class ShardStore:
             self._lock.release()
             raise
         self.log.faults.reached(FaultPoint.COMMIT_BEGUN)
-        self._mode = Mode.WRITE
+        self._sandbox.mode = Mode.WRITE
+        self._sandbox.refused = self._sandbox.stopped = None
+        self._steps = 0
         self._txn_thread = threading.get_ident()
         self._txn = Transaction(self)
         return self._txn
@@ -511,10 +582,11 @@ class ShardStore:
     def rollback(self) -> None:
         if self._txn is None or self._conn is None:
             raise errors.StoreClosed("no transaction is open on this shard store")
-        self._mode = Mode.INTERNAL
+        self._sandbox.mode = Mode.INTERNAL
         self._txn = None
         try:
-            self._conn.execute(self._own("ROLLBACK"))
+            if self._conn.in_transaction:  # SQLite may have rolled it back already
+                self._conn.execute(self._own("ROLLBACK"))
         finally:
             self._lock.release()
 
@@ -530,7 +602,7 @@ class ShardStore:
         assert writer is not None
         faults = self.log.faults
         faults.reached(FaultPoint.COMMIT_STATEMENTS_RUN)
-        self._mode = Mode.INTERNAL
+        self._sandbox.mode = Mode.INTERNAL
         previous = self._replay.meta
         meta = CommitMeta(
             self.log.name,
@@ -540,6 +612,7 @@ class ShardStore:
             self.epoch,
         )
         try:
+            self._check_still_open(conn)
             if previous is None:
                 conn.execute(self._own(META_SCHEMA))
             conn.execute(
@@ -616,7 +689,7 @@ class ShardStore:
                 isolation_level=None,
                 check_same_thread=False,
             )
-            self._reader.set_authorizer(_read_only)
+            Sandbox(Mode.READ).install(self._reader)
         return self._reader.execute(sql, parameters).fetchall()
 
     # -- failure ---------------------------------------------------------------------------
@@ -763,9 +836,3 @@ class ShardStore:
     @property
     def last_snapshot(self) -> Manifest | None:
         return self._last_snapshot
-
-
-def _read_only(
-    action: int, arg1: str | None, arg2: str | None, _db: str | None, _src: str | None
-) -> int:
-    return authorize(Mode.READ, action, arg1, arg2)

@@ -42,6 +42,9 @@ class FakeTxn:
     def executemany(self, *args: Any) -> None:
         return None
 
+    runtime_execute = execute
+    runtime_executemany = executemany
+
 
 class FakeStore:
     role = Role.PRIMARY

@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, cast
 
 import pytest
 from hypothesis import given
@@ -15,10 +16,11 @@ from shardkeeper.api.task import TaskSpec
 from shardkeeper.runtime.core import outputs
 from shardkeeper.runtime.core.compression import StreamingCompression
 from shardkeeper.runtime.core.documents import document_uuid, encode_line, parse_line, split_lines
-from shardkeeper.runtime.core.outputs import OutputBuffer
+from shardkeeper.runtime.core.outputs import OutputBatch, OutputBuffer
 from shardkeeper.runtime.core.schemas import DocumentSchema, SchemaError
 from shardkeeper.runtime.core.transactions import TxnTiming
 from shardkeeper.runtime.shell.storagemap import object_store
+from shardkeeper.storage.objectstore import ObjectStore
 
 
 def test_timing_comes_from_the_task_with_its_defaults() -> None:
@@ -261,3 +263,49 @@ def test_schemas_outside_the_compiled_subset_use_jsonschema() -> None:
     )
     assert not draft4.compiled
     assert draft4.problem(1.0) is not None
+
+
+# -- the journals output batches may go to ------------------------------------------------------
+
+OWN_JOURNAL = "collections/n/counted/counter-00000000-00000000"
+
+
+class NoBucket:
+    """An object store that fails the test at any use."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the bucket was touched ({name})")
+
+
+JOURNALS = outputs.OutputJournals("n", "counter", ["counted"], "counter-00000000-00000000")
+
+
+@pytest.mark.parametrize(
+    ("journal", "allowed"),
+    [
+        (OWN_JOURNAL, True),
+        # a split's parent: its pending batch goes to its journal, which the child inherits
+        ("collections/n/counted/counter-00000000-80000000", True),
+        ("collections/n/counted/counter-0000000-000000000", False),
+        ("collections/n/counted/other-00000000-00000000", False),
+        ("collections/n/counted/counter-00000000-00000000/../../x", False),
+        ("collections/n/other/counter-00000000-00000000", False),
+        ("collections/other/counted/counter-00000000-00000000", False),
+        ("recovery/n/counter/00000000-00000000/journal", False),
+        ("recovery/n/victim/log", False),
+        ("", False),
+    ],
+)
+def test_output_journals_are_the_tasks_own(journal: str, allowed: bool) -> None:
+    assert (journal in JOURNALS) is allowed
+
+
+def test_a_pending_batch_for_another_journal_is_refused_before_the_bucket_is_touched() -> None:
+    # what a planted trigger made the store list: a batch for another shard's recovery log
+    batch = OutputBatch("recovery/n/victim/log", 0, 1, b'{"evil":true}\n')
+    with pytest.raises(outputs.ForeignOutput, match="'recovery/n/victim/log', which is not one"):
+        outputs.append_batch(cast(ObjectStore, NoBucket()), "", batch, JOURNALS)
+    # a batch of the task's own goes on to the bucket
+    own = OutputBatch(OWN_JOURNAL, 0, 1, b"{}\n")
+    with pytest.raises(AssertionError, match="the bucket was touched"):
+        outputs.append_batch(cast(ObjectStore, NoBucket()), "", own, JOURNALS)

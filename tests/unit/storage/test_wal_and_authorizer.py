@@ -88,21 +88,40 @@ def test_a_restarted_wal_is_followed_and_pre_images_come_from_the_database(
     ("mode", "action", "arg1", "arg2", "allowed"),
     [
         (Mode.WRITE, sqlite3.SQLITE_INSERT, "kv", None, True),
-        (Mode.WRITE, sqlite3.SQLITE_SAVEPOINT, "BEGIN", "sp", True),
+        (Mode.WRITE, sqlite3.SQLITE_SAVEPOINT, "BEGIN", "sp", False),
         (Mode.WRITE, sqlite3.SQLITE_TRANSACTION, "COMMIT", None, False),
         (Mode.WRITE, sqlite3.SQLITE_ATTACH, "other.db", None, False),
         (Mode.WRITE, sqlite3.SQLITE_UPDATE, META_TABLE, "seq", False),
         (Mode.WRITE, sqlite3.SQLITE_CREATE_TRIGGER, "t", META_TABLE, False),
         (Mode.WRITE, sqlite3.SQLITE_PRAGMA, "journal_mode", "delete", False),
-        (Mode.WRITE, sqlite3.SQLITE_PRAGMA, "user_version", "3", True),
+        (Mode.WRITE, sqlite3.SQLITE_PRAGMA, "user_version", "3", False),
+        (Mode.WRITE, sqlite3.SQLITE_PRAGMA, "writable_schema", "1", False),
+        (Mode.WRITE, sqlite3.SQLITE_PRAGMA, "schema_version", None, False),
+        (Mode.WRITE, sqlite3.SQLITE_PRAGMA, "table_info", "kv", True),
+        (Mode.WRITE, sqlite3.SQLITE_READ, "_shardkeeper_checkpoint", "journal", False),
+        (Mode.WRITE, sqlite3.SQLITE_INSERT, "_Shardkeeper_Pending_Outputs", None, False),
+        (Mode.WRITE, sqlite3.SQLITE_CREATE_TEMP_TABLE, "t", None, False),
+        (Mode.WRITE, sqlite3.SQLITE_CREATE_TEMP_TRIGGER, "t", "kv", False),
+        (Mode.WRITE, sqlite3.SQLITE_CREATE_TRIGGER, "t", "kv", True),
+        (Mode.WRITE, sqlite3.SQLITE_FUNCTION, None, "json_extract", True),
+        (Mode.WRITE, sqlite3.SQLITE_FUNCTION, None, "load_extension", False),
+        (Mode.WRITE, sqlite3.SQLITE_CREATE_VTABLE, "f", "fts5", False),
         (Mode.READ, sqlite3.SQLITE_SELECT, None, None, True),
         (Mode.READ, sqlite3.SQLITE_READ, "kv", "v", True),
         (Mode.READ, sqlite3.SQLITE_PRAGMA, "table_info", None, True),
         (Mode.READ, sqlite3.SQLITE_PRAGMA, "user_version", "3", False),
         (Mode.READ, sqlite3.SQLITE_DELETE, "kv", None, False),
         (Mode.INTERNAL, sqlite3.SQLITE_TRANSACTION, "COMMIT", None, True),
+        (Mode.INTERNAL, sqlite3.SQLITE_INSERT, "_shardkeeper_pending_outputs", None, True),
     ],
 )
 def test_authorizer(mode: Mode, action: int, arg1: str, arg2: str | None, allowed: bool) -> None:
     expected = sqlite3.SQLITE_OK if allowed else sqlite3.SQLITE_DENY
     assert authorize(mode, action, arg1, arg2) == expected
+
+
+def test_the_store_allows_nothing_to_a_trigger_inside_its_own_statements() -> None:
+    # the runtime uses no trigger or view: one that runs inside its statement was planted
+    insert = (sqlite3.SQLITE_INSERT, "_shardkeeper_pending_outputs", None)
+    assert authorize(Mode.INTERNAL, *insert, source="plant") == sqlite3.SQLITE_DENY
+    assert authorize(Mode.INTERNAL, *insert, source=None) == sqlite3.SQLITE_OK

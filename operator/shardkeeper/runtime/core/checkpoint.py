@@ -17,7 +17,9 @@ replicates through the recovery log) with it or not at all:
 ``_shardkeeper_migrations``
     migrations of an SQL derivation that have run, by index, with their text.
 
-Task SQL must leave the ``_shardkeeper_`` tables alone (see :mod:`.derive_sql`).
+Task SQL cannot touch the ``_shardkeeper_`` tables: the store's authorizer refuses it any
+access (:mod:`shardkeeper.storage.authorizer`); the runtime writes them through
+:meth:`Transaction.runtime_execute`.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from typing import NamedTuple
 
 from shardkeeper.runtime.core.compression import compress
 from shardkeeper.runtime.core.outputs import OutputBatch
+from shardkeeper.storage import authorizer
 from shardkeeper.storage.store import ShardStore, Transaction
 
-RESERVED_PREFIX = "_shardkeeper_"
+RESERVED_PREFIX = authorizer.RESERVED_PREFIX
 CHECKPOINT_TABLE = "_shardkeeper_checkpoint"
 OUTPUT_HEADS_TABLE = "_shardkeeper_output_heads"
 PENDING_TABLE = "_shardkeeper_pending_outputs"
@@ -94,13 +97,16 @@ def open_state(store: ShardStore) -> SavedState:
     txn = store.begin()
     try:
         present = {
-            row[0] for row in txn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            row[0]
+            for row in txn.runtime_execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
         created = not all(t in present for t in _TABLES)
         if created:
             for statement in SCHEMA:
-                txn.execute(statement)
-            txn.execute(f"INSERT OR IGNORE INTO {STATS_TABLE} (id, transactions) VALUES (1, 0)")
+                txn.runtime_execute(statement)
+            txn.runtime_execute(
+                f"INSERT OR IGNORE INTO {STATS_TABLE} (id, transactions) VALUES (1, 0)"
+            )
         saved = _read(txn)
     except BaseException:
         store.rollback()
@@ -115,39 +121,40 @@ def open_state(store: ShardStore) -> SavedState:
 def _read(txn: Transaction) -> SavedState:
     sources = {
         journal: SourceOffset(offset, fragment)
-        for journal, offset, fragment in txn.execute(
+        for journal, offset, fragment in txn.runtime_execute(
             f"SELECT journal, offset, fragment FROM {CHECKPOINT_TABLE}"
         )
     }
-    heads = dict(txn.execute(f"SELECT journal, head FROM {OUTPUT_HEADS_TABLE}").fetchall())
+    heads = dict(txn.runtime_execute(f"SELECT journal, head FROM {OUTPUT_HEADS_TABLE}").fetchall())
     pending = [
         OutputBatch(journal, begin, epoch, zlib.decompress(compressed))
-        for journal, begin, epoch, compressed in txn.execute(
+        for journal, begin, epoch, compressed in txn.runtime_execute(
             f"SELECT journal, begin, epoch, compressed FROM {PENDING_TABLE} ORDER BY journal, begin"
         )
     ]
-    stats = txn.execute(f"SELECT transactions FROM {STATS_TABLE} WHERE id = 1").fetchall()
+    stats = txn.runtime_execute(f"SELECT transactions FROM {STATS_TABLE} WHERE id = 1").fetchall()
     migrations = [
-        row[0] for row in txn.execute(f"SELECT statement FROM {MIGRATIONS_TABLE} ORDER BY idx")
+        row[0]
+        for row in txn.runtime_execute(f"SELECT statement FROM {MIGRATIONS_TABLE} ORDER BY idx")
     ]
     return SavedState(sources, heads, pending, int(stats[0][0]) if stats else 0, migrations)
 
 
 def write(txn: Transaction, rows: CommitRows) -> None:
     """Record one transaction's checkpoint, output heads and batches in ``txn``."""
-    txn.executemany(
+    txn.runtime_executemany(
         f"INSERT OR REPLACE INTO {CHECKPOINT_TABLE} (journal, offset, fragment) VALUES (?, ?, ?)",
         [(j, s.offset, s.fragment) for j, s in rows.sources.items()],
     )
-    txn.executemany(
+    txn.runtime_executemany(
         f"INSERT OR REPLACE INTO {OUTPUT_HEADS_TABLE} (journal, head) VALUES (?, ?)",
         list(rows.output_heads.items()),
     )
-    txn.executemany(
+    txn.runtime_executemany(
         f"DELETE FROM {PENDING_TABLE} WHERE journal = ? AND begin = ?",
         [(b.journal, b.begin) for b in rows.appended],
     )
-    txn.executemany(
+    txn.runtime_executemany(
         f"INSERT INTO {PENDING_TABLE} (journal, begin, epoch, compressed) VALUES (?, ?, ?, ?)",
         [
             (
@@ -159,11 +166,13 @@ def write(txn: Transaction, rows: CommitRows) -> None:
             for b in rows.pending
         ],
     )
-    txn.execute(f"UPDATE {STATS_TABLE} SET transactions = ? WHERE id = 1", (rows.transactions,))
+    txn.runtime_execute(
+        f"UPDATE {STATS_TABLE} SET transactions = ? WHERE id = 1", (rows.transactions,)
+    )
 
 
 def record_migrations(txn: Transaction, first: int, statements: Iterable[str]) -> None:
-    txn.executemany(
+    txn.runtime_executemany(
         f"INSERT INTO {MIGRATIONS_TABLE} (idx, statement) VALUES (?, ?)",
         [(first + i, s) for i, s in enumerate(statements)],
     )

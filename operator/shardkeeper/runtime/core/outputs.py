@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from concurrent.futures import Future
 
 from shardkeeper.runtime.core.compression import StreamingCompression, Submit
@@ -34,9 +34,15 @@ from shardkeeper.runtime.core.documents import (
     uuid_maker,
     with_uuid,
 )
+from shardkeeper.runtime.core.errors import TaskError
 from shardkeeper.storage import errors
 from shardkeeper.storage.journal import Journal
-from shardkeeper.storage.layout import object_key
+from shardkeeper.storage.layout import (
+    collection_dir,
+    collection_journal,
+    object_key,
+    writer_pattern,
+)
 from shardkeeper.storage.objectstore import ObjectStore
 
 # a transaction's output to one journal is cut into fragments of at most this many bytes
@@ -256,8 +262,51 @@ class OutputBuffer:
 _INFINITY = float("inf")
 
 
-def append_batch(objects: ObjectStore, prefix: str, batch: OutputBatch) -> None:
-    """Append ``batch`` at exactly its offset, or find it already there; else raise."""
+class ForeignOutput(TaskError):
+    """A batch the store holds for appending names a journal that is not one of the task's
+    output journals: the store was tampered with (task SQL, say), and nothing is
+    appended."""
+
+    def __init__(self, journal: str) -> None:
+        super().__init__(
+            f"the shard store holds an output batch for journal {journal!r}, which is not "
+            "one of this task's output journals: refused, nothing was appended. The store's "
+            "pending outputs were changed by something other than the runtime"
+        )
+        self.journal = journal
+
+
+class OutputJournals:
+    """The journals a task's outputs may go to: those of its output collections written
+    by one of its shards (this one, or a split's parent whose pending batch it inherited).
+    A name with anything else in it (another task's shard, a recovery log, ``..``) is
+    none of them."""
+
+    def __init__(self, namespace: str, task: str, collections: Iterable[str], writer: str) -> None:
+        names = list(collections)
+        self._directories = tuple(collection_dir(namespace, c) for c in names)
+        self._writer = writer_pattern(task)
+        self._own = frozenset(collection_journal(namespace, c, writer) for c in names)
+
+    def __contains__(self, journal: object) -> bool:
+        if not isinstance(journal, str):
+            return False
+        if journal in self._own:
+            return True
+        for directory in self._directories:
+            if journal.startswith(directory):
+                return bool(self._writer.match(journal[len(directory) :]))
+        return False
+
+
+def append_batch(
+    objects: ObjectStore, prefix: str, batch: OutputBatch, journals: Container[str]
+) -> None:
+    """Append ``batch`` at exactly its offset, or find it already there; else raise.
+    ``journals`` are those the task may append to: a batch for any other raises
+    :class:`ForeignOutput` before anything is written."""
+    if batch.journal not in journals:
+        raise ForeignOutput(batch.journal)
     journal = Journal(objects, object_key(prefix, batch.journal))
     writer = journal.writer(batch.epoch, batch.begin)
     written = writer.try_append(batch.payload)

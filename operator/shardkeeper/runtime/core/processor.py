@@ -57,7 +57,12 @@ from shardkeeper.runtime.core.messages import (
     SourceLines,
 )
 from shardkeeper.runtime.core.metrics import RuntimeMetrics
-from shardkeeper.runtime.core.outputs import OutputBatch, OutputBuffer, append_batch
+from shardkeeper.runtime.core.outputs import (
+    OutputBatch,
+    OutputBuffer,
+    OutputJournals,
+    append_batch,
+)
 from shardkeeper.runtime.core.routing import KeyExtractor, Ranges
 from shardkeeper.runtime.core.schemas import DocumentSchema
 from shardkeeper.runtime.core.sources import LineRouter, ReaderOptions, SourceReader
@@ -251,6 +256,11 @@ class Processor:
         self._lines: _Lines | None = None
         self._routers: dict[str, LineRouter] = {}
         self._ranges = Ranges.of(ctx.shard.spec)
+        # the journals output batches may go to, those the store lists as pending included:
+        # the task's own (task SQL cannot make the runtime write anywhere else)
+        self._output_journals = OutputJournals(
+            ctx.namespace, ctx.shard.spec.task, ctx.task.spec.outputs, ctx.shard_name
+        )
         self._faults = self.options.faults
         self._timer = self.options.timer
         self._clock: Callable[[], float] = self._timer
@@ -329,7 +339,7 @@ class Processor:
         assert self._compressor is not None
         self._outputs = OutputBuffer(journals, heads, compressor=self._compressor.submit)
         for batch in saved.pending:
-            append_batch(ctx.objects, ctx.prefix, batch)
+            append_batch(ctx.objects, ctx.prefix, batch, self._output_journals)
         self._faults.reached(RuntimeFaultPoint.PENDING_REAPPENDED)
         self._appended = list(saved.pending)
         self._transactions = saved.transactions
@@ -724,7 +734,7 @@ class Processor:
             self.metrics.recovery_log_bytes_total.inc(info.end - info.begin)
             self._faults.reached(RuntimeFaultPoint.STORE_COMMITTED)
             for batch in commit.batches:
-                append_batch(self.ctx.objects, self.ctx.prefix, batch)
+                append_batch(self.ctx.objects, self.ctx.prefix, batch, self._output_journals)
                 self._faults.reached(RuntimeFaultPoint.BATCH_APPENDED)
             self._faults.reached(RuntimeFaultPoint.OUTPUTS_APPENDED)
         except BaseException as exc:

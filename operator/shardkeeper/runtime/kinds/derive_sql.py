@@ -17,8 +17,11 @@ Outputs
     each column is a field, named by the column; a column named ``a$b`` sets ``/a/b``. A row
     with the single column ``flow_document`` holding a JSON object is that document.
 
-Task SQL may not name the runtime's ``_shardkeeper_`` tables, and may not begin or end
-transactions (the store refuses both).
+Task SQL runs in the store's sandbox (:mod:`shardkeeper.storage.authorizer`): an allow list
+of statements and functions, and no access at all to the runtime's ``_shardkeeper_``
+tables. A statement it refuses fails the lambda or migration, naming what was refused. The
+text check here (:func:`_check_unreserved`) only says so before the shard starts reading
+when the name is spelt out; the store's authorizer is what enforces it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from shardkeeper.runtime.core.checkpoint import RESERVED_PREFIX
 from shardkeeper.runtime.core.documents import MISSING, Document, resolve_tokens
 from shardkeeper.runtime.core.errors import DocumentRejected, TaskMisconfigured
 from shardkeeper.runtime.kinds.derivation import SqlHandle
+from shardkeeper.storage.errors import TransactionRolledBack
 
 WHOLE_DOCUMENT = "flow_document"
 NESTING = "$"
@@ -211,6 +215,24 @@ def _whole_document(value: Any) -> Document:
     return parsed
 
 
+def explain(txn: SqlHandle, error: sqlite3.Error) -> str:
+    """``error``, naming what the store's sandbox refused when that is why it failed (a
+    store transaction says; a plain connection, in tests, does not)."""
+    explainer = getattr(txn, "explain", None)
+    return str(explainer(error)) if explainer is not None else str(error)
+
+
+def _restart_steps(txn: SqlHandle) -> Callable[[], None]:
+    """What begins a new document's share of the store's step limit (a plain connection,
+    in tests, has none)."""
+    restart: Callable[[], None] = getattr(txn, "restart_steps", _no_steps)
+    return restart
+
+
+def _no_steps() -> None:
+    return None
+
+
 def _check_unreserved(what: str, sql: str) -> None:
     if RESERVED_PREFIX in sql.lower():
         raise TaskMisconfigured(
@@ -280,10 +302,11 @@ class SqlDeriver:
                 for statement in split_statements(migration):
                     txn.execute(statement)
             except sqlite3.Error as exc:
-                raise TaskMisconfigured(f"migration {index} failed: {exc}") from None
+                raise TaskMisconfigured(f"migration {index} failed: {explain(txn, exc)}") from None
 
     def derive(self, txn: SqlHandle, source: str, document: Document) -> list[Document]:
         outputs: list[Document] = []
+        _restart_steps(txn)()
         cursor = self._cursor if txn is self._txn else None
         for statement in self._statements[source]:
             bind = statement.bind
@@ -321,8 +344,10 @@ class SqlDeriver:
         sql, bind = statement.sql, statement.bind
         assert bind is not None
         execute, fetchall = cursor.execute, cursor.fetchall
+        restart_steps = _restart_steps(txn)
 
         def derive_one(document: Document) -> list[Document]:
+            restart_steps()
             try:
                 execute(sql, bind(document))
                 description = cursor.description
@@ -341,9 +366,10 @@ class SqlDeriver:
         self._forget_cursor()
         # the cursor skips the transaction's own check that the store is still open: a
         # store closed under it is the store's error (raised here), not the lambda's
-        with contextlib.suppress(sqlite3.Error):
+        # (a transaction SQLite rolled back, interrupting a write, is the lambda's failure)
+        with contextlib.suppress(sqlite3.Error, TransactionRolledBack):
             txn.execute("SELECT 1").close()
-        return DocumentRejected(f"the lambda of {source} failed: {error}")
+        return DocumentRejected(f"the lambda of {source} failed: {explain(txn, error)}")
 
     def _forget_cursor(self) -> None:
         # a cursor whose statement failed holds on to it, and a connection closed with a
