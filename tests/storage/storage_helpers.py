@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from shardkeeper.storage.client import make_s3_client
 from shardkeeper.storage.faults import FaultPoint
+from shardkeeper.storage.store import ShardStore, StoreOptions
 from shardkeeper_dev.environment import EnvInfo
 
 if TYPE_CHECKING:
@@ -69,3 +72,17 @@ def integrity(db: Path) -> str:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
     finally:
         conn.close()
+
+
+# a store that snapshots only when told, in small parts; a time after every retention
+MANUAL = StoreOptions(background_snapshots=False, part_bytes=64 << 10)
+LATER = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+
+
+def put(store: ShardStore, tag: str, count: int = 10) -> None:
+    with store.transaction() as txn:
+        txn.execute("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB)")
+        txn.executemany(
+            "INSERT OR REPLACE INTO kv VALUES (?, ?)",
+            [(f"{tag}-{i:03d}", os.urandom(300)) for i in range(count)],
+        )

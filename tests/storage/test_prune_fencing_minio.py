@@ -7,30 +7,16 @@ it committed into the pruned range.
 
 from __future__ import annotations
 
-import datetime
-import os
 from pathlib import Path
 
 import pytest
 from tests.storage.conftest import NewLog
-from tests.storage.storage_helpers import rows
+from tests.storage.storage_helpers import LATER, MANUAL, put, rows
 
 from shardkeeper.storage import errors
 from shardkeeper.storage.fragment import FragmentKind
 from shardkeeper.storage.prune import plan_prune, prune
-from shardkeeper.storage.store import ShardStore, StoreOptions
-
-MANUAL = StoreOptions(background_snapshots=False, part_bytes=64 << 10)
-LATER = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
-
-
-def put(store: ShardStore, tag: str, count: int = 10) -> None:
-    with store.transaction() as txn:
-        txn.execute("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB)")
-        txn.executemany(
-            "INSERT OR REPLACE INTO kv VALUES (?, ?)",
-            [(f"{tag}-{i:03d}", os.urandom(300)) for i in range(count)],
-        )
+from shardkeeper.storage.store import ShardStore
 
 
 def test_a_paused_old_writer_is_still_fenced_after_pruning(tmp_path: Path, new_log: NewLog) -> None:
