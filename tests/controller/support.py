@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -100,10 +101,13 @@ class OperatorProcess:
             text: str = rsp.read().decode()
             return text
 
-    def healthz(self) -> int:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as rsp:
-            status: int = rsp.status
-            return status
+    def healthz(self, path: str = "/healthz") -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as rsp:
+                status: int = rsp.status
+                return status
+        except urllib.error.HTTPError as exc:
+            return exc.code
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum of the samples of ``name`` whose labels include ``labels``."""

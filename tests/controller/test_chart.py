@@ -4,6 +4,7 @@ pipeline, creating the runtime Roles its ClusterRole allows it to grant."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -22,7 +23,7 @@ from shardkeeper_dev.environment import EnvInfo
 CHART = Path(__file__).resolve().parents[2] / "charts" / "shardkeeper"
 
 
-def helm(dev_env: EnvInfo, *args: str) -> subprocess.CompletedProcess[str]:
+def helm(dev_env: EnvInfo, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KUBECONFIG": str(dev_env.kubeconfig)}
     proc = subprocess.run(
         [str(tools.binary_path("helm")), *args],
@@ -31,7 +32,9 @@ def helm(dev_env: EnvInfo, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 0, f"helm {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == 0 or not check, (
+        f"helm {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+    )
     return proc
 
 
@@ -49,6 +52,7 @@ def test_chart_renders_the_operator_with_leader_election_and_rbac(dev_env: EnvIn
         "ClusterRoleBinding",
         "Service",
         "Deployment",
+        "PodDisruptionBudget",
     }
     deployment = found["Deployment"]
     assert deployment["spec"]["replicas"] == 2
@@ -68,6 +72,53 @@ def test_chart_renders_the_operator_with_leader_election_and_rbac(dev_env: EnvIn
     scoped = rendered(dev_env, "--set", "operator.watchNamespaces={a,b}", "--set", "image.tag=9")
     args = scoped["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert {"--namespace=a", "--namespace=b", "--shard-image=shardkeeper:9"} <= set(args)
+
+
+def test_chart_runs_the_operator_unprivileged_and_spread_over_nodes(dev_env: EnvInfo) -> None:
+    found = rendered(dev_env)
+    pod = found["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert {"cpu", "memory", "ephemeral-storage"} <= set(container["resources"]["requests"])
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    selector = found["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
+    assert found["PodDisruptionBudget"]["spec"] == {
+        "minAvailable": 1,
+        "selector": {"matchLabels": selector},
+    }
+
+    single = rendered(dev_env, "--set", "operator.replicas=1")
+    assert "PodDisruptionBudget" not in single, "a budget of one replica would block every drain"
+    assert "affinity" not in single["Deployment"]["spec"]["template"]["spec"]
+    own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}
+    chosen = rendered(dev_env, "--set-json", f"operator.affinity={json.dumps(own)}")
+    assert chosen["Deployment"]["spec"]["template"]["spec"]["affinity"] == own
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("operator.replicas=0", "/operator/replicas"),
+        ("operator.replcas=2", "replcas"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("operator.watchNamespaces={Not_A_Namespace}", "/operator/watchNamespaces/0"),
+        ("operator.splitCatchUpTimeout=soon", "/operator/splitCatchUpTimeout"),
+        ("metrics.service.port=70000", "/metrics/service/port"),
+    ],
+)
+def test_chart_refuses_bad_values_naming_them(dev_env: EnvInfo, value: str, named: str) -> None:
+    proc = helm(dev_env, "template", "sk", str(CHART), "--set", value, check=False)
+    assert proc.returncode != 0, f"helm rendered {value}"
+    assert named in proc.stderr, proc.stderr
 
 
 @pytest.fixture

@@ -146,6 +146,7 @@ def test_only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies(
     assert leader(processes) is first
     assert standby.metric("shardkeeper_operator_reconciles_total") == 0, "the standby waits"
     assert standby.healthz() == 200
+    assert standby.healthz("/readyz") == 200, "a standby that reaches the API server is ready"
 
     first.kill()
     died = time.time()

@@ -1,6 +1,6 @@
 """``shardkeeper operator``: elect a leader, then run kopf's watches and the reconcile loop.
 
-Every replica serves ``/metrics`` and ``/healthz``; only the one that holds the leader
+Every replica serves ``/metrics``, ``/healthz`` and ``/readyz``; only the one that holds the leader
 Lease watches and reconciles. A leader that loses the Lease stops and exits with 1, to be
 restarted as a standby; on SIGTERM it stops, releases the Lease and exits with 0.
 """
@@ -120,10 +120,10 @@ def main(argv: Sequence[str]) -> int:
 
 async def run(args: argparse.Namespace) -> int:
     client = kube.AsyncKube(kube.connect())
-    server = await metrics.serve(args.metrics_port, args.metrics_address)
     elector = LeaderElector(
         client, args.leader_election_namespace, args.leader_election_name, args.identity
     )
+    server = await metrics.serve(args.metrics_port, args.metrics_address, elector.in_contact)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -315,3 +315,27 @@ def test_operator_stops_leading_after_renew_deadline_of_failures(
     assert leading() == 0
     assert "could not renew the leader Lease for 0s" in [r.getMessage() for r in caplog.records]
     assert api.holder() == "op-1"  # nobody cleared it: a standby waits for it to expire
+
+
+def test_operator_is_ready_only_while_the_api_server_answers_its_lease_requests() -> None:
+    api = FakeLeaseApi()
+    clock = Clock()
+    one = leader(api, "op-1", clock)
+    window = FAST.retry_every + FAST.renew_every + FAST.renew_deadline
+
+    async def scenario() -> None:
+        assert not one.in_contact(), "not ready before it reached the API server once"
+        await one.acquire()
+        assert one.in_contact()
+        clock.advance(window - 0.001)
+        assert one.in_contact()
+        clock.advance(0.002)
+        assert not one.in_contact(), "a replica the API server has not answered is not ready"
+        api.failing = 1
+        with pytest.raises(ConnectionError):
+            await one._try()
+        assert not one.in_contact(), "a failed request is no contact"
+        await one._try()
+        assert one.in_contact()
+
+    asyncio.run(scenario())

@@ -69,10 +69,19 @@ class LeaderElector:
         self.election = election.Elector(
             api, identity, int(self.timing.duration), read_first=False, monotonic=clock
         )
+        self._last_contact: float | None = None
+
+    def in_contact(self) -> bool:
+        """Whether an attempt at the Lease reached the API server lately: a standby that
+        cannot reach it could not take over, so it is not ready."""
+        window = self.timing.retry_every + self.timing.renew_every + self.timing.renew_deadline
+        last = self._last_contact
+        return last is not None and self.clock() - last <= window
 
     async def _try(self) -> bool:
         """One attempt to take or renew the Lease; whether this replica holds it now."""
         result = await self.kube.run(functools.partial(self.election.step, True))
+        self._last_contact = self.clock()
         if result.taken is not None and result.taken is not Verdict.ABSENT:
             log.info(
                 "took the leader Lease %s/%s over from %r (%s)",

@@ -111,11 +111,16 @@ SHARD_PHASES = ShardPhases()
 REGISTRY.register(SHARD_PHASES)
 
 
-async def serve(port: int, host: str = "0.0.0.0") -> web.AppRunner:
-    """Start ``/metrics`` and ``/healthz`` on ``port``; the caller cleans the runner up.
+async def serve(
+    port: int, host: str = "0.0.0.0", ready: Callable[[], bool] = lambda: True
+) -> web.AppRunner:
+    """Start ``/metrics``, ``/healthz`` and ``/readyz`` on ``port``; the caller cleans the
+    runner up.
 
     ``/healthz`` answers from the event loop that runs everything else, so a loop that is
     stuck fails it; a leader whose watches or reconcilers die stops and exits instead.
+    ``/readyz`` answers 503 while ``ready`` is false: a replica that cannot reach the API
+    server is alive (restarting it would not help) but could not lead.
     """
 
     async def metrics_page(_: web.Request) -> web.Response:
@@ -126,9 +131,15 @@ async def serve(port: int, host: str = "0.0.0.0") -> web.AppRunner:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
+    async def readyz(_: web.Request) -> web.Response:
+        if ready():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="the API server has not answered lately\n")
+
     app = web.Application()
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
