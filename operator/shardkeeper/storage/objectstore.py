@@ -103,12 +103,17 @@ class ObjectStore:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         uniform: Callable[[float, float], float] = random.uniform,
+        on_error: Callable[[str], None] = lambda _operation: None,
     ) -> None:
         self.client = client
         self.bucket = bucket
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._uniform = uniform
+        # told the operation of each failed request that is neither "no such key" nor
+        # "precondition failed" (those are answers, not faults); retried ones count too,
+        # so a store that fails and recovers shows before anything gives up
+        self._on_error = on_error
 
     @property
     def endpoint(self) -> str:
@@ -134,6 +139,7 @@ class ObjectStore:
                     raise _NotFound from exc
                 if verdict.kind is Kind.PRECONDITION_FAILED:
                     raise _Taken from exc
+                self._on_error(operation.split(" ", 1)[0])
                 if verdict.kind is Kind.FATAL:
                     assert verdict.error is not None
                     raise verdict.error from exc

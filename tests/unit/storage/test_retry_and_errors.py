@@ -156,3 +156,24 @@ def test_a_store_ignoring_conditional_writes_is_detected_once() -> None:
     with pytest.raises(errors.ConditionalWritesUnsupported, match="second create"):
         store.ensure_conditional_writes()
     assert ("http://scripted", "ignoring-bucket") not in ObjectStore._probed
+
+
+def test_every_failed_request_is_reported_but_answers_are_not() -> None:
+    failed: list[str] = []
+    client = ScriptedClient(
+        [client_error("SlowDown", 503), None, client_error("PreconditionFailed", 412)]
+    )
+    store = ObjectStore(
+        client,  # type: ignore[arg-type]
+        "b",
+        sleep=lambda _: None,
+        on_error=failed.append,
+    )
+    assert store.create("k", b"x") is True
+    assert store.create("k", b"x") is False
+    assert failed == ["PutObject"], "the retried 503 counts; a taken key is an answer"
+    fatal = ObjectStore(client, "b", on_error=failed.append)  # type: ignore[arg-type]
+    client.script.append(client_error("AccessDenied", 403))
+    with pytest.raises(errors.AccessDenied):
+        fatal.put("k", b"x")
+    assert failed == ["PutObject", "PutObject"]

@@ -61,6 +61,13 @@ class RuntimeMetrics:
         self.recovery_duration_seconds = gauge(
             "shardkeeper_recovery_duration_seconds", "Time the last restore of the store took."
         )
+        self._object_store_errors = Counter(
+            "shardkeeper_object_store_errors",
+            "Failed requests to the object store (recovery log, journals), retried or not,"
+            " by S3 operation.",
+            ("shard", "operation"),
+            registry=registry,
+        )
         states = Gauge(
             "shardkeeper_replica_state",
             "1 for the state this replica is in, 0 for the others.",
@@ -68,6 +75,9 @@ class RuntimeMetrics:
             registry=registry,
         )
         self.replica_state = {state: states.labels(shard, state.value) for state in ReplicaState}
+
+    def object_store_error(self, operation: str) -> None:
+        self._object_store_errors.labels(self.shard, operation).inc()
 
     def set_replica_state(self, state: ReplicaState) -> None:
         for each, gauge in self.replica_state.items():

@@ -117,7 +117,9 @@ class RuntimeHooks:
         from shardkeeper.runtime.shell.storagemap import object_store
 
         try:
-            return object_store(resources.mapping, resources.credentials)
+            return object_store(
+                resources.mapping, resources.credentials, self.metrics.object_store_error
+            )
         except ValueError as exc:
             raise StartupError(str(exc)) from None
 

@@ -6,7 +6,7 @@ New data goes to the mapping's first store. The names under its prefix are
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from shardkeeper.api.storagemapping import StorageMapping, Store
 from shardkeeper.storage.client import make_s3_client
@@ -21,9 +21,14 @@ def write_store(mapping: StorageMapping) -> Store:
     return mapping.spec.stores[0]
 
 
-def object_store(mapping: StorageMapping, credentials: Mapping[str, str]) -> ObjectStore:
+def object_store(
+    mapping: StorageMapping,
+    credentials: Mapping[str, str],
+    on_error: Callable[[str], None] = lambda _operation: None,
+) -> ObjectStore:
     """The mapping's first store, with ``credentials`` = ``{"accessKeyId": ...,
-    "secretAccessKey": ...}`` (resolved from the mapping's Secret by the caller)."""
+    "secretAccessKey": ...}`` (resolved from the mapping's Secret by the caller);
+    ``on_error`` is told the operation of each failed request."""
     store = write_store(mapping)
     missing = [k for k in (ACCESS_KEY_ID, SECRET_ACCESS_KEY) if not credentials.get(k)]
     if missing:
@@ -39,7 +44,7 @@ def object_store(mapping: StorageMapping, credentials: Mapping[str, str]) -> Obj
         secret_key=credentials[SECRET_ACCESS_KEY],
         region=store.region,
     )
-    return ObjectStore(client, store.bucket)
+    return ObjectStore(client, store.bucket, on_error=on_error)
 
 
 def store_prefix(mapping: StorageMapping) -> str:
