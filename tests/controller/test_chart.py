@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -172,3 +173,109 @@ def test_chart_installs_and_its_operator_runs_the_examples(
     role = get(kubectl, namespace, "role", "customer-totals-00000000-00000000-runtime")
     granted = {r["resources"][0]: r.get("resourceNames") for r in role["rules"]}
     assert granted["secrets"] == ["s3-credentials"]
+
+
+def product_metrics() -> dict[str, set[str]]:
+    """Every series name the operator and a shard replica export, with its label names."""
+    from prometheus_client import CollectorRegistry
+
+    from shardkeeper.controller.engine import metrics as operator_metrics
+    from shardkeeper.runtime.core.metrics import RuntimeMetrics
+
+    runtime = CollectorRegistry()
+    RuntimeMetrics(runtime, "a-shard")
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    found: dict[str, set[str]] = {}
+    for registry in (operator_metrics.REGISTRY, runtime):
+        for family in registry.collect():
+            if not family.name.startswith("shardkeeper_"):
+                continue
+            labels = {label for sample in family.samples for label in sample.labels}
+            if family.name == "shardkeeper_operator_shards":
+                labels.add("phase")  # a collector: no samples without a cache
+            for suffix in suffixes.get(family.type, ("",)):
+                found[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+    return found
+
+
+def test_chart_alerts_and_dashboard_query_only_what_the_product_exports(
+    dev_env: EnvInfo,
+) -> None:
+    out = helm(
+        dev_env,
+        "template",
+        "sk",
+        str(CHART),
+        "--namespace",
+        "sk-system",
+        "--set",
+        "monitoring.podMonitor.enabled=true,monitoring.prometheusRule.enabled=true",
+        "--set",
+        "monitoring.dashboard.enabled=true,operator.watchNamespaces={a,b}",
+    )
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    monitors = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "PodMonitor"}
+    assert monitors["sk-operator"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    shards = monitors["sk-operator-shards"]
+    assert shards["podMetricsEndpoints"][0]["port"] == "admin"
+    assert shards["namespaceSelector"] == {"matchNames": ["a", "b"]}
+    assert shards["selector"]["matchLabels"]["app.kubernetes.io/name"] == "shardkeeper-shard"
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    alerts = {r["alert"]: r["expr"] for r in rule["spec"]["groups"][0]["rules"]}
+    assert set(alerts) == {
+        "ShardkeeperShardFailed",
+        "ShardkeeperNoPrimary",
+        "ShardkeeperSplitStuck",
+        "ShardkeeperLagGrowing",
+        "ShardkeeperObjectStoreErrors",
+        "ShardkeeperOperatorNotLeading",
+    }
+    (dashboard,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    panels = json.loads(dashboard["data"]["shardkeeper.json"])["panels"]
+    queries = [t["expr"] for p in panels for t in p["targets"]]
+
+    exported = product_metrics()
+    for expr in [*alerts.values(), *queries]:
+        for name, selector in re.findall(r"(shardkeeper_\w+)(?:\{([^}]*)\})?", expr):
+            assert name in exported, f"{name} (in {expr!r}) is exported by nothing"
+            for label in re.findall(r"(\w+)\s*=", selector):
+                # namespace is the target's, added by the scrape
+                assert label in exported[name] | {"namespace"}, f"{name} has no label {label}"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["--set", "operator.replicas=1,serviceAccount.name=sk-own"],
+        [
+            "--set",
+            "networkPolicy.enabled=true,operator.verbose=true",
+            "--set-json",
+            'networkPolicy.monitoringFrom=[{"namespaceSelector":{"matchLabels":'
+            '{"kubernetes.io/metadata.name":"monitoring"}}}]',
+        ],
+    ],
+    ids=["defaults", "one-replica", "network-policies"],
+)
+def test_chart_renders_what_the_api_server_accepts(
+    dev_env: EnvInfo, kubectl: Kubectl, namespace: str, values: list[str]
+) -> None:
+    out = helm(
+        dev_env,
+        "template",
+        "sk",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        f"operator.watchNamespaces={{{namespace}}}",
+        *values,
+    )
+    applied = kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=out.stdout
+    ).stdout
+    kinds = {line.split("/")[0] for line in applied.splitlines()}
+    assert "deployment.apps" in kinds
+    if "networkPolicy.enabled=true,operator.verbose=true" in values:
+        assert applied.count("networkpolicy.networking.k8s.io/") == 2
