@@ -31,6 +31,7 @@ KUBERNETES_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.16"
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 HELM_VERSION = "v3.22.0"
+KUBE_SCORE_VERSION = "v1.20.0"
 
 MIN_GO = (1, 24)
 
@@ -124,6 +125,13 @@ TOOLS: dict[str, Tool] = {
             version=HELM_VERSION,
             binaries={"helm": "helm.sh/helm/v3/cmd/helm"},
             ldflags=(f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",),
+        ),
+        Tool(
+            name="kube-score",
+            module="github.com/zegl/kube-score",
+            version=KUBE_SCORE_VERSION,
+            binaries={"kube-score": "github.com/zegl/kube-score/cmd/kube-score"},
+            ldflags=(f"-X main.version={KUBE_SCORE_VERSION}",),
         ),
     )
 }

@@ -99,9 +99,47 @@ def test_statefulset_runs_a_primary_and_its_standbys_with_a_data_claim() -> None
     pod = sts["template"]["spec"]
     assert pod["serviceAccountName"] == f"{SHARD}-runtime"
     assert pod["containers"][0]["volumeMounts"] == [
-        {"name": "data", "mountPath": "/var/lib/shardkeeper"}
+        {"name": "data", "mountPath": "/var/lib/shardkeeper"},
+        {"name": "tmp", "mountPath": "/var/tmp/shardkeeper"},
     ]
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {}}]
     assert sts["template"]["metadata"]["labels"]["shardkeeper.io/shard"] == SHARD
+
+
+def test_shard_pods_run_unprivileged_as_the_images_user() -> None:
+    pod = objects()["StatefulSet"]["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "fsGroup": 65532,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert pod["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def test_standbys_prefer_other_nodes_than_their_primary_unless_the_task_says() -> None:
+    alone = objects(**{"spec.shards.hotStandbys": 0})["StatefulSet"]["spec"]["template"]
+    assert "affinity" not in alone["spec"]
+    spread = objects(**{"spec.shards.hotStandbys": 1})["StatefulSet"]["spec"]["template"]
+    (term,) = spread["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "shardkeeper-shard",
+        "shardkeeper.io/shard": SHARD,
+    }
+    disabled = objects(**{"spec.shards.hotStandbys": 1, "spec.shards.disable": True})
+    assert disabled["StatefulSet"]["spec"]["template"] == spread, "disabling rolls nothing"
+    own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}
+    chosen = objects(**{"spec.shards.hotStandbys": 1, "spec.shards.affinity": own})
+    assert chosen["StatefulSet"]["spec"]["template"]["spec"]["affinity"] == own
 
 
 def test_disable_scales_to_zero_and_standbys_add_replicas() -> None:
@@ -126,6 +164,7 @@ def test_container_command_environment_ports_and_probes() -> None:
         "SHARDKEEPER_LEASE_DURATION": "20",
         "SHARDKEEPER_STATUS_INTERVAL": "5",
         "SHARDKEEPER_LOG_LEVEL": "info",
+        "TMPDIR": "/var/tmp/shardkeeper",
     }
     assert found["ports"] == [{"name": "admin", "containerPort": 8081}]
     assert found["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}

@@ -30,6 +30,25 @@ READINESS_PERIOD = 2
 LIVENESS_PERIOD = 10
 LIVENESS_FAILURES = 6
 SHUTDOWN_MARGIN_SECONDS = 10
+# the image's own user (Dockerfile); fsGroup makes the data volume writable by it
+RUNTIME_USER = 65532
+TMP_VOLUME = "tmp"
+# not /tmp itself: a volume there would hide whatever else the node keeps in /tmp
+TMP_DIR = "/var/tmp/shardkeeper"
+POD_SECURITY: Object = {
+    "runAsNonRoot": True,
+    "runAsUser": RUNTIME_USER,
+    "runAsGroup": RUNTIME_USER,
+    "fsGroup": RUNTIME_USER,
+    "fsGroupChangePolicy": "OnRootMismatch",
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+# the runtime writes only its data volume and temporary files (SQLite's, TLS material)
+CONTAINER_SECURITY: Object = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +135,8 @@ def _container(ctx: WorkloadInputs) -> Object:
             {"name": "SHARDKEEPER_LEASE_DURATION", "value": str(ctx.defaults.lease_duration)},
             {"name": "SHARDKEEPER_STATUS_INTERVAL", "value": str(ctx.defaults.status_interval)},
             {"name": "SHARDKEEPER_LOG_LEVEL", "value": str(template.log_level)},
+            # the root filesystem is read-only: Python's and SQLite's temporary files
+            {"name": "TMPDIR", "value": TMP_DIR},
         ],
         "ports": ports,
         "readinessProbe": {
@@ -130,7 +151,11 @@ def _container(ctx: WorkloadInputs) -> Object:
             "timeoutSeconds": 5,
             "failureThreshold": LIVENESS_FAILURES,
         },
-        "volumeMounts": [{"name": names.DATA_VOLUME, "mountPath": names.DATA_DIR}],
+        "volumeMounts": [
+            {"name": names.DATA_VOLUME, "mountPath": names.DATA_DIR},
+            {"name": TMP_VOLUME, "mountPath": TMP_DIR},
+        ],
+        "securityContext": dict(CONTAINER_SECURITY),
     }
     if template.image_pull_policy is not None:
         container["imagePullPolicy"] = str(template.image_pull_policy)
@@ -147,7 +172,9 @@ def _pod_spec(ctx: WorkloadInputs) -> Object:
         "terminationGracePeriodSeconds": termination_grace_seconds(ctx.task),
         # the runtime finds its peers through the API, not through service variables
         "enableServiceLinks": False,
+        "securityContext": dict(POD_SECURITY),
         "containers": [_container(ctx)],
+        "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}],
     }
     if template.node_selector:
         spec["nodeSelector"] = dict(template.node_selector)
@@ -158,6 +185,21 @@ def _pod_spec(ctx: WorkloadInputs) -> Object:
         ]
     if template.affinity:
         spec["affinity"] = template.affinity
+    elif template.hot_standbys > 0:
+        # a standby is there to outlive its primary's node
+        spec["affinity"] = {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {"matchLabels": names.shard_selector(ctx.name)},
+                        },
+                    }
+                ]
+            }
+        }
     return spec
 
 
