@@ -389,6 +389,13 @@ REFUSALS = [
         ['unique constraint "accounts_name_key"', "SQLSTATE 23505"],
         extra=", UNIQUE (name)",
     ),
+    Refusal(
+        # checked only at the commit, unless the search for the document checks it at once
+        "deferred-unique",
+        [{"id": 1, "name": "Ann"}, {"id": 2, "name": "Ann"}, {"id": 3, "name": "Cy"}],
+        ['unique constraint "accounts_name_key"', "SQLSTATE 23505"],
+        extra=", UNIQUE (name) DEFERRABLE INITIALLY DEFERRED",
+    ),
 ]
 
 
