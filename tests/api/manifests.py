@@ -278,6 +278,24 @@ def invalid_manifests() -> list[Invalid]:
             "each collection needs a table of its own",
         ),
         Invalid(
+            "postgres-connect-timeout-below-libpq-least",
+            at(_materialization(), {f"{_PG}.connectTimeout": "1s"}),
+            f"{_PG}.connectTimeout",
+            "connectTimeout must be from 2s to 5m",
+        ),
+        Invalid(
+            "postgres-lock-timeout-zero-would-wait-for-ever",
+            at(_materialization(), {f"{_PG}.lockTimeout": "0s"}),
+            f"{_PG}.lockTimeout",
+            "lockTimeout must be from 10ms to 1h",
+        ),
+        Invalid(
+            "postgres-statement-timeout-too-long",
+            at(_materialization(), {f"{_PG}.statementTimeout": "2h"}),
+            f"{_PG}.statementTimeout",
+            "statementTimeout must be from 100ms to 1h",
+        ),
+        Invalid(
             "source-without-table",
             at(_materialization(), {"spec.sources": ["customer-totals", "orders"]}),
             f"{_PG}.tables",

@@ -162,6 +162,18 @@ class Derivation(ApiModel):
 # --- materialization ------------------------------------------------------------------------
 
 
+def _duration_within(field: str, attribute: str, low: str, high: str) -> Rule:
+    """The rule that ``field`` (``attribute`` in the model) lies from ``low`` to ``high``."""
+    least, most = Duration.parse(low), Duration.parse(high)
+    return Rule(
+        f"!has(self.{field}) || (duration(self.{field}) >= duration('{low}') && "
+        f"duration(self.{field}) <= duration('{high}'))",
+        f"{field} must be from {low} to {high}",
+        field_path=f".{field}",
+        holds=lambda p: least <= getattr(p, attribute) <= most,
+    )
+
+
 class PostgresMaterialization(ApiModel):
     """Upserts documents into PostgreSQL tables, one row per key, with the task's checkpoint
     stored in the same database transaction.
@@ -184,6 +196,15 @@ class PostgresMaterialization(ApiModel):
     """Schema that holds the tables."""
     tables: Annotated[dict[ObjectName, SqlIdentifier], Field(min_length=1, max_length=MAX_BINDINGS)]
     """Target table for each source collection, keyed by collection name."""
+    connect_timeout: Duration = Duration.parse("10s")
+    """Most time to wait for a connection to the server (libpq's connect_timeout, in whole
+    seconds rounded up; it overrides one in the DSN). From 2s to 5m."""
+    lock_timeout: Duration = Duration.parse("30s")
+    """Most time a statement waits for a lock on a table or row (the session's lock_timeout).
+    A commit that waits longer is rolled back and retried. From 10ms to 1h."""
+    statement_timeout: Duration = Duration.parse("5m")
+    """Most time one statement may run (the session's statement_timeout). A commit whose
+    statement runs longer is rolled back and retried. From 100ms to 1h."""
 
     RULES = (
         Rule(
@@ -218,6 +239,14 @@ class PostgresMaterialization(ApiModel):
             "each collection needs a table of its own",
             field_path=".tables",
             holds=lambda p: len(set(p.tables.values())) == len(p.tables),
+        ),
+        *(
+            _duration_within(name, attribute, low, high)
+            for name, attribute, low, high in (
+                ("connectTimeout", "connect_timeout", "2s", "5m"),
+                ("lockTimeout", "lock_timeout", "10ms", "1h"),
+                ("statementTimeout", "statement_timeout", "100ms", "1h"),
+            )
         ),
     )
 

@@ -79,6 +79,7 @@ from shardkeeper.runtime.kinds.derive_python import PythonDeriver
 from shardkeeper.runtime.kinds.derive_sql import SqlDeriver
 from shardkeeper.runtime.kinds.materialize_postgres import (
     PostgresMaterializer,
+    Timeouts,
     connection_string,
     table_binding,
 )
@@ -410,6 +411,8 @@ class Processor:
             postgres.db_schema,
             [table_binding(ctx.collection(name), table) for name, table in postgres.tables.items()],
             f"{ctx.namespace}/{ctx.shard_name}",
+            timeouts=Timeouts.of(postgres),
+            may_continue=self.options.may_commit,
         )
 
     def _make_feed(self) -> Feed:

@@ -29,12 +29,31 @@ Start
     shard's first claim (a new task, or a child of a split) starts from the store's
     checkpoint. Re-applying a transaction (a store checkpoint one behind the database)
     writes the same rows again, so the tables end the same.
+
+Timeouts and failures
+    Each session connects within ``connectTimeout`` and runs with ``lock_timeout`` and
+    ``statement_timeout`` set from ``lockTimeout`` and ``statementTimeout``, so no call
+    waits on the database for ever. An error of the database itself (a lost connection, a
+    server shutting down, a lock or statement timeout, a serialization failure: psycopg's
+    ``OperationalError``) is transient: the commit rolls back and is tried again with the
+    same rows, reconnecting if need be (:data:`COMMIT_RETRY`), and only past that budget
+    does the shard fail over to the shell's retry (:class:`MaterializationUnavailable`).
+    Trying again is safe: the commit is one database transaction, fenced by the epoch, and
+    rewriting rows that did land writes the same values. A row the database refuses for
+    what is in it (SQLSTATE class 22, a data exception; class 23, an integrity constraint;
+    42804, a datatype mismatch) would fail every time: the shard fails at the first such
+    document (:class:`TaskFailed`, naming its journal, offset and table), found by applying
+    the transaction's rows again one by one, each in a savepoint, in a transaction that is
+    rolled back. Nothing of that transaction is committed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -55,12 +74,19 @@ from shardkeeper.runtime.core.documents import (
     pointer_tokens,
     resolve_tokens,
 )
-from shardkeeper.runtime.core.errors import DocumentRejected, TaskFailed, TaskMisconfigured
+from shardkeeper.runtime.core.errors import (
+    CommitWithheld,
+    DocumentRejected,
+    TaskError,
+    TaskFailed,
+    TaskMisconfigured,
+)
 from shardkeeper.runtime.core.handler import SourceHandler
 from shardkeeper.runtime.core.outputs import OutputBuffer
 from shardkeeper.runtime.core.routing import KeyExtractor, pack_key
 from shardkeeper.runtime.core.schemas import DocumentSchema
 from shardkeeper.storage import errors
+from shardkeeper.storage.retry import RetryPolicy
 from shardkeeper.storage.store import ShardStore, Transaction
 
 log = logging.getLogger(__name__)
@@ -74,6 +100,13 @@ _TYPES = {
     "boolean": "boolean",
 }
 JSONB = "jsonb"
+# how long a commit that fails for a transient reason is tried again in place, with its
+# rows still in memory, before the shard fails over to the shell's retry
+COMMIT_RETRY = RetryPolicy(max_attempts=30, base_delay=0.2, max_delay=5.0, deadline=60.0)
+# the SQLSTATEs of a row the database refuses for what is in it: class 22 (data exception),
+# class 23 (integrity constraint violation) and 42804 (datatype mismatch)
+DOCUMENT_CLASSES = ("22", "23")
+DOCUMENT_STATES = frozenset({"42804"})
 
 
 class MaterializationFenced(errors.Fenced):
@@ -91,6 +124,52 @@ class MaterializationFenced(errors.Fenced):
         self.offset = 0
         self.our_epoch = our_epoch
         self.their_epoch = their_epoch if their_epoch is not None else our_epoch + 1
+
+
+class MaterializationUnavailable(errors.StorageError):
+    """PostgreSQL could not be reached or used for a transient reason (past the retries)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+    """How long the materialization waits on the database, in seconds (the defaults are
+    the spec's)."""
+
+    connect: float
+    lock: float
+    statement: float
+
+    @classmethod
+    def of(cls, spec: PostgresMaterialization) -> Timeouts:
+        return cls(
+            connect=spec.connect_timeout.total_seconds(),
+            lock=spec.lock_timeout.total_seconds(),
+            statement=spec.statement_timeout.total_seconds(),
+        )
+
+
+def caused_by_document(exc: psycopg.Error) -> bool:
+    """Whether the database refused a row for what is in it, so that applying the same
+    document again fails again. A ``DataError`` without a SQLSTATE is psycopg's own (a
+    string that text cannot hold, such as one with a NUL)."""
+    state = exc.sqlstate
+    if state is None:
+        return isinstance(exc, psycopg.DataError)
+    return state[:2] in DOCUMENT_CLASSES or state in DOCUMENT_STATES
+
+
+def transient(exc: psycopg.Error) -> bool:
+    """Whether trying again may succeed: the connection, the server or a wait failed, not
+    the statement (classes 08, 40, 53, 55P03, 57, 58: psycopg's ``OperationalError``)."""
+    return isinstance(exc, psycopg.OperationalError)
+
+
+def describe(exc: psycopg.Error) -> str:
+    """The database's own words for ``exc`` on one line, with its SQLSTATE. Not the DETAIL,
+    which quotes the failing row's values."""
+    primary = exc.diag.message_primary or str(exc)
+    text = " ".join(primary.split())
+    return f"{text} (SQLSTATE {exc.sqlstate})" if exc.sqlstate else text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +316,15 @@ def _older(document: Document, than: Document) -> bool:
     return ours is not None and theirs is not None and ours < theirs
 
 
+def application_name(shard: str) -> str:
+    """The session's application_name: the shard's, within the 63 characters PostgreSQL keeps."""
+    return f"shardkeeper {shard}"[:63]
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
 def encode_checkpoint(checkpoint: Mapping[str, SourceOffset]) -> dict[str, Any]:
     return {j: {"offset": s.offset, "fragment": s.fragment} for j, s in checkpoint.items()}
 
@@ -263,21 +351,40 @@ class PostgresMaterializer(SourceHandler):
         schema: str,
         bindings: Sequence[TableBinding],
         shard: str,
+        *,
+        timeouts: Timeouts,
+        may_continue: Callable[[], bool] | None = None,
+        retry: RetryPolicy = COMMIT_RETRY,
     ) -> None:
         self.conninfo = conninfo
         self.schema = schema
         self.bindings = {b.collection: b for b in bindings}
         self.shard = shard
         self.epoch = 0
+        self.timeouts = timeouts
+        # asked before a commit is tried again: False ends it (the shell's Lease check)
+        self._may_continue = may_continue
+        self._retry = retry
         self._conn: psycopg.Connection[Any] | None = None
         self._pending: dict[tuple[str, bytes], _Pending] = {}
 
     # -- start -----------------------------------------------------------------------------
 
     def open(self, store: ShardStore, saved: SavedState) -> dict[str, SourceOffset] | None:
+        """Connect, create what is missing and claim the checkpoint row. A transient error
+        is not retried here but raised as :class:`MaterializationUnavailable`: the shell
+        reports it and starts over after a back-off."""
         self.epoch = store.epoch
-        conn = psycopg.connect(self.conninfo, autocommit=False)
-        self._conn = conn
+        try:
+            return self._open(saved)
+        except psycopg.OperationalError as exc:
+            raise MaterializationUnavailable(
+                f"PostgreSQL unavailable while opening the materialization: {describe(exc)}"
+                f"{self._timeout_hint(exc)}"
+            ) from exc
+
+    def _open(self, saved: SavedState) -> dict[str, SourceOffset]:
+        conn = self._connect()
         ident = sql.Identifier(self.schema)
         with conn.transaction():
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
@@ -322,6 +429,41 @@ class PostgresMaterializer(SourceHandler):
             )
             return dict(store_checkpoint)
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        """A new session with the timeouts set; it replaces the last one."""
+        self.close()
+        timeouts = self.timeouts
+        conn = psycopg.connect(
+            self.conninfo,
+            autocommit=True,
+            connect_timeout=math.ceil(timeouts.connect),
+            # a database administrator sees whose session it is in pg_stat_activity
+            application_name=application_name(self.shard),
+        )
+        try:
+            conn.execute(
+                "SELECT set_config('lock_timeout', %s, false), "
+                "set_config('statement_timeout', %s, false)",
+                (_milliseconds(timeouts.lock), _milliseconds(timeouts.statement)),
+            )
+            conn.autocommit = False
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _timeout_hint(self, exc: psycopg.Error) -> str:
+        """Which of the task's timeouts ran out, when one did."""
+        timeouts = self.timeouts
+        if isinstance(exc, psycopg.errors.ConnectionTimeout):
+            return f" (connectTimeout: {math.ceil(timeouts.connect)}s)"
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            return f" (lockTimeout: {timeouts.lock:g}s)"
+        if isinstance(exc, psycopg.errors.QueryCanceled):
+            return f" (statementTimeout: {timeouts.statement:g}s)"
+        return ""
+
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None:
             raise RuntimeError("the materialization is not open")
@@ -353,9 +495,54 @@ class PostgresMaterializer(SourceHandler):
         self._pending[(collection, key)] = _Pending(journal, begin, document)
 
     def before_commit(self, checkpoint: Mapping[str, SourceOffset]) -> int:
-        conn = self._connection()
+        """Commit the transaction's rows with its checkpoint, trying again in place after
+        a transient error (see the module's docstring)."""
+        self._connection()
         pending = list(self._pending.items())
         self._pending.clear()
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self._write(pending, checkpoint)
+                return len(pending)
+            except psycopg.Error as exc:
+                if not transient(exc):
+                    raise
+                delay = self._retry.delay(attempt, random.uniform)
+                elapsed = time.monotonic() - started
+                if self._retry.gives_up(attempt, elapsed, delay):
+                    raise MaterializationUnavailable(
+                        f"PostgreSQL commit of {len(pending)} rows still failing after "
+                        f"{attempt} attempts over {elapsed:.0f}s: {describe(exc)}"
+                        f"{self._timeout_hint(exc)}"
+                    ) from exc
+                log.warning(
+                    "PostgreSQL commit of %d rows failed for a transient reason, rolled "
+                    "back: %s%s; attempt %d, trying again in %.2fs",
+                    len(pending),
+                    describe(exc),
+                    self._timeout_hint(exc),
+                    attempt,
+                    delay,
+                )
+            time.sleep(delay)
+            if self._may_continue is not None and not self._may_continue():
+                raise CommitWithheld(
+                    "this replica may no longer commit (past its Lease's renew deadline) "
+                    "while it was trying the PostgreSQL commit again"
+                )
+
+    def _write(
+        self,
+        pending: list[tuple[tuple[str, bytes], _Pending]],
+        checkpoint: Mapping[str, SourceOffset],
+    ) -> None:
+        """One attempt at the commit, on a new session if the last one broke."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            conn = self._connect()
         try:
             with conn.transaction():
                 self._update_checkpoint(checkpoint)
@@ -366,9 +553,10 @@ class PostgresMaterializer(SourceHandler):
                             cursor.executemany(
                                 upsert_sql(self.schema, binding), [binding.row(d) for d in rows]
                             )
-        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
-            raise self._culprit(pending, exc) from None
-        return len(pending)
+        except psycopg.Error as exc:
+            if not caused_by_document(exc):
+                raise
+            raise self._culprit(pending, checkpoint, exc) from None
 
     def _update_checkpoint(self, checkpoint: Mapping[str, SourceOffset]) -> None:
         conn = self._connection()
@@ -382,20 +570,41 @@ class PostgresMaterializer(SourceHandler):
             raise MaterializationFenced(self.shard, self.epoch, None)
 
     def _culprit(
-        self, pending: list[tuple[tuple[str, bytes], _Pending]], error: Exception
-    ) -> Exception:
-        """The first document the database refuses, as a TaskFailed (nothing committed)."""
+        self,
+        pending: list[tuple[tuple[str, bytes], _Pending]],
+        checkpoint: Mapping[str, SourceOffset],
+        error: psycopg.Error,
+    ) -> TaskError:
+        """The first document, in the order read, whose row the database refuses after the
+        rows before it: the transaction again, a row per savepoint, with every constraint
+        checked at once, and rolled back. Transient errors and the fence are raised."""
         conn = self._connection()
-        for (collection, _), item in pending:
-            binding = self.bindings[collection]
-            try:
-                with conn.transaction(force_rollback=True):
-                    conn.execute(upsert_sql(self.schema, binding), binding.row(item.document))
-            except psycopg.Error as exc:
-                return TaskFailed(
-                    item.journal, item.offset, f"PostgreSQL refused the row: {exc}".strip()
-                )
-        return error
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            self._update_checkpoint(checkpoint)
+            for (collection, _), item in pending:
+                binding = self.bindings[collection]
+                try:
+                    with conn.transaction():
+                        conn.execute(upsert_sql(self.schema, binding), binding.row(item.document))
+                except psycopg.Error as exc:
+                    if not caused_by_document(exc):
+                        raise
+                    return TaskFailed(item.journal, item.offset, self._refusal(binding, exc))
+        read = sorted({p.journal for _, p in pending})
+        return TaskError(
+            f"PostgreSQL refused the commit of a transaction of {len(pending)} documents "
+            f"(from {', '.join(read)}) but none of its rows when applied again one by one: "
+            f"{describe(error)}"
+        )
+
+    def _refusal(self, binding: TableBinding, exc: psycopg.Error) -> str:
+        column = exc.diag.column_name
+        at = f", column {column!r}" if column else ""
+        return (
+            f"PostgreSQL refused the row for table {self.schema}.{binding.table}{at} "
+            f"(collection {binding.collection!r}): {describe(exc)}"
+        )
 
     def discard(self) -> None:
         self._pending.clear()
