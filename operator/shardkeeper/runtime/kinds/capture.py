@@ -252,11 +252,10 @@ class CaptureServer:
 
 
 def _unknown(why: str, key: str | None) -> str:
-    retry = (
-        f"retry with the same {IDEMPOTENCY_KEY}"
-        if key
-        else (f"a retry may write them twice (send an {IDEMPOTENCY_KEY} to retry safely)")
-    )
+    if key:
+        retry = f"retry with the same {IDEMPOTENCY_KEY}"
+    else:
+        retry = f"a retry may write them twice (send an {IDEMPOTENCY_KEY} to retry safely)"
     return f"{why}: the outcome is unknown, the documents may have been written; {retry}"
 
 
