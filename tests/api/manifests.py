@@ -601,6 +601,36 @@ def invalid_manifests() -> list[Invalid]:
             "should be less than or equal to 65535",
         ),
         Invalid(
+            "http-read-timeout-below-100ms",
+            at(_capture(), {"spec.capture.http.readTimeout": "50ms"}),
+            "spec.capture.http.readTimeout",
+            "readTimeout must be at least 100ms and at most 10m",
+        ),
+        Invalid(
+            "http-read-timeout-above-10m",
+            at(_capture(), {"spec.capture.http.readTimeout": "1h"}),
+            "spec.capture.http.readTimeout",
+            "readTimeout must be at least 100ms and at most 10m",
+        ),
+        Invalid(
+            "http-max-connections-zero",
+            at(_capture(), {"spec.capture.http.maxConnections": 0}),
+            "spec.capture.http.maxConnections",
+            "should be greater than or equal to 1",
+        ),
+        Invalid(
+            "http-idempotency-keys-zero",
+            at(_capture(), {"spec.capture.http.idempotencyKeys": 0}),
+            "spec.capture.http.idempotencyKeys",
+            "should be greater than or equal to 1",
+        ),
+        Invalid(
+            "http-idempotency-window-above-168h",
+            at(_capture(), {"spec.capture.http.idempotencyWindow": "200h"}),
+            "spec.capture.http.idempotencyWindow",
+            "idempotencyWindow must be at least 1s and at most 168h",
+        ),
+        Invalid(
             "no-stores",
             at(_mapping(), {"spec.stores": []}),
             "spec.stores",

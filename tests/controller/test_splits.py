@@ -62,8 +62,8 @@ class Orders:
 
     ``urls`` is one capture URL, or a function of the URLs to spread posts over (read again
     before each post, so a test can widen it). With ``retry``, a post that the capture
-    refused without writing it (connection refused, or a 503 that says so, as a capture
-    answers while it hands off) is sent again, to the next URL; any other failure stops the
+    refused without writing it (connection refused, a 429, or a 503 as a capture answers
+    while it hands off) is sent again, to the next URL; any other failure stops the
     posting, since the totals would then be unknown."""
 
     def __init__(
@@ -137,7 +137,8 @@ def not_written(status: int, body: str) -> bool:
     """Whether a failed post was certainly not written (capture.py's answers)."""
     if status == 0:
         return "Connection refused" in body or "ConnectionRefusedError" in body
-    return status == 503 and "did not commit in time" not in body
+    # 429 (busy) and 503 (stopping, or failed before the commit); a 504's outcome is unknown
+    return status in (429, 503)
 
 
 def shards(kubectl: Kubectl, namespace: str, task: str = TASK) -> dict[str, dict[str, Any]]:

@@ -53,10 +53,15 @@ def free_port() -> int:
 
 
 def start_capture(
-    tmp_path: Path, objects: ObjectStore, *, token: bool = False, **runner: Any
+    tmp_path: Path,
+    objects: ObjectStore,
+    *,
+    token: bool = False,
+    http_settings: dict[str, Any] | None = None,
+    **runner: Any,
 ) -> tuple[ShardRunner, Incarnation, str]:
     port = free_port()
-    http: dict[str, Any] = {"port": port, "maxRequestBytes": 4096}
+    http: dict[str, Any] = {"port": port, "maxRequestBytes": 4096, **(http_settings or {})}
     if token:
         http["authTokenSecretRef"] = {"name": "ingest", "key": "token"}
 

@@ -41,6 +41,10 @@ TaskName = Annotated[
 MAX_TXN_DURATION_DEFAULT = Duration.parse("1s")
 MAX_TXN_DURATION_DEFAULT_MATERIALIZATION = Duration.parse("5m")
 TXN_DURATION_LIMIT = Duration.parse("1h")
+READ_TIMEOUT_MIN = Duration.parse("100ms")
+READ_TIMEOUT_MAX = Duration.parse("10m")
+IDEMPOTENCY_WINDOW_MIN = Duration.parse("1s")
+IDEMPOTENCY_WINDOW_MAX = Duration.parse("168h")
 
 SQL_IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SqlIdentifier = Annotated[str, StringConstraints(pattern=SQL_IDENTIFIER_PATTERN, max_length=63)]
@@ -92,7 +96,42 @@ class HttpIngest(ApiModel):
     auth_token_secret_ref: SecretKeyRef | None = None
     """Secret key with a bearer token that requests must present. Unset accepts any request."""
     max_request_bytes: Annotated[int, Field(ge=1, le=64 * 1024 * 1024)] = 1024 * 1024
-    """Largest request body accepted, in bytes."""
+    """Largest request body accepted, in bytes. A request that announces a larger
+    Content-Length is answered 413 before its body is read."""
+    max_connections: Annotated[int, Field(ge=1, le=10000)] = 256
+    """Most connections served at once. A connection beyond them is answered 429 with
+    Retry-After and closed, unread."""
+    read_timeout: Duration = Duration.parse("30s")
+    """Longest time a request may take to arrive, from the connection (or the previous
+    answer on it) to the last byte of its body; a slower one is cut off. Slow clients can
+    hold a connection no longer than this."""
+    idempotency_keys: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+    """Most Idempotency-Key values each shard remembers (the newest), to answer a retried
+    request with its first outcome instead of writing it again."""
+    idempotency_window: Duration = Duration.parse("24h")
+    """How long each shard remembers an Idempotency-Key after its request committed."""
+
+    RULES = (
+        Rule(
+            f"!has(self.readTimeout) || (duration(self.readTimeout) >= "
+            f"duration('{READ_TIMEOUT_MIN}') && duration(self.readTimeout) <= "
+            f"duration('{READ_TIMEOUT_MAX}'))",
+            f"readTimeout must be at least {READ_TIMEOUT_MIN} and at most {READ_TIMEOUT_MAX}",
+            field_path=".readTimeout",
+            holds=lambda h: READ_TIMEOUT_MIN <= h.read_timeout <= READ_TIMEOUT_MAX,
+        ),
+        Rule(
+            f"!has(self.idempotencyWindow) || (duration(self.idempotencyWindow) >= "
+            f"duration('{IDEMPOTENCY_WINDOW_MIN}') && duration(self.idempotencyWindow) <= "
+            f"duration('{IDEMPOTENCY_WINDOW_MAX}'))",
+            f"idempotencyWindow must be at least {IDEMPOTENCY_WINDOW_MIN} and at most "
+            f"{IDEMPOTENCY_WINDOW_MAX}",
+            field_path=".idempotencyWindow",
+            holds=lambda h: (
+                IDEMPOTENCY_WINDOW_MIN <= h.idempotency_window <= IDEMPOTENCY_WINDOW_MAX
+            ),
+        ),
+    )
 
 
 class CaptureSource(ApiModel):

@@ -16,6 +16,9 @@ replicates through the recovery log) with it or not at all:
     transactions committed since the shard was created.
 ``_shardkeeper_migrations``
     migrations of an SQL derivation that have run, by index, with their text.
+``_shardkeeper_idempotency``
+    a capture's recent Idempotency-Keys and what their requests wrote (see
+    :mod:`.idempotency`).
 
 Task SQL cannot touch the ``_shardkeeper_`` tables: the store's authorizer refuses it any
 access (:mod:`shardkeeper.storage.authorizer`); the runtime writes them through
@@ -29,6 +32,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
+from shardkeeper.runtime.core import idempotency
 from shardkeeper.runtime.core.compression import compress
 from shardkeeper.runtime.core.outputs import OutputBatch
 from shardkeeper.storage import authorizer
@@ -53,8 +57,17 @@ SCHEMA = (
     "id INTEGER PRIMARY KEY CHECK (id = 1), transactions INTEGER NOT NULL)",
     f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
     "idx INTEGER PRIMARY KEY, statement TEXT NOT NULL)",
+    *idempotency.SCHEMA,
 )
-_TABLES = (CHECKPOINT_TABLE, OUTPUT_HEADS_TABLE, PENDING_TABLE, STATS_TABLE, MIGRATIONS_TABLE)
+# a store made before a table was added gets it (with the others, each IF NOT EXISTS)
+_TABLES = (
+    CHECKPOINT_TABLE,
+    OUTPUT_HEADS_TABLE,
+    PENDING_TABLE,
+    STATS_TABLE,
+    MIGRATIONS_TABLE,
+    idempotency.IDEMPOTENCY_TABLE,
+)
 
 
 class SourceOffset(NamedTuple):

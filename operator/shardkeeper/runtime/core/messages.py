@@ -16,6 +16,7 @@ import time
 from typing import NamedTuple
 
 from shardkeeper.runtime.core.documents import Document
+from shardkeeper.runtime.core.idempotency import Remembered
 
 
 # one per document: a NamedTuple is made several times faster than a frozen dataclass
@@ -69,17 +70,34 @@ class ReadFailure:
 
 
 class CapturedDocuments:
-    """Documents posted to a capture, waiting to be committed and then acknowledged."""
+    """Documents posted to a capture, waiting to be committed and then acknowledged.
 
-    def __init__(self, collection: str, documents: list[Document]) -> None:
+    With an idempotency ``key``, the handler looks it up in the open transaction: a key
+    already recorded sets ``first`` (what its first request wrote) and nothing is written
+    again; otherwise the key is recorded with the documents (see :mod:`.idempotency`)."""
+
+    def __init__(
+        self,
+        collection: str,
+        documents: list[Document],
+        key: str | None = None,
+        digest: bytes = b"",
+    ) -> None:
         self.collection = collection
         self.documents = documents
+        self.key = key
+        self.digest = digest  # of the request, to tell a retry from another request
+        self.first: Remembered | None = None
         self.error: BaseException | None = None
+        # whether, after an error, the documents may have been written all the same (the
+        # commit failed or stopped after its record may have reached the recovery log)
+        self.outcome_unknown = False
         self._settled = threading.Event()
 
-    def settle(self, error: BaseException | None = None) -> None:
+    def settle(self, error: BaseException | None = None, *, outcome_unknown: bool = False) -> None:
         """Called once: after the commit and its appends (``None``), or on failure."""
         self.error = error
+        self.outcome_unknown = error is not None and outcome_unknown
         self._settled.set()
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -35,7 +35,7 @@ from shardkeeper.api.collection import Collection
 from shardkeeper.api.meta import SecretKeyRef
 from shardkeeper.api.shard import Shard
 from shardkeeper.api.task import Task, TaskType
-from shardkeeper.runtime.core import checkpoint
+from shardkeeper.runtime.core import checkpoint, idempotency
 from shardkeeper.runtime.core.checkpoint import CommitRows, SourceOffset
 from shardkeeper.runtime.core.documents import orjson_parses
 from shardkeeper.runtime.core.errors import (
@@ -402,7 +402,12 @@ class Processor:
                 ctx.key(output),
             )
         if spec.type == TaskType.CAPTURE:
-            return CaptureHandler()
+            assert spec.capture is not None
+            assert spec.capture.http is not None
+            http = spec.capture.http
+            return CaptureHandler(
+                idempotency.Limits(http.idempotency_keys, http.idempotency_window.total_seconds())
+            )
         assert spec.materialize is not None
         assert spec.materialize.postgres is not None
         postgres = spec.materialize.postgres
@@ -433,6 +438,8 @@ class Processor:
                 max_request_bytes=http.max_request_bytes,
                 max_documents=self.ring_buffer_size,
                 commit_timeout=2 * self.timing.max_duration + 60,
+                max_connections=http.max_connections,
+                read_timeout=http.read_timeout.total_seconds(),
             )
             targets = {name: IngestTarget(ctx.schema(name), ctx.key(name)) for name in spec.outputs}
             return CaptureServer(settings, targets, self.channel)
@@ -728,7 +735,8 @@ class Processor:
         try:
             info = self.store.commit()
         except BaseException as exc:
-            self._fail_commit(commit, exc)
+            # fenced, the record did not land; any other failure may have come after it did
+            self._fail_commit(commit, exc, outcome_unknown=not isinstance(exc, errors.Fenced))
             commit.store_done.set()
             return
         commit.store_done.set()
@@ -741,7 +749,8 @@ class Processor:
                 self._faults.reached(RuntimeFaultPoint.BATCH_APPENDED)
             self._faults.reached(RuntimeFaultPoint.OUTPUTS_APPENDED)
         except BaseException as exc:
-            self._fail_commit(commit, exc)
+            # committed: the next primary appends what is left pending
+            self._fail_commit(commit, exc, outcome_unknown=True)
             return
         finished = self._clock()
         state = commit.open
@@ -777,12 +786,12 @@ class Processor:
             self.options.on_commit(summary)
         commit.done.set()
 
-    def _fail_commit(self, commit: _Commit, error: BaseException) -> None:
+    def _fail_commit(self, commit: _Commit, error: BaseException, *, outcome_unknown: bool) -> None:
         if not isinstance(error, errors.Fenced):
             log.error("commit of transaction %d failed: %s", commit.transactions, error)
         commit.error = error
         for captured in commit.open.captured:
-            captured.settle(error)
+            captured.settle(error, outcome_unknown=outcome_unknown)
         commit.done.set()
         # a loop waiting for the next transaction's first message must see the failure
         self._wake()
