@@ -300,6 +300,7 @@ def version_of(binary: str) -> str:
         "kubectl": ["version", "--client"],
         "helm": ["version", "--short"],
         "minio": ["--version"],
+        "kube-score": ["version"],
     }.get(binary, ["--version"])
     out = subprocess.run([str(path), *args], capture_output=True, text=True, timeout=30)
     text = (out.stdout or out.stderr).strip().splitlines()

@@ -279,3 +279,59 @@ def test_chart_renders_what_the_api_server_accepts(
     assert "deployment.apps" in kinds
     if "networkPolicy.enabled=true,operator.verbose=true" in values:
         assert applied.count("networkpolicy.networking.k8s.io/") == 2
+
+
+# kube-score's critical findings that are accepted, each for a reason (docs/operator.md):
+# a release image's tag does not move, so pulling it again gains nothing; a shard's
+# pull policy and resources are its Task's (spec.shards), and examples leave them to the
+# cluster's defaults; NetworkPolicies are the chart's option (networkPolicy.enabled)
+ACCEPTED_CRITICAL = {
+    "Deployment": {"container-image-pull-policy"},
+    "StatefulSet": {
+        "container-image-pull-policy",
+        "container-resources",
+        "container-ephemeral-storage-request-and-limit",
+        "pod-networkpolicy",
+    },
+}
+
+
+def kube_score(docs: str) -> dict[str, set[str]]:
+    """The ids of kube-score's critical checks that fail, by kind of object."""
+    proc = subprocess.run(
+        [str(tools.binary_path("kube-score")), "score", "--output-format", "json", "-"],
+        input=docs,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # kube-score exits 1 when any check is critical: the findings are in its output
+    assert proc.returncode in (0, 1), proc.stderr
+    found: dict[str, set[str]] = {}
+    for obj in json.loads(proc.stdout):
+        for check in obj["checks"]:
+            if check["grade"] == 1 and not check.get("skipped"):
+                found.setdefault(obj["type_meta"]["kind"], set()).add(check["check"]["id"])
+    return found
+
+
+def test_kube_score_finds_nothing_critical_but_what_is_accepted(dev_env: EnvInfo) -> None:
+    from tests.unit.controller.models import shard_of, task
+
+    from shardkeeper.controller.specs.workload import (
+        WorkloadDefaults,
+        WorkloadInputs,
+        workload,
+    )
+
+    chart = helm(dev_env, "template", "sk", str(CHART), "--set", "networkPolicy.enabled=true")
+    assert kube_score(chart.stdout) == {"Deployment": ACCEPTED_CRITICAL["Deployment"]}
+
+    defaults = WorkloadDefaults(shard_image="registry.example/shardkeeper:1.2.3")
+    shards = []
+    for name in ("ingest-orders", "customer-totals", "totals-to-postgres"):
+        owner = task(name)
+        shards += workload(WorkloadInputs(shard_of(owner), owner, ["s3-credentials"], defaults))
+    assert kube_score(yaml.safe_dump_all(shards)) == {
+        "StatefulSet": ACCEPTED_CRITICAL["StatefulSet"]
+    }
