@@ -78,7 +78,19 @@ class Store(ApiModel):
 class StorageMappingSpec(ApiModel):
     """Where a task's recovery logs and a collection's journals are stored."""
 
-    stores: Annotated[list[Store], Field(min_length=1, max_length=8)]
+    stores: Annotated[
+        list[Store],
+        Field(
+            min_length=1,
+            max_length=8,
+            # merged item by item, so that appliers that leave the defaulted fields out
+            # (two GitOps tools applying the same manifest) do not conflict over the list
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["bucket", "prefix"],
+            },
+        ),
+    ]
     """Stores, in order. New data is written to the first; all are read, so data can be
     moved to a new bucket by putting it first and keeping the old one after it."""
 
