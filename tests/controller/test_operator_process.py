@@ -276,6 +276,5 @@ def _generations(kubectl: Kubectl, namespace: str) -> dict[str, int]:
     kinds = "tasks.shardkeeper.io,collections.shardkeeper.io,storagemappings.shardkeeper.io"
     listed = json.loads(kubectl("get", kinds, "-n", namespace, "-o", "json").stdout)
     return {
-        f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["generation"]
-        for o in listed["items"]
+        f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["generation"] for o in listed["items"]
     }
