@@ -25,16 +25,23 @@ from tests.support.wait import wait_for
 from shardkeeper.controller.specs.refusals import REFUSED
 from shardkeeper_dev.environment import EnvInfo
 
-HEALTHY, BAD, GATED = "ingest-orders", "bad-affinity", "gated"
-BOGUS = {
-    "nodeAffinity": {
-        "requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": [{"key": "disk", "operator": "Bogus"}]}]
+HEALTHY, BAD, ODD, GATED = "ingest-orders", "bad-affinity", "odd-affinity", "gated"
+# affinities the CRD passes on as they are: the API server's validation refuses the first
+# (422), server-side apply the second, a field a pod's affinity does not have (500)
+AFFINITIES = {
+    BAD: {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "d", "operator": "Bogus"}]}]
+            }
         }
-    }
+    },
+    ODD: {"nodeAffinity": {"preferred": "soon"}},
 }
-# what the API server's own validation says of BOGUS
-INVALID = 'Invalid value: "Bogus": not a valid selector operator'
+SAYS = {
+    BAD: ("422", 'Invalid value: "Bogus": not a valid selector operator'),
+    ODD: ("500", ".spec.template.spec.affinity.nodeAffinity.preferred: field not declared"),
+}
 DENIED = "this namespace takes no Role or Service of the task gated"
 PROBE = "refusal-gate-probe"
 
@@ -118,19 +125,19 @@ def test_refused_objects_show_on_their_tasks_and_clear_once_fixed(
             ("Task", HEALTHY),
         )
         capture = docs[-1]
-        bad = named(capture, BAD, affinity=BOGUS)
-        apply(kubectl, namespace, [*docs, bad, named(capture, GATED)])
+        odd = [named(capture, name, affinity=affinity) for name, affinity in AFFINITIES.items()]
+        apply(kubectl, namespace, [*docs, *odd, named(capture, GATED)])
 
-        # the API server's validation refuses one task's StatefulSet...
-        shard = wait_condition(
-            kubectl, namespace, f"shard/{shard_of(BAD)}", "Ready=False", reason=REFUSED
-        )
-        assert f"StatefulSet {shard_of(BAD)} (422)" in shard["message"]
-        assert INVALID in shard["message"]
-        task = wait_condition(kubectl, namespace, f"task/{BAD}", "Degraded=True", reason=REFUSED)
-        assert INVALID in task["message"]
-        ready = wait_condition(kubectl, namespace, f"task/{BAD}", "Ready=False", reason=REFUSED)
-        assert INVALID in ready["message"]
+        # the API server refuses two tasks' StatefulSets...
+        for name, (status, words) in SAYS.items():
+            shard = wait_condition(
+                kubectl, namespace, f"shard/{shard_of(name)}", "Ready=False", reason=REFUSED
+            )
+            assert f"StatefulSet {shard_of(name)} ({status})" in shard["message"]
+            assert words in shard["message"]
+            for condition in ("Degraded=True", "Ready=False"):
+                task = wait_condition(kubectl, namespace, f"task/{name}", condition, reason=REFUSED)
+                assert words in task["message"]
 
         # ...and the policy another's Role (so its StatefulSet waits) and capture Service
         shard = wait_condition(
@@ -141,7 +148,7 @@ def test_refused_objects_show_on_their_tasks_and_clear_once_fixed(
         task = wait_condition(kubectl, namespace, f"task/{GATED}", "Degraded=True", reason=REFUSED)
         assert f"Service {GATED}-ingest" in task["message"]
         assert DENIED in task["message"]
-        for name, words in ((BAD, INVALID), (GATED, DENIED)):
+        for name, words in ((BAD, SAYS[BAD][1]), (ODD, SAYS[ODD][1]), (GATED, DENIED)):
             wait_for(
                 lambda name=name, words=words: [
                     e for e in refusal_events(kubectl, namespace, name) if words in e["message"]
@@ -154,9 +161,9 @@ def test_refused_objects_show_on_their_tasks_and_clear_once_fixed(
         # removed now: the refused objects are tried again by themselves, after a back-off
         gate.open()
 
-    # the spec fixed: applied at once
-    apply(kubectl, namespace, [named(capture, BAD)])
-    for name in (BAD, GATED):
+    # the specs fixed: applied at once
+    apply(kubectl, namespace, [named(capture, name) for name in AFFINITIES])
+    for name in (*AFFINITIES, GATED):
         wait_for(
             lambda name=name: get(kubectl, namespace, "statefulset", shard_of(name)),
             timeout=90,
@@ -167,7 +174,7 @@ def test_refused_objects_show_on_their_tasks_and_clear_once_fixed(
         # one Event per distinct refusal, not one per retry (GATED's Task may have shown
         # its Service's refusal, then its shard's Role's)
         messages = [e["message"] for e in refusal_events(kubectl, namespace, name)]
-        assert len(set(messages)) == len(messages) <= (1 if name == BAD else 2), messages
+        assert len(set(messages)) == len(messages) <= (2 if name == GATED else 1), messages
     assert get(kubectl, namespace, "service", f"{GATED}-ingest") is not None
 
     # the task next to them never knew
