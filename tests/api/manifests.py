@@ -383,6 +383,18 @@ def invalid_manifests() -> list[Invalid]:
             "each key of requests is cpu, memory, ephemeral-storage, hugepages-<size> or an",
         ),
         Invalid(
+            "extended-resource-in-part-units",
+            at(_capture(), {"spec.shards.resources": {"limits": {"example.com/gpu": "500m"}}}),
+            "spec.shards.resources.limits",
+            "an extended resource (domain/name) is counted in whole units",
+        ),
+        Invalid(
+            "extended-resource-requested-without-limit",
+            at(_capture(), {"spec.shards.resources": {"requests": {"example.com/gpu": 1}}}),
+            "spec.shards.resources.requests",
+            "huge pages and extended resources are requested exactly as limited",
+        ),
+        Invalid(
             "volume-size-zero",
             at(_capture(), {"spec.shards.volumeSize": "0Gi"}),
             "spec.shards.volumeSize",

@@ -102,6 +102,36 @@ def _resource_rules() -> Iterator[Rule]:
         )
 
 
+def is_overcommitable(name: str) -> bool:
+    """Whether a request may be below its limit: not for huge pages or extended resources,
+    which the API server wants requested exactly as limited."""
+    return not ("/" in name or name.startswith(HUGEPAGES_PREFIX))
+
+
+_NOT_OVERCOMMITABLE_CEL = f"(k.contains('/') || k.startsWith('{HUGEPAGES_PREFIX}'))"
+# request k against its limit, when both are quantities: <0, 0 or >0
+_BOTH_QUANTITIES = "isQuantity(string(self.requests[k])) && isQuantity(string(self.limits[k]))"
+_REQUEST_VS_LIMIT = (
+    f"{cel_quantity('self.requests[k]')}.compareTo({cel_quantity('self.limits[k]')})"
+)
+
+
+def _whole_extended(field: str) -> Callable[[Any], bool]:
+    return lambda r: all(
+        quantity_value(v) == int(quantity_value(v))
+        for k, v in getattr(r, field).items()
+        if "/" in k
+    )
+
+
+def _exact_requests(r: Any) -> bool:
+    return all(
+        k in r.limits and quantity_value(v) == quantity_value(r.limits[k])
+        for k, v in r.requests.items()
+        if not is_overcommitable(k)
+    )
+
+
 def _requests_within_limits(r: Any) -> bool:
     return all(
         quantity_value(v) <= quantity_value(r.limits[k])
@@ -122,12 +152,30 @@ class ResourceRequirements(ApiModel):
         *_resource_rules(),
         Rule(
             "!has(self.requests) || !has(self.limits) || self.requests.all(k, "
-            "!(k in self.limits) || !isQuantity(string(self.requests[k])) || "
-            "!isQuantity(string(self.limits[k])) || "
-            f"{cel_quantity('self.requests[k]')}.compareTo({cel_quantity('self.limits[k]')}) <= 0)",
+            f"!(k in self.limits) || !({_BOTH_QUANTITIES}) || {_REQUEST_VS_LIMIT} <= 0)",
             "each request must not exceed the limit of that resource",
             field_path=".requests",
             holds=_requests_within_limits,
+        ),
+        *(
+            Rule(
+                f"!has(self.{field}) || self.{field}.all(k, !k.contains('/') || "
+                f"!isQuantity(string(self.{field}[k])) || "
+                f"{cel_quantity(f'self.{field}[k]')}.isInteger())",
+                "an extended resource (domain/name) is counted in whole units",
+                field_path=f".{field}",
+                holds=_whole_extended(field),
+            )
+            for field in ("limits", "requests")
+        ),
+        Rule(
+            f"!has(self.requests) || self.requests.all(k, !{_NOT_OVERCOMMITABLE_CEL} || "
+            "(has(self.limits) && k in self.limits && "
+            f"{_BOTH_QUANTITIES} && {_REQUEST_VS_LIMIT} == 0))",
+            "huge pages and extended resources are requested exactly as limited: set the same "
+            "limit",
+            field_path=".requests",
+            holds=_exact_requests,
         ),
     )
 
