@@ -116,6 +116,7 @@ def _mapping() -> Manifest:
 _PG = "spec.materialize.postgres"
 _DERIVE_SQL = "spec.derive.sql"
 _DSN = {"name": "postgres-dsn", "key": "dsn"}
+_RESOURCES = {"requests": {"cpu": "1500m"}, "limits": {"cpu": 1, "memory": "1Gi"}}
 
 
 def invalid_manifests() -> list[Invalid]:
@@ -367,6 +368,91 @@ def invalid_manifests() -> list[Invalid]:
             ),
             "spec.shards.tolerations[0].tolerationSeconds",
             "tolerationSeconds is only valid with effect NoExecute",
+        ),
+        # --- what the API server would refuse of the shards' pods and volumes --------------
+        Invalid(
+            "limit-negative",
+            at(_capture(), {"spec.shards.resources": {"limits": {"memory": "-1Gi"}}}),
+            "spec.shards.resources.limits",
+            "limits must not be negative",
+        ),
+        Invalid(
+            "request-negative",
+            at(_capture(), {"spec.shards.resources": {"requests": {"cpu": -1}}}),
+            "spec.shards.resources.requests",
+            "requests must not be negative",
+        ),
+        Invalid(
+            "request-above-limit",
+            at(_capture(), {"spec.shards.resources": _RESOURCES}),
+            "spec.shards.resources.requests",
+            "each request must not exceed the limit of that resource",
+        ),
+        Invalid(
+            "limit-of-an-unknown-resource",
+            at(_capture(), {"spec.shards.resources": {"limits": {"gpu": 1}}}),
+            "spec.shards.resources.limits",
+            "each key of limits is cpu, memory, ephemeral-storage, hugepages-<size> or an",
+        ),
+        Invalid(
+            "request-of-an-unknown-resource",
+            at(_capture(), {"spec.shards.resources": {"requests": {"Memory": "1Gi"}}}),
+            "spec.shards.resources.requests",
+            "each key of requests is cpu, memory, ephemeral-storage, hugepages-<size> or an",
+        ),
+        Invalid(
+            "extended-resource-in-part-units",
+            at(_capture(), {"spec.shards.resources": {"limits": {"example.com/gpu": "500m"}}}),
+            "spec.shards.resources.limits",
+            "an extended resource (domain/name) is counted in whole units",
+        ),
+        Invalid(
+            "extended-resource-requested-without-limit",
+            at(_capture(), {"spec.shards.resources": {"requests": {"example.com/gpu": 1}}}),
+            "spec.shards.resources.requests",
+            "huge pages and extended resources are requested exactly as limited",
+        ),
+        Invalid(
+            "volume-size-zero",
+            at(_capture(), {"spec.shards.volumeSize": "0Gi"}),
+            "spec.shards.volumeSize",
+            "volumeSize must be more than 0",
+        ),
+        Invalid(
+            "image-with-a-space",
+            at(_capture(), {"spec.shards.image": "registry.example/shardkeeper: 1"}),
+            "spec.shards.image",
+            "should match",
+        ),
+        Invalid(
+            "node-selector-key-with-a-space",
+            at(_capture(), {"spec.shards.nodeSelector": {"disk type": "ssd"}}),
+            "spec.shards.nodeSelector",
+            "each key of nodeSelector is a label key",
+        ),
+        Invalid(
+            "node-selector-value-not-a-label-value",
+            at(_capture(), {"spec.shards.nodeSelector": {"disktype": "fast ssd"}}),
+            "spec.shards.nodeSelector.disktype",
+            "should match",
+        ),
+        Invalid(
+            "toleration-value-not-a-label-value",
+            at(_capture(), {"spec.shards.tolerations": [{"key": "k", "value": "a b"}]}),
+            "spec.shards.tolerations[0].value",
+            "should match",
+        ),
+        Invalid(
+            "toleration-without-key-nor-exists",
+            at(_capture(), {"spec.shards.tolerations": [{"effect": "NoSchedule"}]}),
+            "spec.shards.tolerations[0].operator",
+            "a toleration without a key matches every taint: it needs operator Exists",
+        ),
+        Invalid(
+            "capture-on-the-admin-port",
+            at(_capture(), {"spec.capture.http.port": 8081}),
+            "spec.capture.http.port",
+            "port 8081 is the shard pods' admin port",
         ),
         # --- CEL rules: Shard -------------------------------------------------------------
         Invalid(

@@ -207,5 +207,43 @@ def examples(
     return [d for d in docs if (d["kind"], d["metadata"]["name"]) in wanted]
 
 
+def admission_policy(
+    name: str, namespace: str, rules: list[dict[str, Any]], expression: str, message: str
+) -> list[dict[str, Any]]:
+    """A ValidatingAdmissionPolicy and its binding: in ``namespace``, the API server refuses
+    each request that ``rules`` match and ``expression`` (CEL) does not hold for."""
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": rules},
+            "validations": [{"expression": expression, "message": message}],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+            },
+        },
+    }
+    return [policy, binding]
+
+
+def remove_admission_policy(kubectl: Kubectl, name: str) -> None:
+    """Remove what :func:`admission_policy` made (if it is there)."""
+    kubectl(
+        "delete", "--ignore-not-found", "--wait=true",
+        f"validatingadmissionpolicybinding/{name}", f"validatingadmissionpolicy/{name}",
+    )  # fmt: skip
+
+
 def elapsed(start: float) -> float:
     return time.monotonic() - start

@@ -34,10 +34,12 @@ from tests.controller.support import (
     GROUP,
     Kubectl,
     OperatorProcess,
+    admission_policy,
     apply,
     event_reasons,
     examples,
     get,
+    remove_admission_policy,
 )
 from tests.controller.test_flow import capture_url, post, totals
 from tests.support.wait import NOT_YET, wait_for
@@ -365,63 +367,34 @@ class StepGate:
             " && !(has(oldObject.status) && has(oldObject.status.split)"
             f" && oldObject.status.split.step == '{step}')"
         )
-        policy = {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicy",
-            "metadata": {"name": self.name},
-            "spec": {
-                "failurePolicy": "Fail",
-                "matchConstraints": {
-                    "resourceRules": [
-                        {
-                            "apiGroups": [GROUP],
-                            "apiVersions": ["*"],
-                            "operations": ["UPDATE"],
-                            "resources": ["shards/status"],
-                        },
-                        {
-                            "apiGroups": [""],
-                            "apiVersions": ["v1"],
-                            "operations": ["CREATE"],
-                            "resources": ["configmaps"],
-                        },
-                    ]
-                },
-                "validations": [
-                    {
-                        "expression": "request.resource.resource == 'configmaps' ? "
-                        f"object.metadata.name != '{self._probe(step)}' : !({enters})",
-                        "message": f"the test holds splits before {step}",
-                    }
-                ],
+        rules = [
+            {
+                "apiGroups": [GROUP],
+                "apiVersions": ["*"],
+                "operations": ["UPDATE"],
+                "resources": ["shards/status"],
             },
-        }
-        binding = {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": self.name},
-            "spec": {
-                "policyName": self.name,
-                "validationActions": ["Deny"],
-                "matchResources": {
-                    "namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": self.namespace}
-                    }
-                },
+            {
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "operations": ["CREATE"],
+                "resources": ["configmaps"],
             },
-        }
-        self.kubectl(
-            "apply", "--server-side", "-f", "-", input=yaml.safe_dump_all([policy, binding])
+        ]
+        docs = admission_policy(
+            self.name,
+            self.namespace,
+            rules,
+            "request.resource.resource == 'configmaps' ? "
+            f"object.metadata.name != '{self._probe(step)}' : !({enters})",
+            f"the test holds splits before {step}",
         )
+        self.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(docs))
         wait_for(lambda: self._probe_refused(step), timeout=30, what=f"the gate before {step}")
         self.held = step
 
     def open(self) -> None:
-        self.kubectl(
-            "delete", "--ignore-not-found", "--wait=true",
-            f"validatingadmissionpolicybinding/{self.name}",
-            f"validatingadmissionpolicy/{self.name}",
-        )  # fmt: skip
+        remove_admission_policy(self.kubectl, self.name)
         if self.held is not None:
             held = self.held
             wait_for(lambda: not self._probe_refused(held), timeout=30, what="the gate open")

@@ -58,6 +58,7 @@ class _Failure:
     kind: str
     status: int
     times: int
+    message: str
 
 
 def _merge(target: Obj, applied: Mapping[str, Any]) -> None:
@@ -153,9 +154,15 @@ class FakeKube(AsyncKube):
 
     # --- what tests use ----------------------------------------------------------------
 
-    def fail(self, verb: str, kind: str, *, status: int = 500, times: int = 1) -> None:
-        """Make the next ``times`` requests ``verb`` of ``kind`` raise ApiError(status)."""
-        self._failures.append(_Failure(verb, kind, status, times))
+    def fail(
+        self, verb: str, kind: str, *, status: int = 500, times: int = 1, message: str = ""
+    ) -> None:
+        """Make the next ``times`` requests ``verb`` of ``kind`` raise ApiError(status),
+        with ``message`` as the API's words (else one that names the request)."""
+        self._failures.append(_Failure(verb, kind, status, times, message))
+
+    def clear_failures(self) -> None:
+        self._failures.clear()
 
     def put(self, obj: Mapping[str, Any]) -> Obj:
         """Create or overwrite ``obj`` (status included) as someone other than the operator."""
@@ -379,7 +386,8 @@ class FakeKube(AsyncKube):
         for failure in self._failures:
             if (failure.verb, failure.kind) == (verb, kind) and failure.times > 0:
                 failure.times -= 1
-                raise ApiError(failure.status, "Injected", {"message": f"injected {verb} {kind}"})
+                message = failure.message or f"injected {verb} {kind}"
+                raise ApiError(failure.status, "Injected", {"message": message})
 
     @staticmethod
     def _key(obj: Mapping[str, Any]) -> Key:

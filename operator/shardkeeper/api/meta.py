@@ -276,6 +276,8 @@ QUANTITY_PATTERN = (
     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 _QUANTITY_RE = re.compile(QUANTITY_PATTERN)
+# far above any real quantity; a bound keeps the CEL rules over quantities within budget
+QUANTITY_MAX_LENGTH = 64
 
 
 def _validate_quantity(value: object) -> str:
@@ -283,9 +285,35 @@ def _validate_quantity(value: object) -> str:
         raise ValueError("a quantity is a number or a string like 500m or 1Gi")
     if isinstance(value, int | float):
         value = str(value)
-    if isinstance(value, str) and _QUANTITY_RE.match(value):
+    if isinstance(value, str) and len(value) <= QUANTITY_MAX_LENGTH and _QUANTITY_RE.match(value):
         return value
     raise ValueError(f"invalid quantity {value!r}: use a number or a string like 500m or 1Gi")
+
+
+_QUANTITY_SUFFIXES = {
+    "": Decimal(1),
+    **{
+        s: Decimal(1000) ** e
+        for s, e in zip("numkMGTPE", (-3, -2, -1, 1, 2, 3, 4, 5, 6), strict=True)
+    },
+    **{f"{s}i": Decimal(1024) ** e for e, s in enumerate("KMGTPE", start=1)},
+}
+
+
+def quantity_value(quantity: str) -> Decimal:
+    """The number a valid quantity stands for: ``500m`` is 0.5, ``1Ki`` is 1024."""
+    number = re.match(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)", quantity)
+    if number is None:
+        raise ValueError(f"invalid quantity {quantity!r}")
+    suffix = quantity[number.end() :]
+    if suffix in _QUANTITY_SUFFIXES:
+        return Decimal(number[0]) * _QUANTITY_SUFFIXES[suffix]
+    return Decimal(number[0]) * Decimal(10) ** Decimal(suffix[1:])  # 1e3, 1E-3
+
+
+def cel_quantity(expression: str) -> str:
+    """CEL for the quantity an int-or-string field holds (Kubernetes' quantity library)."""
+    return f"quantity(string({expression}))"
 
 
 Quantity = Annotated[
@@ -295,6 +323,7 @@ Quantity = Annotated[
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "pattern": QUANTITY_PATTERN,
+            "maxLength": QUANTITY_MAX_LENGTH,
             "x-kubernetes-int-or-string": True,
         }
     ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
@@ -26,9 +27,19 @@ from shardkeeper.api.meta import (
     Rule,
     SecretKeyRef,
     StatusModel,
+    cel_quantity,
     immutable,
+    quantity_value,
 )
-from shardkeeper.api.pod import Affinity, ImagePullPolicy, ResourceRequirements, Toleration
+from shardkeeper.api.pod import (
+    ADMIN_PORT,
+    QUALIFIED_NAME_PATTERN,
+    Affinity,
+    ImagePullPolicy,
+    LabelValue,
+    ResourceRequirements,
+    Toleration,
+)
 
 # A shard's name is "<task>-<keyBegin>-<rClockBegin>" (18 more characters) and names its
 # StatefulSet, whose controller-revision-hash label adds 11 more: 34 keeps those within
@@ -92,7 +103,7 @@ class HttpIngest(ApiModel):
     transaction that holds it has committed."""
 
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
-    """TCP port the pods listen on."""
+    """TCP port the pods listen on; not 8081, the pods' admin port."""
     auth_token_secret_ref: SecretKeyRef | None = None
     """Secret key with a bearer token that requests must present. Unset accepts any request."""
     max_request_bytes: Annotated[int, Field(ge=1, le=64 * 1024 * 1024)] = 1024 * 1024
@@ -130,6 +141,12 @@ class HttpIngest(ApiModel):
             holds=lambda h: (
                 IDEMPOTENCY_WINDOW_MIN <= h.idempotency_window <= IDEMPOTENCY_WINDOW_MAX
             ),
+        ),
+        Rule(
+            f"self.port != {ADMIN_PORT}",
+            f"port {ADMIN_PORT} is the shard pods' admin port: choose another",
+            field_path=".port",
+            holds=lambda h: h.port != ADMIN_PORT,
         ),
     )
 
@@ -379,7 +396,7 @@ class ShardTemplate(ApiModel):
     scaling: Scaling = Field(default_factory=Scaling, json_schema_extra={"default": {}})
     """How many shards the task runs: the operator splits shards until there are at least
     minShards, and automatic splits may add more up to maxShards."""
-    image: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
+    image: Annotated[str, StringConstraints(pattern=r"^\S+$", max_length=1024)] | None = None
     """Container image of the shard pods. Unset means the operator's own image."""
     image_pull_policy: ImagePullPolicy | None = None
     """When the image is pulled; unset follows Kubernetes' default."""
@@ -389,7 +406,9 @@ class ShardTemplate(ApiModel):
     """Size of each replica's volume, which holds the shard store."""
     storage_class_name: ObjectName | None = None
     """StorageClass of the volumes. Unset means the cluster's default class."""
-    node_selector: Annotated[dict[str, str], Field(max_length=32)] = Field(default_factory=dict)
+    node_selector: Annotated[dict[str, LabelValue], Field(max_length=32)] = Field(
+        default_factory=dict
+    )
     """Labels a node must have to run shard pods."""
     tolerations: Annotated[list[Toleration], Field(max_length=32)] = Field(default_factory=list)
     """Taints of nodes that shard pods may run on."""
@@ -397,6 +416,20 @@ class ShardTemplate(ApiModel):
     """Affinity of shard pods, in the shape of a pod's spec.affinity."""
 
     RULES = (
+        Rule(
+            "!has(self.volumeSize) || "
+            f"{cel_quantity('self.volumeSize')}.isGreaterThan(quantity('0'))",
+            "volumeSize must be more than 0",
+            field_path=".volumeSize",
+            holds=lambda t: quantity_value(t.volume_size) > 0,
+        ),
+        Rule(
+            "!has(self.nodeSelector) || self.nodeSelector.all(k, "
+            f"k.matches(r'{QUALIFIED_NAME_PATTERN}'))",
+            "each key of nodeSelector is a label key, such as kubernetes.io/arch",
+            field_path=".nodeSelector",
+            holds=lambda t: all(re.match(QUALIFIED_NAME_PATTERN, k) for k in t.node_selector),
+        ),
         Rule(
             "!has(self.minTxnDuration) || "
             f"duration(self.minTxnDuration) <= duration('{TXN_DURATION_LIMIT}')",

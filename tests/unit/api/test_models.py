@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from shardkeeper.api.meta import (
     Resource,
     Rule,
     find_condition,
+    quantity_value,
     set_condition,
 )
 from shardkeeper.api.shard import SHARD_NAME_MAX_LENGTH, shard_name
@@ -238,3 +240,23 @@ def test_conditions_move_their_transition_time_only_on_a_change() -> None:
     ready = find_condition(conditions, "Ready")
     assert ready is not None
     assert ready.last_transition_time == t1
+
+
+@pytest.mark.parametrize(
+    ("quantity", "value"),
+    [
+        ("500m", "0.5"),
+        ("2", "2"),
+        ("1Ki", "1024"),
+        ("1.5Gi", "1610612736"),
+        ("1e3", "1000"),
+        ("1E-3", "0.001"),
+        ("2E", "2000000000000000000"),
+        ("+3k", "3000"),
+        ("-1Mi", "-1048576"),
+        (".5", "0.5"),
+        ("5n", "0.000000005"),
+    ],
+)
+def test_a_quantity_stands_for_the_number_kubernetes_reads_in_it(quantity: str, value: str) -> None:
+    assert quantity_value(quantity) == Decimal(value)

@@ -7,7 +7,9 @@ only the operator's fields, so the runtime's fields on a Shard are never touched
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -17,10 +19,11 @@ from shardkeeper.api.meta import Condition, Resource
 from shardkeeper.controller.engine import events
 from shardkeeper.controller.engine.cache import Cache
 from shardkeeper.controller.engine.kube import ApiError, AsyncKube
-from shardkeeper.controller.engine.queue import WorkQueue
+from shardkeeper.controller.engine.queue import Backoff, WorkQueue
 from shardkeeper.controller.specs import conditions as cond
 from shardkeeper.controller.specs.names import FINALIZER
-from shardkeeper.controller.specs.objects import namespaced_name
+from shardkeeper.controller.specs.objects import Object, namespaced_name
+from shardkeeper.controller.specs.refusals import Refusal, is_refusal
 from shardkeeper.controller.specs.splits import SplitSettings
 from shardkeeper.controller.specs.workload import WorkloadDefaults
 
@@ -97,14 +100,62 @@ class RecentWrites:
             del self._last[key]
 
 
+# A refused object is sent again after this back-off (per owner and object set), at once
+# when what would be sent changes: only a changed cluster rule could need the retry.
+REFUSAL_BACKOFF = Backoff(base=2.0, cap=300.0)
+log = logging.getLogger(__name__)
+
+
+class RefusedApplies:
+    """The last refusal of what was applied for each owner, and when to try it again.
+
+    Keyed by (owner uid, what) and kept with the hash of what was refused: a different
+    hash (the spec changed) is applied at once, the same one only after a bounded
+    exponential back-off, so a refused object costs no request per watch event.
+    """
+
+    def __init__(
+        self, backoff: Backoff = REFUSAL_BACKOFF, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._backoff = backoff
+        self._clock = clock
+        # (uid, what) -> (hash refused, refusals of it in a row, retry when, the refusal)
+        self._last: dict[tuple[str, str], tuple[str, int, float, Refusal]] = {}
+
+    def standing(self, uid: str, what: str, digest: str) -> tuple[Refusal, float] | None:
+        """The refusal of ``digest`` and the seconds left before it may be tried again, if
+        it was the last thing refused and that time has not come."""
+        last = self._last.get((uid, what))
+        if last is None or last[0] != digest:
+            return None
+        left = last[2] - self._clock()
+        return (last[3], left) if left > 0 else None
+
+    def refused(self, uid: str, what: str, digest: str, refusal: Refusal) -> float:
+        """Record a refusal of ``digest``; seconds until it should be tried again."""
+        last = self._last.get((uid, what))
+        count = last[1] + 1 if last is not None and last[0] == digest else 1
+        delay = self._backoff.delay(count)
+        self._last[(uid, what)] = (digest, count, self._clock() + delay, refusal)
+        return delay
+
+    def accepted(self, uid: str, what: str) -> None:
+        self._last.pop((uid, what), None)
+
+    def forget(self, uid: str | None) -> None:
+        for key in [k for k in self._last if k[0] == uid]:
+            del self._last[key]
+
+
 class Base:
     kind = ""
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self.recent = RecentWrites()
-        # (uid, condition type) -> (status, reason) last announced, for the same reason
-        self._announced: dict[tuple[str, str], tuple[str, str]] = {}
+        self.refusals = RefusedApplies()
+        # (uid, condition type) -> its news (cond.news) last announced
+        self._announced: dict[tuple[str, str], tuple[str, str, str]] = {}
 
     async def write_status(
         self,
@@ -153,7 +204,7 @@ class Base:
         uid = obj.metadata.uid or ""
         fresh = []
         for change in changes:
-            state = (str(change.verdict.status), change.verdict.reason)
+            state = cond.news(change.verdict)
             if self._announced.get((uid, change.verdict.type)) != state:
                 self._announced[(uid, change.verdict.type)] = state
                 fresh.append(change)
@@ -161,8 +212,26 @@ class Base:
 
     def forget(self, uid: str | None) -> None:
         self.recent.forget(uid)
+        self.refusals.forget(uid)
         for key in [k for k in self._announced if k[0] == uid]:
             del self._announced[key]
+
+    async def apply_all(self, owner: Resource, objects: Sequence[Object]) -> Refusal | None:
+        """Apply ``objects`` at once; the first refusal among them (see refusals.py), if
+        any. Every other error is raised, after every apply has ended."""
+        results = await asyncio.gather(
+            *(self.deps.kube.apply(obj) for obj in objects), return_exceptions=True
+        )
+        first: Refusal | None = None
+        for obj, result in zip(objects, results, strict=True):
+            if not isinstance(result, BaseException):
+                continue
+            if not (isinstance(result, ApiError) and is_refusal(result.status, result.message)):
+                raise result
+            refusal = Refusal(obj["kind"], obj["metadata"]["name"], result.status, result.message)
+            log.warning("%s %s: %s", owner.kind, namespaced_name(owner)[1], refusal.text)
+            first = first or refusal
+        return first
 
     async def set_finalizer(self, obj: Resource, present: bool) -> bool:
         """Add or remove the operator's finalizer and no other; whether this call did.

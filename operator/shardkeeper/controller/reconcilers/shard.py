@@ -3,7 +3,6 @@ its status."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from shardkeeper.api.meta import format_time
@@ -20,6 +19,7 @@ from shardkeeper.controller.specs.references import (
     task_collections,
     task_problems,
 )
+from shardkeeper.controller.specs.refusals import Refusal
 from shardkeeper.controller.specs.rollout import next_step
 from shardkeeper.controller.specs.scaling import lag_above_since
 from shardkeeper.controller.specs.status import shard_verdict
@@ -60,15 +60,17 @@ class ShardReconciler(Base):
         problems = task_problems(task, cache) if task is not None else []
         waits: list[float | None] = []
         live = task is not None and task.metadata.deletion_timestamp is None
+        refusal = None
         if task is not None and live and self._resolved(task):
-            waits.append(await self.apply_workload(shard, task, sts))
+            wait, refusal = await self.apply_workload(shard, task, sts)
+            waits.append(wait)
             waits.append(await self.roll(shard, task, sts))
         split = SplitPass(self.splits.view(shard))
         if task is not None and live:
             split = await self.splits.advance(shard, task)
             waits.append(split.requeue)
         seen = with_split(shard, split.progress)
-        verdict = shard_verdict(seen, task, sts, problems)
+        verdict = shard_verdict(seen, task, sts, problems, refusal)
         since = lag_above_since(seen, task, self.splits.clock()) if task is not None else None
         fields = {
             "phase": str(verdict.phase),
@@ -93,10 +95,11 @@ class ShardReconciler(Base):
 
     async def apply_workload(
         self, shard: Shard, task: Task, sts: StatefulSetView | None
-    ) -> float | None:
+    ) -> tuple[float | None, Refusal | None]:
         """Apply the shard's objects unless the StatefulSet carries their hash, or this
         operator applied them over what its cache still shows (its watch event is on the
-        way). In that case, seconds until that is looked at again."""
+        way), or the API server refused them and their back-off has not run out. Seconds
+        until that is looked at again, and the API server's refusal, if it refused them."""
         ctx = WorkloadInputs(
             shard, task, runtime_secret_names(task, self.deps.cache), self.deps.defaults
         )
@@ -108,15 +111,23 @@ class ShardReconciler(Base):
         # One hash over all of them, kept on the StatefulSet (which is watched): a shard
         # whose objects are as they should be costs no request, even after a restart.
         digest = content_hash(objects)
-        if sts is not None and sts.applied_hash == digest:
-            return None
         uid, seen = shard.metadata.uid or "", sts.resource_version if sts is not None else None
+        if sts is not None and sts.applied_hash == digest:
+            self.refusals.accepted(uid, WORKLOAD)
+            return None, None
         if self.recent.current_at(uid, WORKLOAD, seen, None) == digest:
-            return self.recent.held_for(uid, WORKLOAD)
+            return self.recent.held_for(uid, WORKLOAD), None
+        standing = self.refusals.standing(uid, WORKLOAD, digest)
+        if standing is not None:
+            return standing[1], standing[0]
         # the pods' identity, rights, Service and PDB at once, and the StatefulSet only
         # after them, so no pod is refused for want of its ServiceAccount
-        await asyncio.gather(*(self.deps.kube.apply(obj) for obj in objects[:-1]))
-        await self.deps.kube.apply(stamp(stateful, digest))
+        refusal = await self.apply_all(shard, objects[:-1]) or await self.apply_all(
+            shard, [stamp(stateful, digest)]
+        )
+        if refusal is not None:
+            return self.refusals.refused(uid, WORKLOAD, digest, refusal), refusal
+        self.refusals.accepted(uid, WORKLOAD)
         self.recent.wrote_at(uid, WORKLOAD, seen, digest)
         if claims_changed:
             await self.deps.recorder.post(
@@ -128,7 +139,7 @@ class ShardReconciler(Base):
                     "volume claim template cannot change, so existing volumes stay as they are",
                 ),
             )
-        return None
+        return None, None
 
     async def roll(self, shard: Shard, task: Task, sts: StatefulSetView | None) -> float | None:
         """Replace one outdated pod, if it is time to (see rollout.py)."""

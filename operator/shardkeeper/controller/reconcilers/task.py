@@ -16,12 +16,14 @@ from shardkeeper.controller.reconcilers.task_deletion import TaskDeletion
 from shardkeeper.controller.specs.ingest import ingest_service
 from shardkeeper.controller.specs.objects import content_hash
 from shardkeeper.controller.specs.references import task_problems
+from shardkeeper.controller.specs.refusals import Refusal
 from shardkeeper.controller.specs.scaling import recheck_after, scaling_requests
 from shardkeeper.controller.specs.shards import shard_manifest, shards_to_create
 from shardkeeper.controller.specs.status import task_verdict
 
 log = logging.getLogger(__name__)
 SCALING = "scaling"  # what RecentWrites keeps of a split the task's scaling asked for
+SERVICE = "service"  # what RefusedApplies keeps of the capture's Service
 
 
 class TaskReconciler(Base):
@@ -39,9 +41,11 @@ class TaskReconciler(Base):
             return None
         if task.metadata.deletion_timestamp is not None:
             self._services.pop(task.metadata.uid or "", None)
+            self.refusals.forget(task.metadata.uid)
             return await self.deletion.finalize(task)
         await self.set_finalizer(task, present=True)
-        await self.apply_service(task)
+        # a refused Service is no reason to hold back the shards: they run without it
+        refused, refusal = await self.apply_service(task)
 
         cache = self.deps.cache
         problems = task_problems(task, cache)
@@ -71,7 +75,7 @@ class TaskReconciler(Base):
             )
         # splits only for a task that can run: a split's child would need what it lacks
         recheck = None if problems else await self.scale(task, shards)
-        verdict = task_verdict(task, shards, problems, creating=len(to_create))
+        verdict = task_verdict(task, shards, problems, creating=len(to_create), refusal=refusal)
         await self.write_status(
             task,
             verdict.verdicts,
@@ -81,18 +85,27 @@ class TaskReconciler(Base):
                 "shardsByPhase": verdict.by_phase,
             },
         )
-        return recheck
+        return min((w for w in (recheck, refused) if w is not None), default=None)
 
-    async def apply_service(self, task: Task) -> None:
-        """Apply a capture's Service (ingest.py) once per operator, and again when it changes."""
+    async def apply_service(self, task: Task) -> tuple[float | None, Refusal | None]:
+        """Apply a capture's Service (ingest.py) once per operator, and again when it
+        changes; if the API server refused it, its refusal and the seconds until it is
+        tried again."""
         service = ingest_service(task)
         if service is None:
-            return
+            return None, None
         uid, digest = task.metadata.uid or "", content_hash([service])
         if self._services.get(uid) == digest:
-            return
-        await self.deps.kube.apply(service)
+            return None, None
+        standing = self.refusals.standing(uid, SERVICE, digest)
+        if standing is not None:
+            return standing[1], standing[0]
+        refusal = await self.apply_all(task, [service])
+        if refusal is not None:
+            return self.refusals.refused(uid, SERVICE, digest, refusal), refusal
+        self.refusals.accepted(uid, SERVICE)
         self._services[uid] = digest
+        return None, None
 
     async def scale(self, task: Task, shards: list[Shard]) -> float | None:
         """Ask for the splits that minShards and autoSplit call for (see scaling.py), by

@@ -21,6 +21,10 @@ from shardkeeper.api.meta import (
 TRUE, FALSE = ConditionStatus.TRUE, ConditionStatus.FALSE
 _REASON = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 MAX_MESSAGE = 4096
+# An object derived from the resource that the API server refused (see refusals.py).
+REFUSED = "DerivedObjectRefused"
+# Reasons whose message is news of its own: another object refused, or another answer.
+NEWS_IN_MESSAGE = frozenset({REFUSED})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +78,8 @@ def merge(
 
 @dataclasses.dataclass(frozen=True)
 class Change:
-    """A condition that now has another status or reason than before."""
+    """A condition that now has another status or reason than before (or, for a reason in
+    ``NEWS_IN_MESSAGE``, another message)."""
 
     verdict: ConditionValue
     before: Condition | None
@@ -84,9 +89,16 @@ def changes(previous: Sequence[Condition], verdicts: Sequence[ConditionValue]) -
     out = []
     for verdict in verdicts:
         before = find_condition(list(previous), verdict.type)
-        if before is None or (before.status, before.reason) != (verdict.status, verdict.reason):
+        if before is None or news(before) != news(verdict):
             out.append(Change(verdict, before))
     return out
+
+
+def news(condition: Condition | ConditionValue) -> tuple[str, str, str]:
+    """What of a condition makes news: its status and reason, and its message too for a
+    reason in ``NEWS_IN_MESSAGE``."""
+    message = condition.message if condition.reason in NEWS_IN_MESSAGE else ""
+    return str(condition.status), condition.reason, message[:MAX_MESSAGE]
 
 
 def is_true(conditions: Sequence[Condition], type_: str) -> bool:

@@ -6,6 +6,7 @@ by ``SHARDKEEPER_SHARD``, its data under ``DATA_DIR``, and serves on ``ADMIN_POR
 
 from __future__ import annotations
 
+from shardkeeper.api import pod
 from shardkeeper.api.meta import GROUP
 
 FIELD_MANAGER = "shardkeeper-operator"
@@ -32,7 +33,7 @@ REVISION_LABEL = "controller-revision-hash"
 CONTAINER = "shard"
 DATA_VOLUME = "data"
 DATA_DIR = "/var/lib/shardkeeper"
-ADMIN_PORT = 8081
+ADMIN_PORT = pod.ADMIN_PORT
 ADMIN_PORT_NAME = "admin"
 INGEST_PORT_NAME = "ingest"
 DEFAULT_LEASE_DURATION = 15

@@ -19,6 +19,7 @@ from shardkeeper.controller.specs import conditions as cond
 from shardkeeper.controller.specs.conditions import ConditionValue
 from shardkeeper.controller.specs.names import pod_ordinal
 from shardkeeper.controller.specs.references import Problem, summary
+from shardkeeper.controller.specs.refusals import Refusal, refused_verdicts
 from shardkeeper.controller.specs.views import StatefulSetView
 from shardkeeper.controller.specs.workload import replicas as wanted_replicas
 
@@ -61,6 +62,32 @@ def shard_verdict(
     task: Task | None,
     sts: StatefulSetView | None,
     problems: Sequence[Problem] = (),
+    refusal: Refusal | None = None,
+) -> ShardVerdict:
+    """``refusal``: the API server's answer to the last apply of the shard's workload."""
+    verdict = _shard_verdict(shard, task, sts, problems)
+    if refusal is None:
+        return verdict
+    # a refused change leaves the StatefulSet's pods running as they were
+    return ShardVerdict(
+        verdict.phase,
+        _overridden(verdict.verdicts, refused_verdicts(refusal, running=sts is not None)),
+    )
+
+
+def _overridden(
+    verdicts: Sequence[ConditionValue], overrides: Sequence[ConditionValue]
+) -> tuple[ConditionValue, ...]:
+    """``verdicts`` with those of the types in ``overrides`` replaced by them."""
+    by_type = {v.type: v for v in overrides}
+    return tuple(by_type.get(v.type, v) for v in verdicts)
+
+
+def _shard_verdict(
+    shard: Shard,
+    task: Task | None,
+    sts: StatefulSetView | None,
+    problems: Sequence[Problem],
 ) -> ShardVerdict:
     if task is None:
         message = f"Task {shard.spec.task} does not exist; the shard is being removed"
@@ -218,7 +245,9 @@ def task_verdict(
     *,
     creating: int = 0,
     deleting: bool = False,
+    refusal: Refusal | None = None,
 ) -> TaskVerdict:
+    """``refusal``: the API server's answer to the last apply of the task's own Service."""
     by_phase = Counter(str(s.status.phase) for s in shards)
     processing = [s for s in shards if s.status.phase in PROCESSING]
     count = len(shards)
@@ -234,7 +263,7 @@ def task_verdict(
                 task, serving, problems, deleting, len([s for s in serving if s in processing])
             ),
             _task_progressing(task, shards, problems, creating, deleting),
-            _task_degraded(shards, blocking),
+            _task_degraded(shards, blocking, refusal),
         ),
     )
 
@@ -266,6 +295,9 @@ def _task_ready(
     failed = [s for s in shards if s.status.phase == ShardPhase.FAILED]
     if failed:
         return cond.ready(False, "ShardFailed", _condition_text(failed[0], READY))
+    refused = [s for s in shards if _reason(s, READY) == cond.REFUSED]
+    if refused:
+        return cond.ready(False, cond.REFUSED, _condition_text(refused[0], READY))
     waiting = next(s for s in shards if s.status.phase not in PROCESSING)
     return cond.ready(
         False,
@@ -338,13 +370,26 @@ def _task_progressing(
     return cond.progressing(False, "Stable", "")
 
 
-def _task_degraded(shards: Sequence[Shard], blocking: Sequence[Problem]) -> ConditionValue:
+def _task_degraded(
+    shards: Sequence[Shard], blocking: Sequence[Problem], refusal: Refusal | None
+) -> ConditionValue:
     if blocking:
         return cond.degraded(True, blocking[0].reason, summary(blocking))
+    if refusal is not None:
+        return cond.degraded(True, cond.REFUSED, refusal.text)
     worse = [s for s in shards if cond.is_true(s.status.conditions, DEGRADED)]
+    # a refusal first: it is the task's spec (or the cluster's rules) to change, not a pod
+    refused = [s for s in worse if _reason(s, DEGRADED) == cond.REFUSED]
+    if refused:
+        return cond.degraded(True, cond.REFUSED, _condition_text(refused[0], DEGRADED))
     if worse:
         return cond.degraded(True, "ShardDegraded", _condition_text(worse[0], DEGRADED))
     return cond.degraded(False, "Healthy", "")
+
+
+def _reason(shard: Shard, type_: str) -> str | None:
+    found = find_condition(shard.status.conditions, type_)
+    return found.reason if found is not None else None
 
 
 # --- StorageMapping ---------------------------------------------------------------------------
