@@ -1,6 +1,7 @@
 """``shardkeeper shards`` (also installed as ``kubectl-shards``): ask for a split, cancel
-one, and see a task's shards as a tree. It only edits ``spec.split`` and reads status, as
-a person would with kubectl (docs/splits.md)."""
+one, see a task's shards as a tree, read a shard's primary's logs and prune its recovery
+log. It only edits ``spec.split`` and reads what kubectl could, with the caller's own
+rights (docs/splits.md)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import yaml
+
 from shardkeeper.api.meta import API_VERSION
 from shardkeeper.api.shard import Shard
 from shardkeeper.api.task import Task
-from shardkeeper.kube.client import ApiError, Transport, request
+from shardkeeper.kube.client import ApiError, Transport, call, request
 from shardkeeper.kube.config import KubeconfigError, context_namespace, locate
 from shardkeeper.kube.paths import resource_path
 from shardkeeper.kube.transport import LightClient, read_kubeconfig
@@ -28,13 +31,21 @@ def _range(begin: str, end: str) -> str:
     return f"{begin}-{end}"
 
 
-def tree(tasks: Sequence[str], shards: Sequence[Mapping[str, Any]]) -> str:
-    """Task → shards (ranges, phase, primary, lag, split) → replicas. Pure."""
+def tree(tasks: Sequence[str], shards: Sequence[Mapping[str, Any]], *, wide: bool = False) -> str:
+    """Task → shards (ranges, phase, primary, lag, split) → replicas. Pure. ``wide`` adds
+    each shard's epoch, last commit and recovery log. ``tasks`` are names, or
+    ``namespace/name`` for tasks of several namespaces."""
     lines: list[str] = []
-    for task in tasks:
-        lines.append(f"task/{task}")
+    for qualified in tasks:
+        namespace, _, task = qualified.rpartition("/")
+        lines.append(f"task/{task}" + (f"  (namespace {namespace})" if namespace else ""))
         mine = sorted(
-            (s for s in shards if s["spec"]["task"] == task),
+            (
+                s
+                for s in shards
+                if s["spec"]["task"] == task
+                and (not namespace or s["metadata"].get("namespace") == namespace)
+            ),
             key=lambda s: (s["spec"]["keyBegin"], s["spec"]["rClockBegin"]),
         )
         if not mine:
@@ -56,6 +67,13 @@ def tree(tasks: Sequence[str], shards: Sequence[Mapping[str, Any]]) -> str:
                 parts.append(f"built by split of {spec['splitSource']}")
             if spec.get("split") and step not in IN_PROGRESS:
                 parts.append(f"split requested ({spec['split'].get('by', 'key')})")
+            if wide:
+                commit = status.get("lastCommit") or {}
+                parts += [
+                    f"epoch {status.get('epoch', '-')}",
+                    f"last commit {commit.get('time', '-')}",
+                    f"log {spec.get('recoveryLog', '-')}",
+                ]
             lines.append(f"  shard/{shard['metadata']['name']}  " + "  ".join(parts))
             for replica in status.get("replicas") or []:
                 lag = replica.get("lag")
@@ -75,7 +93,7 @@ def _client(args: argparse.Namespace) -> tuple[Transport, str]:
     return LightClient.connect(source, os.environ), namespace or "default"
 
 
-def _shard_path(namespace: str, name: str = "") -> str:
+def _shard_path(namespace: str | None, name: str = "") -> str:
     return resource_path(API_VERSION, Shard.PLURAL, namespace, name)
 
 
@@ -114,19 +132,95 @@ def _cancel(kube: Transport, namespace: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(kube: Transport, namespace: str, args: argparse.Namespace) -> int:
+def _status(kube: Transport, namespace: str | None, args: argparse.Namespace) -> int:
     if args.task:
         request(kube, "GET", resource_path(API_VERSION, Task.PLURAL, namespace, args.task))
         tasks = [args.task]
     else:
         listed = request(kube, "GET", resource_path(API_VERSION, Task.PLURAL, namespace))
-        tasks = sorted(t["metadata"]["name"] for t in listed["items"])
-    shards = request(kube, "GET", _shard_path(namespace))["items"]
-    if args.output == "json":
-        print(json.dumps([s for s in shards if s["spec"]["task"] in tasks], indent=2))
+        tasks = sorted(_qualified(t, namespace) for t in listed["items"])
+    shards = [
+        s
+        for s in request(kube, "GET", _shard_path(namespace))["items"]
+        if _qualified(s, namespace, s["spec"]["task"]) in tasks
+    ]
+    if args.output in ("json", "yaml"):
+        listing = {"apiVersion": "v1", "kind": "List", "items": shards}
+        dump = json.dumps(listing, indent=2) if args.output == "json" else yaml.safe_dump(listing)
+        print(dump.rstrip("\n"))
     else:
-        print(tree(tasks, shards))
+        print(tree(tasks, shards, wide=args.output == "wide"))
     return 0
+
+
+def _qualified(obj: Mapping[str, Any], namespace: str | None, name: str | None = None) -> str:
+    """An object's name, with its namespace in front when listing all namespaces."""
+    name = name if name is not None else obj["metadata"]["name"]
+    return name if namespace is not None else f"{obj['metadata']['namespace']}/{name}"
+
+
+def _primary(kube: Transport, namespace: str, name: str) -> str:
+    shard = request(kube, "GET", _shard_path(namespace, name))
+    primary = (shard.get("status") or {}).get("primary")
+    if not primary:
+        raise CliError(f"shard {name} has no primary now: `kubectl shards status` says why")
+    return str(primary)
+
+
+# a followed log may be quiet for long; a day without a line ends the command
+FOLLOW_READ_TIMEOUT = 24 * 3600.0
+
+
+def _logs(kube: Transport, namespace: str, args: argparse.Namespace) -> int:
+    pod = _primary(kube, namespace, args.name)
+    query: dict[str, Any] = {"container": "shard"}
+    if args.follow:
+        query["follow"] = True
+    if args.tail is not None:
+        query["tailLines"] = args.tail
+    path = resource_path("v1", "pods", namespace, pod, "log")
+    response = call(
+        kube, "GET", path, query=query, timeout=(10.0, FOLLOW_READ_TIMEOUT if args.follow else 60.0)
+    )
+    try:
+        for chunk in response.stream(64 * 1024):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+    finally:
+        response.release_conn()
+    return 0
+
+
+def _prune_logs(kube: Transport, namespace: str, args: argparse.Namespace) -> int:
+    # the runtime's own reading of a shard's storage, with the caller's rights
+    from shardkeeper.runtime.shell.startup import KubeReader, StartupError, load_resources
+    from shardkeeper.runtime.shell.storagemap import object_store
+    from shardkeeper.storage.prune import prune
+    from shardkeeper.storage.recoverylog import RecoveryLog
+
+    shards = request(kube, "GET", _shard_path(namespace))["items"]
+    names = sorted(
+        s["metadata"]["name"] for s in shards if not args.task or s["spec"]["task"] == args.task
+    )
+    if not names:
+        raise CliError(f"no shards{f' of task {args.task}' if args.task else ''} in {namespace}")
+    reader = KubeReader(kube, namespace)
+    for name in names:
+        try:
+            resources = load_resources(reader, name)
+            store = object_store(resources.mapping, resources.credentials)
+        except (StartupError, ValueError) as exc:
+            raise CliError(f"shard {name}: {exc}") from None
+        plan = prune(RecoveryLog(store, resources.recovery_log), dry_run=args.dry_run)
+        print(f"shard/{name}")
+        print("  " + plan.describe().replace("\n", "\n  "))
+    if args.dry_run:
+        print("DRY RUN: nothing deleted")
+    return 0
+
+
+class CliError(Exception):
+    """What went wrong, in words for the person at the terminal."""
 
 
 def parser(prog: str) -> argparse.ArgumentParser:
@@ -142,18 +236,60 @@ def parser(prog: str) -> argparse.ArgumentParser:
     cancel.add_argument("name")
     status = commands.add_parser("status", help="tasks, their shards and replicas")
     status.add_argument("task", nargs="?")
-    status.add_argument("-o", "--output", choices=("tree", "json"), default="tree")
+    status.add_argument("-o", "--output", choices=("tree", "wide", "json", "yaml"), default="tree")
+    status.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="tasks of every namespace"
+    )
+    logs = commands.add_parser("logs", help="the logs of a shard's primary")
+    logs.add_argument("name")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("--tail", type=int, help="only the last lines")
+    prune_logs = commands.add_parser(
+        "prune-logs", help="delete what no recovery needs from shards' recovery logs"
+    )
+    prune_logs.add_argument("task", nargs="?", help="only this task's shards")
+    prune_logs.add_argument(
+        "--dry-run", action="store_true", help="print what would go, delete nothing"
+    )
     return top
+
+
+COMMANDS = {
+    "split": _split,
+    "cancel-split": _cancel,
+    "status": _status,
+    "logs": _logs,
+    "prune-logs": _prune_logs,
+}
+
+
+def explain(exc: ApiError) -> str:
+    """An API error in terms of what the person can do about it. Pure."""
+    if exc.status == 404 and exc.message.startswith("the server could not find"):
+        return (
+            "the Shardkeeper CRDs are not installed in this cluster: "
+            "kubectl apply --server-side -f crds/"
+        )
+    if exc.status in (401, 403):
+        return f"access denied: {exc.message}"
+    return f"{exc.message} (HTTP {exc.status})"
 
 
 def main(argv: Sequence[str], prog: str = "shardkeeper shards") -> int:
     args = parser(prog).parse_args(argv)
+    if getattr(args, "all_namespaces", False) and args.task:
+        print(f"{prog}: a TASK names one namespace's task: leave out -A", file=sys.stderr)
+        return 2
     try:
         kube, namespace = _client(args)
-        run = {"split": _split, "cancel-split": _cancel, "status": _status}[args.command]
-        return run(kube, namespace, args)
+        if getattr(args, "all_namespaces", False):
+            return _status(kube, None, args)
+        return COMMANDS[args.command](kube, namespace, args)
     except ApiError as exc:
-        print(f"{prog}: {exc.message} (HTTP {exc.status})", file=sys.stderr)
+        print(f"{prog}: {explain(exc)}", file=sys.stderr)
+        return 1
+    except CliError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 1
     except (KubeconfigError, OSError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)

@@ -495,6 +495,23 @@ def test_a_split_is_aborted_by_its_timeout_and_cancelled_by_removing_it(
     check_untouched(kubectl, namespace, before)
     shown = shards_cli(dev_env, "kubectl", "shards", "-n", namespace, "status", TASK)
     assert f"shard/{PARENT}  key 00000000-ffffffff  r-clock 00000000-ffffffff  Running" in shown
+    everywhere = shards_cli(dev_env, "kubectl", "shards", "status", "-A", "-o", "wide")
+    assert f"task/{TASK}  (namespace {namespace})" in everywhere
+    assert f"log {before['spec']['recoveryLog']}" in everywhere
+    listed = yaml.safe_load(
+        shards_cli(dev_env, "kubectl", "shards", "-n", namespace, "status", TASK, "-o", "yaml")
+    )
+    assert listed["kind"] == "List"
+    assert PARENT in [s["metadata"]["name"] for s in listed["items"]]
+    # the primary's own log lines, through the API server and the node
+    logged = shards_cli(dev_env, "kubectl", "shards", "-n", namespace, "logs", PARENT)
+    assert "fenced the recovery log" in logged, logged[-2000:]
+    planned = shards_cli(
+        dev_env, "kubectl", "shards", "-n", namespace, "prune-logs", TASK, "--dry-run"
+    )
+    assert f"shard/{PARENT}" in planned
+    assert "keeping data from offset" in planned
+    assert planned.rstrip().endswith("DRY RUN: nothing deleted")
     refused = subprocess.run(
         [sys.executable, "-m", "shardkeeper", "shards", "-n", namespace, "split", "nope"],
         env=cli_env(dev_env),

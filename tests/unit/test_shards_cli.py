@@ -3,7 +3,8 @@ progress, and each replica."""
 
 from __future__ import annotations
 
-from shardkeeper.shards_cli import tree
+from shardkeeper.kube.client import ApiError
+from shardkeeper.shards_cli import explain, tree
 
 
 def shard(name: str, key: tuple[str, str], **status: object) -> dict[str, object]:
@@ -34,3 +35,33 @@ def test_the_tree_shows_shards_in_range_order_with_the_split_and_replicas() -> N
         "task/empty",
         "  (no shards)",
     ]
+
+
+def test_wide_adds_epoch_last_commit_and_log_and_namespaces_keep_tasks_apart() -> None:
+    mine = shard("t-00000000-00000000", ("00000000", "ffffffff"), phase="Running", epoch=3)
+    mine["metadata"]["namespace"] = "a"  # type: ignore[index]
+    mine["spec"]["recoveryLog"] = "recovery/a/t/00000000-00000000"  # type: ignore[index]
+    mine["status"]["lastCommit"] = {"time": "2026-12-07T12:00:00Z"}  # type: ignore[index]
+    theirs = shard("t-00000000-00000000", ("00000000", "ffffffff"), phase="Failed")
+    theirs["metadata"]["namespace"] = "b"  # type: ignore[index]
+    lines = tree(["a/t", "b/t"], [mine, theirs], wide=True).splitlines()
+    assert lines[0] == "task/t  (namespace a)"
+    assert lines[1].endswith(
+        "Running  primary -  lag -  epoch 3  last commit 2026-12-07T12:00:00Z  "
+        "log recovery/a/t/00000000-00000000"
+    )
+    assert lines[2] == "task/t  (namespace b)"
+    assert "Failed" in lines[3]
+    assert "Running" not in lines[3]
+
+
+def test_api_errors_say_what_to_do() -> None:
+    missing = ApiError(
+        404, "Not Found", {"message": "the server could not find the requested resource"}
+    )
+    assert "CRDs are not installed" in explain(missing)
+    assert "kubectl apply --server-side -f crds/" in explain(missing)
+    gone = ApiError(404, "Not Found", {"message": 'shards.shardkeeper.io "x" not found'})
+    assert explain(gone) == 'shards.shardkeeper.io "x" not found (HTTP 404)'
+    denied = ApiError(403, "Forbidden", {"message": 'User "bob" cannot list resource "tasks"'})
+    assert explain(denied) == 'access denied: User "bob" cannot list resource "tasks"'
