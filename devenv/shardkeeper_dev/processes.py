@@ -127,6 +127,15 @@ def stop(
     return True
 
 
+def kill(record: ProcessRecord) -> bool:
+    """SIGKILL the process alone (not its group). True if it had been alive."""
+    if not is_alive(record):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(record.pid, signal.SIGKILL)
+    return True
+
+
 def _signal_group(record: ProcessRecord, sig: signal.Signals) -> None:
     # the process leads its own session, so its group id equals its pid
     with contextlib.suppress(ProcessLookupError):

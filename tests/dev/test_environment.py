@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from shardkeeper_dev import environment, processes, tools
 
@@ -236,3 +236,26 @@ def info_of(up_output: str) -> list[str]:
     """The endpoint lines ``up`` prints (API server, MinIO, PostgreSQL)."""
     wanted = ("API server", "MinIO", "PostgreSQL")
     return [line.strip() for line in up_output.splitlines() if line.strip().startswith(wanted)]
+
+
+def test_a_stopped_component_starts_again_with_its_port_and_data(
+    dev_environment: environment.Environment, s3: Any, bucket: str
+) -> None:
+    """What the fault tests rely on: ``stop`` ends MinIO (its clients' connections with
+    it), ``start`` brings it back on the same endpoint with the same objects, recorded so
+    that ``down`` stops the new process."""
+    s3.put_object(Bucket=bucket, Key="kept", Body=b"still here")
+    (before,) = [r for r in dev_environment.records() if r.name == "minio"]
+    dev_environment.stop("minio")
+    try:
+        assert not processes.is_alive(before)
+        with pytest.raises(EndpointConnectionError):
+            s3.head_bucket(Bucket=bucket)
+        with pytest.raises(environment.EnvironmentError_, match="is running already"):
+            dev_environment.start("postgres")
+    finally:
+        dev_environment.start("minio")
+    (after,) = [r for r in dev_environment.records() if r.name == "minio"]
+    assert after.pid != before.pid
+    assert processes.is_alive(after)
+    assert s3.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"still here"
