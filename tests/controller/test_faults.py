@@ -17,6 +17,7 @@ The session's MinIO and PostgreSQL are everyone's: each test starts what it stop
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import os
@@ -224,7 +225,7 @@ def test_the_primary_loses_its_volume_and_restores_from_the_log(
     # the claim goes (it waits for its pod to end) and its files with it, under the
     # running primary; then the pod, as whoever replaces a lost disk deletes it
     kubectl("delete", "pvc", claim_name, "-n", namespace, "--wait=false")
-    shutil.rmtree(directory)
+    wait_for(lambda: removed(directory), timeout=10, what=f"{directory} removed")
     kubectl("delete", "pod", pod, "-n", namespace, "--wait=false")
 
     def new_claim() -> dict[str, Any] | None:
@@ -256,39 +257,66 @@ def restores(dev_env: EnvInfo, namespace: str, pod: str, since: datetime) -> lis
     return found
 
 
+def removed(directory: Path) -> bool:
+    """Remove ``directory``; whether it is gone (the running shard may write a file into
+    it meanwhile, and then the next try takes that too)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    return not directory.exists()
+
+
 def pod_log(dev_env: EnvInfo, namespace: str, pod: str) -> str:
     path = dev_env.state_dir / "node" / "pods" / namespace / pod / f"{names.CONTAINER}.log"
     return path.read_text(errors="replace")
 
 
-def shard_processes(namespace: str) -> collections.Counter[str]:
-    """The ``shardkeeper shard`` processes of ``namespace`` running on this machine, by
-    pod (the Python processes only: not the container's shell or unshare)."""
-    found: collections.Counter[str] = collections.Counter()
+def children() -> dict[int, list[int]]:
+    """Every process's children, by the parent pids in /proc/<pid>/stat."""
+    found: dict[int, list[int]] = collections.defaultdict(list)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            env = dict(
-                item.split(b"=", 1)
-                for item in (entry / "environ").read_bytes().split(b"\0")
-                if b"=" in item
-            )
+            stat = (entry / "stat").read_text()
         except OSError:
-            continue  # gone meanwhile, or not ours
-        if env.get(b"POD_NAMESPACE") != namespace.encode() or not argv[0]:
-            continue
-        if os.path.basename(argv[0]).startswith(b"python") and b"shard" in argv[1:]:
-            found[env[b"POD_NAME"].decode()] += 1
+            continue  # gone meanwhile
+        # the command name may hold spaces and parentheses: fields resume after the last ')'
+        found[int(stat[stat.rindex(")") + 2 :].split()[1])].append(int(entry.name))
     return found
 
 
-def running(namespace: str, pods: set[str]) -> bool:
-    """Whether each of ``pods`` has its shard process running, and one only."""
-    found = shard_processes(namespace)
-    assert all(n == 1 for n in found.values()), f"a pod runs twice: {found}"
-    return set(found) == pods
+def shard_pids(kubectl: Kubectl, namespace: str, pod: str) -> tuple[int, list[int]] | None:
+    """The host pid of the pod's running container (its ``unshare``), and the Python
+    processes under it: the ``shardkeeper shard`` process, once, if all is well."""
+    found = get(kubectl, namespace, "pod", pod) or {}
+    (status,) = (found.get("status") or {}).get("containerStatuses") or [{}]
+    if "running" not in (status.get("state") or {}):
+        return None
+    container = int(status["containerID"].removeprefix("process://"))
+    tree, below, pythons = children(), [container], []
+    while below:
+        pid = below.pop()
+        below.extend(tree.get(pid, []))
+        with contextlib.suppress(OSError):
+            argv0 = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0]
+            if os.path.basename(argv0).startswith(b"python"):
+                pythons.append(pid)
+    return container, pythons
+
+
+def running_once(kubectl: Kubectl, namespace: str, pods: set[str]) -> dict[str, int] | None:
+    """Each pod's shard process, once each pod runs one; fails if one runs two."""
+    found = {}
+    for pod in pods:
+        pids = shard_pids(kubectl, namespace, pod)
+        if pids is None or not pids[1]:
+            return None
+        assert len(pids[1]) == 1, f"{pod} runs {len(pids[1])} shard processes"
+        found[pod] = pids[1][0]
+    return found
+
+
+def alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
 
 
 def test_the_process_node_is_killed_and_started_again(
@@ -297,21 +325,30 @@ def test_the_process_node_is_killed_and_started_again(
     namespace = pipeline.namespace
     orders = feed(pipeline, "node-")
     pods = {f"{task}-00000000-00000000-0" for task in EXAMPLE_TASKS}
-    wait_for(lambda: running(namespace, pods), timeout=30, what="one shard process per pod")
+    before = wait_for(
+        lambda: running_once(kubectl, namespace, pods), timeout=30, what="the shard processes"
+    )
     restarts = {p: restart_count(kubectl, namespace, p) for p in pods}
     dev_environment.kill("process-node")
     try:
-        # its containers die with it
-        wait_for(lambda: not shard_processes(namespace), timeout=30, what="the pods' processes")
+        # its containers die with it: nothing of theirs is left to run twice
+        wait_for(
+            lambda: not any(alive(pid) for pid in before.values()),
+            timeout=30,
+            what="the killed node's shard processes to end",
+        )
     finally:
         dev_environment.start("process-node")
-    # once each, not twice: no process of before the kill is left
-    wait_for(lambda: running(namespace, pods), timeout=60, what="the pods running again")
-    flows_again(orders, "the node came back")
-    check_exact(pipeline, kubectl)
-    assert running(namespace, pods)
+    after = wait_for(
+        lambda: running_once(kubectl, namespace, pods), timeout=60, what="the pods running again"
+    )
+    assert not set(after.values()) & set(before.values())
+    # the node took its pods over, counting a restart, instead of making new ones
     for pod in pods:
         assert restart_count(kubectl, namespace, pod) == restarts[pod] + 1, pod
+    flows_again(orders, "the node came back")
+    check_exact(pipeline, kubectl)
+    wait_for(lambda: running_once(kubectl, namespace, pods), timeout=30, what="one each still")
 
 
 def restart_count(kubectl: Kubectl, namespace: str, pod: str) -> int:
