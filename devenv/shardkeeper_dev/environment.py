@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import shlex
+import signal
 import socket
 import ssl
 import subprocess
@@ -37,6 +38,10 @@ DEFAULT_DATABASE = "shardkeeper"
 NODE_NAME = "process-node"
 SERVICE_CIDR = "10.96.0.0/16"
 START_TIMEOUT = 120.0
+# how a component is asked to stop, if not by SIGTERM. PostgreSQL's SIGTERM is a "smart"
+# shutdown that waits for every client to disconnect (and its sessions, each in a session
+# of its own, never see the signal to its group): SIGINT, the fast shutdown, ends them
+STOP_SIGNALS = {"postgres": signal.SIGINT}
 # the cached tools a user runs against the environment; ``dev env`` puts them on PATH
 CLIENT_TOOLS = ("kubectl", "helm")
 
@@ -759,7 +764,8 @@ class Environment:
         stopped = []
         for record in reversed(records):
             child = self._children.get(record.pid)
-            if processes.stop(record, reap=child.poll if child else None):
+            sig = STOP_SIGNALS.get(record.name, signal.SIGTERM)
+            if processes.stop(record, reap=child.poll if child else None, sig=sig):
                 stopped.append(record.name)
         return stopped
 
@@ -772,12 +778,13 @@ class Environment:
         raise EnvironmentError_(f"{name} is not a component of the environment in {self.state_dir}")
 
     def stop(self, name: str) -> None:
-        """Stop one running component as ``down`` does (SIGTERM to its process group, so
-        PostgreSQL's sessions end with it, and SIGKILL after a while); ``start`` brings it
-        back."""
+        """Stop one running component as ``down`` does (SIGTERM to its process group, or
+        its STOP_SIGNALS entry, so that PostgreSQL ends its sessions; SIGKILL after a
+        while); ``start`` brings it back."""
         record = self._record(name)
         child = self._children.get(record.pid)
-        processes.stop(record, reap=child.poll if child else None)
+        sig = STOP_SIGNALS.get(name, signal.SIGTERM)
+        processes.stop(record, reap=child.poll if child else None, sig=sig)
 
     def kill(self, name: str) -> None:
         """SIGKILL one component's own process, and nothing else: what a crash leaves."""

@@ -8,11 +8,13 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
@@ -259,3 +261,30 @@ def test_a_stopped_component_starts_again_with_its_port_and_data(
     assert after.pid != before.pid
     assert processes.is_alive(after)
     assert s3.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"still here"
+
+
+def test_stopping_postgres_ends_its_sessions_and_shuts_it_down_cleanly(
+    dev_environment: environment.Environment, dev_env: environment.EnvInfo
+) -> None:
+    """A session open while PostgreSQL stops does not hold the stop up (its SIGTERM would
+    wait for every client, then be cut short by SIGKILL): the stop is a fast shutdown."""
+    log = dev_environment.log_dir / "postgres.log"
+    seen = log.stat().st_size
+    session = psycopg.connect(dev_env.postgres_dsn, autocommit=True)
+    started = time.monotonic()
+    try:
+        dev_environment.stop("postgres")
+        took = time.monotonic() - started
+        with pytest.raises(psycopg.OperationalError):
+            session.execute("SELECT 1")
+    finally:
+        dev_environment.start("postgres")
+        session.close()
+    with log.open("rb") as f:
+        f.seek(seen)
+        written = f.read().decode(errors="replace")
+    assert "database system is shut down" in written
+    assert "not properly shut down" not in written
+    assert took < 10, f"{took:.1f}s to stop"
+    with psycopg.connect(dev_env.postgres_dsn) as conn:
+        assert conn.execute("SELECT 41 + 1").fetchone() == (42,)
