@@ -134,6 +134,8 @@ def totals_of(orders: list[dict[str, Any]]) -> dict[str, tuple[float, int]]:
 def check_exact(pipeline: Pipeline, kubectl: Kubectl) -> int:
     """Wait until the pipeline has caught up with every order collected, and check that
     each was collected, derived and materialized once. The number of orders collected."""
+    for feeder in pipeline.feeders:
+        feeder.stop()  # also one that an earlier test, failing, left posting
     acked = {i for f in pipeline.feeders for i in f.acked}
     unsure = {i for f in pipeline.feeders for i in f.unsure}
 
@@ -237,11 +239,14 @@ def test_the_primary_loses_its_volume_and_restores_from_the_log(
     flows_again(orders, "the volume was lost")
     check_exact(pipeline, kubectl)
     # the recreated pod started on an empty volume: it restored from the recovery log
-    (first, *_) = restores(pipeline.dev_env, namespace, pod, since=began)
-    match = re.match(r"restored from (\w+) .*: (\d+) commits", first)
-    assert match, first
-    assert match.group(1) in ("empty", "snapshot"), first
-    assert int(match.group(2)) > 0, first
+    found = restores(pipeline.dev_env, namespace, pod, since=began)
+    replayed = [
+        int(m.group(2))
+        for m in (re.match(r"restored from (\w+) .*: (\d+) commits", r) for r in found)
+        if m and m.group(1) in ("empty", "snapshot")
+    ]
+    assert replayed, found
+    assert max(replayed) > 0, found
 
 
 def restores(dev_env: EnvInfo, namespace: str, pod: str, since: datetime) -> list[str]:
