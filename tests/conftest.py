@@ -7,6 +7,7 @@ Set SHARDKEEPER_TEST_ENV_DIR to the state directory of an environment started wi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -23,18 +24,24 @@ Kubectl = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 @pytest.fixture(scope="session")
-def dev_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[environment.EnvInfo]:
+def dev_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[environment.Environment]:
+    """The environment itself, for the tests that stop and start its components."""
     reuse = os.environ.get("SHARDKEEPER_TEST_ENV_DIR")
     if reuse:
-        yield environment.Environment(Path(reuse)).info()
+        yield environment.Environment(Path(reuse))
         return
     env = environment.Environment(tmp_path_factory.mktemp("env"))
     # die_with_parent: an interrupted or killed test run leaves no process behind
-    info = env.up(die_with_parent=True)
+    env.up(die_with_parent=True)
     try:
-        yield info
+        yield env
     finally:
         env.down()
+
+
+@pytest.fixture(scope="session")
+def dev_env(dev_environment: environment.Environment) -> environment.EnvInfo:
+    return dev_environment.info()
 
 
 @pytest.fixture(scope="session")
@@ -84,15 +91,22 @@ def _slug(text: str, limit: int) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:limit].strip("-")
 
 
-@pytest.fixture
-def namespace(request: pytest.FixtureRequest, kube_api: Any) -> Iterator[str]:
+@contextlib.contextmanager
+def fresh_namespace(kube_api: Any, label: str) -> Iterator[str]:
+    """A new namespace named after ``label`` (a test's or a module's), deleted afterwards."""
     from kubernetes import client
 
-    name = f"t-{_slug(request.node.name, 40)}-{secrets.token_hex(3)}"
+    name = f"t-{_slug(label, 40)}-{secrets.token_hex(3)}"
     core = client.CoreV1Api(kube_api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, kube_api: Any) -> Iterator[str]:
+    with fresh_namespace(kube_api, request.node.name) as name:
+        yield name
 
 
 @pytest.fixture(scope="session")
@@ -100,9 +114,10 @@ def s3(dev_env: environment.EnvInfo) -> Any:
     return environment.s3_client(dev_env)
 
 
-@pytest.fixture
-def bucket(request: pytest.FixtureRequest, s3: Any) -> Iterator[str]:
-    name = f"t-{_slug(request.node.name, 40)}-{secrets.token_hex(3)}"
+@contextlib.contextmanager
+def fresh_bucket(s3: Any, label: str) -> Iterator[str]:
+    """A new bucket named after ``label``, emptied and deleted afterwards."""
+    name = f"t-{_slug(label, 40)}-{secrets.token_hex(3)}"
     s3.create_bucket(Bucket=name)
     yield name
     paginator = s3.get_paginator("list_objects_v2")
@@ -111,3 +126,9 @@ def bucket(request: pytest.FixtureRequest, s3: Any) -> Iterator[str]:
         if keys:
             s3.delete_objects(Bucket=name, Delete={"Objects": keys})
     s3.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def bucket(request: pytest.FixtureRequest, s3: Any) -> Iterator[str]:
+    with fresh_bucket(s3, request.node.name) as name:
+        yield name

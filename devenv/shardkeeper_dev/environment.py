@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import shlex
+import signal
 import socket
 import ssl
 import subprocess
@@ -37,6 +38,10 @@ DEFAULT_DATABASE = "shardkeeper"
 NODE_NAME = "process-node"
 SERVICE_CIDR = "10.96.0.0/16"
 START_TIMEOUT = 120.0
+# how a component is asked to stop, if not by SIGTERM. PostgreSQL's SIGTERM is a "smart"
+# shutdown that waits for every client to disconnect (and its sessions, each in a session
+# of its own, never see the signal to its group): SIGINT, the fast shutdown, ends them
+STOP_SIGNALS = {"postgres": signal.SIGINT}
 # the cached tools a user runs against the environment; ``dev env`` puts them on PATH
 CLIENT_TOOLS = ("kubectl", "helm")
 
@@ -261,6 +266,8 @@ class Environment:
         self.ports_file = self.state_dir / "ports.json"
         # Popen handles of processes this Python process started, to reap their exit status
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        # how ``up`` started them, which a component started again (``start``) keeps
+        self._die_with_parent = False
 
     # -- state ---------------------------------------------------------------------------
 
@@ -340,6 +347,7 @@ class Environment:
         error quotes the end of its log.
         """
         alive = self.running()
+        self._die_with_parent = die_with_parent
         if alive:
             pids = ", ".join(f"{r.name}={r.pid}" for r in alive)
             raise AlreadyRunning(
@@ -756,9 +764,64 @@ class Environment:
         stopped = []
         for record in reversed(records):
             child = self._children.get(record.pid)
-            if processes.stop(record, reap=child.poll if child else None):
+            sig = STOP_SIGNALS.get(record.name, signal.SIGTERM)
+            if processes.stop(record, reap=child.poll if child else None, sig=sig):
                 stopped.append(record.name)
         return stopped
+
+    # -- one component: the fault tests' outages --------------------------------------------
+
+    def _record(self, name: str) -> processes.ProcessRecord:
+        for record in self.records():
+            if record.name == name:
+                return record
+        raise EnvironmentError_(f"{name} is not a component of the environment in {self.state_dir}")
+
+    def stop(self, name: str) -> None:
+        """Stop one running component as ``down`` does (SIGTERM to its process group, or
+        its STOP_SIGNALS entry, so that PostgreSQL ends its sessions; SIGKILL after a
+        while); ``start`` brings it back."""
+        record = self._record(name)
+        child = self._children.get(record.pid)
+        sig = STOP_SIGNALS.get(name, signal.SIGTERM)
+        processes.stop(record, reap=child.poll if child else None, sig=sig)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one component's own process, and nothing else: what a crash leaves."""
+        record = self._record(name)
+        if processes.kill(record):
+            child = self._children.get(record.pid)
+            while processes.is_alive(record):
+                if child is not None:
+                    child.poll()
+                time.sleep(0.05)
+
+    def start(self, name: str) -> None:
+        """Start a stopped component again, as ``up`` started it (same ports, data and log),
+        and wait until it is healthy. What ``up`` set up after the first start (a bucket, a
+        database, the CRDs) is still there, so it is not done again."""
+        state = self._read_state() or {}
+        if not state.get("info") or not state.get("ports"):
+            raise EnvironmentError_(f"no environment is running in {self.state_dir}")
+        record = self._record(name)
+        if processes.is_alive(record):
+            raise EnvironmentError_(f"{name} is running already (pid {record.pid})")
+        info = EnvInfo.from_json(state["info"])
+        (component,) = [
+            c for c in self._components(Ports(**state["ports"]), info) if c.name == name
+        ]
+        new, proc = processes.spawn(
+            name,
+            component.argv,
+            env={**os.environ, **component.env},
+            log_path=Path(record.log),
+            cwd=self.state_dir,
+            die_with_parent=self._die_with_parent,
+        )
+        self._children[new.pid] = proc
+        records = [new if r.name == name else r for r in self.records()]
+        self._write_state(info, records, Ports(**state["ports"]))
+        self._wait(new, component.healthy)
 
     def down(self, *, purge: bool = False) -> list[str]:
         """Stop every process ``up`` recorded here, newest first; return their names."""

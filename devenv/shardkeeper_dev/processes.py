@@ -103,14 +103,16 @@ def stop(
     *,
     timeout: float = 15.0,
     reap: Callable[[], object] | None = None,
+    sig: signal.Signals = signal.SIGTERM,
 ) -> bool:
-    """SIGTERM the process's group, then SIGKILL after ``timeout``. True if it had been alive.
+    """``sig`` (SIGTERM) to the process's group, then SIGKILL after ``timeout``. True if it
+    had been alive.
 
     ``reap`` collects the exit status when the caller is the parent, so no zombie remains.
     """
     if not is_alive(record):
         return False
-    _signal_group(record, signal.SIGTERM)
+    _signal_group(record, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if reap is not None:
@@ -124,6 +126,15 @@ def stop(
             if reap is not None:
                 reap()
             time.sleep(0.05)
+    return True
+
+
+def kill(record: ProcessRecord) -> bool:
+    """SIGKILL the process alone (not its group). True if it had been alive."""
+    if not is_alive(record):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(record.pid, signal.SIGKILL)
     return True
 
 

@@ -4,6 +4,7 @@ share an operator and a test may kill or restart its own."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -14,17 +15,11 @@ from shardkeeper_dev.environment import EnvInfo
 StartOperator = Callable[..., OperatorProcess]
 
 
-@pytest.fixture
-def operators(
-    crds: list[str],
-    dev_env: EnvInfo,
-    namespace: str,
-    bucket: str,  # set up before, torn down after: no shard writes to a deleted bucket
-    kubectl: Kubectl,
-) -> Iterator[StartOperator]:
-    """Starts operators for the test's namespace. Afterwards the test's Tasks are deleted
-    through a running operator (so their shards stop before the namespace and bucket go,
-    and no finalizer is left behind), then every operator is stopped."""
+@contextlib.contextmanager
+def operator_starter(dev_env: EnvInfo, namespace: str, kubectl: Kubectl) -> Iterator[StartOperator]:
+    """Starts operators for ``namespace``. Afterwards its Tasks are deleted through a
+    running operator (so their shards stop before the namespace and bucket go, and no
+    finalizer is left behind), then every operator is stopped."""
     started: list[OperatorProcess] = []
     # next to the pods' logs, where pytest's rotation of temporary directories (shared
     # with everyone's runs) does not delete them
@@ -42,6 +37,19 @@ def operators(
     for process in started:
         if process.alive():
             process.stop()
+
+
+@pytest.fixture
+def operators(
+    crds: list[str],
+    dev_env: EnvInfo,
+    namespace: str,
+    bucket: str,  # set up before, torn down after: no shard writes to a deleted bucket
+    kubectl: Kubectl,
+) -> Iterator[StartOperator]:
+    """Starts operators for the test's namespace (see :func:`operator_starter`)."""
+    with operator_starter(dev_env, namespace, kubectl) as start:
+        yield start
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -26,6 +27,8 @@ from shardkeeper_dev.examples import render
 
 Kubectl = Callable[..., "subprocess.CompletedProcess[str]"]
 GROUP = "shardkeeper.io"
+# the example pipeline's Tasks, capture to materialization
+EXAMPLE_TASKS = ("ingest-orders", "customer-totals", "totals-to-postgres")
 
 
 def free_port() -> int:
@@ -243,6 +246,26 @@ def remove_admission_policy(kubectl: Kubectl, name: str) -> None:
         "delete", "--ignore-not-found", "--wait=true",
         f"validatingadmissionpolicybinding/{name}", f"validatingadmissionpolicy/{name}",
     )  # fmt: skip
+
+
+def examples_in_a_schema(dev_env: EnvInfo, bucket: str) -> tuple[list[dict[str, Any]], str]:
+    """Every example, with the materialization writing to a PostgreSQL schema of its own
+    (``t_<random>``, which the test drops): the database is the session's."""
+    schema = f"t_{secrets.token_hex(4)}"
+    docs = examples(dev_env, bucket)
+    for doc in docs:
+        if doc["kind"] == "Task" and "materialize" in doc["spec"]:
+            doc["spec"]["materialize"]["postgres"]["schema"] = schema
+    return docs, schema
+
+
+def wait_ready(
+    kubectl: Kubectl, namespace: str, tasks: Sequence[str] = EXAMPLE_TASKS, timeout: int = 120
+) -> None:
+    """``kubectl wait --for=condition=Ready`` on each of ``tasks``."""
+    for task in tasks:
+        wait = f"--timeout={timeout}s"
+        kubectl("wait", "-n", namespace, "--for=condition=Ready", wait, f"task/{task}")
 
 
 def elapsed(start: float) -> float:

@@ -4,13 +4,20 @@ capture come out of the derivation as running totals and land in PostgreSQL."""
 from __future__ import annotations
 
 import json
-import secrets
 import urllib.request
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from tests.controller.support import GROUP, Kubectl, OperatorProcess, apply, examples, get
+from tests.controller.support import (
+    GROUP,
+    Kubectl,
+    OperatorProcess,
+    apply,
+    examples_in_a_schema,
+    get,
+    wait_ready,
+)
 from tests.support.wait import NOT_YET, wait_for
 
 from shardkeeper_dev.environment import EnvInfo
@@ -56,14 +63,9 @@ def capture_url(kubectl: Kubectl, namespace: str) -> str | None:
 def test_orders_posted_to_the_capture_come_out_as_totals_in_postgres(
     operator: OperatorProcess, kubectl: Kubectl, namespace: str, dev_env: EnvInfo, bucket: str
 ) -> None:
-    schema = f"t_{secrets.token_hex(4)}"
-    docs = examples(dev_env, bucket)
-    for doc in docs:
-        if doc["kind"] == "Task" and "materialize" in doc["spec"]:
-            doc["spec"]["materialize"]["postgres"]["schema"] = schema
+    docs, schema = examples_in_a_schema(dev_env, bucket)
     apply(kubectl, namespace, docs)
-    for task in ("ingest-orders", "customer-totals", "totals-to-postgres"):
-        kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", f"task/{task}")
+    wait_ready(kubectl, namespace)
 
     url = wait_for(lambda: capture_url(kubectl, namespace), timeout=60, what="the capture pod")
     status, body = post(url, ORDERS)

@@ -14,6 +14,7 @@ from datetime import datetime
 import pytest
 import yaml
 from tests.controller.support import (
+    EXAMPLE_TASKS,
     GROUP,
     Kubectl,
     OperatorProcess,
@@ -21,6 +22,7 @@ from tests.controller.support import (
     events,
     examples,
     get,
+    wait_ready,
 )
 from tests.support.wait import wait_for
 
@@ -28,13 +30,12 @@ from shardkeeper.controller.main import LEADER_LEASE
 from shardkeeper_dev.environment import EnvInfo, s3_client
 
 StartOperator = Callable[..., OperatorProcess]
-TASKS = ("ingest-orders", "customer-totals", "totals-to-postgres")
+TASKS = EXAMPLE_TASKS
 TAKE_OVER_LIMIT = 30.0
 
 
 def all_ready(kubectl: Kubectl, namespace: str) -> None:
-    for task in TASKS:
-        kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", f"task/{task}")
+    wait_ready(kubectl, namespace, TASKS)
 
 
 def no_duplicates(kubectl: Kubectl, namespace: str) -> None:

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from tests.controller.support import (
+    EXAMPLE_TASKS,
     GROUP,
     Kubectl,
     OperatorProcess,
@@ -17,12 +18,13 @@ from tests.controller.support import (
     examples,
     get,
     wait_condition,
+    wait_ready,
 )
 from tests.support.wait import wait_for
 
 from shardkeeper_dev.environment import EnvInfo
 
-TASKS = ("ingest-orders", "customer-totals", "totals-to-postgres")
+TASKS = EXAMPLE_TASKS
 
 
 def shard_name(task: str) -> str:
@@ -80,8 +82,8 @@ def test_examples_get_shards_with_their_workload_and_statuses(
         assert {c["type"] for c in status["conditions"]} == {"Ready", "Progressing", "Degraded"}
 
     # they become Ready, which `kubectl wait` sees
+    wait_ready(kubectl, namespace)
     for task in TASKS:
-        kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", f"task/{task}")
         status = get(kubectl, namespace, f"tasks.{GROUP}", task)["status"]
         assert (status["readyShards"], status["shardsByPhase"]) == (1, {"Running": 1})
         shard = get(kubectl, namespace, f"shards.{GROUP}", shard_name(task))

@@ -17,7 +17,6 @@ import collections
 import copy
 import json
 import os
-import secrets
 import subprocess
 import sys
 import threading
@@ -38,8 +37,10 @@ from tests.controller.support import (
     apply,
     event_reasons,
     examples,
+    examples_in_a_schema,
     get,
     remove_admission_policy,
+    wait_ready,
 )
 from tests.controller.test_flow import capture_url, post, totals
 from tests.support.wait import NOT_YET, wait_for
@@ -66,20 +67,32 @@ class Orders:
     before each post, so a test can widen it). With ``retry``, a post that the capture
     refused without writing it (connection refused, a 429, or a 503 as a capture answers
     while it hands off) is sent again, to the next URL; any other failure stops the
-    posting, since the totals would then be unknown."""
+    posting, since the totals would then be unknown. With ``unsure``, such a failure (a
+    timeout, a reset, a 504: outcome unknown) does not stop it: the orders of that post go
+    to ``unsure``, as orders that may or may not have been written, and the posting goes on
+    with new ones; the totals are then those of the orders the collection holds. ``ids``
+    names the orders (``<ids><n>``), so that several feeders of one pipeline never post the
+    same id."""
 
     def __init__(
         self,
         urls: str | Callable[[], Sequence[str]],
         *,
         retry: bool = False,
+        unsure: bool = False,
         interval: float = 0.25,
+        ids: str = "o",
     ) -> None:
         self.urls = (lambda: [urls]) if isinstance(urls, str) else urls
         self.retry = retry
+        self.keep_going = unsure
         self.interval = interval  # seconds between two posts of one order per customer
+        self.ids = ids
         self.expected: dict[str, tuple[float, int]] = {}
         self.posted = 0
+        self.acked: list[str] = []  # the ids of the orders posted with a 200
+        self.unsure: list[str] = []
+        self.sent = 0  # orders sent, whatever the answer
         self.by_url: collections.Counter[str] = collections.Counter()
         self.retried = 0
         self.failures: list[str] = []
@@ -96,9 +109,10 @@ class Orders:
         sent = 0
         while not self._stop.is_set():
             batch = [
-                {"id": f"o{self.posted + i}", "customer": c, "amount": 1.0 + i % 3}
+                {"id": f"{self.ids}{self.sent + i}", "customer": c, "amount": 1.0 + i % 3}
                 for i, c in enumerate(CUSTOMERS)
             ]
+            self.sent += len(batch)
             while True:
                 urls = self.urls()
                 url = urls[sent % len(urls)]
@@ -111,10 +125,16 @@ class Orders:
                     break
                 self.retried += 1
                 self._stop.wait(0.1)
+            if status != 200 and self.keep_going:
+                if not not_written(status, body):
+                    self.unsure.extend(order["id"] for order in batch)
+                self._stop.wait(self.interval)
+                continue
             if status != 200:
                 # a refusal that may have been written would make the totals unknown
                 self.failures.append(f"{url}: {status}: {body}")
                 return
+            self.acked.extend(order["id"] for order in batch)
             for order in batch:
                 sums[order["customer"]] += order["amount"]
                 counts[order["customer"]] += 1
@@ -174,14 +194,9 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
 ) -> None:
     operator = operators("operator-a")
     operator.wait_leading()
-    schema = f"t_{secrets.token_hex(4)}"
-    docs = examples(dev_env, bucket)
-    for doc in docs:
-        if doc["kind"] == "Task" and "materialize" in doc["spec"]:
-            doc["spec"]["materialize"]["postgres"]["schema"] = schema
+    docs, schema = examples_in_a_schema(dev_env, bucket)
     apply(kubectl, namespace, docs)
-    for task in ("ingest-orders", TASK, "totals-to-postgres"):
-        kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", f"task/{task}")
+    wait_ready(kubectl, namespace)
     url = wait_for(lambda: capture_url(kubectl, namespace), timeout=60, what="the capture pod")
     orders = Orders(url).start()
     wait_for(lambda: orders.posted >= 400, timeout=60, what="orders flowing")

@@ -19,14 +19,21 @@ from __future__ import annotations
 import collections
 import ipaddress
 import json
-import secrets
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from tests.controller.conftest import StartOperator
-from tests.controller.support import GROUP, Kubectl, apply, examples, get, wait_condition
+from tests.controller.support import (
+    GROUP,
+    Kubectl,
+    apply,
+    examples_in_a_schema,
+    get,
+    wait_condition,
+    wait_ready,
+)
 from tests.controller.test_flow import totals
 from tests.controller.test_splits import PREFIX, Orders, settled, shards
 from tests.support.wait import NOT_YET, wait_for
@@ -142,18 +149,14 @@ def test_a_capture_splits_by_r_clock_and_its_service_lists_both_primaries(
     operators: StartOperator, kubectl: Kubectl, namespace: str, dev_env: EnvInfo, bucket: str
 ) -> None:
     operators("operator-a").wait_leading()
-    schema = f"t_{secrets.token_hex(4)}"
-    docs = examples(dev_env, bucket)
+    docs, schema = examples_in_a_schema(dev_env, bucket)
     for doc in docs:
-        if doc["kind"] == "Task" and "materialize" in doc["spec"]:
-            doc["spec"]["materialize"]["postgres"]["schema"] = schema
         if doc["kind"] == "Task" and doc["metadata"]["name"] == CAPTURE:
             # a standby is Ready too: the Service must leave it out
             doc["spec"]["shards"].update(hotStandbys=1)
             doc["spec"]["shards"].setdefault("scaling", {})["maxShards"] = 2
     apply(kubectl, namespace, docs)
-    for task in (CAPTURE, "customer-totals", "totals-to-postgres"):
-        kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", f"task/{task}")
+    wait_ready(kubectl, namespace)
 
     # before the split: one primary listed, its standby not
     one = wait_for(

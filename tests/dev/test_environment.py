@@ -8,13 +8,15 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from shardkeeper_dev import environment, processes, tools
 
@@ -236,3 +238,53 @@ def info_of(up_output: str) -> list[str]:
     """The endpoint lines ``up`` prints (API server, MinIO, PostgreSQL)."""
     wanted = ("API server", "MinIO", "PostgreSQL")
     return [line.strip() for line in up_output.splitlines() if line.strip().startswith(wanted)]
+
+
+def test_a_stopped_component_starts_again_with_its_port_and_data(
+    dev_environment: environment.Environment, s3: Any, bucket: str
+) -> None:
+    """What the fault tests rely on: ``stop`` ends MinIO (its clients' connections with
+    it), ``start`` brings it back on the same endpoint with the same objects, recorded so
+    that ``down`` stops the new process."""
+    s3.put_object(Bucket=bucket, Key="kept", Body=b"still here")
+    (before,) = [r for r in dev_environment.records() if r.name == "minio"]
+    dev_environment.stop("minio")
+    try:
+        assert not processes.is_alive(before)
+        with pytest.raises(EndpointConnectionError):
+            s3.head_bucket(Bucket=bucket)
+        with pytest.raises(environment.EnvironmentError_, match="is running already"):
+            dev_environment.start("postgres")
+    finally:
+        dev_environment.start("minio")
+    (after,) = [r for r in dev_environment.records() if r.name == "minio"]
+    assert after.pid != before.pid
+    assert processes.is_alive(after)
+    assert s3.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"still here"
+
+
+def test_stopping_postgres_ends_its_sessions_and_shuts_it_down_cleanly(
+    dev_environment: environment.Environment, dev_env: environment.EnvInfo
+) -> None:
+    """A session open while PostgreSQL stops does not hold the stop up (its SIGTERM would
+    wait for every client, then be cut short by SIGKILL): the stop is a fast shutdown."""
+    log = dev_environment.log_dir / "postgres.log"
+    seen = log.stat().st_size
+    session = psycopg.connect(dev_env.postgres_dsn, autocommit=True)
+    started = time.monotonic()
+    try:
+        dev_environment.stop("postgres")
+        took = time.monotonic() - started
+        with pytest.raises(psycopg.OperationalError):
+            session.execute("SELECT 1")
+    finally:
+        dev_environment.start("postgres")
+        session.close()
+    with log.open("rb") as f:
+        f.seek(seen)
+        written = f.read().decode(errors="replace")
+    assert "database system is shut down" in written
+    assert "not properly shut down" not in written
+    assert took < 10, f"{took:.1f}s to stop"
+    with psycopg.connect(dev_env.postgres_dsn) as conn:
+        assert conn.execute("SELECT 41 + 1").fetchone() == (42,)
