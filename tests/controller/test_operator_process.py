@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import pytest
 import yaml
@@ -258,6 +259,12 @@ def test_no_drift_for_gitops_tools(
                 "-f", "-", input=manifest,
             )  # fmt: skip
     assert _generations(kubectl, namespace) == generations
+    # Flux reads health the kstatus way: every object is Current
+    kinds = "tasks.shardkeeper.io,collections.shardkeeper.io,storagemappings.shardkeeper.io"
+    listed = json.loads(kubectl("get", kinds, "-n", namespace, "-o", "json").stdout)["items"]
+    assert {o["metadata"]["name"]: kstatus(o) for o in listed} == {
+        o["metadata"]["name"]: "Current" for o in listed
+    }
     # what the operator owns on a user's Task: its finalizer and the status
     task = kubectl(
         "get", "-n", namespace, "task/customer-totals", "-o", "yaml", "--show-managed-fields"
@@ -279,3 +286,16 @@ def _generations(kubectl: Kubectl, namespace: str) -> dict[str, int]:
     return {
         f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["generation"] for o in listed["items"]
     }
+
+
+def kstatus(obj: dict[str, Any]) -> str:
+    """sigs.k8s.io/cli-utils kstatus's verdict on an object with conditions."""
+    status = obj.get("status") or {}
+    if status.get("observedGeneration") != obj["metadata"]["generation"]:
+        return "InProgress"
+    conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
+    if conditions.get("Stalled") == "True":
+        return "Failed"
+    if conditions.get("Reconciling") == "True":
+        return "InProgress"
+    return "Current" if conditions.get("Ready") == "True" else "InProgress"

@@ -438,3 +438,36 @@ def test_a_splitting_shard_is_progressing_and_its_child_is_being_built() -> None
     assert by_type(shard_verdict(child, owner, sts()).verdicts)["Progressing"].reason == (
         "BeingBuilt"
     )
+
+
+def test_reconciling_follows_progressing_and_stalled_is_not_ready_and_degraded() -> None:
+    def derived(verdicts: list[cond.ConditionValue]) -> dict[str, tuple[str, str]]:
+        merged = cond.merge([], verdicts, generation=3, now=NOW)
+        assert all(c.observed_generation == 3 for c in merged)
+        return {
+            c.type: (str(c.status), c.reason)
+            for c in merged
+            if c.type in (cond.RECONCILING, cond.STALLED)
+        }
+
+    rolling = [
+        cond.ready(True, "Running", ""),
+        cond.progressing(True, "RollingUpdate", "1 of 2"),
+        cond.degraded(True, "StandbysNotReady", "0 of 1"),
+    ]
+    assert derived(rolling) == {
+        "Reconciling": ("True", "RollingUpdate"),
+        "Stalled": ("False", "NotStalled"),
+    }, "a degraded shard whose primary runs is not stalled"
+    refused = [
+        cond.ready(False, cond.REFUSED, "x"),
+        cond.progressing(False, "Stable", ""),
+        cond.degraded(True, cond.REFUSED, "the API server refused StatefulSet s (422): x"),
+    ]
+    assert derived(refused) == {
+        "Reconciling": ("False", "Stable"),
+        "Stalled": ("True", cond.REFUSED),
+    }
+    starting = [cond.ready(False, "PodsStarting", ""), cond.degraded(False, "Healthy", "")]
+    assert derived(starting) == {"Stalled": ("False", "NotStalled")}
+    assert derived([cond.ready(True, "Running", "")]) == {}, "nothing to derive from"

@@ -1,5 +1,9 @@
 """Conditions as values: what each of Ready, Progressing and Degraded should say now, and
-which of them changed, for the Events a person sees."""
+which of them changed, for the Events a person sees.
+
+``Reconciling`` and ``Stalled`` follow from those three, for tools that read status the
+kstatus way (Flux, ``kubectl wait``-like health checks): Reconciling is Progressing, and
+Stalled is "not Ready, and Degraded": it will not get better without a person."""
 
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ from shardkeeper.api.meta import (
 )
 
 TRUE, FALSE = ConditionStatus.TRUE, ConditionStatus.FALSE
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
 _REASON = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 MAX_MESSAGE = 4096
 # An object derived from the resource that the API server refused (see refusals.py).
@@ -73,7 +79,38 @@ def merge(
             observed_generation=generation,
             now=now,
         )
+    for derived in kstatus(conditions):
+        conditions = set_condition(
+            conditions,
+            derived.type,
+            derived.status,
+            derived.reason,
+            derived.message[:MAX_MESSAGE],
+            observed_generation=generation,
+            now=now,
+        )
     return conditions
+
+
+def kstatus(conditions: Sequence[Condition]) -> list[ConditionValue]:
+    """Reconciling and Stalled, as the other conditions say; none before they are set."""
+    found = {c.type: c for c in conditions}
+    ready_, progressing_, degraded_ = (found.get(t) for t in (READY, PROGRESSING, DEGRADED))
+    out = []
+    if progressing_ is not None:
+        out.append(
+            ConditionValue(
+                RECONCILING, progressing_.status, progressing_.reason, progressing_.message
+            )
+        )
+    if ready_ is not None and degraded_ is not None:
+        stalled = ready_.status == FALSE and degraded_.status == TRUE
+        out.append(
+            ConditionValue(STALLED, TRUE, degraded_.reason, degraded_.message)
+            if stalled
+            else ConditionValue(STALLED, FALSE, "NotStalled", "")
+        )
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
