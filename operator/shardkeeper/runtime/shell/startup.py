@@ -21,6 +21,7 @@ from shardkeeper.api.storagemapping import StorageMapping
 from shardkeeper.api.task import Task
 from shardkeeper.kube.client import ApiError, Transport, request
 from shardkeeper.kube.paths import resource_path
+from shardkeeper.redact import SECRETS
 from shardkeeper.runtime.shell.storagemap import ACCESS_KEY_ID, SECRET_ACCESS_KEY, store_prefix
 from shardkeeper.storage.layout import object_key
 
@@ -104,6 +105,7 @@ def secret_value(data: dict[str, str] | None, name: str, key: str, why: str) -> 
             f"Secret {name!r} ({why}) has no key {key!r} (it has {have}): add the key, or "
             "fix the key name in the reference"
         )
+    SECRETS.add(data[key])  # kept out of every log line and status message from now on
     return data[key]
 
 
