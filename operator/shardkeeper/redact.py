@@ -9,8 +9,10 @@ or "on" of a message would make it unreadable and protect nothing.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
+from typing import Any
 
 REDACTED = "[redacted]"
 MIN_LENGTH = 4
@@ -48,6 +50,30 @@ SECRETS = Secrets()
 def redact(text: str) -> str:
     """``text`` without any Secret value this process read."""
     return SECRETS.redact(text)
+
+
+def redact_all(value: Any) -> Any:
+    """A JSON-like value (a status, say) with :func:`redact` applied to every string in it."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_all(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_all(v) for v in value]
+    return value
+
+
+class LogFilter(logging.Filter):
+    """For a handler: a record's message and traceback as :func:`redact` leaves them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
 
 
 def without_quoted_input(message: str) -> str:

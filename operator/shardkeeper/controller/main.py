@@ -19,7 +19,7 @@ from datetime import timedelta
 
 import kopf
 
-from shardkeeper import __version__
+from shardkeeper import __version__, redact
 from shardkeeper.api.meta import Duration
 from shardkeeper.controller.engine import kube, metrics
 from shardkeeper.controller.engine.cache import Cache
@@ -124,6 +124,8 @@ def main(argv: Sequence[str]) -> int:
         # kopf logs every handled watch event at INFO
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("shardkeeper").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redact.LogFilter())
     return asyncio.run(run(args))
 
 
