@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from shardkeeper.api.task import PostgresMaterialization
-from shardkeeper.redact import REDACTED, Secrets, without_quoted_input
+from shardkeeper.redact import REDACTED, LogFilter, Secrets, without_quoted_input
 from shardkeeper.runtime.core.errors import TaskMisconfigured
 from shardkeeper.runtime.kinds.materialize_postgres import connection_string
 from shardkeeper.runtime.shell import logs
@@ -90,3 +90,26 @@ def test_log_lines_leave_secret_values_out(monkeypatch: pytest.MonkeyPatch) -> N
     line = json.loads(out.getvalue())
     assert (line["msg"], line["dsn"]) == (f"failed with {REDACTED}", REDACTED)
     assert f"RuntimeError: bad {REDACTED}" in line["exception"]
+
+
+def test_the_operators_log_filter_redacts_message_and_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secrets = Secrets()
+    secrets.add("hunter2-value")
+    monkeypatch.setattr("shardkeeper.redact.SECRETS", secrets)
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(LogFilter())
+    logger = logging.getLogger("test-redact-operator")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise RuntimeError("bad hunter2-value")
+        except RuntimeError:
+            logger.exception("check failed: %s", "hunter2-value")
+    finally:
+        logger.removeHandler(handler)
+    assert "hunter2" not in out.getvalue()
+    assert f"check failed: {REDACTED}" in out.getvalue()
+    assert f"RuntimeError: bad {REDACTED}" in out.getvalue()
