@@ -27,6 +27,8 @@ from shardkeeper.controller.engine.handlers import build_registry
 from shardkeeper.controller.engine.kube import PLURALS, AsyncKube
 from shardkeeper.controller.engine.manager import Manager
 from shardkeeper.controller.engine.queue import WorkQueue
+from shardkeeper.controller.engine.secrets import SecretEvent
+from shardkeeper.controller.engine.triggers import for_secret_event
 from shardkeeper.controller.reconcilers.base import Deps
 from shardkeeper.controller.specs.workload import WorkloadDefaults
 from shardkeeper.kube.client import ApiError
@@ -468,7 +470,8 @@ def finished(coro: Coroutine[Any, Any, T]) -> T:
 
 class Watch:
     """The operator's :class:`Cache`, filled from ``kube``'s objects by the index functions
-    that handlers.py registers with kopf, each time :meth:`sync` is called."""
+    that handlers.py registers with kopf, each time :meth:`sync` is called; each Secret
+    that changed since is reported as the Secret metadata watch reports it."""
 
     def __init__(self, kube: FakeKube) -> None:
         self.kube = kube
@@ -478,6 +481,7 @@ class Watch:
         self._indexes: dict[str, dict[Any, list[Any]]] = {h.id: {} for h in self._handlers}
         self.cache = Cache()
         self.cache.bind(self._indexes)
+        self._secrets: dict[tuple[str, str], str] = {}
         self.sync()
 
     def sync(self) -> Cache:
@@ -515,7 +519,20 @@ class Watch:
                 )
                 for index_key, value in found.items():
                     self._indexes[handler.id].setdefault(index_key, []).append(value)
+        self._report_secrets()
         return self.cache
+
+    def _report_secrets(self) -> None:
+        now = {
+            (namespace, name): obj["metadata"]["resourceVersion"]
+            for (_, kind, namespace, name), obj in self.kube.objects.items()
+            if kind == "Secret"
+        }
+        gone = {key: None for key in self._secrets if key not in now}
+        for (namespace, name), version in {**now, **gone}.items():
+            if self._secrets.get((namespace, name)) != version:
+                for_secret_event(self.cache, SecretEvent(namespace, name, version))
+        self._secrets = now
 
 
 # --- object stores --------------------------------------------------------------------

@@ -19,7 +19,7 @@ from datetime import timedelta
 
 import kopf
 
-from shardkeeper import __version__
+from shardkeeper import __version__, redact
 from shardkeeper.api.meta import Duration
 from shardkeeper.controller.engine import kube, metrics
 from shardkeeper.controller.engine.cache import Cache
@@ -28,6 +28,7 @@ from shardkeeper.controller.engine.handlers import build_registry
 from shardkeeper.controller.engine.leader import LeaderElector
 from shardkeeper.controller.engine.manager import Manager
 from shardkeeper.controller.engine.queue import WorkQueue
+from shardkeeper.controller.engine.secrets import watch_secrets
 from shardkeeper.controller.reconcilers.base import Deps
 from shardkeeper.controller.specs.names import DEFAULT_LEASE_DURATION, DEFAULT_STATUS_INTERVAL
 from shardkeeper.controller.specs.splits import CATCH_UP_TIMEOUT, SplitSettings
@@ -94,6 +95,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+async def watch_secret_changes(
+    manager: Manager, client: kube.AsyncKube, namespaces: Sequence[str]
+) -> None:
+    # from the first reconcile on: until then the cache does not know what names a Secret
+    await manager.started.wait()
+    await watch_secrets(client.transport, namespaces or [None], manager.on_secret)
+
+
 def _duration(text: str) -> timedelta:
     try:
         value = Duration.parse(text).to_timedelta()
@@ -115,6 +124,8 @@ def main(argv: Sequence[str]) -> int:
         # kopf logs every handled watch event at INFO
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("shardkeeper").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redact.LogFilter())
     return asyncio.run(run(args))
 
 
@@ -167,6 +178,8 @@ async def lead(
     holding.add_done_callback(lambda _: stop.set())
     workers = asyncio.create_task(manager.run(args.workers))
     workers.add_done_callback(lambda t: stop.set() if not t.cancelled() else None)
+    metrics.SECRETS_KEPT.set_function(lambda: len(deps.cache.secrets))
+    secrets = asyncio.create_task(watch_secret_changes(manager, client, args.namespace))
     try:
         await kopf.operator(
             registry=build_registry(manager),
@@ -180,7 +193,7 @@ async def lead(
         queue.close()
         await deps.recorder.flush()
         lost = holding.done()
-        for task in (workers, holding):
+        for task in (workers, secrets, holding):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

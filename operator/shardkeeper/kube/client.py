@@ -59,11 +59,12 @@ def call(
     body: Any = None,
     content_type: str = "application/json",
     timeout: Timeout = REQUEST_TIMEOUT,
+    accept: str = "application/json",
 ) -> urllib3.BaseHTTPResponse:
     """The raw response (not yet read: watches stream it), or :class:`ApiError`."""
     if query:
         path += "?" + urlencode([(key, _param(value)) for key, value in query.items()])
-    headers = {"Accept": "application/json", "Content-Type": content_type}
+    headers = {"Accept": accept, "Content-Type": content_type}
     # an apply-patch+yaml body is sent as JSON, which is YAML too
     data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
     response = transport.send(method, path, headers=headers, body=data, timeout=_timeout(timeout))

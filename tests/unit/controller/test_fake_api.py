@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 from tests.support.fake_api import FakeKube, Request, Watch
+from tests.unit.controller.models import NAMESPACE, mapping
 
 from shardkeeper.controller.engine.kube import AsyncKube
+from shardkeeper.controller.engine.secrets import read_secrets
 from shardkeeper.kube.client import ApiError
 
 NS = "team-a"
@@ -158,12 +160,29 @@ def test_an_injected_failure_hits_only_the_next_matching_request() -> None:
 def test_the_watch_shows_the_store_only_once_synced() -> None:
     kube = FakeKube()
     watch = Watch(kube)
-    kube.put(
-        {"kind": "Secret", "metadata": {"name": "s", "namespace": NS}, "stringData": {"k": "v"}}
-    )
-    assert watch.cache.secret_keys(NS, "s") is None
+    kube.put(mapping().to_k8s())
+    assert watch.cache.storage_mapping(NAMESPACE, "local") is None
     watch.sync()
-    assert watch.cache.secret_keys(NS, "s") == frozenset({"k"})
+    assert watch.cache.storage_mapping(NAMESPACE, "local") is not None
+
+
+def test_a_changed_secret_is_reported_at_the_next_sync() -> None:
+    async def body() -> None:
+        kube = FakeKube()
+        secret = {"kind": "Secret", "metadata": {"name": "s3-credentials", "namespace": NAMESPACE}}
+        kube.put({**secret, "stringData": {"k": "v"}})
+        kube.put(mapping().to_k8s())
+        watch = Watch(kube)
+        await read_secrets(kube, watch.cache.secrets, NAMESPACE, ["s3-credentials"])
+        assert watch.cache.secret_keys(NAMESPACE, "s3-credentials") == frozenset({"k"})
+        kube.put({**secret, "stringData": {"k": "v", "k2": "w"}})
+        assert watch.cache.secrets.known(NAMESPACE, "s3-credentials")
+        watch.sync()
+        assert not watch.cache.secrets.known(NAMESPACE, "s3-credentials")
+        await read_secrets(kube, watch.cache.secrets, NAMESPACE, ["s3-credentials"])
+        assert watch.cache.secret_keys(NAMESPACE, "s3-credentials") == frozenset({"k", "k2"})
+
+    run(body)
 
 
 def test_an_injected_refusal_of_a_delete_or_get_is_read_as_the_client_reads_it() -> None:

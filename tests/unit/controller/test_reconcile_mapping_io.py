@@ -3,6 +3,9 @@ when, and what the status and Events say."""
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 from tests.support.fake_api import FakeBuckets, Request
 from tests.unit.controller.seeded import NAMESPACE, Cluster, run
@@ -13,6 +16,7 @@ from shardkeeper.controller.reconcilers.mapping import (
     RETRY_INTERVAL,
     MappingReconciler,
 )
+from shardkeeper.storage import errors
 
 MAPPING = "local"
 
@@ -82,5 +86,25 @@ def test_a_missing_secret_is_the_reason_and_no_bucket_is_tried(buckets: FakeBuck
         [store] = cluster.find("StorageMapping", MAPPING)["status"]["stores"]
         assert "reachable" not in store, "not known: it was not tried"
         assert ("Warning", "SecretNotFound", MAPPING) in cluster.kube.events()
+
+    run(body)
+
+
+def test_no_credential_reaches_the_status_or_an_event(buckets: FakeBuckets) -> None:
+    async def body() -> None:
+        cluster = Cluster(ready=False)
+        secret = cluster.find("Secret", "s3-credentials")
+        key = base64.b64decode(secret["data"]["secretAccessKey"]).decode()
+        # as a store might echo what it was sent
+        buckets.failure = errors.AccessDenied("shardkeeper", "", "ListObjectsV2", f"key {key}")
+        cluster.sync()
+        await check(cluster)
+        ready = cluster.condition("StorageMapping", MAPPING, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "AccessDenied")
+        status = cluster.find("StorageMapping", MAPPING)["status"]
+        posted = cluster.kube.bodies("create", "Event")
+        assert posted
+        assert "[redacted]" in ready["message"]
+        assert key not in json.dumps([status, posted])
 
     run(body)

@@ -4,6 +4,10 @@ kopf fills the indexes from its watches before it calls any handler, and keeps t
 current; the reconcilers read them instead of the API server, so a reconcile that finds
 nothing to change makes no request at all. Each index maps a key to the values of the
 objects filed under it (see handlers.py for what is filed where).
+
+Secrets are not in a kopf index: kopf would stream every Secret of the cluster, values
+and all, through the operator. :class:`Secrets` keeps only the ones that are named, read
+when first needed (secrets.py).
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ MAPPINGS = "mapping_index"
 MAPPING_REFS = "mapping_refs_index"
 COLLECTIONS = "collection_index"
 COLLECTION_REFS = "collection_refs_index"
-SECRETS = "secret_index"
 ALL = (
     TASKS,
     TASK_REFS,
@@ -42,8 +45,8 @@ ALL = (
     MAPPING_REFS,
     COLLECTIONS,
     COLLECTION_REFS,
-    SECRETS,
 )
+SecretName = tuple[str, str]  # namespace, name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,12 +57,88 @@ class SecretView:
     resource_version: str
 
 
+class Secrets:
+    """The Secrets that Tasks and StorageMappings name, as the operator keeps them: the keys
+    of their data and their resourceVersion, from a GET when a reconcile first needs one.
+
+    The metadata watch (secrets.py) reports every change of a Secret; one that is kept, or
+    being read, becomes stale and is read again when next needed. The watch drops a Secret
+    that nothing names, so what is kept grows with the references, not with the Secrets
+    of the cluster.
+    """
+
+    def __init__(self) -> None:
+        self._views: dict[SecretName, SecretView | None] = {}  # None: there is none
+        self._stale: set[SecretName] = set()
+        self._reading: Counter[SecretName] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def known(self, namespace: str, name: str) -> bool:
+        """Whether the Secret was read and has not changed since."""
+        key = (namespace, name)
+        return key in self._views and key not in self._stale
+
+    def view(self, namespace: str, name: str) -> SecretView | None:
+        return self._views.get((namespace, name))
+
+    def reading(self, namespace: str, name: str) -> None:
+        """A GET of the Secret starts: a change reported from now on makes its answer stale."""
+        key = (namespace, name)
+        self._reading[key] += 1
+        self._stale.discard(key)
+
+    def read(self, namespace: str, name: str, view: SecretView | None) -> None:
+        """The answer of a GET that :meth:`reading` announced."""
+        key = (namespace, name)
+        self._done_reading(key)
+        self._views[key] = view
+
+    def abandon(self, namespace: str, name: str) -> None:
+        """The GET that :meth:`reading` announced failed: nothing was learnt."""
+        key = (namespace, name)
+        self._done_reading(key)
+        if key in self._views:
+            self._stale.add(key)
+
+    def _done_reading(self, key: SecretName) -> None:
+        self._reading[key] -= 1
+        if self._reading[key] <= 0:
+            del self._reading[key]
+
+    def changed(self, namespace: str, name: str, resource_version: str | None) -> bool:
+        """The watch saw the Secret at ``resource_version`` (None: deleted). Whether that
+        differs from what is kept, which is then read again when next needed."""
+        key = (namespace, name)
+        if key in self._views and key not in self._stale and key not in self._reading:
+            kept = self._views[key]
+            if (kept.resource_version if kept is not None else None) == resource_version:
+                return False
+        if key in self._views or key in self._reading:
+            self._stale.add(key)
+        return True
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Nothing names the Secret (any more)."""
+        key = (namespace, name)
+        self._views.pop(key, None)
+        self._stale.discard(key)
+
+    def invalidate(self) -> list[SecretName]:
+        """The watch starts over and may have missed changes: everything is stale."""
+        self._stale.update(self._views)
+        self._stale.update(self._reading)
+        return sorted(self._stale)
+
+
 Index = Mapping[Any, Iterable[Any]]
 
 
 class Cache:
     def __init__(self) -> None:
         self._indexes: dict[str, Index] = {}
+        self.secrets = Secrets()
 
     @property
     def bound(self) -> bool:
@@ -115,7 +194,15 @@ class Cache:
         return self._names(COLLECTION_REFS, (namespace, mapping))
 
     def secret(self, namespace: str, name: str) -> SecretView | None:
-        return self._one(SECRETS, (namespace, name), SecretView)
+        """As last read: see :func:`secrets.read_secrets`."""
+        return self.secrets.view(namespace, name)
+
+    def names_secret(self, namespace: str, name: str) -> bool:
+        """Whether a StorageMapping or Task names the Secret."""
+        return bool(
+            self.mappings_referring(namespace, name)
+            or self.tasks_referring(namespace, "Secret", name)
+        )
 
     def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
         secret = self.secret(namespace, name)

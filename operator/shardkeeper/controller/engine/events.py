@@ -28,6 +28,7 @@ from shardkeeper.controller.engine.kube import AsyncKube
 from shardkeeper.controller.specs.conditions import Change
 from shardkeeper.controller.specs.objects import namespaced_name
 from shardkeeper.controller.specs.splits import SPLIT_ACCEPTED, WITHDRAWN
+from shardkeeper.redact import redact
 
 log = logging.getLogger(__name__)
 NORMAL, WARNING = "Normal", "Warning"
@@ -100,6 +101,7 @@ class Recorder:
 
     async def _post(self, obj: Resource, notice: Notice) -> None:
         namespace, name = namespaced_name(obj)
+        notice = dataclasses.replace(notice, message=redact(notice.message))
         now = format_time(datetime.now(UTC))
         event = {
             "apiVersion": "v1",

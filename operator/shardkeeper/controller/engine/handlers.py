@@ -7,6 +7,8 @@ nothing into a Task's metadata but its own finalizer, and a GitOps tool never se
 change it did not make. Reconciling is the manager's job (manager.py): kopf's
 change-detecting handlers run on spec changes, while a shard must also follow its pods,
 its StatefulSet and its storage, which is what a level-based loop does.
+
+Secrets are not watched here: kopf would bring their values in (see secrets.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from shardkeeper.api.storagemapping import StorageMapping
 from shardkeeper.api.task import Task
 from shardkeeper.controller.engine import cache as cache_names
 from shardkeeper.controller.engine import kube, triggers
-from shardkeeper.controller.engine.cache import SecretView
 from shardkeeper.controller.engine.manager import Manager
 from shardkeeper.controller.specs import names
 from shardkeeper.controller.specs.references import task_collections, task_secret_refs
@@ -161,13 +162,6 @@ def build_registry(manager: Manager) -> kopf.OperatorRegistry:
     ) -> dict[Any, Any]:
         return {(namespace, spec.get("storageMapping", "")): name}
 
-    @kopf.index("", "v1", "secrets", id=cache_names.SECRETS, registry=registry)
-    async def secret_index(
-        *, namespace: str | None, name: str, body: kopf.Body, meta: kopf.Meta, **_: Any
-    ) -> dict[Any, Any]:
-        keys = frozenset([*(body.get("data") or {}), *(body.get("stringData") or {})])
-        return {(namespace, name): SecretView(keys, str(meta.get("resourceVersion", "")))}
-
     # --- events: queue what depends on the object -------------------------------------------
 
     def watch(kind: str, *resource: str, **filters: Any) -> None:
@@ -188,5 +182,4 @@ def build_registry(manager: Manager) -> kopf.OperatorRegistry:
     watch("StatefulSet", "apps", "v1", "statefulsets", labels=OWN_STATEFULSETS)
     watch("StorageMapping", GROUP, VERSION, "storagemappings")
     watch("Collection", GROUP, VERSION, "collections")
-    watch("Secret", "", "v1", "secrets")
     return registry

@@ -1,10 +1,10 @@
 """The reconcile loop: workers take keys from the queue and run the reconciler of their kind.
 
-kopf watches and fills the cache (handlers.py); its event handlers only queue keys. The
-workers start once kopf has listed every watched kind, so no reconcile ever decides from a
-partial view. Failures come back with a per-key back-off; a reconcile that asks to be
-looked at again after a while (a periodic bucket check, a roll in progress) is queued
-then.
+kopf watches and fills the cache (handlers.py); its event handlers only queue keys, and
+so does the Secret metadata watch (secrets.py). The workers start once kopf has listed
+every watched kind, so no reconcile ever decides from a partial view. Failures come back
+with a per-key back-off; a reconcile that asks to be looked at again after a while (a
+periodic bucket check, a roll in progress) is queued then.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from shardkeeper.controller.engine import metrics, triggers
 from shardkeeper.controller.engine.kube import ApiError
+from shardkeeper.controller.engine.secrets import SecretEvent
 from shardkeeper.controller.reconcilers.base import Deps, Reconciler
 from shardkeeper.controller.reconcilers.collection import CollectionReconciler
 from shardkeeper.controller.reconcilers.mapping import MappingReconciler
@@ -59,6 +60,15 @@ class Manager:
         for key in triggers.keys_for(self.deps.cache, self.seen, event):
             if key.name:
                 self.deps.queue.add(key, urgent=urgent and key.kind == event.kind)
+
+    def on_secret(self, event: SecretEvent) -> None:
+        """An event of the Secret metadata watch (secrets.py), once reconciling started."""
+        now = time.time()
+        metrics.WATCH_EVENTS.labels(kind="Secret").inc()
+        metrics.WATCH_LAST_EVENT.labels(kind="Secret").set(now)
+        for key in triggers.for_secret_event(self.deps.cache, event):
+            if key.name:
+                self.deps.queue.add(key)
 
     async def run(self, workers: int) -> None:
         await self.started.wait()

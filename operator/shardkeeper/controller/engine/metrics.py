@@ -50,6 +50,11 @@ WATCHING = Gauge(
     "shardkeeper_operator_watching",
     "1 once every watched kind is listed and reconciles have started",
 )
+SECRETS_KEPT = Gauge(
+    "shardkeeper_operator_secrets_kept",
+    "Secrets whose key names and resourceVersion the operator keeps: those that Tasks and "
+    "StorageMappings name (never their values)",
+)
 QUEUE_DEPTH = Gauge("shardkeeper_operator_queue_depth", "Objects waiting to be reconciled")
 LEADER = Gauge("shardkeeper_operator_leader", "1 while this replica holds the leader Lease")
 BUCKET_CHECKS = Counter(

@@ -25,6 +25,7 @@ from typing import Any
 
 from shardkeeper.controller.engine.cache import Cache
 from shardkeeper.controller.engine.queue import Key
+from shardkeeper.controller.engine.secrets import SecretEvent
 from shardkeeper.controller.specs.names import SHARD_LABEL
 from shardkeeper.controller.specs.splits import CATCH_UP_LAG
 
@@ -109,6 +110,23 @@ def for_secret(cache: Cache, namespace: str, name: str) -> list[Key]:
     out = [Key("StorageMapping", namespace, m) for m in cache.mappings_referring(namespace, name)]
     out += [Key("Task", namespace, t) for t in cache.tasks_referring(namespace, "Secret", name)]
     return out
+
+
+def for_secret_event(cache: Cache, event: SecretEvent) -> list[Key]:
+    """What to reconcile after the Secret metadata watch reported ``event``; a Secret that
+    nothing names is dropped from the cache (it holds the named ones only), one that did
+    not change queues nothing."""
+    secrets = cache.secrets
+    if event.restart:
+        stale = secrets.invalidate()
+        return list(dict.fromkeys(k for ns, name in stale for k in for_secret(cache, ns, name)))
+    namespace, name = event.namespace, event.name
+    if not cache.names_secret(namespace, name):
+        secrets.forget(namespace, name)
+        return []
+    if not secrets.changed(namespace, name, event.resource_version):
+        return []
+    return for_secret(cache, namespace, name)
 
 
 class Seen:

@@ -26,6 +26,7 @@ from shardkeeper.controller.specs.objects import Object, namespaced_name
 from shardkeeper.controller.specs.refusals import Refusal, is_refusal
 from shardkeeper.controller.specs.splits import SplitSettings
 from shardkeeper.controller.specs.workload import WorkloadDefaults
+from shardkeeper.redact import redact_all
 
 
 @dataclasses.dataclass
@@ -176,7 +177,7 @@ class Base:
         # None and empty values are left out, which removes them if they were set: an
         # applied empty map whose keys are all removed would be stored as null
         wanted = {"observedGeneration": generation, "conditions": _dump(merged), **fields}
-        wanted = {k: v for k, v in wanted.items() if v not in (None, {}, [])}
+        wanted = redact_all({k: v for k, v in wanted.items() if v not in (None, {}, [])})
         written = any(current.get(k) != wanted.get(k) for k in {*fields, *wanted})
         if written:
             namespace, name = namespaced_name(obj)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from shardkeeper.api.meta import format_time
 from shardkeeper.api.storagemapping import StorageMapping, Store
 from shardkeeper.controller.engine import metrics
+from shardkeeper.controller.engine.secrets import read_secrets
 from shardkeeper.controller.reconcilers.base import Base, Deps
 from shardkeeper.controller.reconcilers.stores import checked_store
 from shardkeeper.controller.specs.objects import namespaced_name
@@ -85,6 +86,9 @@ class MappingReconciler(Base):
             self._last.pop(mapping.metadata.uid or "", None)
             self.forget(mapping.metadata.uid)
             return None
+        refs = [s.credentials_secret_ref for s in mapping.spec.stores]
+        secrets = [ref.name for ref in refs if ref is not None]
+        await read_secrets(self.deps.kube, self.deps.cache.secrets, namespace, secrets)
         inputs = self.inputs(mapping)
         wait = self.due_in(mapping, inputs)
         if wait > 0:

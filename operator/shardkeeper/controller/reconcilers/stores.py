@@ -27,6 +27,7 @@ from shardkeeper.controller.engine.kube import AsyncKube
 from shardkeeper.controller.reconcilers.base import Deps
 from shardkeeper.controller.specs.references import mapping_readiness
 from shardkeeper.controller.specs.status import StoreCheck
+from shardkeeper.redact import SECRETS
 from shardkeeper.storage import errors, layout
 from shardkeeper.storage.client import make_s3_client
 from shardkeeper.storage.objectstore import PROBE_PREFIX, ObjectStore
@@ -77,6 +78,8 @@ async def store_credentials(kube: AsyncKube, namespace: str, store: Store) -> Cr
                 "SecretKeyNotFound", f"Secret {ref.name} has no key {key} (credentialsSecretRef)"
             )
         values[key] = base64.b64decode(data[key]).decode().strip()
+    # out of logs, Events and status messages; the key's ID is a name, not a secret
+    SECRETS.add(values[ref.secret_access_key_key])
     return Credentials(values[ref.access_key_id_key], values[ref.secret_access_key_key])
 
 

@@ -10,12 +10,13 @@ from shardkeeper.api.shard import Shard
 from shardkeeper.api.task import Task
 from shardkeeper.controller.engine import events
 from shardkeeper.controller.engine.kube import ApiError
+from shardkeeper.controller.engine.secrets import read_secrets
 from shardkeeper.controller.reconcilers.base import Base, Deps
 from shardkeeper.controller.reconcilers.split import request_split
 from shardkeeper.controller.reconcilers.task_deletion import TaskDeletion
 from shardkeeper.controller.specs.ingest import ingest_service
 from shardkeeper.controller.specs.objects import content_hash
-from shardkeeper.controller.specs.references import task_problems
+from shardkeeper.controller.specs.references import task_problems, task_secret_refs
 from shardkeeper.controller.specs.refusals import Refusal
 from shardkeeper.controller.specs.scaling import recheck_after, scaling_requests
 from shardkeeper.controller.specs.shards import shard_manifest, shards_to_create
@@ -48,6 +49,8 @@ class TaskReconciler(Base):
         refused, refusal = await self.apply_service(task)
 
         cache = self.deps.cache
+        secrets = [ref.name for _, ref in task_secret_refs(task)]
+        await read_secrets(self.deps.kube, cache.secrets, namespace, secrets)
         problems = task_problems(task, cache)
         shards = cache.shards_of(namespace, name)
         # A task that cannot run gets no shards, rather than shards that crash-loop; one

@@ -60,12 +60,13 @@ from typing import Any
 import psycopg
 import psycopg.errors
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
 from shardkeeper.api.collection import Collection
 from shardkeeper.api.meta import SecretKeyRef
 from shardkeeper.api.task import PostgresMaterialization
+from shardkeeper.redact import SECRETS, without_quoted_input
 from shardkeeper.runtime.core.checkpoint import SavedState, SourceOffset
 from shardkeeper.runtime.core.documents import (
     MISSING,
@@ -299,16 +300,26 @@ def upsert_sql(schema: str, binding: TableBinding) -> sql.Composed:
 def connection_string(
     spec: PostgresMaterialization, resolve_secret: Callable[[SecretKeyRef], str]
 ) -> str:
-    if spec.dsn_secret_ref is not None:
-        return resolve_secret(spec.dsn_secret_ref)
-    assert spec.password_secret_ref is not None
-    return make_conninfo(
-        host=spec.host,
-        port=spec.port,
-        dbname=spec.database,
-        user=spec.user,
-        password=resolve_secret(spec.password_secret_ref),
-    )
+    if spec.dsn_secret_ref is None:
+        assert spec.password_secret_ref is not None
+        return make_conninfo(
+            host=spec.host,
+            port=spec.port,
+            dbname=spec.database,
+            user=spec.user,
+            password=resolve_secret(spec.password_secret_ref),
+        )
+    dsn = resolve_secret(spec.dsn_secret_ref)
+    try:
+        parsed = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        # libpq quotes the piece it could not parse, which may be the password
+        raise TaskMisconfigured(
+            f"the connection string in Secret {spec.dsn_secret_ref.name!r} (key "
+            f"{spec.dsn_secret_ref.key!r}) is not valid: {without_quoted_input(str(exc))}"
+        ) from None
+    SECRETS.add(str(parsed.get("password") or ""))  # as a URI may have it percent-encoded
+    return dsn
 
 
 def _older(document: Document, than: Document) -> bool:

@@ -2,7 +2,8 @@
 
 The epoch changes while the process runs (each time this replica becomes primary), so the
 fields come from a shared :class:`LogContext` that a filter reads on every record, rather
-than being fixed when logging is configured.
+than being fixed when logging is configured. No Secret value the process read is printed
+(shardkeeper.redact).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import IO, Any
 
 from shardkeeper.api.meta import format_time
 from shardkeeper.api.task import LogLevel
+from shardkeeper.redact import redact
 
 # The task's logLevel names; "trace" has no stdlib level, so it gets one below DEBUG.
 TRACE = 5
@@ -66,14 +68,14 @@ class JsonFormatter(logging.Formatter):
             "time": format_time(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
             **self.context.fields(),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                line[key] = value
+                line[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            line["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(line, default=str, separators=(",", ":"))
 
 

@@ -54,6 +54,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from shardkeeper.api.shard import Checkpoint, CommitPoint, ReplicaState, ReplicaStatus, Shard
+from shardkeeper.redact import redact
 from shardkeeper.runtime.core.errors import CommitWithheld
 from shardkeeper.runtime.core.faults import NO_RUNTIME_FAULTS, RuntimeFaultPoint, RuntimeFaults
 from shardkeeper.runtime.core.routing import Ranges
@@ -251,6 +252,7 @@ class Replica:
     # -- state and reporting -------------------------------------------------------------
 
     def _enter(self, state: ReplicaState, message: str = "", **fields: object) -> None:
+        message = redact(message)  # it goes into the Shard's status, and on into Events
         with self._lock:
             before = self._view.state, self._view.message
             self._view = dataclasses.replace(self._view, state=state, message=message, **fields)  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from shardkeeper.api.storagemapping import StorageMapping
 from shardkeeper.api.task import Task
 from shardkeeper.kube.client import ApiError, Transport, request
 from shardkeeper.kube.paths import resource_path
+from shardkeeper.redact import SECRETS
 from shardkeeper.runtime.shell.storagemap import ACCESS_KEY_ID, SECRET_ACCESS_KEY, store_prefix
 from shardkeeper.storage.layout import object_key
 
@@ -105,6 +106,14 @@ def secret_value(data: dict[str, str] | None, name: str, key: str, why: str) -> 
             "fix the key name in the reference"
         )
     return data[key]
+
+
+def secret(data: dict[str, str] | None, name: str, key: str, why: str) -> str:
+    """:func:`secret_value`, kept out of every log line and status message from now on (an
+    access key's ID is a name, not a secret, and is read with secret_value)."""
+    value = secret_value(data, name, key, why)
+    SECRETS.add(value)
+    return value
 
 
 # --- I/O: the Kubernetes API ----------------------------------------------------------------
@@ -216,7 +225,7 @@ def _credentials(reader: KubeReader, mapping: StorageMapping) -> dict[str, str]:
     data = reader.secret(ref.name)
     return {
         ACCESS_KEY_ID: secret_value(data, ref.name, ref.access_key_id_key, why),
-        SECRET_ACCESS_KEY: secret_value(data, ref.name, ref.secret_access_key_key, why),
+        SECRET_ACCESS_KEY: secret(data, ref.name, ref.secret_access_key_key, why),
     }
 
 
@@ -225,6 +234,6 @@ def secret_resolver(reader: KubeReader, task: str) -> Callable[[SecretKeyRef], s
 
     def resolve(ref: SecretKeyRef) -> str:
         why = f"referenced by Task {task!r}"
-        return secret_value(reader.secret(ref.name), ref.name, ref.key, why)
+        return secret(reader.secret(ref.name), ref.name, ref.key, why)
 
     return resolve
