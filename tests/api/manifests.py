@@ -419,6 +419,18 @@ def invalid_manifests() -> list[Invalid]:
             "volumeSize must be more than 0",
         ),
         Invalid(
+            "snapshot-every-too-small",
+            at(_capture(), {"spec.shards.snapshotEvery": "64Ki"}),
+            "spec.shards.snapshotEvery",
+            "snapshotEvery must be at least 1Mi and at most 1Ti",
+        ),
+        Invalid(
+            "snapshot-every-too-large",
+            at(_capture(), {"spec.shards.snapshotEvery": "2Ti"}),
+            "spec.shards.snapshotEvery",
+            "snapshotEvery must be at least 1Mi and at most 1Ti",
+        ),
+        Invalid(
             "image-with-a-space",
             at(_capture(), {"spec.shards.image": "registry.example/shardkeeper: 1"}),
             "spec.shards.image",

@@ -404,6 +404,10 @@ class ShardTemplate(ApiModel):
     """CPU and memory of each shard pod."""
     volume_size: Quantity = "1Gi"
     """Size of each replica's volume, which holds the shard store."""
+    snapshot_every: Quantity = "256Mi"
+    """Bytes of recovery log after which the primary uploads a snapshot of its store, from
+    1Mi up to 1Ti. A restore reads the newest snapshot and the log after it, so a smaller
+    value restores faster and uploads the store more often."""
     storage_class_name: ObjectName | None = None
     """StorageClass of the volumes. Unset means the cluster's default class."""
     node_selector: Annotated[dict[str, LabelValue], Field(max_length=32)] = Field(
@@ -422,6 +426,14 @@ class ShardTemplate(ApiModel):
             "volumeSize must be more than 0",
             field_path=".volumeSize",
             holds=lambda t: quantity_value(t.volume_size) > 0,
+        ),
+        Rule(
+            "!has(self.snapshotEvery) || "
+            f"({cel_quantity('self.snapshotEvery')}.compareTo(quantity('1Mi')) >= 0 && "
+            f"{cel_quantity('self.snapshotEvery')}.compareTo(quantity('1Ti')) <= 0)",
+            "snapshotEvery must be at least 1Mi and at most 1Ti",
+            field_path=".snapshotEvery",
+            holds=lambda t: 1 << 20 <= quantity_value(t.snapshot_every) <= 1 << 40,
         ),
         Rule(
             "!has(self.nodeSelector) || self.nodeSelector.all(k, "

@@ -20,6 +20,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from shardkeeper.api.meta import quantity_value
 from shardkeeper.api.shard import CommitPoint, ReplicaState, Shard
 from shardkeeper.api.task import Task
 from shardkeeper.kube.client import Transport
@@ -54,7 +55,7 @@ from shardkeeper.runtime.shell.startup import (
 )
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.recoverylog import RecoveryLog
-from shardkeeper.storage.store import ShardStore
+from shardkeeper.storage.store import ShardStore, StoreOptions
 
 log = logging.getLogger("shardkeeper.runtime")
 
@@ -126,7 +127,9 @@ class RuntimeHooks:
     def open_store(self, resources: ShardResources) -> ShardStore:
         own = RecoveryLog(self.objects(resources), resources.recovery_log)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return open_shard_store(own, self.settings.data_dir, resources)
+        every = int(quantity_value(resources.task.spec.shards.snapshot_every))
+        options = StoreOptions(snapshot_every_bytes=every)
+        return open_shard_store(own, self.settings.data_dir, resources, options)
 
     def current_shard(self, resources: ShardResources) -> Shard:
         return load_shard(self.reader, resources.shard_name)
