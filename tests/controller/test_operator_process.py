@@ -25,6 +25,7 @@ from tests.controller.support import (
     get,
     wait_ready,
 )
+from tests.support.argocd import health
 from tests.support.wait import wait_for
 
 from shardkeeper.controller.main import LEADER_LEASE
@@ -264,6 +265,10 @@ def test_no_drift_for_gitops_tools(
     listed = json.loads(kubectl("get", kinds, "-n", namespace, "-o", "json").stdout)["items"]
     assert {o["metadata"]["name"]: kstatus(o) for o in listed} == {
         o["metadata"]["name"]: "Current" for o in listed
+    }
+    # and Argo CD's, with the health script docs/argocd/health.lua ships
+    assert {o["metadata"]["name"]: health(o)[0] for o in listed} == {
+        o["metadata"]["name"]: "Healthy" for o in listed
     }
     # what the operator owns on a user's Task: its finalizer and the status
     task = kubectl(

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 from tests.controller.support import (
+    GROUP,
     Kubectl,
     OperatorProcess,
     admission_policy,
@@ -20,6 +21,7 @@ from tests.controller.support import (
     remove_admission_policy,
     wait_condition,
 )
+from tests.support.argocd import health
 from tests.support.wait import wait_for
 
 from shardkeeper.controller.specs.refusals import REFUSED
@@ -138,6 +140,9 @@ def test_refused_objects_show_on_their_tasks_and_clear_once_fixed(
             for condition in ("Degraded=True", "Ready=False"):
                 task = wait_condition(kubectl, namespace, f"task/{name}", condition, reason=REFUSED)
                 assert words in task["message"]
+            # what Argo CD's health check (docs/argocd/health.lua) makes of it
+            state, message = health(get(kubectl, namespace, f"tasks.{GROUP}", name))
+            assert (state, message.split(":")[0]) == ("Degraded", REFUSED)
 
         # ...and the policy another's Role (so its StatefulSet waits) and capture Service
         shard = wait_condition(

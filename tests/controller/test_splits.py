@@ -43,6 +43,7 @@ from tests.controller.support import (
     wait_ready,
 )
 from tests.controller.test_flow import capture_url, post, totals
+from tests.support.argocd import health
 from tests.support.wait import NOT_YET, wait_for
 
 from shardkeeper.controller.main import LEADER_LEASE
@@ -500,6 +501,12 @@ def test_a_split_is_aborted_by_its_timeout_and_cancelled_by_removing_it(
         lambda: split_step(kubectl, namespace, PARENT) in ("Plan", "Children", "CatchUp"),
         timeout=60,
         what="a new split under way",
+    )
+    # Argo CD's health (docs/argocd/health.lua): the task is Progressing while it splits
+    wait_for(
+        lambda: health(get(kubectl, namespace, f"tasks.{GROUP}", TASK))[0] == "Progressing",
+        timeout=30,
+        what="the splitting task Progressing to Argo CD",
     )
     shards_cli(dev_env, "kubectl", "shards", "-n", namespace, "cancel-split", PARENT)
     wait_for(
