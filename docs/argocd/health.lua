@@ -23,6 +23,11 @@ if stalled ~= nil and stalled.status == "True" then
   hs.message = stalled.reason .. ": " .. (stalled.message or "")
   return hs
 end
+if reconciling ~= nil and reconciling.reason == "Paused" then
+  hs.status = "Suspended"
+  hs.message = reconciling.message or "paused"
+  return hs
+end
 if ready ~= nil and ready.status == "True" then
   if ready.reason == "Disabled" then
     hs.status = "Suspended"

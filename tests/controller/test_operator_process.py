@@ -23,6 +23,7 @@ from tests.controller.support import (
     events,
     examples,
     get,
+    wait_condition,
     wait_ready,
 )
 from tests.support.argocd import health
@@ -283,6 +284,18 @@ def test_no_drift_for_gitops_tools(
     assert ours == {("", ("f:metadata",)), ("status", ("f:status",))}
     annotations = yaml.safe_load(task.stdout)["metadata"].get("annotations", {})
     assert not [a for a in annotations if "kopf" in a]
+
+    # paused for maintenance, on the Task and its shards, then resumed
+    pause = "shardkeeper.io/paused"
+    kubectl("annotate", "-n", namespace, "task/customer-totals", f"{pause}=true")
+    for target in ("task/customer-totals", "shard/customer-totals-00000000-00000000"):
+        found = wait_condition(kubectl, namespace, target, "Progressing=False", reason="Paused")
+        assert pause in found["message"]
+    assert health(get(kubectl, namespace, "tasks.shardkeeper.io", "customer-totals"))[0] == (
+        "Suspended"
+    )
+    kubectl("annotate", "-n", namespace, "task/customer-totals", f"{pause}-")
+    wait_condition(kubectl, namespace, "task/customer-totals", "Progressing=False", reason="Stable")
 
 
 def _generations(kubectl: Kubectl, namespace: str) -> dict[str, int]:

@@ -44,13 +44,23 @@ NOT_STALLED = ("Stalled", "False", "NotStalled")
             ("Progressing", "PodsStarting: PodsStarting said"),
         ),
         (obj(("Ready", "True", "Disabled"), STABLE, NOT_STALLED), ("Suspended", "Disabled said")),
+        (obj(READY, ("Reconciling", "False", "Paused"), NOT_STALLED), ("Suspended", "Paused said")),
         (
             obj(READY, STABLE, NOT_STALLED, observed=3),
             ("Progressing", "waiting for the operator to observe generation 4"),
         ),
         ({"metadata": {"generation": 1}}, ("Progressing", "waiting for the operator to report")),
     ],
-    ids=["ready", "splitting", "failed", "starting", "disabled", "old-generation", "no-status"],
+    ids=[
+        "ready",
+        "splitting",
+        "failed",
+        "starting",
+        "disabled",
+        "paused",
+        "old-generation",
+        "no-status",
+    ],
 )
 def test_health(given: dict[str, Any], expected: tuple[str, str]) -> None:
     assert health(given) == expected

@@ -11,6 +11,7 @@ from shardkeeper.api.task import Task
 from shardkeeper.controller.engine import events
 from shardkeeper.controller.reconcilers.base import Base, Deps
 from shardkeeper.controller.reconcilers.split import SplitPass, Splits, dump_progress, with_split
+from shardkeeper.controller.specs import conditions as cond
 from shardkeeper.controller.specs import names
 from shardkeeper.controller.specs.objects import content_hash, namespaced_name, stamp
 from shardkeeper.controller.specs.references import (
@@ -22,6 +23,7 @@ from shardkeeper.controller.specs.references import (
 from shardkeeper.controller.specs.refusals import Refusal
 from shardkeeper.controller.specs.rollout import next_step
 from shardkeeper.controller.specs.scaling import lag_above_since
+from shardkeeper.controller.specs.splits import in_progress
 from shardkeeper.controller.specs.status import shard_verdict
 from shardkeeper.controller.specs.views import PodView, StatefulSetView
 from shardkeeper.controller.specs.workload import (
@@ -60,13 +62,17 @@ class ShardReconciler(Base):
         problems = task_problems(task, cache) if task is not None else []
         waits: list[float | None] = []
         live = task is not None and task.metadata.deletion_timestamp is None
+        # a paused task's shards keep their workload as it is; one that has none yet (a
+        # split's child) gets it, and a split under way carries on
+        hold = task is not None and cond.is_paused(task.metadata.annotations)
         refusal = None
-        if task is not None and live and self._resolved(task):
+        if task is not None and live and self._resolved(task) and not (hold and sts):
             wait, refusal = await self.apply_workload(shard, task, sts)
             waits.append(wait)
+        if task is not None and live and not hold:
             waits.append(await self.roll(shard, task, sts))
         split = SplitPass(self.splits.view(shard))
-        if task is not None and live:
+        if task is not None and live and (not hold or in_progress(shard)):
             split = await self.splits.advance(shard, task)
             waits.append(split.requeue)
         seen = with_split(shard, split.progress)
@@ -78,7 +84,8 @@ class ShardReconciler(Base):
             "split": dump_progress(split.progress),
             "lagAboveSince": format_time(since) if since is not None else None,
         }
-        if await self.write_status(shard, [*verdict.verdicts, *split.verdicts], fields):
+        verdicts = [*verdict.verdicts, *split.verdicts]
+        if await self.write_status(shard, cond.paused(verdicts) if hold else verdicts, fields):
             await self.splits.announce(shard, split)
         return min((w for w in waits if w is not None), default=None)
 

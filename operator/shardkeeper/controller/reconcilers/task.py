@@ -14,6 +14,7 @@ from shardkeeper.controller.engine.secrets import read_secrets
 from shardkeeper.controller.reconcilers.base import Base, Deps
 from shardkeeper.controller.reconcilers.split import request_split
 from shardkeeper.controller.reconcilers.task_deletion import TaskDeletion
+from shardkeeper.controller.specs import conditions as cond
 from shardkeeper.controller.specs.ingest import ingest_service
 from shardkeeper.controller.specs.objects import content_hash
 from shardkeeper.controller.specs.references import task_problems, task_secret_refs
@@ -45,8 +46,9 @@ class TaskReconciler(Base):
             self.refusals.forget(task.metadata.uid)
             return await self.deletion.finalize(task)
         await self.set_finalizer(task, present=True)
+        hold = cond.is_paused(task.metadata.annotations)
         # a refused Service is no reason to hold back the shards: they run without it
-        refused, refusal = await self.apply_service(task)
+        refused, refusal = (None, None) if hold else await self.apply_service(task)
 
         cache = self.deps.cache
         secrets = [ref.name for _, ref in task_secret_refs(task)]
@@ -55,7 +57,7 @@ class TaskReconciler(Base):
         shards = cache.shards_of(namespace, name)
         # A task that cannot run gets no shards, rather than shards that crash-loop; one
         # that already has shards keeps them running and says what is wrong.
-        to_create = [] if problems else shards_to_create(task, shards)
+        to_create = [] if problems or hold else shards_to_create(task, shards)
         for shard in to_create:
             # a create, not an apply: a pass whose cache has not yet seen the Shard an
             # earlier pass made (or a dead leader made) is refused, and announces nothing
@@ -77,11 +79,11 @@ class TaskReconciler(Base):
                 ),
             )
         # splits only for a task that can run: a split's child would need what it lacks
-        recheck = None if problems else await self.scale(task, shards)
+        recheck = None if problems or hold else await self.scale(task, shards)
         verdict = task_verdict(task, shards, problems, creating=len(to_create), refusal=refusal)
         await self.write_status(
             task,
-            verdict.verdicts,
+            cond.paused(verdict.verdicts) if hold else verdict.verdicts,
             {
                 "shards": verdict.shards,
                 "readyShards": verdict.ready_shards,

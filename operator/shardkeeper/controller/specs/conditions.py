@@ -47,6 +47,26 @@ class ConditionValue:
             raise ValueError(f"condition reason {self.reason!r} is not a CamelCase word")
 
 
+PAUSED_ANNOTATION = "shardkeeper.io/paused"
+"""On a Task, ``"true"``: the operator changes nothing of it for now (see paused())."""
+PAUSED = "Paused"
+
+
+def is_paused(annotations: dict[str, str] | None) -> bool:
+    return (annotations or {}).get(PAUSED_ANNOTATION) == "true"
+
+
+def paused(verdicts: Sequence[ConditionValue]) -> list[ConditionValue]:
+    """The verdicts of a paused Task or Shard: Progressing says so instead; Ready and
+    Degraded go on saying what the replicas report."""
+    message = (
+        f"reconciling is paused by the annotation {PAUSED_ANNOTATION}=true: no workload "
+        "change, roll, new shard or new split until it is removed (a split under way "
+        "carries on)"
+    )
+    return [progressing(False, PAUSED, message) if v.type == PROGRESSING else v for v in verdicts]
+
+
 def ready(status: bool, reason: str, message: str) -> ConditionValue:
     return ConditionValue(READY, TRUE if status else FALSE, reason, message)
 
