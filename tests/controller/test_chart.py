@@ -73,6 +73,19 @@ def test_chart_renders_the_operator_with_leader_election_and_rbac(dev_env: EnvIn
     scoped = rendered(dev_env, "--set", "operator.watchNamespaces={a,b}", "--set", "image.tag=9")
     args = scoped["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert {"--namespace=a", "--namespace=b", "--shard-image=shardkeeper:9"} <= set(args)
+    # watching some namespaces: rights there only, and leader election in its own
+    out = helm(dev_env, "template", "sk", str(CHART), "--namespace", "sk-system", "--set",
+               "operator.watchNamespaces={a,b}")  # fmt: skip
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    assert not [d for d in docs if d["kind"].startswith("Cluster")], "no cluster-wide rights"
+    roles = {(d["metadata"].get("namespace", "sk-system"), d["metadata"]["name"]): d
+             for d in docs if d["kind"] == "Role"}  # fmt: skip
+    assert set(roles) == {
+        ("a", "sk-operator"),
+        ("b", "sk-operator"),
+        ("sk-system", "sk-operator-leader"),
+    }
+    assert roles[("a", "sk-operator")]["rules"] == found["ClusterRole"]["rules"]
 
 
 def test_chart_runs_the_operator_unprivileged_and_spread_over_nodes(dev_env: EnvInfo) -> None:
