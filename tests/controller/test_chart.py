@@ -187,6 +187,27 @@ def test_chart_installs_and_its_operator_runs_the_examples(
     granted = {r["resources"][0]: r.get("resourceNames") for r in role["rules"]}
     assert granted["secrets"] == ["s3-credentials"]
 
+    # an upgrade that changes a value: the CRDs first (Helm never upgrades them), then
+    # the release; the operator rolls, leads again, and the pipeline stays Ready
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    helm(dev_env, "upgrade", release, str(CHART), "--namespace", namespace, "--reuse-values",
+         "--set", "operator.workers=4", "--wait", "--timeout=180s")  # fmt: skip
+    deployment = get(kubectl, namespace, "deployment", f"{release}-operator")
+    assert "--workers=4" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert deployment["metadata"]["generation"] == 2
+    wait_for(
+        lambda: (
+            (get(kubectl, namespace, "lease", f"{release}-operator") or {})
+            .get("spec", {})
+            .get("holderIdentity")
+            not in (None, *operator_pods)
+        ),
+        timeout=120,
+        what="a leader among the upgraded replicas",
+    )
+    for task in ("ingest-orders", "customer-totals", "totals-to-postgres"):
+        kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", f"task/{task}")
+
 
 def product_metrics() -> dict[str, set[str]]:
     """Every series name the operator and a shard replica export, with its label names."""

@@ -79,7 +79,13 @@ def test_examples_get_shards_with_their_workload_and_statuses(
         for condition in status["conditions"]:
             assert condition["reason"][0].isupper()
             assert condition["observedGeneration"] == 1
-        assert {c["type"] for c in status["conditions"]} == {"Ready", "Progressing", "Degraded"}
+        assert {c["type"] for c in status["conditions"]} == {
+            "Ready",
+            "Progressing",
+            "Degraded",
+            "Reconciling",
+            "Stalled",
+        }
 
     # they become Ready, which `kubectl wait` sees
     wait_ready(kubectl, namespace)
