@@ -88,28 +88,22 @@ def merge(
 ) -> list[Condition]:
     """The conditions with each verdict applied; a transition time moves only with its
     status, so re-applying the same verdicts changes nothing but what they say."""
-    conditions = list(previous)
-    for verdict in verdicts:
-        conditions = set_condition(
-            conditions,
-            verdict.type,
-            verdict.status,
-            verdict.reason,
-            verdict.message[:MAX_MESSAGE],
-            observed_generation=generation,
-            now=now,
-        )
-    for derived in kstatus(conditions):
-        conditions = set_condition(
-            conditions,
-            derived.type,
-            derived.status,
-            derived.reason,
-            derived.message[:MAX_MESSAGE],
-            observed_generation=generation,
-            now=now,
-        )
-    return conditions
+
+    def apply(conditions: list[Condition], values: Sequence[ConditionValue]) -> list[Condition]:
+        for value in values:
+            conditions = set_condition(
+                conditions,
+                value.type,
+                value.status,
+                value.reason,
+                value.message[:MAX_MESSAGE],
+                observed_generation=generation,
+                now=now,
+            )
+        return conditions
+
+    conditions = apply(list(previous), verdicts)
+    return apply(conditions, kstatus(conditions))
 
 
 def kstatus(conditions: Sequence[Condition]) -> list[ConditionValue]:
