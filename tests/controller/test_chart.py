@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.controller.support import Kubectl, apply, examples, get
+from tests.support.metrics import product_metrics
 from tests.support.wait import wait_for
 
 from shardkeeper_dev import tools
@@ -207,29 +208,6 @@ def test_chart_installs_and_its_operator_runs_the_examples(
     )
     for task in ("ingest-orders", "customer-totals", "totals-to-postgres"):
         kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", f"task/{task}")
-
-
-def product_metrics() -> dict[str, set[str]]:
-    """Every series name the operator and a shard replica export, with its label names."""
-    from prometheus_client import CollectorRegistry
-
-    from shardkeeper.controller.engine import metrics as operator_metrics
-    from shardkeeper.runtime.core.metrics import RuntimeMetrics
-
-    runtime = CollectorRegistry()
-    RuntimeMetrics(runtime, "a-shard")
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
-    found: dict[str, set[str]] = {}
-    for registry in (operator_metrics.REGISTRY, runtime):
-        for family in registry.collect():
-            if not family.name.startswith("shardkeeper_"):
-                continue
-            labels = {label for sample in family.samples for label in sample.labels}
-            if family.name == "shardkeeper_operator_shards":
-                labels.add("phase")  # a collector: no samples without a cache
-            for suffix in suffixes.get(family.type, ("",)):
-                found[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
-    return found
 
 
 def test_chart_alerts_and_dashboard_query_only_what_the_product_exports(
