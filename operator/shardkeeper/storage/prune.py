@@ -36,7 +36,7 @@ import dataclasses
 import datetime
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from shardkeeper.storage import errors
 from shardkeeper.storage.client import make_s3_client
@@ -223,29 +223,35 @@ def prune(
     return plan
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    env = os.environ
-    parser = argparse.ArgumentParser(
+def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The command line of ``python -m shardkeeper.storage.prune``; defaults from ``env``."""
+    cli = argparse.ArgumentParser(
         prog="python -m shardkeeper.storage.prune", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--log", required=True, help="the recovery log's name (key prefix)")
-    parser.add_argument("--bucket", default=env.get("SHARDKEEPER_S3_BUCKET"), required=False)
-    parser.add_argument("--endpoint", default=env.get("SHARDKEEPER_S3_ENDPOINT"))
-    parser.add_argument(
+    cli.add_argument("--log", required=True, help="the recovery log's name (key prefix)")
+    cli.add_argument("--bucket", default=env.get("SHARDKEEPER_S3_BUCKET"), required=False)
+    cli.add_argument("--endpoint", default=env.get("SHARDKEEPER_S3_ENDPOINT"))
+    cli.add_argument(
         "--region", default=env.get("SHARDKEEPER_S3_REGION", env.get("AWS_REGION", "us-east-1"))
     )
-    parser.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
-    parser.add_argument(
+    cli.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
+    cli.add_argument(
         "--orphan-grace-seconds",
         type=float,
         default=DEFAULT_ORPHAN_GRACE.total_seconds(),
         help="leave snapshot data without a manifest alone until it is this old",
     )
-    args = parser.parse_args(argv)
+    return cli
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    env = os.environ
+    cli = parser(env)
+    args = cli.parse_args(argv)
     access_key = env.get("SHARDKEEPER_S3_ACCESS_KEY") or env.get("AWS_ACCESS_KEY_ID")
     secret_key = env.get("SHARDKEEPER_S3_SECRET_KEY") or env.get("AWS_SECRET_ACCESS_KEY")
     if not args.bucket or not access_key or not secret_key:
-        parser.error(
+        cli.error(
             "set --bucket (or SHARDKEEPER_S3_BUCKET) and the credentials in "
             "SHARDKEEPER_S3_ACCESS_KEY/SHARDKEEPER_S3_SECRET_KEY or AWS_ACCESS_KEY_ID/"
             "AWS_SECRET_ACCESS_KEY"
