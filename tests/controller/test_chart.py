@@ -1,6 +1,7 @@
 """The Helm chart: it renders, installs with helm into the local cluster, and its operator
 (two replicas, in-cluster, with only the chart's RBAC) elects a leader and runs the example
-pipeline, creating the runtime Roles its ClusterRole allows it to grant."""
+pipeline, creating the runtime Roles its rights allow it to grant; it upgrades (CRDs first)
+and uninstalls leaving the CRDs, the Tasks and their data."""
 
 from __future__ import annotations
 
@@ -136,32 +137,45 @@ def test_chart_refuses_bad_values_naming_them(dev_env: EnvInfo, value: str, name
     assert named in proc.stderr, proc.stderr
 
 
+def install(dev_env: EnvInfo, name: str, namespace: str) -> None:
+    """The chart as release ``name``, watching only ``namespace`` (the CRDs are the
+    session's)."""
+    watched = f"operator.watchNamespaces={{{namespace}}}"
+    helm(dev_env, "install", name, str(CHART), "--namespace", namespace, "--skip-crds",
+         "--set", watched, "--wait", "--timeout=180s")  # fmt: skip
+
+
+@pytest.fixture
+def restores_crds(crds: list[str], kubectl: Kubectl) -> Iterator[None]:
+    """Whatever a test did to the CRDs, the session's are back afterwards."""
+    yield
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+
+
 @pytest.fixture
 def release(
     crds: list[str], dev_env: EnvInfo, namespace: str, kubectl: Kubectl, bucket: str
 ) -> Iterator[str]:
     name = f"sk{secrets.token_hex(3)}"
-    helm(
-        dev_env,
-        "install",
-        name,
-        str(CHART),
-        "--namespace",
-        namespace,
-        "--skip-crds",
-        "--set",
-        f"operator.watchNamespaces={{{namespace}}}",
-        "--wait",
-        "--timeout=180s",
-    )
+    install(dev_env, name, namespace)
     yield name
+    if helm(dev_env, "status", name, "--namespace", namespace, check=False).returncode:
+        install(dev_env, name, namespace)  # a test that uninstalled it failed before reinstalling
     # the Tasks go while their operator still runs, so no finalizer is left behind
     kubectl("delete", "tasks.shardkeeper.io", "--all", "-n", namespace, "--timeout=120s")
     helm(dev_env, "uninstall", name, "--namespace", namespace, "--wait")
 
 
-def test_chart_installs_and_its_operator_runs_the_examples(
-    release: str, dev_env: EnvInfo, namespace: str, kubectl: Kubectl, bucket: str
+@pytest.mark.usefixtures("restores_crds")
+def test_chart_installs_upgrades_and_uninstalls_around_the_examples(
+    *,
+    release: str,
+    dev_env: EnvInfo,
+    namespace: str,
+    kubectl: Kubectl,
+    bucket: str,
+    s3: Any,
+    crds: list[str],
 ) -> None:
     operator_pods = {
         p["metadata"]["name"]
@@ -188,6 +202,18 @@ def test_chart_installs_and_its_operator_runs_the_examples(
     granted = {r["resources"][0]: r.get("resourceNames") for r in role["rules"]}
     assert granted["secrets"] == ["s3-credentials"]
 
+    # a release that adds a CRD field: until its CRDs are applied, the API server refuses
+    # a Task that sets it, rather than keep a field the schema does not declare
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+            input=yaml.safe_dump(task_crd_without("snapshotEvery")))  # fmt: skip
+    totals = examples(dev_env, bucket, ("Task", "customer-totals"))
+    totals[0]["spec"].setdefault("shards", {})["snapshotEvery"] = "64Mi"
+    totals_yaml = yaml.safe_dump_all(totals)
+    refused = kubectl("apply", "--server-side", "-n", namespace, "-f", "-",
+                      input=totals_yaml, check=False)  # fmt: skip
+    assert refused.returncode != 0
+    assert "snapshotEvery" in refused.stderr, refused.stderr
+
     # an upgrade that changes a value: the CRDs first (Helm never upgrades them), then
     # the release; the operator rolls, leads again, and the pipeline stays Ready
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
@@ -208,6 +234,65 @@ def test_chart_installs_and_its_operator_runs_the_examples(
     )
     for task in ("ingest-orders", "customer-totals", "totals-to-postgres"):
         kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", f"task/{task}")
+    # with the new CRDs the field is kept, and the upgraded operator saw the change
+    kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=totals_yaml)
+    task = get(kubectl, namespace, "task", "customer-totals")
+    assert task["spec"]["shards"]["snapshotEvery"] == "64Mi"
+    wait_for(
+        lambda: (
+            (t := get(kubectl, namespace, "task", "customer-totals"))["status"].get(
+                "observedGeneration"
+            )
+            == t["metadata"]["generation"]
+        ),
+        timeout=60,
+        what="the operator to observe the Task that sets snapshotEvery",
+    )
+    kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", "task/customer-totals"
+    )
+
+    # uninstalling the release takes the operator and its rights and leaves the CRDs, the
+    # Tasks, their running shards and volumes, and the recovery logs (docs/operator.md)
+    logs_before = object_keys(s3, bucket)
+    assert any(f"recovery/{namespace}/" in key for key in logs_before), logs_before
+    helm(dev_env, "uninstall", release, "--namespace", namespace, "--wait")
+    assert get(kubectl, namespace, "deployment", f"{release}-operator") is None
+    assert sorted(kubectl("get", "-o", "name", *crds).stdout.split()) == sorted(crds)
+    statefulsets = get(kubectl, namespace, "statefulsets")
+    assert len(statefulsets) == 3
+    assert all(s["status"].get("readyReplicas") == s["spec"]["replicas"] for s in statefulsets), (
+        statefulsets
+    )
+    claims = {c["metadata"]["name"] for c in get(kubectl, namespace, "persistentvolumeclaims")}
+    assert claims == {
+        f"data-{s['metadata']['name']}-{i}"
+        for s in statefulsets
+        for i in range(s["spec"]["replicas"])
+    }
+    assert logs_before <= object_keys(s3, bucket)
+
+    # installed again, the operator takes the Tasks up where they are
+    install(dev_env, release, namespace)
+    for task in ("ingest-orders", "customer-totals", "totals-to-postgres"):
+        kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", f"task/{task}")
+
+
+def object_keys(s3: Any, bucket: str) -> set[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return {obj["Key"] for page in pages for obj in page.get("Contents", [])}
+
+
+def task_crd_without(field: str) -> dict[str, Any]:
+    """The Task CRD as a release before ``field`` of spec.shards would have it."""
+    crd = yaml.safe_load((CHART / "crds" / "shardkeeper.io_tasks.yaml").read_text())
+    for version in crd["spec"]["versions"]:
+        shards = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["shards"]
+        del shards["properties"][field]
+        shards["x-kubernetes-validations"] = [
+            rule for rule in shards["x-kubernetes-validations"] if field not in rule["rule"]
+        ]
+    return crd
 
 
 def test_chart_alerts_and_dashboard_query_only_what_the_product_exports(
