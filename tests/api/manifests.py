@@ -131,6 +131,12 @@ def invalid_manifests() -> list[Invalid]:
             "each store must have a different bucket or prefix",
         ),
         Invalid(
+            "storagemapping-store-without-credentials",
+            at(_mapping(), {"spec.stores[0].credentialsSecretRef": DELETE}),
+            "spec.stores[0].credentialsSecretRef",
+            "credentialsSecretRef is required: ambient credentials are not supported yet",
+        ),
+        Invalid(
             "collection-key-repeats-pointer",
             at(_collection(), {"spec.key": ["/id", "/id"]}),
             "spec.key",

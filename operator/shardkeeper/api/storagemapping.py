@@ -71,8 +71,19 @@ class Store(ApiModel):
     """Address the bucket in the URL path (http://host/bucket/key) instead of the host name,
     as most S3-compatible services on a single host need."""
     credentials_secret_ref: S3Credentials | None = None
-    """Secret with the access key. Unset means the pods' ambient credentials (instance
-    profile, workload identity)."""
+    """Secret with the access key. Required for now: the pods' ambient credentials
+    (instance profile, workload identity) are not supported yet."""
+
+    RULES = (
+        # the shard runtime's storage client takes an explicit key pair; refused here
+        # rather than accepted and failing every shard replica that uses the store
+        Rule(
+            "has(self.credentialsSecretRef)",
+            "credentialsSecretRef is required: ambient credentials are not supported yet",
+            field_path=".credentialsSecretRef",
+            holds=lambda s: s.credentials_secret_ref is not None,
+        ),
+    )
 
 
 class StorageMappingSpec(ApiModel):
@@ -91,8 +102,9 @@ class StorageMappingSpec(ApiModel):
             },
         ),
     ]
-    """Stores, in order. New data is written to the first; all are read, so data can be
-    moved to a new bucket by putting it first and keeping the old one after it."""
+    """Stores, in order. New data is written to the first, and only the first is read for
+    now: the operator checks the stores after it and deletes from them with a Task, but
+    shards do not read them yet, so data cannot be moved to a new bucket this way."""
 
     RULES = (
         Rule(
@@ -141,8 +153,9 @@ class StorageMappingStatus(StatusModel):
 class StorageMapping(Resource):
     """Buckets in object storage for recovery logs and collection journals.
 
-    New data goes to the first store; all stores are read. The status says whether the
-    first bucket is reachable and honours conditional writes, which fencing depends on.
+    New data goes to the first store, and only the first is read for now. The status says
+    whether the first bucket is reachable and honours conditional writes, which fencing
+    depends on.
     """
 
     KIND: ClassVar[str] = "StorageMapping"

@@ -8,13 +8,13 @@ from typing import Any, cast
 
 import pytest
 
-from shardkeeper.api.storagemapping import Store
+from shardkeeper.api.storagemapping import S3Credentials, Store
 from shardkeeper.controller.reconcilers.stores import check_store
 from shardkeeper.storage import errors
 from shardkeeper.storage.objectstore import ObjectStore
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
-STORE = Store(bucket="b-1", prefix="p/")
+STORE = Store(bucket="b-1", prefix="p/", credentials_secret_ref=S3Credentials(name="keys"))
 
 
 class Objects:

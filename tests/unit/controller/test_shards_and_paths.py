@@ -6,7 +6,7 @@ from tests.unit.controller.models import NAMESPACE, shard_of, task
 
 from shardkeeper.api.meta import API_VERSION
 from shardkeeper.api.shard import Shard, SplitRequest
-from shardkeeper.api.storagemapping import Store
+from shardkeeper.api.storagemapping import S3Credentials, Store
 from shardkeeper.controller.reconcilers.stores import store_url
 from shardkeeper.controller.specs.shards import initial_shard, shard_manifest, shards_to_create
 from shardkeeper.storage.layout import task_recovery_dir
@@ -51,5 +51,5 @@ def test_the_manifest_leaves_the_split_request_to_people() -> None:
 
 
 def test_a_store_url_names_the_bucket_and_the_key_under_its_prefix() -> None:
-    store = Store(bucket="b-1", prefix="p/")
+    store = Store(bucket="b-1", prefix="p/", credentials_secret_ref=S3Credentials(name="keys"))
     assert store_url(store, "recovery/ns/t/") == "s3://b-1/p/recovery/ns/t/"

@@ -181,8 +181,13 @@ def test_the_object_store_is_the_first_store_with_the_given_credentials() -> Non
             "metadata": {"name": "m"},
             "spec": {
                 "stores": [
-                    {"bucket": "new-bucket", "endpoint": "http://127.0.0.1:9", "prefix": "a/"},
-                    {"bucket": "old-bucket"},
+                    {
+                        "bucket": "new-bucket",
+                        "endpoint": "http://127.0.0.1:9",
+                        "prefix": "a/",
+                        "credentialsSecretRef": {"name": "keys"},
+                    },
+                    {"bucket": "old-bucket", "credentialsSecretRef": {"name": "old-keys"}},
                 ]
             },
         }
