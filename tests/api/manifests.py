@@ -437,6 +437,18 @@ def invalid_manifests() -> list[Invalid]:
             "snapshotEvery must be at least 1Mi and at most 1Ti",
         ),
         Invalid(
+            "prune-every-too-often",
+            at(_capture(), {"spec.shards.pruneEvery": "5s"}),
+            "spec.shards.pruneEvery",
+            "pruneEvery must be 0s (never) or from 10s to 24h",
+        ),
+        Invalid(
+            "prune-every-too-seldom",
+            at(_capture(), {"spec.shards.pruneEvery": "25h"}),
+            "spec.shards.pruneEvery",
+            "pruneEvery must be 0s (never) or from 10s to 24h",
+        ),
+        Invalid(
             "image-with-a-space",
             at(_capture(), {"spec.shards.image": "registry.example/shardkeeper: 1"}),
             "spec.shards.image",

@@ -166,7 +166,9 @@ def counting_task(
     sql: str = COUNT_SQL,
     migrations: tuple[str, ...] = COUNT_MIGRATIONS,
     max_shards: int | None = None,
+    shard_settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``shard_settings``: more fields of spec.shards (snapshotEvery, pruneEvery, ...)."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Task",
@@ -187,6 +189,7 @@ def counting_task(
                 "minTxnDuration": min_txn,
                 "maxTxnDuration": max_txn,
                 **({"scaling": {"maxShards": max_shards}} if max_shards else {}),
+                **(shard_settings or {}),
             },
         },
     }

@@ -25,6 +25,7 @@ from shardkeeper.runtime.shell.reporting import StatusReporter
 from shardkeeper.runtime.shell.startup import ShardResources
 from shardkeeper.storage.client import make_s3_client
 from shardkeeper.storage.objectstore import ObjectStore
+from shardkeeper.storage.prune import PrunePlan
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.store import ShardStore, StoreOptions
 from shardkeeper_dev.environment import EnvInfo
@@ -93,6 +94,9 @@ class Hooks:
         self.states.append(state)
 
     def observe_recovery(self, seconds: float) -> None:
+        pass
+
+    def observe_prune(self, plan: PrunePlan | None) -> None:
         pass
 
 

@@ -16,6 +16,7 @@ from tests.storage.storage_helpers import LATER, MANUAL, put, rows
 from shardkeeper.storage import errors
 from shardkeeper.storage.fragment import FragmentKind
 from shardkeeper.storage.prune import plan_prune, prune
+from shardkeeper.storage.snapshot import Manifest
 from shardkeeper.storage.store import ShardStore
 
 
@@ -62,3 +63,43 @@ def test_a_paused_old_writer_is_still_fenced_after_pruning(tmp_path: Path, new_l
         put(new, "e")
     kinds = [f.kind for f in log.journal.read(bounds[0])]
     assert kinds[-1] is FragmentKind.FENCE
+
+
+def test_a_standby_behind_the_newest_snapshot_keeps_what_it_has_yet_to_read(
+    tmp_path: Path, new_log: NewLog
+) -> None:
+    log = new_log()
+    primary = ShardStore.open(tmp_path / "primary", log, 1, options=MANUAL)
+    primary.fence()
+    put(primary, "a")
+    standby = ShardStore.open(tmp_path / "standby", log, 0, options=MANUAL)
+    behind = standby.position
+    put(primary, "b")
+    put(primary, "c")
+    seen: list[Manifest] = []
+    primary.on_snapshot = seen.append
+    snapshot = primary.snapshot()
+    assert snapshot is not None
+    assert seen == [snapshot]  # the store tells its listener (the shell's pruner)
+    assert behind < snapshot.offset
+    put(primary, "d")
+    unbounded = plan_prune(log, now=LATER)
+    assert unbounded.keep_from == snapshot.offset
+    plan = prune(log, now=LATER, retain_from=behind)
+    assert plan.keep_from == behind
+    assert plan.requirements[-1].offset == behind
+    # what ends at or after the standby's position stays, and the byte counts add up
+    listed = log.journal.list_fragments()
+    assert listed[0].end >= behind
+    assert plan.kept_bytes + plan.removed_bytes == unbounded.kept_bytes + unbounded.removed_bytes
+    assert plan.removed_bytes < unbounded.removed_bytes
+    # the standby tails on from where it was, and ends with the primary's rows
+    standby.catch_up()
+    assert standby.position == primary.position
+    standby.close()
+    assert rows(standby.db_path) == primary.query("SELECT k, v FROM kv ORDER BY k")
+    # once the standby is past the snapshot, the snapshot bounds the prune again
+    again = prune(log, now=LATER, retain_from=standby.position)
+    assert again.keep_from == snapshot.offset
+    assert again.fragments
+    assert all(info.end >= snapshot.offset for info in log.journal.list_fragments())

@@ -25,6 +25,20 @@ from shardkeeper.api.meta import (
 ADMIN_PORT = 8081
 """The port of every shard pod's admin endpoints (health, readiness, metrics)."""
 
+
+def pod_name(shard: str, ordinal: int) -> str:
+    """The name of a shard's StatefulSet pod: the operator names them, replicas read them."""
+    return f"{shard}-{ordinal}"
+
+
+def pod_ordinal(shard: str, pod: str) -> int | None:
+    """The ordinal of one of the shard's StatefulSet pods, or None if it is not one."""
+    prefix = f"{shard}-"
+    if not pod.startswith(prefix) or not pod[len(prefix) :].isdigit():
+        return None
+    return int(pod[len(prefix) :])
+
+
 # A qualified name as Kubernetes accepts for label and taint keys: an optional DNS prefix
 # and a '/', then a name of at most 63 characters.
 QUALIFIED_NAME_PATTERN = (

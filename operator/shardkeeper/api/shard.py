@@ -79,6 +79,10 @@ class SplitStep(StrEnum):
     ABORTED = "Aborted"
 
 
+SPLIT_ENDED = frozenset({SplitStep.DONE, SplitStep.ABORTED})
+"""The steps in which no split of the shard is running."""
+
+
 def _narrows_only(field: str) -> dict[str, Any]:
     """Schema extras for a range end that a split may lower but nothing may raise."""
     rule = Rule("self <= oldSelf", f"{field} may only shrink, as a split narrows it")
@@ -205,6 +209,21 @@ class Checkpoint(StatusModel):
     """Read offset of each source journal."""
 
 
+class RecoveryLogPrune(StatusModel):
+    """The last automatic prune of the recovery log by a primary (docs/data-plane.md)."""
+
+    at: Time
+    """When it ended."""
+    kept_from: Annotated[int, Field(ge=0)] = 0
+    """Recovery-log offset from which the log's data was kept."""
+    log_bytes: Annotated[int, Field(ge=0)] = 0
+    """Bytes of the recovery log's fragments left after it (snapshots not counted)."""
+    removed_bytes: Annotated[int, Field(ge=0)] = 0
+    """Bytes of recovery-log fragments it removed."""
+    removed_objects: Annotated[int, Field(ge=0)] = 0
+    """Objects it deleted: fragments, old snapshots' manifests and data, fork registrations."""
+
+
 class SplitStepRecord(StatusModel):
     """When the split entered a step."""
 
@@ -263,6 +282,8 @@ class ShardStatus(StatusModel):
     """The last committed checkpoint."""
     recovery_log_head: Annotated[int, Field(ge=0)] | None = None
     """Write head of the recovery log: the offset just past its last record."""
+    last_prune: RecoveryLogPrune | None = None
+    """The primary's last automatic prune of the recovery log (Task spec.shards.pruneEvery)."""
     lag: Annotated[int, Field(ge=0)] | None = None
     """Bytes of source journals within the shard's ranges that the primary has not read."""
     split: SplitProgress | None = None

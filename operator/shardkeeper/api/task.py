@@ -56,6 +56,8 @@ READ_TIMEOUT_MIN = Duration.parse("100ms")
 READ_TIMEOUT_MAX = Duration.parse("10m")
 IDEMPOTENCY_WINDOW_MIN = Duration.parse("1s")
 IDEMPOTENCY_WINDOW_MAX = Duration.parse("168h")
+PRUNE_EVERY_MIN = Duration.parse("10s")
+PRUNE_EVERY_MAX = Duration.parse("24h")
 
 SQL_IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SqlIdentifier = Annotated[str, StringConstraints(pattern=SQL_IDENTIFIER_PATTERN, max_length=63)]
@@ -408,6 +410,10 @@ class ShardTemplate(ApiModel):
     """Bytes of recovery log after which the primary uploads a snapshot of its store, from
     1Mi up to 1Ti. A restore reads the newest snapshot and the log after it, so a smaller
     value restores faster and uploads the store more often."""
+    prune_every: Duration = Duration.parse("10m")
+    """Least time between two automatic prunes of the recovery log by the primary, which
+    prunes after a snapshot lands: from 10s to 24h, or 0s for never (prune by hand with
+    `shardkeeper shards prune-logs`)."""
     storage_class_name: ObjectName | None = None
     """StorageClass of the volumes. Unset means the cluster's default class."""
     node_selector: Annotated[dict[str, LabelValue], Field(max_length=32)] = Field(
@@ -434,6 +440,16 @@ class ShardTemplate(ApiModel):
             "snapshotEvery must be at least 1Mi and at most 1Ti",
             field_path=".snapshotEvery",
             holds=lambda t: 1 << 20 <= quantity_value(t.snapshot_every) <= 1 << 40,
+        ),
+        Rule(
+            "!has(self.pruneEvery) || duration(self.pruneEvery) == duration('0s') || "
+            f"(duration(self.pruneEvery) >= duration('{PRUNE_EVERY_MIN}') && "
+            f"duration(self.pruneEvery) <= duration('{PRUNE_EVERY_MAX}'))",
+            f"pruneEvery must be 0s (never) or from {PRUNE_EVERY_MIN} to {PRUNE_EVERY_MAX}",
+            field_path=".pruneEvery",
+            holds=lambda t: (
+                t.prune_every == Duration(0) or PRUNE_EVERY_MIN <= t.prune_every <= PRUNE_EVERY_MAX
+            ),
         ),
         Rule(
             "!has(self.nodeSelector) || self.nodeSelector.all(k, "

@@ -4,7 +4,9 @@ A log is needed from the oldest point any recovery starts from:
 
 * its own recovery starts at its newest snapshot (or at offset 0 without one);
 * each log forked from it (registered under ``forks/``) whose own recovery still reaches
-  back into it starts at this log's newest snapshot at or below the fork's fence.
+  back into it starts at this log's newest snapshot at or below the fork's fence;
+* a reader tailing the log (a hot standby) that the caller names with ``retain_from``
+  still reads from there.
 
 A child reaches back while it has no snapshot of its own covering what it (or its own
 children, recursively) must recover. Fragments that end before the oldest needed
@@ -59,9 +61,13 @@ MAX_FORK_DEPTH = 64
 class Requirement:
     why: str
     snapshot: Manifest | None
+    # a reader's position rather than a recovery's starting snapshot
+    at: int | None = None
 
     @property
     def offset(self) -> int:
+        if self.at is not None:
+            return self.at
         return self.snapshot.offset if self.snapshot else 0
 
 
@@ -84,6 +90,9 @@ class PrunePlan:
     manifests: tuple[str, ...]
     snapshot_data: tuple[str, ...]
     registrations: tuple[str, ...]
+    # log bytes (offsets) of the data fragments removed, and of the fragments that stay
+    removed_bytes: int = 0
+    kept_bytes: int = 0
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -94,6 +103,8 @@ class PrunePlan:
         lines = [f"log {self.log}: keeping data from offset {self.keep_from:#x}"]
         for req in self.requirements:
             snap = req.snapshot.snapshot_id if req.snapshot else "no snapshot"
+            if req.at is not None:
+                snap = "its position"
             lines.append(f"  needed from {req.offset:#x} by {req.why} ({snap})")
         for title, keys in (
             ("fragments", self.fragments),
@@ -105,6 +116,7 @@ class PrunePlan:
             lines.extend(f"    {key}" for key in keys)
         lines.append(f"  {len(self.tombstones)} fences to leave as tombstones (keys stay taken)")
         lines.extend(f"    {t.key}" for t in self.tombstones)
+        lines.append(f"  {self.removed_bytes} log bytes to remove, {self.kept_bytes} to keep")
         return "\n".join(lines)
 
 
@@ -127,7 +139,10 @@ def plan_prune(
     *,
     now: datetime.datetime | None = None,
     orphan_grace: datetime.timedelta = DEFAULT_ORPHAN_GRACE,
+    retain_from: int | None = None,
 ) -> PrunePlan:
+    """What pruning ``log`` would remove. ``retain_from``: the lowest offset a reader tailing
+    the log is known to be at (a hot standby); nothing it has yet to read is removed."""
     now = now or datetime.datetime.now(datetime.UTC)
     requirements = [Requirement("its own recovery", latest_snapshot(log))]
     stale_registrations = []
@@ -139,8 +154,11 @@ def plan_prune(
             requirements.append(Requirement(why, snapshot))
         else:
             stale_registrations.append(key)
+    if retain_from is not None:
+        why = f"a reader tailing the log at {retain_from:#x}"
+        requirements.append(Requirement(why, None, at=retain_from))
     keep_from = min(req.offset for req in requirements)
-    fragments, tombstones = _removable(log, keep_from)
+    fragments, tombstones, removed_bytes, kept_bytes = _removable(log, keep_from)
     kept_ids = {req.snapshot.snapshot_id for req in requirements if req.snapshot}
     newest = requirements[0].snapshot
     manifests = []
@@ -176,11 +194,16 @@ def plan_prune(
         manifests=tuple(manifests),
         snapshot_data=tuple(data),
         registrations=tuple(stale_registrations),
+        removed_bytes=removed_bytes,
+        kept_bytes=kept_bytes,
     )
 
 
-def _removable(log: RecoveryLog, keep_from: int) -> tuple[tuple[str, ...], tuple[Tombstone, ...]]:
-    """The data fragments that end before ``keep_from``, and the fences among them."""
+def _removable(
+    log: RecoveryLog, keep_from: int
+) -> tuple[tuple[str, ...], tuple[Tombstone, ...], int, int]:
+    """The data fragments that end before ``keep_from``, the fences among them, and the log
+    bytes of the removed fragments and of those that stay."""
     infos = log.journal.list_fragments()
     head = infos[-1].end if infos else 0
     if keep_from > head:
@@ -190,9 +213,12 @@ def _removable(log: RecoveryLog, keep_from: int) -> tuple[tuple[str, ...], tuple
         )
     data: list[str] = []
     fences: list[Tombstone] = []
+    removed = kept = 0
     for info in infos:
         if info.end >= keep_from:
-            break
+            kept += info.end - info.begin
+            continue
+        removed += info.end - info.begin
         if info.end - info.begin <= MAX_FENCE_BYTES:
             # small enough to be a fence (no fence is larger): read it to know
             fragment = log.journal.read_fragment(info.begin)
@@ -200,7 +226,7 @@ def _removable(log: RecoveryLog, keep_from: int) -> tuple[tuple[str, ...], tuple
                 fences.append(Tombstone(info.key, info.begin, fragment.epoch))
                 continue
         data.append(info.key)
-    return tuple(data), tuple(fences)
+    return tuple(data), tuple(fences), removed, kept
 
 
 def prune(
@@ -209,8 +235,9 @@ def prune(
     dry_run: bool = False,
     now: datetime.datetime | None = None,
     orphan_grace: datetime.timedelta = DEFAULT_ORPHAN_GRACE,
+    retain_from: int | None = None,
 ) -> PrunePlan:
-    plan = plan_prune(log, now=now, orphan_grace=orphan_grace)
+    plan = plan_prune(log, now=now, orphan_grace=orphan_grace, retain_from=retain_from)
     if not dry_run:
         # manifests before their data, so no manifest ever points at deleted data
         log.store.delete(plan.manifests)

@@ -209,6 +209,8 @@ class ShardStore:
         self._commits_since_snapshot = 0
         self._last_snapshot_time = time.monotonic()
         self._last_snapshot: Manifest | None = None
+        # told of each snapshot once it is written (the shell's pruner waits for them)
+        self.on_snapshot: Callable[[Manifest], None] | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._snapshotter: threading.Thread | None = None
@@ -831,6 +833,9 @@ class ShardStore:
             self._commits_since_snapshot -= commits_at_start
             self._last_snapshot_time = time.monotonic()
             self._last_snapshot = manifest
+        listener = self.on_snapshot
+        if listener is not None:
+            listener(manifest)
         return manifest
 
     @property

@@ -60,13 +60,6 @@ def runtime_name(shard: str) -> str:
     return f"{shard}-runtime"
 
 
-def pod_name(shard: str, ordinal: int) -> str:
-    return f"{shard}-{ordinal}"
-
-
-def pod_ordinal(shard: str, pod: str) -> int | None:
-    """The ordinal of one of the shard's StatefulSet pods, or None if it is not one."""
-    prefix = f"{shard}-"
-    if not pod.startswith(prefix) or not pod[len(prefix) :].isdigit():
-        return None
-    return int(pod[len(prefix) :])
+# the runtime reads pod names too (which replicas a primary waits for): they live in api/
+pod_name = pod.pod_name
+pod_ordinal = pod.pod_ordinal

@@ -17,6 +17,7 @@ from typing import Literal
 
 from shardkeeper.api.meta import Duration
 from shardkeeper.api.shard import (
+    SPLIT_ENDED,
     ReplicaState,
     Shard,
     ShardPhase,
@@ -28,7 +29,7 @@ from shardkeeper.api.task import SplitBy, Task, TaskType
 from shardkeeper.controller.specs import conditions as cond
 from shardkeeper.controller.specs.conditions import ConditionValue
 from shardkeeper.controller.specs.shards import new_shard
-from shardkeeper.controller.specs.status import SPLIT_ENDED, live_replicas, primary_replica
+from shardkeeper.controller.specs.status import live_replicas, primary_replica
 from shardkeeper.controller.specs.workload import replicas as wanted_replicas
 
 CATCH_UP_LAG = 4 * 1024 * 1024

@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from shardkeeper.api.meta import DEGRADED, PROGRESSING, READY, find_condition
-from shardkeeper.api.shard import ReplicaState, ReplicaStatus, Shard, ShardPhase, SplitStep
+from shardkeeper.api.shard import (
+    SPLIT_ENDED,
+    ReplicaState,
+    ReplicaStatus,
+    Shard,
+    ShardPhase,
+)
 from shardkeeper.api.task import Task
 from shardkeeper.controller.specs import conditions as cond
 from shardkeeper.controller.specs.conditions import ConditionValue
@@ -23,7 +29,6 @@ from shardkeeper.controller.specs.refusals import Refusal, refused_verdicts
 from shardkeeper.controller.specs.views import StatefulSetView
 from shardkeeper.controller.specs.workload import replicas as wanted_replicas
 
-SPLIT_ENDED = frozenset({SplitStep.DONE, SplitStep.ABORTED})
 PROCESSING = frozenset({ShardPhase.RUNNING, ShardPhase.SPLITTING})
 
 

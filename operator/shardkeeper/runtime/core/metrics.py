@@ -2,8 +2,8 @@
 
 The processor updates the transaction, document, lag and recovery-log figures; the shell
 sets ``recovery_duration_seconds`` after a restore and ``replica_state`` on each change of
-role. Every series carries a ``shard`` label, so replicas of several shards scraped
-together stay apart.
+role, and counts the primary's automatic prunes of the recovery log. Every series
+carries a ``shard`` label, so replicas of several shards scraped together stay apart.
 """
 
 from __future__ import annotations
@@ -57,6 +57,21 @@ class RuntimeMetrics:
         )
         self.recovery_log_bytes_total = counter(
             "shardkeeper_recovery_log_bytes", "Bytes appended to the recovery log by commits."
+        )
+        self.recovery_log_prunes_total = counter(
+            "shardkeeper_recovery_log_prunes", "Automatic prunes of the recovery log that ran."
+        )
+        self.recovery_log_prune_failures_total = counter(
+            "shardkeeper_recovery_log_prune_failures",
+            "Automatic prunes of the recovery log that failed (tried again an interval later).",
+        )
+        self.recovery_log_pruned_bytes_total = counter(
+            "shardkeeper_recovery_log_pruned_bytes",
+            "Bytes of recovery-log fragments removed by automatic prunes.",
+        )
+        self.recovery_log_pruned_objects_total = counter(
+            "shardkeeper_recovery_log_pruned_objects",
+            "Objects deleted by automatic prunes: fragments, old snapshots, fork registrations.",
         )
         self.recovery_duration_seconds = gauge(
             "shardkeeper_recovery_duration_seconds", "Time the last restore of the store took."

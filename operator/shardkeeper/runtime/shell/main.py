@@ -54,6 +54,7 @@ from shardkeeper.runtime.shell.startup import (
     secret_resolver,
 )
 from shardkeeper.storage.objectstore import ObjectStore
+from shardkeeper.storage.prune import PrunePlan
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.store import ShardStore, StoreOptions
 
@@ -179,6 +180,14 @@ class RuntimeHooks:
 
     def observe_recovery(self, seconds: float) -> None:
         self.metrics.recovery_duration_seconds.set(seconds)
+
+    def observe_prune(self, plan: PrunePlan | None) -> None:
+        if plan is None:
+            self.metrics.recovery_log_prune_failures_total.inc()
+            return
+        self.metrics.recovery_log_prunes_total.inc()
+        self.metrics.recovery_log_pruned_bytes_total.inc(plan.removed_bytes)
+        self.metrics.recovery_log_pruned_objects_total.inc(len(plan.keys))
 
 
 def kube_client(settings: PodSettings) -> LightClient:

@@ -14,7 +14,8 @@
 - **STANDBY**: apply the log's new records as they land, and stand for the Lease.
 - **PRIMARY**: having won the Lease, fence the recovery log with an epoch above every
   epoch in it (so a paused old primary can never commit again), claiming the shard's
-  ranges, then run the processor until told to stop. The Lease is checked again right
+  ranges, then run the processor until told to stop. Meanwhile it prunes its recovery log
+  after its snapshots (:mod:`.autoprune`). The Lease is checked again right
   before the fence and before the processor starts: a replica paused after winning it
   may wake up after another one took over. (If it wakes up between the check and the
   fence, the fence fails: an epoch is never shared, see ``storage/journal.py``.)
@@ -59,12 +60,14 @@ from shardkeeper.runtime.core.errors import CommitWithheld
 from shardkeeper.runtime.core.faults import NO_RUNTIME_FAULTS, RuntimeFaultPoint, RuntimeFaults
 from shardkeeper.runtime.core.routing import Ranges
 from shardkeeper.runtime.core.timer import StopSignal
+from shardkeeper.runtime.shell.autoprune import AutoPruner, interval_of
 from shardkeeper.runtime.shell.handoff import hand_off_fence
 from shardkeeper.runtime.shell.lease import LeaseKeeper
 from shardkeeper.runtime.shell.logs import LogContext
 from shardkeeper.runtime.shell.reporting import PrimaryStatus, StatusReporter, clip_message
 from shardkeeper.runtime.shell.startup import ShardResources, StartupError
 from shardkeeper.storage import errors
+from shardkeeper.storage.prune import PrunePlan
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.retry import PollBackoff, PollPolicy
 from shardkeeper.storage.store import Role, ShardStore
@@ -81,6 +84,8 @@ TAILING_STALE_AFTER = 10.0
 PROGRESS_EVERY = 0.5
 # how often a replica that failed its task looks for a change of the Task
 TASK_RECHECK_EVERY = 5.0
+# how long a stopping primary waits for a prune under way (it is safe to cut short)
+PRUNE_STOP_WAIT = 5.0
 # how often a primary reads its Shard, to see a split narrow it: often while the Shard
 # has split targets (a hand-off is near), seldom otherwise
 SPEC_CHECK_SPLITTING = 0.5
@@ -133,6 +138,9 @@ class Hooks(Protocol):
     def observe_state(self, state: ReplicaState) -> None: ...
 
     def observe_recovery(self, seconds: float) -> None: ...
+
+    def observe_prune(self, plan: PrunePlan | None) -> None:
+        """An automatic prune ran (``plan``) or failed (``None``)."""
 
 
 class Exit(enum.IntEnum):
@@ -219,6 +227,7 @@ class Replica:
         self.shutdown = threading.Event()
         self._wake = threading.Event()
         self._lease: LeaseKeeper | None = None
+        self._pruner: AutoPruner | None = None
 
     # -- what probes and tests see -------------------------------------------------------
 
@@ -487,28 +496,57 @@ class Replica:
             self._enter(ReplicaState.FAILED, failure_message(exc))
             self._give_up_lease()
             return None
-        while True:
-            if not lease.held():
-                # the fence, and the Shard's reading, took longer than the Lease had left
-                return self._lease_gone("before processing")
-            self.context.set_epoch(epoch)
-            self._enter(
-                ReplicaState.PRIMARY,
-                epoch=epoch,
-                recovery_log_head=store.position,
-                lag=0,
-                tailed_at=None,
-            )
-            self.reporter.primary(PrimaryStatus(self.pod, epoch, recovery_log_head=store.position))
-            processor, error, narrowed = self._process(resources, store, epoch)
-            if narrowed is None or error is not None or lease.lost.is_set():
-                return self._after_processing(resources, store, processor, epoch, error)
-            try:
-                resources, epoch = self._claim_current(resources, store, epoch, narrowed)
-            except LeaseGone as exc:
-                return self._lease_gone(str(exc))
-            except errors.StorageError as exc:
-                return self._after_processing(resources, store, processor, epoch, exc)
+        pruner = self._start_pruner(resources, store)
+        try:
+            while True:
+                if not lease.held():
+                    # the fence, and the Shard's reading, took longer than the Lease had left
+                    return self._lease_gone("before processing")
+                self.context.set_epoch(epoch)
+                self._enter(
+                    ReplicaState.PRIMARY,
+                    epoch=epoch,
+                    recovery_log_head=store.position,
+                    lag=0,
+                    tailed_at=None,
+                )
+                self.reporter.primary(
+                    PrimaryStatus(
+                        self.pod, epoch, recovery_log_head=store.position, last_prune=pruner.last
+                    )
+                )
+                processor, error, narrowed = self._process(resources, store, epoch)
+                if narrowed is None or error is not None or lease.lost.is_set():
+                    return self._after_processing(resources, store, processor, epoch, error)
+                try:
+                    resources, epoch = self._claim_current(resources, store, epoch, narrowed)
+                except LeaseGone as exc:
+                    return self._lease_gone(str(exc))
+                except errors.StorageError as exc:
+                    return self._after_processing(resources, store, processor, epoch, exc)
+        finally:
+            store.on_snapshot = None
+            pruner.stop(timeout=PRUNE_STOP_WAIT)
+            self._pruner = None
+
+    def _start_pruner(self, resources: ShardResources, store: ShardStore) -> AutoPruner:
+        """The pruner of this primary's log, told of each snapshot the store takes; it starts
+        from the last prune the status records (of this primary's predecessor, perhaps)."""
+        template = resources.task.spec.shards
+        pruner = AutoPruner(
+            store.log,
+            pod=self.pod,
+            every=interval_of(template.prune_every),
+            hot_standbys=template.hot_standbys,
+            read_shard=lambda: self._read_shard(resources),
+            observe=self.hooks.observe_prune,
+            changed=self._wake.set,
+            last=resources.shard.status.last_prune,
+        )
+        self._pruner = pruner
+        store.on_snapshot = pruner.snapshot_taken
+        pruner.start()
+        return pruner
 
     def _lease_gone(self, when: str) -> Exit:
         self._enter(
@@ -634,6 +672,7 @@ class Replica:
             checkpoint=checkpoint_of(progress, store.position),
             recovery_log_head=store.position,
             lag=progress.lag,
+            last_prune=self._pruner.last if self._pruner is not None else None,
         )
 
     def _report_progress(self, processor: Processing, store: ShardStore, epoch: int) -> None:

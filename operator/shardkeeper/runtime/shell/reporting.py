@@ -5,7 +5,8 @@ docs/shard-pod.md), so a replica never overwrites another replica's entry nor th
 operator's phase and conditions:
 
 - ``status.replicas[pod=<pod>]`` under ``shardkeeper-replica-<pod>``;
-- ``status.primary``, ``epoch``, ``checkpoint``, ``recoveryLogHead`` and ``lag`` under
+- ``status.primary``, ``epoch``, ``checkpoint``, ``recoveryLogHead``, ``lag`` and
+  ``lastPrune`` under
   ``shardkeeper-primary``, forced, so a new primary takes them over from the old one.
   Forcing alone would let a paused old primary that wakes up write its stale fields back
   over its successor's, so the primary's apply is fenced like its commits: it goes out
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shardkeeper.api.meta import API_VERSION
-from shardkeeper.api.shard import Checkpoint, ReplicaStatus, Shard
+from shardkeeper.api.shard import Checkpoint, RecoveryLogPrune, ReplicaStatus, Shard
 from shardkeeper.kube.client import ApiError, Transport, request
 from shardkeeper.kube.paths import resource_path
 from shardkeeper.runtime.shell.settings import DEFAULT_STATUS_INTERVAL
@@ -59,6 +60,7 @@ class PrimaryStatus:
     checkpoint: Checkpoint | None = None
     recovery_log_head: int | None = None
     lag: int | None = None
+    last_prune: RecoveryLogPrune | None = None
 
 
 def _shard_object(namespace: str, shard: str, status: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +96,8 @@ def primary_apply(namespace: str, shard: str, primary: PrimaryStatus) -> dict[st
         status["recoveryLogHead"] = primary.recovery_log_head
     if primary.lag is not None:
         status["lag"] = primary.lag
+    if primary.last_prune is not None:
+        status["lastPrune"] = primary.last_prune.model_dump(mode="json", exclude_none=True)
     return _shard_object(namespace, shard, status)
 
 
@@ -139,8 +143,9 @@ def fenced_apply(
 
 def is_urgent(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
     """Whether the change from ``before`` to ``after`` is one a person or the operator is
-    waiting for (a new state, epoch, message or primary, or a replica's or primary's first
-    commit), as opposed to progress."""
+    waiting for (a new state, epoch, message or primary, a replica's or primary's first
+    commit, or a prune of the recovery log: at most one per pruneEvery), as opposed to
+    progress."""
     if before is None:
         return True
 
@@ -157,6 +162,7 @@ def is_urgent(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
             status.get("primary"),
             status.get("epoch"),
             "committedAt" in (status.get("checkpoint") or {}),
+            (status.get("lastPrune") or {}).get("at"),
         )
 
     return key(before) != key(after)
