@@ -11,7 +11,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.harness import Context, Result, Run
+from bench.harness import Context, Result, Run, wait_until_quiet
 from shardkeeper_dev import environment, processes, tools
 
 
@@ -66,6 +66,14 @@ def main(argv: list[str] | None = None) -> int:
                 if args.only and name not in args.only and name[6:] not in args.only:
                     continue
                 print(f"\n== {name}", flush=True)
+                machine = wait_until_quiet()
+                out.machine_before[name] = machine
+                if not machine["quiet"]:
+                    print(
+                        f"   the machine is not quiet ({machine['busy_fraction']:.0%} busy, "
+                        f"load {machine['load1']}): this module's figures are suspect",
+                        flush=True,
+                    )
                 try:
                     importlib.import_module(f"bench.{name}").run(ctx, out)
                 except Exception:

@@ -44,12 +44,47 @@ class Result:
         return record
 
 
+# a quiet machine still runs the environment (etcd, the API server, MinIO) at idle
+QUIET_BUSY_FRACTION = 0.25
+
+
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_fraction(sample_seconds: float = 3.0) -> float:
+    """The share of all CPUs busy over the next ``sample_seconds``."""
+    busy0, total0 = cpu_times()
+    time.sleep(sample_seconds)
+    busy1, total1 = cpu_times()
+    return (busy1 - busy0) / max(total1 - total0, 1.0)
+
+
+def wait_until_quiet(timeout: float = 120.0) -> dict[str, Any]:
+    """Wait (up to ``timeout``) for the machine to be quiet, so that what an earlier module
+    left running, or another job, does not weigh on the next figures; say how it was."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = busy_fraction()
+        if busy <= QUIET_BUSY_FRACTION or time.monotonic() >= deadline:
+            return {
+                "busy_fraction": round(busy, 3),
+                "load1": round(os.getloadavg()[0], 2),
+                "quiet": busy <= QUIET_BUSY_FRACTION,
+            }
+
+
 @dataclasses.dataclass
 class Run:
-    """A collection of results from one ``make bench``."""
+    """A collection of results from one ``make bench``, with how busy the machine was
+    before each module (``machine_before``)."""
 
     results: list[Result] = dataclasses.field(default_factory=list)
     started: float = dataclasses.field(default_factory=time.time)
+    machine_before: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def add(self, result: Result) -> None:
         ratio = "" if result.ratio is None else f"  ratio {result.ratio:.3f}"
@@ -62,7 +97,12 @@ class Run:
         doc = {
             "started": self.started,
             "finished": time.time(),
-            "machine": {"python": platform.python_version(), "node": platform.node()},
+            "machine": {
+                "python": platform.python_version(),
+                "node": platform.node(),
+                "cpus": os.cpu_count(),
+            },
+            "machine_before": self.machine_before,
             "results": [r.as_json() for r in self.results],
         }
         path.write_text(json.dumps(doc, indent=2) + "\n")
