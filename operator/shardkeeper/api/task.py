@@ -58,6 +58,13 @@ IDEMPOTENCY_WINDOW_MIN = Duration.parse("1s")
 IDEMPOTENCY_WINDOW_MAX = Duration.parse("168h")
 PRUNE_EVERY_MIN = Duration.parse("10s")
 PRUNE_EVERY_MAX = Duration.parse("24h")
+DEFAULT_PRUNE_EVERY = Duration.parse("10m")
+
+
+def prune_every_allowed(every: Duration) -> bool:
+    """0s (never), or from PRUNE_EVERY_MIN to PRUNE_EVERY_MAX."""
+    return every == Duration(0) or PRUNE_EVERY_MIN <= every <= PRUNE_EVERY_MAX
+
 
 SQL_IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SqlIdentifier = Annotated[str, StringConstraints(pattern=SQL_IDENTIFIER_PATTERN, max_length=63)]
@@ -410,10 +417,11 @@ class ShardTemplate(ApiModel):
     """Bytes of recovery log after which the primary uploads a snapshot of its store, from
     1Mi up to 1Ti. A restore reads the newest snapshot and the log after it, so a smaller
     value restores faster and uploads the store more often."""
-    prune_every: Duration = Duration.parse("10m")
+    prune_every: Duration | None = None
     """Least time between two automatic prunes of the recovery log by the primary, which
     prunes after a snapshot lands: from 10s to 24h, or 0s for never (prune by hand with
-    `shardkeeper shards prune-logs`)."""
+    `shardkeeper shards prune-logs`). Unset means the operator's `--prune-every` (chart
+    value `operator.shardPruneEvery`, 10m by default)."""
     storage_class_name: ObjectName | None = None
     """StorageClass of the volumes. Unset means the cluster's default class."""
     node_selector: Annotated[dict[str, LabelValue], Field(max_length=32)] = Field(
@@ -447,9 +455,7 @@ class ShardTemplate(ApiModel):
             f"duration(self.pruneEvery) <= duration('{PRUNE_EVERY_MAX}'))",
             f"pruneEvery must be 0s (never) or from {PRUNE_EVERY_MIN} to {PRUNE_EVERY_MAX}",
             field_path=".pruneEvery",
-            holds=lambda t: (
-                t.prune_every == Duration(0) or PRUNE_EVERY_MIN <= t.prune_every <= PRUNE_EVERY_MAX
-            ),
+            holds=lambda t: t.prune_every is None or prune_every_allowed(t.prune_every),
         ),
         Rule(
             "!has(self.nodeSelector) || self.nodeSelector.all(k, "

@@ -21,6 +21,12 @@ import kopf
 
 from shardkeeper import __version__, redact
 from shardkeeper.api.meta import Duration
+from shardkeeper.api.task import (
+    DEFAULT_PRUNE_EVERY,
+    PRUNE_EVERY_MAX,
+    PRUNE_EVERY_MIN,
+    prune_every_allowed,
+)
 from shardkeeper.controller.engine import kube, metrics
 from shardkeeper.controller.engine.cache import Cache
 from shardkeeper.controller.engine.events import Recorder
@@ -64,6 +70,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=DEFAULT_STATUS_INTERVAL,
         help="seconds between a shard replica's progress reports in its Shard's status "
         "(changes of state are reported at once), passed to shard pods (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--prune-every",
+        type=_prune_every,
+        default=DEFAULT_PRUNE_EVERY,
+        help="least time between two automatic prunes of a shard's recovery log by its "
+        "primary, for Tasks that set no spec.shards.pruneEvery: 0s (never) or 10s to 24h, "
+        "passed to shard pods (default: %(default)s)",
     )
     parser.add_argument(
         "--split-catch-up-timeout",
@@ -111,6 +125,18 @@ def _duration(text: str) -> timedelta:
     if value <= timedelta(0):
         raise argparse.ArgumentTypeError("the catch-up timeout must be more than 0s")
     return value
+
+
+def _prune_every(text: str) -> Duration:
+    try:
+        every = Duration.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not prune_every_allowed(every):
+        raise argparse.ArgumentTypeError(
+            f"must be 0s (never) or from {PRUNE_EVERY_MIN} to {PRUNE_EVERY_MAX}"
+        )
+    return every
 
 
 def _as_text(value: timedelta) -> str:
@@ -162,7 +188,9 @@ async def lead(
         kube=client,
         recorder=Recorder(client, args.identity),
         queue=queue,
-        defaults=WorkloadDefaults(args.shard_image, args.lease_duration, args.status_interval),
+        defaults=WorkloadDefaults(
+            args.shard_image, args.lease_duration, args.status_interval, args.prune_every
+        ),
         splits=SplitSettings(catch_up_timeout=args.split_catch_up_timeout),
     )
     manager = Manager(deps)

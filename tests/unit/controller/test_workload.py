@@ -163,6 +163,7 @@ def test_container_command_environment_ports_and_probes() -> None:
         "SHARDKEEPER_ADMIN_PORT": "8081",
         "SHARDKEEPER_LEASE_DURATION": "20",
         "SHARDKEEPER_STATUS_INTERVAL": "5",
+        "SHARDKEEPER_PRUNE_EVERY": "10m",
         "SHARDKEEPER_LOG_LEVEL": "info",
         "TMPDIR": "/var/tmp/shardkeeper",
     }

@@ -21,6 +21,7 @@ from shardkeeper.runtime.shell.autoprune import (
     standby_floor,
 )
 from shardkeeper.runtime.shell.reporting import PrimaryStatus, is_urgent, primary_apply
+from shardkeeper.runtime.shell.settings import settings_from_env
 from shardkeeper.storage import errors
 from shardkeeper.storage.prune import PrunePlan
 from shardkeeper.storage.recoverylog import RecoveryLog
@@ -68,13 +69,16 @@ def entry(ordinal: int | str, state: str = "STANDBY", head: int | None = 1000) -
 
 
 PRIMARY = f"{NAME}-0"
+SETTINGS_BASE = {"SHARDKEEPER_SHARD": NAME, "POD_NAME": PRIMARY, "POD_NAMESPACE": "ns"}
 
 
 # --- the field -------------------------------------------------------------------------------
 
 
 def test_prune_every_defaults_to_ten_minutes_and_zero_turns_pruning_off() -> None:
-    assert ShardTemplate().prune_every == Duration.parse("10m")
+    # unset on the Task: the operator's --prune-every, passed as SHARDKEEPER_PRUNE_EVERY
+    assert ShardTemplate().prune_every is None
+    assert settings_from_env(SETTINGS_BASE).prune_every == Duration.parse("10m")
     assert interval_of(Duration.parse("10m")) == datetime.timedelta(minutes=10)
     assert interval_of(Duration.parse("0s")) is None
     for accepted in ("0s", "10s", "90m", "24h"):

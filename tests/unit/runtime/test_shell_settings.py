@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from shardkeeper.api.meta import Duration
 from shardkeeper.runtime.shell.settings import SettingsError, settings_from_env
 
 BASE = {"SHARDKEEPER_SHARD": "t-00000000-00000000", "POD_NAME": "t-0", "POD_NAMESPACE": "ns"}
@@ -30,6 +31,7 @@ def test_every_variable_is_read() -> None:
             "SHARDKEEPER_ADMIN_PORT": "9000",
             "SHARDKEEPER_LEASE_DURATION": "3",
             "SHARDKEEPER_STATUS_INTERVAL": "0.5",
+            "SHARDKEEPER_PRUNE_EVERY": "1h",
             "SHARDKEEPER_LOG_LEVEL": "debug",
             "KUBECONFIG": "/k",
         }
@@ -40,6 +42,7 @@ def test_every_variable_is_read() -> None:
         9000,
     )
     assert (settings.lease_duration, settings.status_interval) == (3.0, 0.5)
+    assert settings.prune_every == Duration.parse("1h")
     assert (settings.lease_duration, settings.log_level, settings.kubeconfig) == (
         3.0,
         "debug",
@@ -58,6 +61,8 @@ def test_every_variable_is_read() -> None:
         ({"SHARDKEEPER_LEASE_DURATION": "0"}, "must be between 1 and 3600"),
         ({"SHARDKEEPER_STATUS_INTERVAL": "0"}, "STATUS_INTERVAL='0' must be between 0.1 and 3600"),
         ({"SHARDKEEPER_STATUS_INTERVAL": "soon"}, "STATUS_INTERVAL='soon' is not a number"),
+        ({"SHARDKEEPER_PRUNE_EVERY": "5s"}, "PRUNE_EVERY='5s' must be 0s"),
+        ({"SHARDKEEPER_PRUNE_EVERY": "daily"}, "PRUNE_EVERY='daily' is not a duration"),
     ],
 )
 def test_bad_variables_are_named(change: dict[str, str], names: str) -> None:

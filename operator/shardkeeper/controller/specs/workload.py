@@ -15,9 +15,9 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-from shardkeeper.api.meta import GROUP
+from shardkeeper.api.meta import GROUP, Duration
 from shardkeeper.api.shard import Shard
-from shardkeeper.api.task import Task, TaskType
+from shardkeeper.api.task import DEFAULT_PRUNE_EVERY, Task, TaskType
 from shardkeeper.controller.specs import names
 from shardkeeper.controller.specs.objects import (
     Object,
@@ -58,6 +58,7 @@ class WorkloadDefaults:
     shard_image: str
     lease_duration: int = names.DEFAULT_LEASE_DURATION
     status_interval: int = names.DEFAULT_STATUS_INTERVAL
+    prune_every: Duration = DEFAULT_PRUNE_EVERY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +135,7 @@ def _container(ctx: WorkloadInputs) -> Object:
             {"name": "SHARDKEEPER_ADMIN_PORT", "value": str(names.ADMIN_PORT)},
             {"name": "SHARDKEEPER_LEASE_DURATION", "value": str(ctx.defaults.lease_duration)},
             {"name": "SHARDKEEPER_STATUS_INTERVAL", "value": str(ctx.defaults.status_interval)},
+            {"name": "SHARDKEEPER_PRUNE_EVERY", "value": str(ctx.defaults.prune_every)},
             {"name": "SHARDKEEPER_LOG_LEVEL", "value": str(template.log_level)},
             # the root filesystem is read-only: Python's and SQLite's temporary files
             {"name": "TMPDIR", "value": TMP_DIR},

@@ -241,7 +241,9 @@ def run(
     )
     role = RoleLabel(pod_patcher(kube, settings.namespace, settings.pod, timeout=timeout))
     hooks = RuntimeHooks(settings, kube, metrics, timeout, faults=faults, role=role)
-    replica = Replica(settings.pod, hooks, reporter, context, faults=faults)
+    replica = Replica(
+        settings.pod, hooks, reporter, context, faults=faults, prune_every=settings.prune_every
+    )
     try:
         admin = AdminServer(
             settings.pod_ip,

@@ -54,7 +54,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from shardkeeper.api.meta import Duration
 from shardkeeper.api.shard import Checkpoint, CommitPoint, ReplicaState, ReplicaStatus, Shard
+from shardkeeper.api.task import DEFAULT_PRUNE_EVERY
 from shardkeeper.redact import redact
 from shardkeeper.runtime.core.errors import CommitWithheld
 from shardkeeper.runtime.core.faults import NO_RUNTIME_FAULTS, RuntimeFaultPoint, RuntimeFaults
@@ -215,8 +217,10 @@ class Replica:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         faults: RuntimeFaults = NO_RUNTIME_FAULTS,
+        prune_every: Duration = DEFAULT_PRUNE_EVERY,
     ) -> None:
         self.pod = pod
+        self.prune_every = prune_every  # for Tasks that set no spec.shards.pruneEvery
         self.faults = faults
         self.hooks = hooks
         self.reporter = reporter
@@ -536,7 +540,9 @@ class Replica:
         pruner = AutoPruner(
             store.log,
             pod=self.pod,
-            every=interval_of(template.prune_every),
+            every=interval_of(
+                self.prune_every if template.prune_every is None else template.prune_every
+            ),
             hot_standbys=template.hot_standbys,
             read_shard=lambda: self._read_shard(resources),
             observe=self.hooks.observe_prune,

@@ -7,6 +7,14 @@ import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 
+from shardkeeper.api.meta import Duration
+from shardkeeper.api.task import (
+    DEFAULT_PRUNE_EVERY,
+    PRUNE_EVERY_MAX,
+    PRUNE_EVERY_MIN,
+    prune_every_allowed,
+)
+
 DEFAULT_DATA_DIR = "/var/lib/shardkeeper"
 DEFAULT_ADMIN_PORT = 8081
 DEFAULT_LEASE_DURATION = 15.0
@@ -27,6 +35,8 @@ class PodSettings:
     admin_port: int
     lease_duration: float
     status_interval: float
+    prune_every: Duration
+    """For a Task that sets no spec.shards.pruneEvery."""
     log_level: str | None
     # set when run by hand; in a pod the service account's in-cluster config is used
     kubeconfig: str | None
@@ -52,6 +62,22 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     return value
 
 
+def _prune_every(env: Mapping[str, str]) -> Duration:
+    name = "SHARDKEEPER_PRUNE_EVERY"
+    raw = env.get(name, "").strip()
+    if not raw:
+        return DEFAULT_PRUNE_EVERY
+    try:
+        every = Duration.parse(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a duration like 10m") from None
+    if not prune_every_allowed(every):
+        raise SettingsError(
+            f"{name}={raw!r} must be 0s (never) or from {PRUNE_EVERY_MIN} to {PRUNE_EVERY_MAX}"
+        )
+    return every
+
+
 def settings_from_env(env: Mapping[str, str]) -> PodSettings:
     pod_ip = env.get("POD_IP", "").strip() or "127.0.0.1"
     try:
@@ -72,6 +98,7 @@ def settings_from_env(env: Mapping[str, str]) -> PodSettings:
         status_interval=_number(
             env, "SHARDKEEPER_STATUS_INTERVAL", DEFAULT_STATUS_INTERVAL, 0.1, 3600
         ),
+        prune_every=_prune_every(env),
         log_level=env.get("SHARDKEEPER_LOG_LEVEL", "").strip() or None,
         kubeconfig=env.get("KUBECONFIG", "").strip() or None,
     )
