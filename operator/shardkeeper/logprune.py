@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from collections.abc import Sequence
+from typing import Any
 
 from shardkeeper.api.meta import API_VERSION
 from shardkeeper.api.shard import Shard
@@ -93,10 +95,38 @@ def report(results: Sequence[ShardPrune], *, dry_run: bool) -> str:
     return "\n".join(lines)
 
 
+def to_json(results: Sequence[ShardPrune], *, dry_run: bool) -> dict[str, Any]:
+    """The outcome for scripts: per shard, what was (or would be) removed. Pure."""
+    shards = []
+    for result in results:
+        entry: dict[str, Any] = {
+            "shard": result.shard,
+            "pruned": result.plan is not None and not dry_run,
+            "heldBack": result.held,
+            "retainFrom": result.retain_from,
+        }
+        if result.plan is not None:
+            plan = result.plan
+            entry |= {
+                "log": plan.log,
+                "keptFrom": plan.keep_from,
+                "removedObjects": len(plan.keys),
+                "removedLogBytes": plan.removed_bytes,
+                "keptLogBytes": plan.kept_bytes,
+                "removed": list(plan.keys),
+                "tombstones": [t.key for t in plan.tombstones],
+            }
+        shards.append(entry)
+    return {"dryRun": dry_run, "shards": shards}
+
+
 def run(kube: Transport, namespace: str, args: argparse.Namespace) -> int:
-    """The command: ``args.task``, ``args.dry_run`` and ``args.force``."""
+    """The command: ``args.task``, ``args.dry_run``, ``args.force`` and ``args.output``."""
     results = prune_logs(kube, namespace, args.task, dry_run=args.dry_run, force=args.force)
-    print(report(results, dry_run=args.dry_run))
+    if args.output == "json":
+        print(json.dumps(to_json(results, dry_run=args.dry_run), indent=2))
+    else:
+        print(report(results, dry_run=args.dry_run))
     return 0
 
 
@@ -110,3 +140,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also prune shards that a split involves or whose standbys' positions are unknown",
     )
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
