@@ -51,6 +51,8 @@ def hold(shard: Shard, hot_standbys: int) -> tuple[str | None, int | None]:
 def prune_logs(
     kube: Transport, namespace: str, task: str | None, *, dry_run: bool, force: bool = False
 ) -> list[ShardPrune]:
+    """Prune the log of each shard of ``task`` (or of every shard of ``namespace``), in
+    name order; the first shard whose objects or bucket fail stops it (:class:`CliError`)."""
     shards = request(kube, "GET", resource_path(API_VERSION, Shard.PLURAL, namespace))["items"]
     names = sorted(s["metadata"]["name"] for s in shards if not task or s["spec"]["task"] == task)
     if not names:
