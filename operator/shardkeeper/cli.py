@@ -15,6 +15,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("shardkeeper.controller.main", "run the operator (kopf)"),
     "shard": ("shardkeeper.runtime.shell.main", "run one shard replica (the data plane)"),
     "shards": ("shardkeeper.shards_cli", "split shards, cancel a split, show a task's shards"),
+    "storage": (
+        "shardkeeper.storage_cli",
+        "bytes of tasks' recovery logs and collections in the bucket; prune the logs",
+    ),
     "dev": ("shardkeeper_dev.main", "local development environment: tools, up, down, status"),
 }
 

@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
 
+from shardkeeper import logprune
 from shardkeeper.api.meta import API_VERSION
 from shardkeeper.api.shard import Shard
 from shardkeeper.api.task import Task
-from shardkeeper.kube.client import ApiError, Transport, call, request
-from shardkeeper.kube.config import KubeconfigError, context_namespace, locate
+from shardkeeper.kube.client import Transport, call, request
 from shardkeeper.kube.paths import resource_path
-from shardkeeper.kube.transport import LightClient, read_kubeconfig
+from shardkeeper.kubecli import CliError, add_kube_arguments, client, run
 
 # steps from which a split only rolls forward
 ROLLING_FORWARD = ("HandOff", "Finish")
@@ -83,14 +82,6 @@ def tree(tasks: Sequence[str], shards: Sequence[Mapping[str, Any]], *, wide: boo
                     + (f"  {replica['message']}" if replica.get("message") else "")
                 )
     return "\n".join(lines)
-
-
-def _client(args: argparse.Namespace) -> tuple[Transport, str]:
-    source = locate(args.kubeconfig, os.environ, args.context)
-    namespace = args.namespace
-    if namespace is None and source.kubeconfig is not None:
-        namespace = context_namespace(read_kubeconfig(source.kubeconfig), source.context)
-    return LightClient.connect(source, os.environ), namespace or "default"
 
 
 def _shard_path(namespace: str | None, name: str = "") -> str:
@@ -191,43 +182,9 @@ def _logs(kube: Transport, namespace: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _prune_logs(kube: Transport, namespace: str, args: argparse.Namespace) -> int:
-    # the runtime's own reading of a shard's storage, with the caller's rights
-    from shardkeeper.runtime.shell.startup import KubeReader, StartupError, load_resources
-    from shardkeeper.runtime.shell.storagemap import object_store
-    from shardkeeper.storage.prune import prune
-    from shardkeeper.storage.recoverylog import RecoveryLog
-
-    shards = request(kube, "GET", _shard_path(namespace))["items"]
-    names = sorted(
-        s["metadata"]["name"] for s in shards if not args.task or s["spec"]["task"] == args.task
-    )
-    if not names:
-        raise CliError(f"no shards{f' of task {args.task}' if args.task else ''} in {namespace}")
-    reader = KubeReader(kube, namespace)
-    for name in names:
-        try:
-            resources = load_resources(reader, name)
-            store = object_store(resources.mapping, resources.credentials)
-        except (StartupError, ValueError) as exc:
-            raise CliError(f"shard {name}: {exc}") from None
-        plan = prune(RecoveryLog(store, resources.recovery_log), dry_run=args.dry_run)
-        print(f"shard/{name}")
-        print("  " + plan.describe().replace("\n", "\n  "))
-    if args.dry_run:
-        print("DRY RUN: nothing deleted")
-    return 0
-
-
-class CliError(Exception):
-    """What went wrong, in words for the person at the terminal."""
-
-
 def parser(prog: str) -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog=prog, description="Shards of Shardkeeper tasks.")
-    top.add_argument("-n", "--namespace", help="default: the context's namespace, or default")
-    top.add_argument("--context", help="the kubeconfig context to use")
-    top.add_argument("--kubeconfig", help="path to the kubeconfig (default: $KUBECONFIG)")
+    add_kube_arguments(top)
     commands = top.add_subparsers(dest="command", required=True)
     split = commands.add_parser("split", help="ask for a split of a shard (spec.split)")
     split.add_argument("name")
@@ -247,10 +204,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
     prune_logs = commands.add_parser(
         "prune-logs", help="delete what no recovery needs from shards' recovery logs"
     )
-    prune_logs.add_argument("task", nargs="?", help="only this task's shards")
-    prune_logs.add_argument(
-        "--dry-run", action="store_true", help="print what would go, delete nothing"
-    )
+    logprune.add_arguments(prune_logs)
     return top
 
 
@@ -259,20 +213,8 @@ COMMANDS = {
     "cancel-split": _cancel,
     "status": _status,
     "logs": _logs,
-    "prune-logs": _prune_logs,
+    "prune-logs": logprune.run,
 }
-
-
-def explain(exc: ApiError) -> str:
-    """An API error in terms of what the person can do about it. Pure."""
-    if exc.status == 404 and exc.message.startswith("the server could not find"):
-        return (
-            "the Shardkeeper CRDs are not installed in this cluster: "
-            "kubectl apply --server-side -f crds/"
-        )
-    if exc.status in (401, 403):
-        return f"access denied: {exc.message}"
-    return f"{exc.message} (HTTP {exc.status})"
 
 
 def main(argv: Sequence[str], prog: str = "shardkeeper shards") -> int:
@@ -280,20 +222,14 @@ def main(argv: Sequence[str], prog: str = "shardkeeper shards") -> int:
     if getattr(args, "all_namespaces", False) and args.task:
         print(f"{prog}: a TASK names one namespace's task: leave out -A", file=sys.stderr)
         return 2
-    try:
-        kube, namespace = _client(args)
+
+    def command() -> int:
+        kube, namespace = client(args)
         if getattr(args, "all_namespaces", False):
             return _status(kube, None, args)
         return COMMANDS[args.command](kube, namespace, args)
-    except ApiError as exc:
-        print(f"{prog}: {explain(exc)}", file=sys.stderr)
-        return 1
-    except CliError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 1
-    except (KubeconfigError, OSError) as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 1
+
+    return run(prog, command)
 
 
 def kubectl_plugin() -> int:

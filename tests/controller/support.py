@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from tests.support.wait import wait_for
 
-from shardkeeper_dev import processes
+from shardkeeper_dev import processes, tools
 from shardkeeper_dev.environment import EnvInfo
 from shardkeeper_dev.examples import render
 
@@ -270,3 +270,19 @@ def wait_ready(
 
 def elapsed(start: float) -> float:
     return time.monotonic() - start
+
+
+def cli_env(dev_env: EnvInfo) -> dict[str, str]:
+    """The environment of a command run as a person runs it: the kubeconfig of the dev
+    environment, and kubectl and this venv's scripts (its plugins) on the PATH."""
+    bin_dir = str(Path(sys.executable).parent)
+    path = f"{bin_dir}:{tools.binary_path('kubectl').parent}:{os.environ.get('PATH', '')}"
+    return {**os.environ, "KUBECONFIG": str(dev_env.kubeconfig), "PATH": path}
+
+
+def run_cli(dev_env: EnvInfo, *argv: str) -> str:
+    """The output of a command line (``kubectl shards ...``, ``shardkeeper ...``); it must
+    succeed."""
+    done = subprocess.run(argv, env=cli_env(dev_env), capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout

@@ -16,13 +16,11 @@ from __future__ import annotations
 import collections
 import copy
 import json
-import os
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -35,11 +33,13 @@ from tests.controller.support import (
     OperatorProcess,
     admission_policy,
     apply,
+    cli_env,
     event_reasons,
     examples,
     examples_in_a_schema,
     get,
     remove_admission_policy,
+    run_cli,
     wait_ready,
 )
 from tests.controller.test_flow import capture_url, post, totals
@@ -50,7 +50,7 @@ from shardkeeper.controller.main import LEADER_LEASE
 from shardkeeper.runtime.shell.collectionio import read_collection
 from shardkeeper.storage.layout import task_recovery_dir
 from shardkeeper.storage.objectstore import ObjectStore
-from shardkeeper_dev import environment, tools
+from shardkeeper_dev import environment
 from shardkeeper_dev.environment import EnvInfo
 from shardkeeper_dev.ownership import check_ownership
 
@@ -495,7 +495,7 @@ def test_a_split_is_aborted_by_its_timeout_and_cancelled_by_removing_it(
     patient = operators("operator-patient")
     patient.wait_leading()
     # this time through the CLI, as `shardkeeper shards` and as the kubectl plugin
-    asked = shards_cli(dev_env, "shardkeeper", "shards", "-n", namespace, "split", PARENT)
+    asked = run_cli(dev_env, "shardkeeper", "shards", "-n", namespace, "split", PARENT)
     assert "asked for a split" in asked
     wait_for(
         lambda: split_step(kubectl, namespace, PARENT) in ("Plan", "Children", "CatchUp"),
@@ -508,27 +508,27 @@ def test_a_split_is_aborted_by_its_timeout_and_cancelled_by_removing_it(
         timeout=30,
         what="the splitting task Progressing to Argo CD",
     )
-    shards_cli(dev_env, "kubectl", "shards", "-n", namespace, "cancel-split", PARENT)
+    run_cli(dev_env, "kubectl", "shards", "-n", namespace, "cancel-split", PARENT)
     wait_for(
         lambda: split_step(kubectl, namespace, PARENT) == "Aborted",
         timeout=120,
         what="the split aborted by its removal",
     )
     check_untouched(kubectl, namespace, before)
-    shown = shards_cli(dev_env, "kubectl", "shards", "-n", namespace, "status", TASK)
+    shown = run_cli(dev_env, "kubectl", "shards", "-n", namespace, "status", TASK)
     assert f"shard/{PARENT}  key 00000000-ffffffff  r-clock 00000000-ffffffff  Running" in shown
-    everywhere = shards_cli(dev_env, "kubectl", "shards", "status", "-A", "-o", "wide")
+    everywhere = run_cli(dev_env, "kubectl", "shards", "status", "-A", "-o", "wide")
     assert f"task/{TASK}  (namespace {namespace})" in everywhere
     assert f"log {before['spec']['recoveryLog']}" in everywhere
     listed = yaml.safe_load(
-        shards_cli(dev_env, "kubectl", "shards", "-n", namespace, "status", TASK, "-o", "yaml")
+        run_cli(dev_env, "kubectl", "shards", "-n", namespace, "status", TASK, "-o", "yaml")
     )
     assert listed["kind"] == "List"
     assert PARENT in [s["metadata"]["name"] for s in listed["items"]]
     # the primary's own log lines, through the API server and the node
-    logged = shards_cli(dev_env, "kubectl", "shards", "-n", namespace, "logs", PARENT)
+    logged = run_cli(dev_env, "kubectl", "shards", "-n", namespace, "logs", PARENT)
     assert "fenced the recovery log" in logged, logged[-2000:]
-    planned = shards_cli(
+    planned = run_cli(
         dev_env, "kubectl", "shards", "-n", namespace, "prune-logs", TASK, "--dry-run"
     )
     assert f"shard/{PARENT}" in planned
@@ -543,18 +543,6 @@ def test_a_split_is_aborted_by_its_timeout_and_cancelled_by_removing_it(
     )
     assert refused.returncode == 1
     assert "nope" in refused.stderr
-
-
-def cli_env(dev_env: EnvInfo) -> dict[str, str]:
-    bin_dir = str(Path(sys.executable).parent)
-    path = f"{bin_dir}:{tools.binary_path('kubectl').parent}:{os.environ.get('PATH', '')}"
-    return {**os.environ, "KUBECONFIG": str(dev_env.kubeconfig), "PATH": path}
-
-
-def shards_cli(dev_env: EnvInfo, *argv: str) -> str:
-    done = subprocess.run(argv, env=cli_env(dev_env), capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def check_untouched(kubectl: Kubectl, namespace: str, before: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from tests.support.metrics import product_metrics
 
-from shardkeeper import shards_cli
+from shardkeeper import shards_cli, storage_cli
 from shardkeeper.api import KINDS
 from shardkeeper.api.crd import crd
 from shardkeeper.storage import prune
@@ -111,6 +111,22 @@ def check_shards_commands(text: str) -> list[str]:
         why = refused(shards_cli.parser("kubectl shards"), argv)
         if why is not None:
             problems.append(f"kubectl shards {shlex.join(argv)}: {why}")
+    return problems
+
+
+def storage_commands(text: str) -> list[list[str]]:
+    found = []
+    for line in commands(text):
+        found += argv_after(line, "shardkeeper", "storage")
+    return found
+
+
+def check_storage_commands(text: str) -> list[str]:
+    problems = []
+    for argv in storage_commands(text):
+        why = refused(storage_cli.parser("shardkeeper storage"), argv)
+        if why is not None:
+            problems.append(f"shardkeeper storage {shlex.join(argv)}: {why}")
     return problems
 
 
@@ -270,6 +286,7 @@ def check_links(text: str, base: Path = DOC) -> list[str]:
 
 CHECKS = [
     check_shards_commands,
+    check_storage_commands,
     check_prune_commands,
     check_alerts,
     check_metrics,
@@ -290,9 +307,10 @@ def test_the_operations_doc_names_only_what_exists(doc: str, check: Any) -> None
     assert check(doc) == []
 
 
-def test_the_doc_shows_every_shards_command_and_both_prune_commands(doc: str) -> None:
+def test_the_doc_shows_every_shards_and_storage_command_and_the_prune_module(doc: str) -> None:
     subcommands = {word for argv in shards_commands(doc) for word in argv}
     assert set(shards_cli.COMMANDS) <= subcommands
+    assert set(storage_cli.COMMANDS) <= {word for argv in storage_commands(doc) for word in argv}
     assert "python -m shardkeeper.storage.prune" in doc
 
 
@@ -302,6 +320,8 @@ def test_the_doc_shows_every_shards_command_and_both_prune_commands(doc: str) ->
     [
         (check_shards_commands, "```sh\nkubectl shards status TASK -n pipelines\n```"),
         (check_shards_commands, "`kubectl shards split NAME --by key`"),
+        (check_storage_commands, "```sh\nshardkeeper storage usage -o yaml\n```"),
+        (check_storage_commands, "`shardkeeper storage prune-logs TASK`"),
         (check_prune_commands, "```sh\npython -m shardkeeper.storage.prune --dry-run\n```"),
         (check_alerts, "`ShardkeeperShardStuck`"),
         (check_metrics, "`shardkeeper_shard_lag_bytes`"),

@@ -4,7 +4,8 @@ progress, and each replica."""
 from __future__ import annotations
 
 from shardkeeper.kube.client import ApiError
-from shardkeeper.shards_cli import explain, tree
+from shardkeeper.kubecli import explain
+from shardkeeper.shards_cli import tree
 
 
 def shard(name: str, key: tuple[str, str], **status: object) -> dict[str, object]:

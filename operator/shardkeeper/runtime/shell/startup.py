@@ -163,7 +163,8 @@ class KubeReader:
             ) from None
 
 
-def _load(reader: KubeReader, kind: type[R], name: str, why: str) -> R:
+def load_object(reader: KubeReader, kind: type[R], name: str, why: str) -> R:
+    """The object ``name`` of ``kind``, parsed; ``why`` says who refers to it."""
     obj = reader.custom_object(kind.PLURAL, name)
     if obj is None:
         raise StartupError(
@@ -176,15 +177,15 @@ def _load(reader: KubeReader, kind: type[R], name: str, why: str) -> R:
 def load_resources(reader: KubeReader, shard_name: str) -> ShardResources:
     shard = load_shard(reader, shard_name)
     task_name = shard.spec.task
-    task = _load(reader, Task, task_name, f"spec.task of Shard {shard_name!r}")
+    task = load_object(reader, Task, task_name, f"spec.task of Shard {shard_name!r}")
     collections: dict[str, Collection] = {}
     for field, names in (("sources", task.spec.sources), ("outputs", task.spec.outputs)):
         for name in names:
             if name not in collections:
                 why = f"in spec.{field} of Task {task_name!r}"
-                collections[name] = _load(reader, Collection, name, why)
+                collections[name] = load_object(reader, Collection, name, why)
     mapping_name = task.spec.storage_mapping
-    mapping = _load(
+    mapping = load_object(
         reader, StorageMapping, mapping_name, f"spec.storageMapping of Task {task_name!r}"
     )
     for name, collection in collections.items():
@@ -207,17 +208,18 @@ def load_resources(reader: KubeReader, shard_name: str) -> ShardResources:
         task=task,
         collections=collections,
         mapping=mapping,
-        credentials=_credentials(reader, mapping),
+        credentials=mapping_credentials(reader, mapping),
         split_source_log=source_log,
     )
 
 
 def load_shard(reader: KubeReader, shard_name: str) -> Shard:
     """The Shard as it is now (a split narrows a running shard's ranges)."""
-    return _load(reader, Shard, shard_name, "named by SHARDKEEPER_SHARD")
+    return load_object(reader, Shard, shard_name, "named by SHARDKEEPER_SHARD")
 
 
-def _credentials(reader: KubeReader, mapping: StorageMapping) -> dict[str, str]:
+def mapping_credentials(reader: KubeReader, mapping: StorageMapping) -> dict[str, str]:
+    """The first store's key pair from the mapping's Secret (``{}`` without a reference)."""
     ref = mapping.spec.stores[0].credentials_secret_ref
     if ref is None:
         return {}  # the pod's ambient credentials (instance profile, workload identity)
