@@ -176,7 +176,7 @@ class SourceReader:
         tail = Journal(self.objects, object_key(self.prefix, journal))
         try:
             if journal not in self._start:
-                start = self._first_retained(tail, start)
+                start = self._first_retained(journal, tail, start)
             for fragment in tail.tail(start.fragment, self._stop, poll=self.options.poll):
                 with self._lock:
                     self._heads[journal] = max(fragment.end, self._heads.get(journal, 0))
@@ -187,7 +187,7 @@ class SourceReader:
                 log.warning("reading %s failed: %s", journal, exc)
                 self._put(ReadFailure(exc))
 
-    def _first_retained(self, tail: Journal, start: SourceOffset) -> SourceOffset:
+    def _first_retained(self, journal: str, tail: Journal, start: SourceOffset) -> SourceOffset:
         """Where a journal this shard never read begins now: past 0 when collection
         retention (``storage/retention.py``) removed its first fragments. Only a journal's
         beginning is ever removed, so a gap after this point still fails the read."""
@@ -195,11 +195,10 @@ class SourceReader:
         info = None if first is None else fragment_info(tail.prefix, first.key, first.size)
         if info is None or info.begin <= start.fragment:
             return start
+        # the documents before it were removed by the collection's retention
         log.info(
-            "reading %s from offset %#x, its first retained fragment: the documents before "
-            "it were removed by the collection's retention",
-            tail.name,
-            info.begin,
+            "reading a journal from its first retained fragment",
+            extra={"journal": journal, "offset": info.begin},
         )
         return SourceOffset(info.begin, info.begin)
 
