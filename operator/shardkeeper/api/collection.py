@@ -39,9 +39,9 @@ class Retention(ApiModel):
     """Documents older than this (by the time their fragment was written), at least 1m,
     may be deleted once every reading shard has checkpointed past them."""
     max_bytes: Quantity | None = None
-    """Bytes each journal keeps beyond what its readers still need: older fragments that
-    every reading shard has checkpointed past may be deleted once the newer ones hold this
-    much. More than 0."""
+    """Bytes of newer data each journal keeps: a fragment followed in its journal by at
+    least this much may be deleted once every reading shard has checkpointed past it. More
+    than 0."""
 
     RULES = (
         Rule(

@@ -155,7 +155,8 @@ class RetentionRun:
 
     @property
     def held_back(self) -> str:
-        return "; ".join(p.held_back for p in self.plans if p.held_back)
+        # one reader without a position holds back every journal: say so once
+        return "; ".join(dict.fromkeys(p.held_back for p in self.plans if p.held_back))
 
 
 def apply(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 
-from shardkeeper.storage.retention import Limits, StoredFragment, plan_journal
+from shardkeeper.storage.retention import Limits, RetentionRun, StoredFragment, plan_journal
 
 NOW = datetime.datetime(2026, 12, 7, 12, 0, tzinfo=datetime.UTC)
 JOURNAL = "collections/ns/orders/feed-00000000-00000000"
@@ -97,3 +97,19 @@ def test_nothing_within_the_retention_goes_and_unsorted_input_is_ordered() -> No
     assert plan.delete == ()
     assert begins(plan.keep) == [0, 100, 200, 300]
     assert plan_journal(JOURNAL, [], {"a": None}, Limits(max_bytes=1), NOW).delete == ()
+
+
+def test_a_run_sums_its_journals_and_names_a_reader_holding_them_all_back_once() -> None:
+    other = [
+        StoredFragment(f"other/{f.begin:016x}", f.begin, f.end, f.written - HOUR) for f in FOUR
+    ]
+    readers: dict[str, int | None] = {"Shard s": None}
+    run = RetentionRun(
+        (
+            plan_journal(JOURNAL, FOUR, readers, Limits(max_bytes=1), NOW),
+            plan_journal("other", other, readers, Limits(max_bytes=1), NOW),
+        )
+    )
+    assert run.held_back == "the positions of Shard s are not known"
+    assert (run.removed_fragments, run.removed_bytes, run.retained_bytes) == (0, 0, 800)
+    assert run.oldest_retained == NOW - 5 * HOUR
