@@ -10,6 +10,7 @@ import pytest
 from tests.support.fake_api import FakeBuckets
 from tests.unit.controller.seeded import NAMESPACE, SHARD, Cluster, run
 
+from shardkeeper.controller.main import parse_args
 from shardkeeper.controller.reconcilers import stores
 from shardkeeper.controller.specs import retention as retention_spec
 from shardkeeper.storage import layout
@@ -47,7 +48,7 @@ async def reconcile(cluster: Cluster) -> float | None:
 
 
 def test_retention_waits_for_every_reader_and_keeps_the_last_fragment(
-    buckets: FakeBuckets, monkeypatch: pytest.MonkeyPatch
+    buckets: FakeBuckets,
 ) -> None:
     async def body() -> None:
         cluster = Cluster()
@@ -74,7 +75,7 @@ def test_retention_waits_for_every_reader_and_keeps_the_last_fragment(
         assert sorted(buckets.buckets[BUCKET]) == KEYS
 
         # due: the reader is at 250, inside the fragment at 200, so 0 and 100 go
-        monkeypatch.setattr(retention_spec, "RETENTION_EVERY", datetime.timedelta(0))
+        cluster.deps.retention_every = datetime.timedelta(0)
         await reconcile(cluster)
         assert sorted(buckets.buckets[BUCKET]) == KEYS[2:]
         status = cluster.find("Collection", SOURCE)["status"]["retention"]
@@ -109,3 +110,17 @@ def test_a_collection_without_retention_is_never_listed(buckets: FakeBuckets) ->
         assert sorted(buckets.buckets[BUCKET]) == KEYS
 
     run(body)
+
+
+def test_the_operator_flag_sets_the_interval_and_refuses_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SHARDKEEPER_RETENTION_EVERY", raising=False)
+    assert parse_args([]).retention_every == retention_spec.RETENTION_EVERY
+    assert parse_args(["--retention-every", "30s"]).retention_every == datetime.timedelta(
+        seconds=30
+    )
+    monkeypatch.setenv("SHARDKEEPER_RETENTION_EVERY", "1h")
+    assert parse_args([]).retention_every == datetime.timedelta(hours=1)
+    with pytest.raises(SystemExit):
+        parse_args(["--retention-every", "0s"])

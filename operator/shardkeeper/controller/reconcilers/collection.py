@@ -6,10 +6,10 @@ then: with Retain there is nothing to do at deletion, so nothing to hold it). De
 waits until no Task reads or writes it any more, then deletes every journal under
 ``collections/<namespace>/<name>/`` in every store of its StorageMapping.
 
-With ``spec.retention`` it also deletes, every ``RETENTION_EVERY``, the old beginning of
-its journals that every reading shard has checkpointed past (``storage/retention.py``),
-in the first store of its StorageMapping (the only one shards read), and says so in
-``status.retention``.
+With ``spec.retention`` it also deletes, every ``--retention-every`` (5 minutes by
+default), the old beginning of its journals that every reading shard has checkpointed past
+(``storage/retention.py``), in the first store of its StorageMapping (the only one shards
+read), and says so in ``status.retention``.
 """
 
 from __future__ import annotations
@@ -60,10 +60,11 @@ class CollectionReconciler(Base):
         retention = collection.spec.retention
         if retention is not None and mapping is not None and problem is None:
             now = datetime.now(UTC)
-            wait = retention_spec.due_in(last.last_run if last else None, now)
+            every = self.deps.retention_every
+            wait = retention_spec.due_in(last.last_run if last else None, now, every)
             if wait.total_seconds() <= 0:
                 last = await self.apply_retention(collection, retention, mapping, now)
-                wait = retention_spec.RETENTION_EVERY
+                wait = every
             again = max(1.0, wait.total_seconds())
         fields: dict[str, Any] = {"journals": self.journals(collection)}
         if retention is not None and last is not None:

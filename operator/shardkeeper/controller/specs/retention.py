@@ -11,7 +11,7 @@ from shardkeeper.api.meta import quantity_value
 from shardkeeper.api.shard import Shard, ShardPhase
 from shardkeeper.storage.retention import Limits
 
-# how often the operator applies a Collection's retention
+# how often the operator applies a Collection's retention, unless --retention-every says
 RETENTION_EVERY = datetime.timedelta(minutes=5)
 
 
@@ -41,8 +41,10 @@ def reader_positions(
     return out
 
 
-def due_in(last_run: datetime.datetime | None, now: datetime.datetime) -> datetime.timedelta:
-    """How long until retention runs again (zero or less: now)."""
+def due_in(
+    last_run: datetime.datetime | None, now: datetime.datetime, every: datetime.timedelta
+) -> datetime.timedelta:
+    """How long until retention runs again (zero or less: now), running ``every`` so long."""
     if last_run is None:
         return datetime.timedelta(0)
-    return last_run + RETENTION_EVERY - now
+    return last_run + every - now
