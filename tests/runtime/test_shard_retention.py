@@ -113,7 +113,11 @@ def test_retention_deletes_what_readers_passed_and_a_later_task_starts_after_it(
         if line["msg"] == "reading a journal from its first retained fragment"
     ]
     assert [(line["journal"], line["offset"]) for line in started] == [(journal, read_three)]
-    assert position(later, journal) == kept[-1].end
+    wait_for(
+        lambda: position(later, journal) == kept[-1].end,
+        timeout=30,
+        what="the later shard's checkpoint at the head",
+    )
 
     # the first shard, restarted, resumes at its checkpoint (retained) and loses nothing
     first.start()
