@@ -142,6 +142,24 @@ def invalid_manifests() -> list[Invalid]:
             "spec.key",
             "key must not repeat a JSON pointer",
         ),
+        Invalid(
+            "collection-retention-empty",
+            at(_collection(), {"spec.retention": {}}),
+            "spec.retention",
+            "retention needs maxAge, maxBytes or both",
+        ),
+        Invalid(
+            "collection-retention-max-age-too-short",
+            at(_collection(), {"spec.retention": {"maxAge": "30s"}}),
+            "spec.retention.maxAge",
+            "maxAge must be at least 1m",
+        ),
+        Invalid(
+            "collection-retention-max-bytes-zero",
+            at(_collection(), {"spec.retention": {"maxAge": "1h", "maxBytes": 0}}),
+            "spec.retention.maxBytes",
+            "maxBytes must be more than 0",
+        ),
         # --- CEL rules: a task's type and its blocks -------------------------------------
         Invalid(
             "capture-without-capture",

@@ -26,6 +26,7 @@ from tests.api.manifests import (
 from tests.support.wait import wait_for
 
 from shardkeeper.api import KINDS
+from shardkeeper.api.collection import Collection
 from shardkeeper.api.meta import ConditionStatus, Resource
 from shardkeeper.api.shard import ReplicaState, Shard, ShardPhase, ShardStatus
 from shardkeeper.api.task import TaskStatus
@@ -222,6 +223,21 @@ def test_a_shard_range_may_narrow_and_a_person_may_ask_for_a_split(
     assert stored.spec.key_end == 0x3FFFFFFF
     assert stored.spec.split is not None
     assert stored.spec.split.by == "rClock"
+
+
+def test_a_collection_retention_is_accepted_and_kept_as_written(
+    crds: list[str], kubectl: Kubectl, namespace: str
+) -> None:
+    _apply_examples(kubectl, namespace)
+    resource = f"collections.{GROUP}"
+    for retention in ({"maxAge": "168h"}, {"maxBytes": "10Gi"}, {"maxAge": "1m", "maxBytes": 1}):
+        patch = {"spec": {"retention": {"maxAge": None, "maxBytes": None, **retention}}}
+        kubectl(
+            "patch", "-n", namespace, resource, "orders", "--type=merge", "-p", json.dumps(patch)
+        )
+        stored = _get(kubectl, namespace, "Collection", "orders")
+        assert stored["spec"]["retention"] == retention
+        assert Collection.from_k8s(stored).spec.retention is not None
 
 
 def test_status_is_a_subresource_and_the_columns_print(

@@ -37,6 +37,7 @@ from shardkeeper.controller.engine.queue import WorkQueue
 from shardkeeper.controller.engine.secrets import watch_secrets
 from shardkeeper.controller.reconcilers.base import Deps
 from shardkeeper.controller.specs.names import DEFAULT_LEASE_DURATION, DEFAULT_STATUS_INTERVAL
+from shardkeeper.controller.specs.retention import RETENTION_EVERY
 from shardkeeper.controller.specs.splits import CATCH_UP_TIMEOUT, SplitSettings
 from shardkeeper.controller.specs.workload import WorkloadDefaults
 
@@ -87,6 +88,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "recovery log before the split is aborted, like 10m or 1h "
         "($SHARDKEEPER_SPLIT_CATCH_UP_TIMEOUT; default: %(default)s)",
     )
+    parser.add_argument(
+        "--retention-every",
+        type=_duration,
+        default=env.get("SHARDKEEPER_RETENTION_EVERY", str(_as_text(RETENTION_EVERY))),
+        help="how often a Collection's spec.retention is applied, like 5m "
+        "($SHARDKEEPER_RETENTION_EVERY; default: %(default)s)",
+    )
     parser.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics, /healthz")
     parser.add_argument(
         "--metrics-address",
@@ -123,7 +131,7 @@ def _duration(text: str) -> timedelta:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     if value <= timedelta(0):
-        raise argparse.ArgumentTypeError("the catch-up timeout must be more than 0s")
+        raise argparse.ArgumentTypeError("the duration must be more than 0s")
     return value
 
 
@@ -192,6 +200,7 @@ async def lead(
             args.shard_image, args.lease_duration, args.status_interval, args.prune_every
         ),
         splits=SplitSettings(catch_up_timeout=args.split_catch_up_timeout),
+        retention_every=args.retention_every,
     )
     manager = Manager(deps)
     settings = kopf.OperatorSettings()

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from shardkeeper.api.meta import Condition, Resource
@@ -24,6 +24,7 @@ from shardkeeper.controller.specs import conditions as cond
 from shardkeeper.controller.specs.names import FINALIZER
 from shardkeeper.controller.specs.objects import Object, namespaced_name
 from shardkeeper.controller.specs.refusals import Refusal, is_refusal
+from shardkeeper.controller.specs.retention import RETENTION_EVERY
 from shardkeeper.controller.specs.splits import SplitSettings
 from shardkeeper.controller.specs.workload import WorkloadDefaults
 from shardkeeper.redact import redact_all
@@ -37,6 +38,8 @@ class Deps:
     queue: WorkQueue
     defaults: WorkloadDefaults
     splits: SplitSettings = dataclasses.field(default_factory=SplitSettings)
+    # how often a Collection's spec.retention is applied (--retention-every)
+    retention_every: timedelta = RETENTION_EVERY
 
 
 class Reconciler(Protocol):

@@ -37,7 +37,7 @@ from shardkeeper.runtime.core.routing import (
     pack_key,
     r_clock,
 )
-from shardkeeper.storage.fragment import Fragment, FragmentKind
+from shardkeeper.storage.fragment import Fragment, FragmentKind, fragment_info
 from shardkeeper.storage.journal import Journal
 from shardkeeper.storage.layout import collection_dir, collection_journal, object_key
 from shardkeeper.storage.objectstore import ObjectStore
@@ -175,6 +175,8 @@ class SourceReader:
     def _read(self, source: str, journal: str, start: SourceOffset) -> None:
         tail = Journal(self.objects, object_key(self.prefix, journal))
         try:
+            if journal not in self._start:
+                start = self._first_retained(journal, tail, start)
             for fragment in tail.tail(start.fragment, self._stop, poll=self.options.poll):
                 with self._lock:
                     self._heads[journal] = max(fragment.end, self._heads.get(journal, 0))
@@ -184,6 +186,21 @@ class SourceReader:
             if not self._stop.is_set():
                 log.warning("reading %s failed: %s", journal, exc)
                 self._put(ReadFailure(exc))
+
+    def _first_retained(self, journal: str, tail: Journal, start: SourceOffset) -> SourceOffset:
+        """Where a journal this shard never read begins now: past 0 when collection
+        retention (``storage/retention.py``) removed its first fragments. Only a journal's
+        beginning is ever removed, so a gap after this point still fails the read."""
+        first = self.objects.first_after(tail.prefix + "/", tail.prefix + "/")
+        info = None if first is None else fragment_info(tail.prefix, first.key, first.size)
+        if info is None or info.begin <= start.fragment:
+            return start
+        # the documents before it were removed by the collection's retention
+        log.info(
+            "reading a journal from its first retained fragment",
+            extra={"journal": journal, "offset": info.begin},
+        )
+        return SourceOffset(info.begin, info.begin)
 
     def _route(self, source: str, journal: str, fragment: Fragment, skip_to: int) -> bool:
         """Put the fragment's lines (those from ``skip_to`` on) in batches; False to stop
