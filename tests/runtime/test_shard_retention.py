@@ -13,9 +13,12 @@ from typing import Any
 
 from tests.runtime.conftest import NewShard, Spawn
 from tests.runtime.shard_harness import (
+    GROUP,
+    MAPPING,
     PREFIX,
     SOURCE,
     TASK,
+    VERSION,
     Feeder,
     ShardSetup,
     apply,
@@ -59,6 +62,13 @@ def test_retention_deletes_what_readers_passed_and_a_later_task_starts_after_it(
     new_shard: NewShard, spawn: Spawn
 ) -> None:
     setup = new_shard()
+    # the source sets a retention: only then may its readers start past a journal's start
+    apply(setup.kube_api, setup.namespace, {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Collection",
+        "metadata": {"name": SOURCE},
+        "spec": {"key": ["/key"], "storageMapping": MAPPING, "retention": {"maxBytes": 1}},
+    })  # fmt: skip
     feeder = Feeder(setup)
     journal = collection_journal(setup.namespace, SOURCE, "feeder")
     first = spawn(setup, "replica-0", **ENV)

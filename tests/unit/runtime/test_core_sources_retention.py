@@ -33,7 +33,9 @@ def bucket(*begins: int) -> dict[str, bytes]:
     }
 
 
-def first_message(data: dict[str, bytes], checkpoint: dict[str, SourceOffset]) -> Message:
+def first_message(
+    data: dict[str, bytes], checkpoint: dict[str, SourceOffset], *, retained: bool = True
+) -> Message:
     channel: queue.Queue[Message] = queue.Queue()
     options = ReaderOptions(poll=PollPolicy(min_delay=0.01, max_delay=0.01), discover_every=60)
     reader = SourceReader(
@@ -43,6 +45,7 @@ def first_message(data: dict[str, bytes], checkpoint: dict[str, SourceOffset]) -
         sources=[SOURCE],
         channel=channel,
         options=options,
+        retained=[SOURCE] if retained else [],
     )
     reader.start(checkpoint)
     try:
@@ -83,5 +86,13 @@ def test_a_gap_after_the_first_fragment_still_fails() -> None:
 
 def test_a_checkpointed_position_whose_fragment_is_gone_still_fails() -> None:
     message = first_message(bucket(44, 66), {JOURNAL: SourceOffset(22, 22)})
+    assert isinstance(message, ReadFailure)
+    assert isinstance(message.error, errors.JournalGap)
+
+
+def test_without_retention_a_missing_beginning_is_lost_data_and_fails() -> None:
+    # the same bucket, but the Collection sets no spec.retention: nothing may remove its
+    # first fragments, so a reader does not skip past them
+    message = first_message(bucket(44, 66), {}, retained=False)
     assert isinstance(message, ReadFailure)
     assert isinstance(message.error, errors.JournalGap)

@@ -450,6 +450,11 @@ class Processor:
             sources=ctx.task.spec.sources,
             channel=self.channel,
             options=dataclasses.replace(self.options.reader, batch_documents=self.read_batch),
+            retained=[
+                name
+                for name in ctx.task.spec.sources
+                if ctx.collections[name].spec.retention is not None
+            ],
         )
 
     # -- the transaction loop --------------------------------------------------------------------

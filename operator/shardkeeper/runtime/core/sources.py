@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import queue
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 from shardkeeper.runtime.core.checkpoint import SourceOffset
 from shardkeeper.runtime.core.documents import Document, DocumentError, parse_line
@@ -90,8 +90,12 @@ class SourceReader:
         sources: Sequence[str],
         channel: queue.Queue[Message],
         options: ReaderOptions | None = None,
+        retained: Collection[str] = (),
     ) -> None:
         self.objects = objects
+        # sources whose Collection sets spec.retention: only there may a journal's first
+        # fragments be gone; elsewhere a missing beginning is lost data and fails the read
+        self.retained = frozenset(retained)
         self.prefix = prefix
         self.namespace = namespace
         self.sources = list(sources)
@@ -175,7 +179,7 @@ class SourceReader:
     def _read(self, source: str, journal: str, start: SourceOffset) -> None:
         tail = Journal(self.objects, object_key(self.prefix, journal))
         try:
-            if journal not in self._start:
+            if journal not in self._start and source in self.retained:
                 start = self._first_retained(journal, tail, start)
             for fragment in tail.tail(start.fragment, self._stop, poll=self.options.poll):
                 with self._lock:
