@@ -170,16 +170,12 @@ def _install(root: Path, wheel_dir: Path, wheel: Path) -> None:
     for step in steps:
         _run(["chroot", root, *step], f"in the image root: {' '.join(step)}")
     shutil.rmtree(stage)
+    # as the Dockerfile writes them (the base has no useradd)
     with (root / "etc" / "passwd").open("a") as f:
         f.write(f"shardkeeper:x:{UID}:{UID}::/nonexistent:/usr/sbin/nologin\n")
     with (root / "etc" / "group").open("a") as f:
         f.write(f"shardkeeper:x:{UID}:\n")
-    # runc mounts its own /dev; the nodes mmdebstrap made would only be dead weight
-    for node in (root / "dev").iterdir():
-        if node.is_dir() and not node.is_symlink():
-            shutil.rmtree(node)
-        else:
-            node.unlink()
+    _clear_dev(root)
 
 
 def tree_size(root: Path) -> int:
@@ -195,9 +191,10 @@ def tree_size(root: Path) -> int:
     return total
 
 
-def _pack(root: Path, work: Path, version: str, out: Path) -> None:
+def _pack(root: Path, work: Path, tag: str, config: Sequence[str], out: Path) -> None:
+    """One layer holding ``root``, the image config from ``config`` (umoci config flags)."""
     layout = work / "layout"
-    image = f"{layout}:{version}"
+    image = f"{layout}:{tag}"
     _run(["umoci", "init", "--layout", layout], "umoci init")
     _run(["umoci", "new", "--image", image], "umoci new")
     bundle = work / "bundle"
@@ -205,17 +202,53 @@ def _pack(root: Path, work: Path, version: str, out: Path) -> None:
     (bundle / "rootfs").rmdir()
     root.rename(bundle / "rootfs")
     _run(["umoci", "repack", "--image", image, bundle], "umoci repack")
-    config = ["umoci", "config", "--image", image, "--os", "linux", "--architecture", "amd64"]
-    config += ["--config.user", f"{UID}:{UID}", "--config.workingdir", "/"]
-    config += ["--config.entrypoint", "shardkeeper", "--config.cmd", "--help"]
-    config += ["--config.env", f"PATH={IMAGE_PATH}", "--config.env", "PYTHONUNBUFFERED=1"]
-    config += ["--config.label", f"org.opencontainers.image.version={version}"]
-    _run(config, "umoci config")
+    platform = ["--os", "linux", "--architecture", "amd64"]
+    _run(["umoci", "config", "--image", image, *platform, *config], "umoci config")
     _run(["umoci", "gc", "--layout", layout], "umoci gc")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     _run(["tar", "-C", layout, "-cf", partial, "."], "writing the OCI archive")
     partial.rename(out)
+
+
+def _image_config(version: str) -> list[str]:
+    config = ["--config.user", f"{UID}:{UID}", "--config.workingdir", "/"]
+    config += ["--config.entrypoint", "shardkeeper", "--config.cmd", "--help"]
+    config += ["--config.env", f"PATH={IMAGE_PATH}", "--config.env", "PYTHONUNBUFFERED=1"]
+    config += ["--config.label", f"org.opencontainers.image.version={version}"]
+    return config
+
+
+def _clear_dev(root: Path) -> None:
+    # runc mounts its own /dev; the nodes mmdebstrap made would only be dead weight
+    for node in (root / "dev").iterdir():
+        if node.is_dir() and not node.is_symlink():
+            shutil.rmtree(node)
+        else:
+            node.unlink()
+
+
+def build_base(out_dir: Path, log: Callable[[str], None] = print) -> Path:
+    """The base alone as an OCI archive, to give the Dockerfile as ``BASE``."""
+    _require_tools()
+    base = base_tarball(log)
+    out = out_dir / f"shardkeeper-base-{SUITE}-{base_key()}.oci.tar"
+    build_root = cache_root() / "build"
+    build_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=build_root, prefix="image-base-") as tmp:
+        work = Path(tmp)
+        root = work / "root"
+        root.mkdir()
+        _run(["tar", "-C", root, "-xf", base], "unpacking the base")
+        _clear_dev(root)
+        config = [
+            "--config.env",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ]
+        config += ["--config.cmd", "python3"]
+        _pack(root, work, SUITE, config, out)
+    log(f"{out}: {out.stat().st_size / 1e6:.1f} MB, tag {SUITE}")
+    return out
 
 
 def build(out_dir: Path, log: Callable[[str], None] = print) -> Path:
@@ -238,7 +271,7 @@ def build(out_dir: Path, log: Callable[[str], None] = print) -> Path:
             f"{tree_size(root / PREFIX.lstrip('/')) / 1e6:.1f} MB"
         )
         out = archive_path(out_dir, version)
-        _pack(root, work, version, out)
+        _pack(root, work, version, _image_config(version), out)
     log(f"{out}: {out.stat().st_size / 1e6:.1f} MB, tag {version}")
     return out
 
@@ -248,10 +281,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out-dir", type=Path, default=REPO / ".build", help="where the archive goes (.build/)"
     )
+    parser.add_argument(
+        "--base",
+        action="store_true",
+        help="write only the bookworm base as an OCI archive, for `docker build --build-arg BASE=`",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
-        build(args.out_dir, log=lambda msg: print(msg, flush=True))
+        (build_base if args.base else build)(args.out_dir, log=lambda msg: print(msg, flush=True))
     except ImageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

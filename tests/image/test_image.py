@@ -138,3 +138,35 @@ def test_the_image_holds_no_dev_code(bundle: Path) -> None:
         for p in rootfs.rglob(name)
     ]
     assert found == []
+
+
+def test_the_base_archive_has_what_the_dockerfile_needs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """`--base` writes the base alone, for `docker build --build-arg BASE=...`: the
+    Dockerfile's build stage needs python3 3.11 with a venv module that can install pip."""
+    out = tmp_path_factory.mktemp("base-out")
+    proc = subprocess.run(
+        [sys.executable, "-m", "shardkeeper", "dev", "image", "--base", "--out-dir", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [archive] = out.glob("shardkeeper-base-bookworm-*.oci.tar")
+    layout = out / "layout"
+    with tarfile.open(archive) as tar:
+        tar.extractall(layout, filter="tar")
+    bundle = out / "bundle"
+    unpack = subprocess.run(
+        ["umoci", "unpack", "--image", f"{layout}:bookworm", str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert unpack.returncode == 0, unpack.stderr
+    script = "import ensurepip, sys; print(sys.version_info[:2], ensurepip.version())"
+    run = _runc(bundle, ["python3", "-c", script])
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("(3, 11) ")
+    assert not (bundle / "rootfs" / "opt" / "shardkeeper").exists()
