@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml devenv/pyproject.toml | sha1sum | cut -c1-12)
 QUICK ?=
 
-.PHONY: help setup venv tools dev down status lint test test-unit bench crds lock clean
+.PHONY: help setup venv tools dev down status lint test test-unit bench crds lock image clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -53,9 +53,12 @@ bench: setup  ## run the benchmarks, write .bench/results.json (QUICK=1 for smal
 crds: venv  ## regenerate crds/, the chart's CRDs and docs/api.md from the API models
 	$(PY) -m shardkeeper.api.generate
 
+image: venv  ## build the OCI image into .build/shardkeeper-<version>.oci.tar (mmdebstrap, umoci; root)
+	$(PY) -m shardkeeper dev image
+
 lock:  ## re-resolve the locks from pyproject.toml: runtime (image) and dev
 	$(VENV)/bin/uv pip compile -q pyproject.toml --python-version 3.11 -o requirements.lock
 	$(VENV)/bin/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 -o requirements-dev.lock
 
-clean:  ## remove .venv and caches in the checkout (the tool cache stays)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .bench
+clean:  ## remove .venv, .build and caches in the checkout (the tool cache stays)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .bench .build

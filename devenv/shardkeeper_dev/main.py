@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--namespace", default="default")
     demo.add_argument("--orders", type=int, default=20, help="how many orders to post")
     sub.add_parser("tools", help="build the Go tools into the cache", add_help=False)
+    sub.add_parser("image", help="build the OCI image into .build/ (no registry)", add_help=False)
     sub.add_parser("node", help="run the process node (started by `up`)", add_help=False)
     sub.add_parser("logs", help="show a pod's log from the process node", add_help=False)
     return parser
@@ -77,6 +78,10 @@ def main(argv: Sequence[str]) -> int:
     # these own their argument parsing
     if args_list and args_list[0] == "tools":
         return tools.main(args_list[1:])
+    if args_list and args_list[0] == "image":
+        from shardkeeper_dev import image
+
+        return image.main(args_list[1:])
     if args_list and args_list[0] == "node":
         from shardkeeper_dev import node
 
