@@ -286,3 +286,9 @@ def run_cli(dev_env: EnvInfo, *argv: str) -> str:
     done = subprocess.run(argv, env=cli_env(dev_env), capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def bucket_keys(s3: Any, bucket: str, prefix: str = "") -> list[str]:
+    """The keys of the bucket's objects under ``prefix``, as boto3 lists them."""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.controller.support import Kubectl, apply, examples, get
+from tests.controller.support import Kubectl, apply, bucket_keys, examples, get
 from tests.support.metrics import product_metrics
 from tests.support.wait import wait_for
 
@@ -254,7 +254,7 @@ def test_chart_installs_upgrades_and_uninstalls_around_the_examples(
 
     # uninstalling the release takes the operator and its rights and leaves the CRDs, the
     # Tasks, their running shards and volumes, and the recovery logs (docs/operator.md)
-    logs_before = object_keys(s3, bucket)
+    logs_before = set(bucket_keys(s3, bucket))
     assert any(f"recovery/{namespace}/" in key for key in logs_before), logs_before
     helm(dev_env, "uninstall", release, "--namespace", namespace, "--wait")
     assert get(kubectl, namespace, "deployment", f"{release}-operator") is None
@@ -270,17 +270,12 @@ def test_chart_installs_upgrades_and_uninstalls_around_the_examples(
         for s in statefulsets
         for i in range(s["spec"]["replicas"])
     }
-    assert logs_before <= object_keys(s3, bucket)
+    assert logs_before <= set(bucket_keys(s3, bucket))
 
     # installed again, the operator takes the Tasks up where they are
     install(dev_env, release, namespace)
     for task in ("ingest-orders", "customer-totals", "totals-to-postgres"):
         kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", f"task/{task}")
-
-
-def object_keys(s3: Any, bucket: str) -> set[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    return {obj["Key"] for page in pages for obj in page.get("Contents", [])}
 
 
 def task_crd_without(field: str) -> dict[str, Any]:

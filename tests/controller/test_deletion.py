@@ -10,6 +10,7 @@ from tests.controller.support import (
     GROUP,
     Kubectl,
     apply,
+    bucket_keys,
     events,
     examples,
     get,
@@ -31,11 +32,6 @@ PIPELINE = [
     ("Collection", "customer-totals"),
     ("Task", "customer-totals"),
 ]
-
-
-def keys(s3: Any, bucket: str, prefix: str) -> list[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
 def run_derivation(
@@ -99,22 +95,26 @@ def test_delete_policy_removes_the_tasks_logs_and_journals_and_nothing_else(
     feed_orders(dev_env, bucket, namespace)
     recovery = f"{PREFIX}recovery/{namespace}/customer-totals/"
     journal = f"{PREFIX}collections/{namespace}/customer-totals/{SHARD}/"
-    wait_for(lambda: keys(s3, bucket, journal), timeout=60, what="the derivation's output journal")
-    assert keys(s3, bucket, recovery)
+    wait_for(
+        lambda: bucket_keys(s3, bucket, journal), timeout=60, what="the derivation's output journal"
+    )
+    assert bucket_keys(s3, bucket, recovery)
     others = [
         f"{PREFIX}recovery/{namespace}/customer-totals-other/00000000-00000000/journal/0",
         f"{PREFIX}collections/{namespace}/customer-totals/customer-totals-x-00000000-00000000/0",
     ]
     for key in others:
         s3.put_object(Bucket=bucket, Key=key, Body=b"not the task's")
-    source = keys(s3, bucket, f"{PREFIX}collections/{namespace}/orders/")
+    source = bucket_keys(s3, bucket, f"{PREFIX}collections/{namespace}/orders/")
 
     deleted(kubectl, namespace)
-    assert keys(s3, bucket, recovery) == []
-    assert keys(s3, bucket, journal) == []
+    assert bucket_keys(s3, bucket, recovery) == []
+    assert bucket_keys(s3, bucket, journal) == []
     for key in others:
-        assert keys(s3, bucket, key) == [key], "another task's data stays"
-    assert keys(s3, bucket, f"{PREFIX}collections/{namespace}/orders/") == source, "sources stay"
+        assert bucket_keys(s3, bucket, key) == [key], "another task's data stays"
+    assert bucket_keys(s3, bucket, f"{PREFIX}collections/{namespace}/orders/") == source, (
+        "sources stay"
+    )
     event = notice(kubectl, namespace, "DataDeleted")
     assert f"s3://{bucket}/{recovery}" in event["message"]
 
@@ -129,9 +129,11 @@ def test_retain_policy_keeps_the_data_and_says_where(
 ) -> None:
     run_derivation(kubectl, namespace, dev_env, bucket, "Retain")
     recovery = f"{PREFIX}recovery/{namespace}/customer-totals/"
-    before = wait_for(lambda: keys(s3, bucket, recovery), timeout=60, what="the recovery log")
+    before = wait_for(
+        lambda: bucket_keys(s3, bucket, recovery), timeout=60, what="the recovery log"
+    )
     deleted(kubectl, namespace)
-    after = keys(s3, bucket, recovery)
+    after = bucket_keys(s3, bucket, recovery)
     assert set(before) <= set(after)
     assert get(kubectl, namespace, "pvc") == [], "volumes go with the StatefulSet"
     event = notice(kubectl, namespace, "DataRetained")
@@ -157,12 +159,12 @@ def test_a_collection_with_delete_policy_waits_for_its_tasks_then_removes_its_jo
     feed_orders(dev_env, bucket, namespace)
     orders = f"{PREFIX}collections/{namespace}/orders/"
     totals = f"{PREFIX}collections/{namespace}/customer-totals/"
-    wait_for(lambda: keys(s3, bucket, totals), timeout=60, what="the derivation's output")
-    assert keys(s3, bucket, orders)
+    wait_for(lambda: bucket_keys(s3, bucket, totals), timeout=60, what="the derivation's output")
+    assert bucket_keys(s3, bucket, orders)
 
     kubectl("delete", "-n", namespace, f"collections.{GROUP}/orders", "--wait=false")
     wait_condition(kubectl, namespace, "collection/orders", "Ready=False", reason="Deleting")
-    assert keys(s3, bucket, orders), "kept while a Task reads it"
+    assert bucket_keys(s3, bucket, orders), "kept while a Task reads it"
 
     kubectl("delete", "-n", namespace, f"tasks.{GROUP}/customer-totals", "--timeout=120s")
     wait_for(
@@ -170,7 +172,7 @@ def test_a_collection_with_delete_policy_waits_for_its_tasks_then_removes_its_jo
         timeout=60,
         what="the collection to go",
     )
-    assert keys(s3, bucket, orders) == []
-    assert keys(s3, bucket, totals), "a Retain collection keeps its journals"
+    assert bucket_keys(s3, bucket, orders) == []
+    assert bucket_keys(s3, bucket, totals), "a Retain collection keeps its journals"
     kubectl("delete", "-n", namespace, f"collections.{GROUP}/customer-totals", "--timeout=60s")
-    assert keys(s3, bucket, totals)
+    assert bucket_keys(s3, bucket, totals)
