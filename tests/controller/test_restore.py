@@ -22,7 +22,14 @@ from tests.controller.support import (
     wait_ready,
 )
 from tests.controller.test_flow import capture_url, post
-from tests.controller.test_retention import checkpoint_of, documents, example, totals
+from tests.controller.test_retention import (
+    AFTER,
+    BEFORE,
+    checkpoint_of,
+    documents,
+    example,
+    totals,
+)
 from tests.support.wait import wait_for
 
 from shardkeeper.api.meta import format_time
@@ -35,15 +42,8 @@ SOURCE = "customer-totals"
 SOURCE_SHARD = "customer-totals-00000000-00000000"
 AT_T = "totals-at-t"
 NOW = "totals-now"
-BEFORE_T = [
-    {"id": "o1", "customer": "alice", "amount": 10.0},
-    {"id": "o2", "customer": "bob", "amount": 5.5},
-    {"id": "o3", "customer": "alice", "amount": 2.5},
-]
-AFTER_T = [
-    {"id": "o4", "customer": "carol", "amount": 1.0},
-    {"id": "o5", "customer": "alice", "amount": 4.5},
-]
+BEFORE_T = BEFORE  # the orders of the retention test: o1-o3, then o4-o5
+AFTER_T = AFTER
 LATER = [
     {"id": "o6", "customer": "bob", "amount": 2.0},
     {"id": "o7", "customer": "carol", "amount": 3.0},

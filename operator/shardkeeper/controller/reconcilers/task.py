@@ -144,7 +144,8 @@ class TaskReconciler(Base):
         source_shards = cache.shards_of(namespace, spec.task) if source is not None else []
         problems = restore_problems(task, source, source_shards)
         if problems:
-            return [], {}, problems
+            # a restored task that has its shards runs without its source (deleted since)
+            return [], {}, [] if shards else problems
         missing = missing_restored(task, source_shards, shards)
         if not missing:
             return [], {}, []
