@@ -36,12 +36,11 @@ from tests.runtime.shard_harness import (
     ShardSetup,
     check_counts_exact,
     pod_network,
-    roles,
     wait_outputs,
 )
 from tests.support.wait import wait_for
 
-from bench.bench_failover import apply_crds, shard_setup
+from bench.bench_failover import apply_crds, primary_and_standby, restart_exited, shard_setup
 from bench.harness import Context, Result, Run, by_hand
 from shardkeeper.storage.layout import object_key
 from shardkeeper.storage.usage import FRAGMENTS_DIR
@@ -73,11 +72,10 @@ def sample(setup: ShardSetup, started: float, feeder: Feeder) -> dict[str, Any]:
     }
 
 
-def primary_and_standby(replicas: list[ReplicaProcess]) -> tuple[ReplicaProcess, ReplicaProcess]:
-    return wait_for(lambda: roles(*replicas), timeout=180, what="a PRIMARY and a STANDBY")
-
-
-def soak(ctx: Context, kube_api: Any, out: Run, minutes: float, sample_every: float) -> None:
+def soak(
+    ctx: Context, kube_api: Any, out: Run, minutes: float, *, sample_every: float, logs: Path
+) -> None:
+    """``logs``: where the replicas' logs are copied at the end, however it ends."""
     prune_every = "10s" if ctx.quick else "1m"
     with shard_setup(
         ctx,
@@ -98,8 +96,10 @@ def soak(ctx: Context, kube_api: Any, out: Run, minutes: float, sample_every: fl
         feeder = Feeder(setup)
         samples: list[dict[str, Any]] = []
         events: list[str] = []
+        # replicas that exited on their own (lost the Lease), restarted as a pod would be
+        restarts: list[str] = []
         try:
-            primary_and_standby(replicas)
+            primary_and_standby(replicas, restarts)
             started = time.monotonic()
             duration = minutes * 60
             failover_at, restore_at = duration / 3, 2 * duration / 3
@@ -107,23 +107,30 @@ def soak(ctx: Context, kube_api: Any, out: Run, minutes: float, sample_every: fl
                 next_sample = started
                 while (elapsed := time.monotonic() - started) < duration:
                     if failover_at is not None and elapsed >= failover_at:
-                        primary, _ = primary_and_standby(replicas)
+                        primary, _ = primary_and_standby(replicas, restarts)
                         primary.kill()
                         events.append(f"{elapsed:.0f}s: killed primary {primary.pod}")
                         primary.start()
                         failover_at = None
                     if restore_at is not None and elapsed >= restore_at:
-                        primary, standby = primary_and_standby(replicas)
+                        primary, standby = primary_and_standby(replicas, restarts)
                         standby.kill()
                         shutil.rmtree(standby.data_dir)
                         standby.data_dir.mkdir(parents=True)
                         standby.start()
-                        standby.wait_state("STANDBY", timeout=300)
+                        wait_for(
+                            lambda s=standby: (
+                                restart_exited([s], restarts) or s.state() == "STANDBY"
+                            ),
+                            timeout=600,
+                            what=f"{standby.pod} to restore and report STANDBY",
+                        )
                         events.append(f"{elapsed:.0f}s: {standby.pod} restored on an empty volume")
                         primary.kill()
                         events.append(f"{elapsed:.0f}s: killed primary {primary.pod}")
                         primary.start()
                         restore_at = None
+                    restart_exited(replicas, restarts)
                     if time.monotonic() >= next_sample:
                         samples.append(sample(setup, started, feeder))
                         print(f"soak {samples[-1]}", flush=True)
@@ -136,6 +143,9 @@ def soak(ctx: Context, kube_api: Any, out: Run, minutes: float, sample_every: fl
         finally:
             for replica in replicas:
                 replica.stop()
+            logs.mkdir(parents=True, exist_ok=True)
+            for replica in replicas:
+                shutil.copy(replica.log_path, logs / f"{replica.pod}.log")
     half = [s for s in samples if s["t_s"] >= minutes * 30]
     held = max(s["bytes"] for s in half)
     written = samples[-1]["log_head"] - samples[0]["log_head"]
@@ -154,6 +164,7 @@ def soak(ctx: Context, kube_api: Any, out: Run, minutes: float, sample_every: fl
                 "documents": total,
                 "events": events,
                 "replica_starts": restores,
+                "unexpected_restarts": restarts,
                 "samples": samples,
             },
             target="bounded: the most held in the second half, a falling share of all written",
@@ -167,7 +178,8 @@ def run(ctx: Context, out: Run, args: argparse.Namespace) -> None:
     apply_crds(ctx)
     kube_api = config.new_client_from_config(config_file=str(ctx.env.kubeconfig))
     minutes = 2.0 if ctx.quick else args.minutes
-    soak(ctx, kube_api, out, minutes, sample_every=10.0 if ctx.quick else args.sample_every)
+    sample_every = 10.0 if ctx.quick else args.sample_every
+    soak(ctx, kube_api, out, minutes, sample_every=sample_every, logs=args.out.with_suffix(".logs"))
 
 
 def options(parser: argparse.ArgumentParser) -> None:
