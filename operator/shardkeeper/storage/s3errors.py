@@ -85,6 +85,14 @@ def classify(
     code = str(exc.response.get("Error", {}).get("Code", ""))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     message = str(exc.response.get("Error", {}).get("Message", "")) or code
+    sts_call = str(getattr(exc, "operation_name", ""))
+    if sts_call.startswith("AssumeRole") and 400 <= status < 500 and status != 429:
+        # raised by boto3's credential provider inside the S3 call, before it was sent;
+        # the STS's throttling and 5xx are retried like the store's
+        return ErrorMeaning(
+            Kind.FATAL,
+            errors.CredentialsRefused(bucket, key, operation, sts_call, f"{code}: {message}"),
+        )
     if code == "NoSuchBucket":
         return ErrorMeaning(Kind.FATAL, errors.BucketNotFound(bucket, endpoint))
     if code in DENIED_CODES or status == 403:
