@@ -6,8 +6,9 @@ STS's audience, and boto3 in the pod trades it for temporary credentials of a Mi
 The operator gets its own the same way, from a token of its own service account, so no
 static key is anywhere in play. The example pipeline then runs with exact counts.
 
-Two more mappings show that the role, not a key, decides: one whose role may only read,
-and one whose token has an audience the STS does not accept. Their shards report the error
+Three more mappings show that the role, not a key, decides: one whose role may only read,
+one whose token has an audience the STS does not accept, and one with no web identity at
+all (plain ambient, which finds nothing on a process node). Their shards report the error
 in their status, and keep running to retry it, rather than crash.
 
 One namespace, bucket, operator and pipeline for the module, so the start-up is paid once.
@@ -47,8 +48,8 @@ from shardkeeper_dev.environment import EnvInfo
 ROLE = oidc.role_arn(oidc.AUDIENCE)
 READONLY_ROLE = oidc.role_arn(oidc.READONLY_AUDIENCE)
 STATIC_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-# (mapping, its web identity, the task that uses it, what its shard's status must say)
-REFUSED = {
+# mapping -> (its web identity, what the status of its capture's shard must say)
+REFUSED: dict[str, tuple[dict[str, str] | None, str]] = {
     "readonly": (
         {"roleArn": READONLY_ROLE, "audience": oidc.READONLY_AUDIENCE},
         "was denied (AccessDenied)",
@@ -58,6 +59,10 @@ REFUSED = {
         "the STS refused AssumeRoleWithWebIdentity (InvalidParameterValue: STS JWT Token has "
         "`azp` claim invalid",
     ),
+    # plain ambient: a process-node pod has no AWS_* variables, and the machines the tests
+    # run on have no EC2 instance metadata service (on one that has, this case would find
+    # the machine's instance profile)
+    "plain": (None, "has no credentials (Unable to locate credentials)"),
 }
 
 
@@ -97,7 +102,10 @@ def refused_docs(docs: list[dict[str, Any]], dev_env: EnvInfo) -> list[dict[str,
     for name, (identity, _) in REFUSED.items():
         mapping = copy.deepcopy(by_name[("StorageMapping", "local")])
         mapping["metadata"]["name"] = name
-        mapping["spec"]["webIdentity"] = web_identity(dev_env, **identity)
+        if identity is None:
+            del mapping["spec"]["webIdentity"]
+        else:
+            mapping["spec"]["webIdentity"] = web_identity(dev_env, **identity)
         del mapping["spec"]["serviceAccountAnnotations"]
         collection = copy.deepcopy(by_name[("Collection", "orders")])
         collection["metadata"]["name"] = f"orders-{name}"
@@ -226,7 +234,7 @@ def test_documents_flow_with_credentials_from_the_sts(pipeline: Pipeline, kubect
 
 
 @pytest.mark.parametrize("mapping", sorted(REFUSED))
-def test_a_role_that_cannot_write_or_a_refused_token_shows_in_the_shard_status(
+def test_a_role_that_cannot_write_or_no_credentials_show_in_the_shard_status(
     pipeline: Pipeline, kubectl: Kubectl, mapping: str
 ) -> None:
     namespace = pipeline.namespace

@@ -49,6 +49,21 @@ class CredentialsRefused(AccessDenied):
         self.key = key
 
 
+class NoCredentials(AccessDenied):
+    """No Secret, and boto3's default chain found nothing (plain ambient credentials)."""
+
+    def __init__(self, bucket: str, key: str, operation: str, detail: str) -> None:
+        StorageError.__init__(
+            self,
+            f"{operation} on s3://{bucket}/{key} has no credentials ({detail}): the store "
+            "names no Secret and boto3's default chain found none (no web identity, "
+            "EKS Pod Identity, instance profile or AWS_* variables): set the StorageMapping's "
+            "credentialsSecretRef or webIdentity",
+        )
+        self.bucket = bucket
+        self.key = key
+
+
 class ConditionalWritesUnsupported(StorageError):
     def __init__(self, bucket: str, endpoint: str, detail: str) -> None:
         super().__init__(

@@ -15,6 +15,8 @@ from botocore.exceptions import (
     ConnectionError,
     HTTPClientError,
     IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
     SSLError,
 )
 
@@ -76,6 +78,8 @@ def classify(
     """Decide what ``exc``, raised by ``operation`` on ``bucket``/``key``, means."""
     if isinstance(exc, SSLError):
         return ErrorMeaning(Kind.FATAL, errors.UnexpectedStorageError(f"{operation} {key}: {exc}"))
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return ErrorMeaning(Kind.FATAL, errors.NoCredentials(bucket, key, operation, str(exc)))
     if isinstance(exc, ConnectionError | HTTPClientError | IncompleteReadError):
         return ErrorMeaning(Kind.RETRY, reason=type(exc).__name__)
     if not isinstance(exc, ClientError):

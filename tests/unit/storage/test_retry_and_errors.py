@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
 
 from shardkeeper.storage import errors
 from shardkeeper.storage.objectstore import ObjectStore
@@ -66,6 +71,9 @@ def test_fatal_errors_name_what_to_fix() -> None:
     assert isinstance(refused, errors.AccessDenied), "reported where a denial is"
     assert "the STS refused AssumeRoleWithWebIdentity (AccessDenied: " in str(refused)
     assert "webIdentity (roleArn, audience, stsEndpoint)" in str(refused)
+    missing = verdict(NoCredentialsError()).error
+    assert isinstance(missing, errors.NoCredentials)
+    assert "op on s3://b/k has no credentials (Unable to locate credentials)" in str(missing)
 
 
 def test_retry_delays_are_jittered_below_a_growing_cap() -> None:
