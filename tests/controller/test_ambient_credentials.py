@@ -9,7 +9,8 @@ static key is anywhere in play. The example pipeline then runs with exact counts
 Three more mappings show that the role, not a key, decides: one whose role may only read,
 one whose token has an audience the STS does not accept, and one with no web identity at
 all (plain ambient, which finds nothing on a process node). Their shards report the error
-in their status, and keep running to retry it, rather than crash.
+in their status, and keep running to retry it, rather than crash. Given the role that may
+write, the readonly mapping's shard gets a new pod and runs.
 
 One namespace, bucket, operator and pipeline for the module, so the start-up is paid once.
 """
@@ -256,3 +257,26 @@ def test_a_role_that_cannot_write_or_no_credentials_show_in_the_shard_status(
     (pod,) = shard_pods(kubectl, namespace, f"ingest-{mapping}")
     assert pod["status"]["phase"] == "Running"
     assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+def test_fixing_the_web_identity_replaces_the_pod_and_the_shard_runs(
+    pipeline: Pipeline, kubectl: Kubectl
+) -> None:
+    """After the readonly case above: the mapping given the role that may write, the
+    operator rolls the shard's pod to the new token audience, and the shard runs."""
+    namespace = pipeline.namespace
+    (before,) = shard_pods(kubectl, namespace, "ingest-readonly")
+    patch = {"spec": {"webIdentity": web_identity(pipeline.dev_env)}}
+    kubectl(
+        "patch", "-n", namespace, f"storagemappings.{GROUP}", "readonly", "--type=merge",
+        "-p", json.dumps(patch),
+    )  # fmt: skip
+    kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=120s", "task/ingest-readonly"
+    )
+    (after,) = shard_pods(kubectl, namespace, "ingest-readonly")
+    assert after["metadata"]["uid"] != before["metadata"]["uid"]
+    (token,) = [v for v in after["spec"]["volumes"] if v["name"] == WEB_IDENTITY_VOLUME]
+    assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == oidc.AUDIENCE
+    env = {e["name"]: e.get("value") for e in after["spec"]["containers"][0]["env"]}
+    assert env["AWS_ROLE_ARN"] == ROLE
