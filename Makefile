@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml devenv/pyproject.toml | sha1sum | cut -c1-12)
 QUICK ?=
 
-.PHONY: help setup venv tools dev down status lint test test-unit bench crds lock image clean
+.PHONY: help setup venv tools dev down status lint test test-unit bench soak crds lock image clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -49,6 +49,9 @@ test-unit: venv  ## only the tests of pure logic (no environment)
 
 bench: setup  ## run the benchmarks, write .bench/results.json (QUICK=1 for small sizes)
 	$(PY) -m bench $(if $(QUICK),--quick)
+
+soak: setup  ## a long run of ingest, pruning, a failover and a restore: .bench/soak.json (MINUTES=30)
+	$(PY) -m bench.soak --minutes $(or $(MINUTES),30)
 
 crds: venv  ## regenerate crds/, the chart's CRDs and docs/api.md from the API models
 	$(PY) -m shardkeeper.api.generate

@@ -243,6 +243,12 @@ def invalid_manifests() -> list[Invalid]:
             "a derivation writes exactly one collection",
         ),
         Invalid(
+            "materialization-restored",
+            at(_materialization(), {"spec.restoreFrom": {"task": "other"}}),
+            "spec.restoreFrom",
+            "restoreFrom is for captures and derivations",
+        ),
+        Invalid(
             "materialization-with-outputs",
             at(_materialization(), {"spec.outputs": ["orders"]}),
             "spec.outputs",

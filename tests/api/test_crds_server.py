@@ -161,6 +161,12 @@ IMMUTABLE = [
     pytest.param(
         "Task", {"spec": {"storageMapping": "elsewhere"}}, "spec.storageMapping", id="task-mapping"
     ),
+    pytest.param(
+        "Task",
+        {"spec": {"restoreFrom": {"task": "customer-totals"}}},
+        "spec.restoreFrom",
+        id="task-restore-added",
+    ),
     pytest.param("Collection", {"spec": {"key": ["/order"]}}, "spec.key", id="collection-key"),
     pytest.param("Shard", {"spec": {"task": "other"}}, "spec.task", id="shard-task"),
     pytest.param("Shard", {"spec": {"keyBegin": "00000001"}}, "spec.keyBegin", id="key-begin"),
@@ -176,6 +182,7 @@ IMMUTABLE = [
     ),
 ]
 MESSAGES = {
+    "spec.restoreFrom": "restoreFrom is set when a Task is created",
     "spec.keyEnd": "keyEnd may only shrink",
     "spec.rClockEnd": "rClockEnd may only shrink",
 }

@@ -96,6 +96,18 @@ class SplitRequest(ApiModel):
     """Which range to halve: key or rClock."""
 
 
+class RestoreSource(ApiModel):
+    """Where a shard of a restored task starts: another log, up to the end of one commit
+    (docs/backup-and-restore.md). The operator sets it when it creates the shard."""
+
+    shard: ShardName
+    """The source task's shard whose range this one took."""
+    recovery_log: JournalName
+    """The recovery log to fork, relative to the StorageMapping's prefix."""
+    offset: Annotated[int, Field(ge=0)]
+    """The offset in that log just past the commit to start from."""
+
+
 class ShardSpec(ApiModel):
     """The slice of a task's work that a shard owns. The operator writes it; a person only
     sets split to ask for a split."""
@@ -123,6 +135,11 @@ class ShardSpec(ApiModel):
     split: SplitRequest | None = None
     """Set to ask for a split; the operator clears it when the split is done or aborted.
     The one field of a Shard that people write."""
+    restore_source: Annotated[
+        RestoreSource | None, Field(json_schema_extra=immutable("restoreSource"))
+    ] = None
+    """For a shard of a task with spec.restoreFrom: the log and offset its store starts
+    from. Immutable."""
 
     RULES = (
         Rule(

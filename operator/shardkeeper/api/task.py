@@ -27,6 +27,7 @@ from shardkeeper.api.meta import (
     Rule,
     SecretKeyRef,
     StatusModel,
+    Time,
     cel_quantity,
     immutable,
     quantity_value,
@@ -483,6 +484,51 @@ class ShardTemplate(ApiModel):
     )
 
 
+# --- restore --------------------------------------------------------------------------------
+
+
+class RestoreFrom(ApiModel):
+    """Start the task from another task's recovery logs, as they were at their last commit
+    or at the last commit no later than before (docs/backup-and-restore.md). The source
+    task keeps running."""
+
+    task: TaskName
+    """Name of the task, in the same namespace, whose recovery logs this task starts from:
+    a capture or derivation like this one, of the same StorageMapping."""
+    before: Time | None = None
+    """Restore the state of the last commit no later than this time (RFC 3339). Unset means
+    the source's last commit when this task's shards are planned."""
+
+
+class RestoredShard(StatusModel):
+    """Where one shard of a restored task started."""
+
+    shard: str
+    """The shard of this task."""
+    source_shard: str
+    """The shard of the source task whose range it took."""
+    recovery_log: str
+    """The recovery log it forked: the source shard's, or the one that shard was split
+    from when the restore point lies before the split."""
+    offset: Annotated[int, Field(ge=0)]
+    """Offset in that log just past the commit restored."""
+    seq: Annotated[int, Field(ge=0)] = 0
+    """Commit sequence number of that commit."""
+    committed_at: Time | None = None
+    """When that commit was made (unset for a commit of an older writer)."""
+
+
+class RestoreStatus(StatusModel):
+    """Where a task started from, when spec.restoreFrom is set."""
+
+    task: str
+    """The source task."""
+    before: Time | None = None
+    """spec.restoreFrom.before, when set."""
+    shards: list[RestoredShard] = Field(default_factory=list)
+    """One entry per shard started from the source's logs."""
+
+
 # --- task -----------------------------------------------------------------------------------
 
 
@@ -599,9 +645,29 @@ class TaskSpec(ApiModel):
     deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
     """What happens to the shards' recovery logs when the task is deleted: Retain keeps
     them, Delete removes them from object storage."""
+    restore_from: Annotated[
+        RestoreFrom | None, Field(json_schema_extra=immutable("restoreFrom"))
+    ] = None
+    """Start the shards from another task's recovery logs (a point-in-time restore) instead
+    of an empty store; captures and derivations only. Set when the task is created;
+    immutable."""
 
     RULES = (
         *_block_rules(),
+        Rule(
+            "!has(self.restoreFrom) || self.type != 'materialization'",
+            "restoreFrom is for captures and derivations: a materialization's state is its "
+            "database, restore that with the database's own backups",
+            field_path=".restoreFrom",
+            reason=FORBIDDEN,
+            holds=lambda t: t.restore_from is None or t.type != TaskType.MATERIALIZATION,
+        ),
+        Rule(
+            "has(self.restoreFrom) == has(oldSelf.restoreFrom)",
+            "restoreFrom is set when a Task is created, never added or removed later",
+            field_path=".restoreFrom",
+            reason=FORBIDDEN,
+        ),
         Rule(
             "self.type == 'capture' || (has(self.sources) && size(self.sources) > 0)",
             "a derivation or materialization reads at least one collection: set sources",
@@ -681,6 +747,8 @@ class TaskStatus(StatusModel):
     """Number of shards whose primary is processing."""
     shards_by_phase: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
     """Number of shards in each phase, such as Running: 2."""
+    restore: RestoreStatus | None = None
+    """Where the shards started from, for a task with spec.restoreFrom."""
 
 
 class Task(Resource):

@@ -33,6 +33,9 @@ class Segment:
     start: int
     # the offset of the fence that ends this segment; ``None`` runs to the head
     until: int | None
+    # whether ``until`` is a fence (a split's hand-off), or the end of a commit (a
+    # restore's point in time, docs/backup-and-restore.md)
+    fenced: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,16 +69,16 @@ class RestoreReport:
     direct_bytes: int = 0
 
 
-def build_lineage(log: RecoveryLog, until: int | None = None) -> Lineage:
+def build_lineage(log: RecoveryLog, until: int | None = None, *, fenced: bool = True) -> Lineage:
     snapshot = latest_snapshot(log, at_most=until)
     if snapshot is not None:
-        return Lineage(snapshot, (Segment(log, snapshot.offset, until),))
+        return Lineage(snapshot, (Segment(log, snapshot.offset, until, fenced),))
     fork = log.fork_record()
     if fork is None:
-        return Lineage(None, (Segment(log, 0, until),))
+        return Lineage(None, (Segment(log, 0, until, fenced),))
     fragment, record = fork
-    parent = build_lineage(log.sibling(record.parent), record.fence_offset)
-    return Lineage(parent.base, (*parent.segments, Segment(log, fragment.end, until)))
+    parent = build_lineage(log.sibling(record.parent), record.fence_offset, fenced=record.at_fence)
+    return Lineage(parent.base, (*parent.segments, Segment(log, fragment.end, until, fenced)))
 
 
 def locate_volume(lineage: Lineage, meta: CommitMeta) -> tuple[int, int] | str:
@@ -193,7 +196,16 @@ def apply_segments(
 
 
 def check_fence(segment: Segment, offset: int) -> None:
+    """That replay of ``segment`` ended at its end: a fence, or for a segment that ends at a
+    commit (``fenced`` False), a fragment boundary."""
     assert segment.until is not None
+    if not segment.fenced:
+        if offset != segment.until:
+            raise errors.ForkMismatch(
+                f"log {segment.log.name!r} has no record ending at offset {segment.until:#x} "
+                f"(read up to {offset:#x}): a restore starts at the end of a commit"
+            )
+        return
     journal = segment.log.journal
     fence = journal.read_fragment(segment.until)
     if offset != segment.until or fence is None or fence.kind is not FragmentKind.FENCE:
@@ -208,14 +220,16 @@ def restore(
     log: RecoveryLog,
     *,
     until: int | None = None,
+    until_fenced: bool = True,
     read_ahead: int = 4,
     transfers: int = 4,
 ) -> tuple[ReplayState, RestoreReport]:
-    """Bring ``volume`` to the state of ``log`` at its head (or at the fence ``until``)."""
+    """Bring ``volume`` to the state of ``log`` at its head (or at the fence ``until``; with
+    ``until_fenced`` False, at the end of the commit that ends at ``until``)."""
     started = time.monotonic()
     direct_bytes = 0
     local = volume.inspect()
-    lineage = build_lineage(log, until)
+    lineage = build_lineage(log, until, fenced=until_fenced)
     start, reason = _choose_start(lineage, local)
     if start is not None:
         assert local is not None

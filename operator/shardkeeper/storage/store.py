@@ -178,6 +178,7 @@ class ShardStore:
         report: RestoreReport,
         options: StoreOptions,
         until: int | None,
+        until_fenced: bool = True,
     ) -> None:
         self.volume = volume
         self.log = log
@@ -185,6 +186,7 @@ class ShardStore:
         self.options = options
         self.restore_report = report
         self._until = until
+        self._until_fenced = until_fenced
         self._replay = state
         self._role = Role.STANDBY
         self._stopped_by: errors.StorageError | None = None
@@ -225,14 +227,22 @@ class ShardStore:
         epoch: int,
         *,
         until: int | None = None,
+        until_fenced: bool = True,
         options: StoreOptions | None = None,
     ) -> ShardStore:
-        """Restore ``volume_dir`` from ``log`` (up to the fence at ``until``, if given) and
-        return a standby. Call :meth:`fence` to make it primary."""
+        """Restore ``volume_dir`` from ``log`` (up to the fence at ``until``, if given; with
+        ``until_fenced`` False, up to the end of the commit ending at ``until``) and return
+        a standby. Call :meth:`fence` to make it primary, or :meth:`fork_into` with
+        ``until``."""
         options = options or StoreOptions()
         volume = Volume(volume_dir)
         state, report = restore(
-            volume, log, until=until, read_ahead=options.read_ahead, transfers=options.transfers
+            volume,
+            log,
+            until=until,
+            until_fenced=until_fenced,
+            read_ahead=options.read_ahead,
+            transfers=options.transfers,
         )
         log_ = state.log
         if log_.name != log.name:
@@ -245,6 +255,7 @@ class ShardStore:
             report=report,
             options=options,
             until=until,
+            until_fenced=until_fenced,
         )
 
     @classmethod
@@ -258,14 +269,20 @@ class ShardStore:
         *,
         options: StoreOptions | None = None,
         owns: Claim | None = None,
+        at_fence: bool = True,
     ) -> ShardStore:
         """Open the primary of ``child``, forked from ``parent`` at the fence at
-        ``fence_offset``. Safe to call again after a crash: a fork that already happened
-        is recovered from the child log instead."""
+        ``fence_offset`` (``at_fence`` False: at the end of the commit ending there). Safe
+        to call again after a crash: a fork that already happened is recovered from the
+        child log instead."""
         existing = child.fork_record()
         if existing is not None:
             _, record = existing
-            if record.parent != parent.name or record.fence_offset != fence_offset:
+            if (
+                record.parent != parent.name
+                or record.fence_offset != fence_offset
+                or record.at_fence != at_fence
+            ):
                 raise errors.ForkMismatch(
                     f"log {child.name!r} was forked from {record.parent!r} at "
                     f"{record.fence_offset:#x}, not from {parent.name!r} at {fence_offset:#x}"
@@ -273,7 +290,9 @@ class ShardStore:
             store = cls.open(volume_dir, child, epoch, options=options)
             store.fence(owns)
             return store
-        store = cls.open(volume_dir, parent, epoch, until=fence_offset, options=options)
+        store = cls.open(
+            volume_dir, parent, epoch, until=fence_offset, until_fenced=at_fence, options=options
+        )
         store.fork_into(child, fence_offset, owns)
         return store
 
@@ -342,7 +361,7 @@ class ShardStore:
         return self._replay.commits - before
 
     def _catch_up_until(self, until: int) -> None:
-        segment = Segment(self.log, self._replay.offset, until)
+        segment = Segment(self.log, self._replay.offset, until, self._until_fenced)
         if self._replay.offset >= until:
             return
         replay(self.volume, self._replay, (segment,), read_ahead=self.options.read_ahead)
@@ -419,8 +438,9 @@ class ShardStore:
         self, child: RecoveryLog, fence_offset: int, owns: Claim | None = None
     ) -> FenceInfo:
         """Become the primary of ``child``, a new log whose history is this store's log up
-        to the fence at ``fence_offset``. The parent log learns of the fork (for pruning)
-        before the child log records it."""
+        to the fence at ``fence_offset`` (or, for a store opened with ``until_fenced``
+        False at that offset, up to the end of the commit ending there: a restore). The
+        parent log learns of the fork (for pruning) before the child log records it."""
         if self._role is not Role.STANDBY:
             raise errors.StoreClosed(f"fork_into() needs a standby, this is {self._role.value}")
         if self._replay.offset > fence_offset:
@@ -428,11 +448,13 @@ class ShardStore:
                 f"this store already applied {self.log.name!r} up to {self._replay.offset:#x}, "
                 f"past the fence at {fence_offset:#x}"
             )
+        at_fence = self._until_fenced or self._until != fence_offset
         self._until = fence_offset
+        self._until_fenced = at_fence
         self._catch_up_until(fence_offset)
-        check_fence(Segment(self.log, fence_offset, fence_offset), self._replay.offset)
+        check_fence(Segment(self.log, fence_offset, fence_offset, at_fence), self._replay.offset)
         self.log.register_fork(child.name, fence_offset)
-        record = ForkRecord(self.log.name, fence_offset, self.epoch)
+        record = ForkRecord(self.log.name, fence_offset, self.epoch, at_fence)
         payload = encode_fork(record)
         writer = child.journal.writer(self.epoch, 0)
         written = writer.try_append(payload)
@@ -443,6 +465,7 @@ class ShardStore:
                 isinstance(theirs, ForkRecord)
                 and theirs.parent == record.parent
                 and theirs.fence_offset == record.fence_offset
+                and theirs.at_fence == record.at_fence
             ):
                 raise errors.ForkMismatch(
                     f"log {child.name!r} already starts with something else than a fork of "
@@ -450,6 +473,7 @@ class ShardStore:
                 )
         self.log = child
         self._until = None
+        self._until_fenced = True
         self._replay.log = child
         self._replay.offset = written.end
         if ours:
@@ -634,7 +658,12 @@ class ShardStore:
             wal_commit = tracker.read_commit()
             pages = tracker.read_pages(wal_commit.frames)
             record = CommitRecord(
-                meta.seq, meta.commit_id, tracker.page_size, wal_commit.db_pages, pages
+                meta.seq,
+                meta.commit_id,
+                tracker.page_size,
+                wal_commit.db_pages,
+                pages,
+                committed_at=time.time(),
             )
             payload = encode_commit(record)
             faults.reached(FaultPoint.COMMIT_RECORD_BUILT)

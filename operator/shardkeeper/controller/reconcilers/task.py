@@ -3,29 +3,54 @@ and its status; its deletion is in task_deletion.py."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import UTC, datetime
 
 from shardkeeper.api.shard import Shard
-from shardkeeper.api.task import Task
+from shardkeeper.api.task import RestoredShard, Task
 from shardkeeper.controller.engine import events
 from shardkeeper.controller.engine.kube import ApiError
 from shardkeeper.controller.engine.secrets import read_secrets
+from shardkeeper.controller.reconcilers import stores
 from shardkeeper.controller.reconcilers.base import Base, Deps
 from shardkeeper.controller.reconcilers.split import request_split
 from shardkeeper.controller.reconcilers.task_deletion import TaskDeletion
 from shardkeeper.controller.specs import conditions as cond
 from shardkeeper.controller.specs.ingest import ingest_service
-from shardkeeper.controller.specs.objects import content_hash
-from shardkeeper.controller.specs.references import task_problems, task_secret_refs
+from shardkeeper.controller.specs.objects import content_hash, namespaced_name
+from shardkeeper.controller.specs.references import Problem, task_problems, task_secret_refs
 from shardkeeper.controller.specs.refusals import Refusal
+from shardkeeper.controller.specs.restore import (
+    ChosenPoint,
+    PlannedRestore,
+    missing_restored,
+    restore_problems,
+    restore_status,
+    restored_shard,
+)
 from shardkeeper.controller.specs.scaling import recheck_after, scaling_requests
 from shardkeeper.controller.specs.shards import shard_manifest, shards_to_create
 from shardkeeper.controller.specs.status import task_verdict
+from shardkeeper.storage import errors, layout
+from shardkeeper.storage.pointintime import NoRestorePoint, reserve_restore_point
+from shardkeeper.storage.recoverylog import RecoveryLog
 
 log = logging.getLogger(__name__)
+
+
+def _dump_restore(
+    task: Task, shards: list[Shard], points: dict[str, RestoredShard]
+) -> dict[str, object] | None:
+    status = restore_status(task, shards, points)
+    return (
+        None if status is None else status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    )
+
+
 SCALING = "scaling"  # what RecentWrites keeps of a split the task's scaling asked for
 SERVICE = "service"  # what RefusedApplies keeps of the capture's Service
+RESTORE_RETRY = 10.0  # seconds until a restore that could not be planned is tried again
 
 
 class TaskReconciler(Base):
@@ -57,7 +82,18 @@ class TaskReconciler(Base):
         shards = cache.shards_of(namespace, name)
         # A task that cannot run gets no shards, rather than shards that crash-loop; one
         # that already has shards keeps them running and says what is wrong.
-        to_create = [] if problems or hold else shards_to_create(task, shards)
+        points: dict[str, RestoredShard] = {}
+        restore_wait = None
+        to_create: list[Shard] = []
+        if problems or hold:
+            to_create = []
+        elif task.spec.restore_from is not None:
+            to_create, points, restore_problem = await self.restoring(task, shards)
+            if restore_problem:
+                problems = [*problems, *restore_problem]
+                restore_wait = RESTORE_RETRY
+        else:
+            to_create = shards_to_create(task, shards)
         for shard in to_create:
             # a create, not an apply: a pass whose cache has not yet seen the Shard an
             # earlier pass made (or a dead leader made) is refused, and announces nothing
@@ -88,9 +124,87 @@ class TaskReconciler(Base):
                 "shards": verdict.shards,
                 "readyShards": verdict.ready_shards,
                 "shardsByPhase": verdict.by_phase,
+                "restore": _dump_restore(task, [*shards, *to_create], points),
             },
         )
-        return min((w for w in (recheck, refused) if w is not None), default=None)
+        waits = (recheck, refused, restore_wait)
+        return min((w for w in waits if w is not None), default=None)
+
+    async def restoring(
+        self, task: Task, shards: list[Shard]
+    ) -> tuple[list[Shard], dict[str, RestoredShard], list[Problem]]:
+        """For a task with spec.restoreFrom: the shards still to create, each with its
+        restore point chosen and its fork registered in the source's log; what the status
+        says of them; or why they cannot be planned now."""
+        namespace, _ = namespaced_name(task)
+        spec = task.spec.restore_from
+        assert spec is not None
+        cache = self.deps.cache
+        source = cache.task(namespace, spec.task)
+        source_shards = cache.shards_of(namespace, spec.task) if source is not None else []
+        problems = restore_problems(task, source, source_shards)
+        if problems:
+            # a restored task that has its shards runs without its source (deleted since)
+            return [], {}, [] if shards else problems
+        missing = missing_restored(task, source_shards, shards)
+        if not missing:
+            return [], {}, []
+        mapping = cache.storage_mapping(namespace, task.spec.storage_mapping)
+        assert mapping is not None  # task_problems found it ready
+        store = mapping.spec.stores[0]
+        before = spec.before.timestamp() if spec.before is not None else None
+        try:
+            credentials = await stores.store_credentials(self.deps.kube, namespace, store)
+        except stores.CredentialsProblem as exc:
+            return [], {}, [Problem(exc.reason, exc.message)]
+
+        def reserve(planned: PlannedRestore) -> tuple[Shard, RestoredShard]:
+            objects = stores.open_store(store, credentials)
+            source_log = RecoveryLog(
+                objects, layout.object_key(store.prefix, planned.source.spec.recovery_log)
+            )
+            child = layout.object_key(store.prefix, planned.shard.spec.recovery_log)
+            point = reserve_restore_point(source_log, child, before)
+            relative = point.log.removeprefix(store.prefix)
+            shard = restored_shard(planned, ChosenPoint(relative, point.offset))
+            at = (
+                datetime.fromtimestamp(point.committed_at, UTC)
+                if point.committed_at is not None
+                else None
+            )
+            entry = RestoredShard(
+                shard=shard.metadata.name or "",
+                source_shard=planned.source.metadata.name or "",
+                recovery_log=relative,
+                offset=point.offset,
+                seq=point.seq,
+                committed_at=at,
+            )
+            return shard, entry
+
+        created: list[Shard] = []
+        points: dict[str, RestoredShard] = {}
+        for planned in missing:
+            try:
+                shard, entry = await self.deps.kube.run(functools.partial(reserve, planned))
+            except NoRestorePoint as exc:
+                reason = "RestorePointNotFound"
+                message = f"no restore point in {planned.source.metadata.name}'s log: {exc}"
+                return [], {}, [Problem(reason, message)]
+            except errors.StorageError as exc:
+                message = f"reading {planned.source.metadata.name}'s recovery log failed: {exc}"
+                return [], {}, [Problem("RestoreFailed", message)]
+            created.append(shard)
+            points[entry.shard] = entry
+            log.info(
+                "restoring shard %s from %s at %#x (seq %d, %s)",
+                entry.shard,
+                entry.recovery_log,
+                entry.offset,
+                entry.seq,
+                entry.committed_at,
+            )
+        return created, points, []
 
     async def apply_service(self, task: Task) -> tuple[float | None, Refusal | None]:
         """Apply a capture's Service (ingest.py) once per operator, and again when it

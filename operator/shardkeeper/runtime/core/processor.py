@@ -85,7 +85,7 @@ from shardkeeper.runtime.kinds.materialize_postgres import (
 )
 from shardkeeper.storage import errors
 from shardkeeper.storage.journal import Journal
-from shardkeeper.storage.layout import collection_journal
+from shardkeeper.storage.layout import COLLECTIONS_DIR, collection_journal, writer_pattern
 from shardkeeper.storage.objectstore import ObjectStore
 from shardkeeper.storage.store import Role, ShardStore, Transaction
 
@@ -325,6 +325,18 @@ class Processor:
 
     # -- start and stop ------------------------------------------------------------------------
 
+    def _source_task_writes(self, journal: str) -> bool:
+        """Whether ``journal`` is written by the task this one was restored from: the
+        batches its last commit left pending came with the restored store, and are the
+        source's to append (its own store holds them too), never this task's."""
+        restore = self.ctx.task.spec.restore_from
+        if restore is None or journal in self._output_journals:
+            return False
+        directory, _, writer = journal.rpartition("/")
+        return directory.startswith(f"{COLLECTIONS_DIR}/") and bool(
+            writer_pattern(restore.task).match(writer)
+        )
+
     def _start(self) -> None:
         ctx = self.ctx
         saved = checkpoint.open_state(self.store)
@@ -339,10 +351,11 @@ class Processor:
                 heads[journal] = Journal(ctx.objects, ctx.prefix + journal).head()
         assert self._compressor is not None
         self._outputs = OutputBuffer(journals, heads, compressor=self._compressor.submit)
-        for batch in saved.pending:
+        pending = [b for b in saved.pending if not self._source_task_writes(b.journal)]
+        for batch in pending:
             append_batch(ctx.objects, ctx.prefix, batch, self._output_journals)
         self._faults.reached(RuntimeFaultPoint.PENDING_REAPPENDED)
-        self._appended = list(saved.pending)
+        self._appended = pending
         self._transactions = saved.transactions
         self._routers = {
             name: LineRouter(ctx.route_key(name), self._ranges) for name in ctx.task.spec.sources

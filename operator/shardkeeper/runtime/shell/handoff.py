@@ -47,8 +47,22 @@ def open_shard_store(
 ) -> ShardStore:
     """The standby a replica starts with: of the shard's own log ``own``; or, while a
     split builds the shard and it has not forked yet, of the parent's log, never past the
-    hand-off if that is there already (the epoch is chosen when the replica takes over)."""
-    if resources.split_source_log is None or own.fork_record() is not None:
+    hand-off if that is there already (the epoch is chosen when the replica takes over).
+    A shard of a restored task that has not forked yet opens the log it restores from, up
+    to the end of the commit it starts from (docs/backup-and-restore.md)."""
+    if own.fork_record() is not None:
+        return ShardStore.open(data_dir, own, 0, options=options)
+    if resources.restore_source_log is not None and resources.restore_offset is not None:
+        source = own.sibling(resources.restore_source_log)
+        return ShardStore.open(
+            data_dir,
+            source,
+            0,
+            until=resources.restore_offset,
+            until_fenced=False,
+            options=options,
+        )
+    if resources.split_source_log is None:
         return ShardStore.open(data_dir, own, 0, options=options)
     parent = own.sibling(resources.split_source_log)
     until = hand_off_point(parent.claims(), Ranges.of(resources.shard.spec))

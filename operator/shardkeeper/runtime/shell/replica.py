@@ -386,6 +386,8 @@ class Replica:
         lease = self._lease
         assert lease is not None
         splitting = store.log.name != resources.recovery_log
+        # a restore forks another log too, at a point known from the start
+        what = "restoring from" if resources.restore_source_log is not None else "split from"
         ranges = Ranges.of(resources.shard.spec)
         stop_before = hand_off_fence(ranges) if splitting else None
         own = store.log.sibling(resources.recovery_log)
@@ -407,13 +409,13 @@ class Replica:
                     end = store.until
                     if end is None:
                         end = store.log.journal.head(store.position)
-                        message = f"split from {store.log.name}: following its log"
+                        message = f"{what} {store.log.name}: following its log"
                     elif lease.held():
-                        message = f"split from {store.log.name}: forking at {end:#x}"
+                        message = f"{what} {store.log.name}: forking at {end:#x}"
                     elif own.fork_record() is not None:
                         return _Standby.FORKED
                     else:
-                        message = f"split from {store.log.name}: handed off at {end:#x}"
+                        message = f"{what} {store.log.name}: handed off at {end:#x}"
                     lag = max(0, end - store.position)
             except errors.StorageError as exc:
                 self._enter(ReplicaState.FAILED, failure_message(exc))

@@ -47,6 +47,10 @@ class ShardResources:
     # while a split builds this shard: the key prefix of the parent's recovery log
     # (None when the parent is gone, or no split builds it)
     split_source_log: str | None = None
+    # for a shard of a restored task: the key prefix of the log it forks, and the offset
+    # (the end of the commit it starts from; spec.restoreSource)
+    restore_source_log: str | None = None
+    restore_offset: int | None = None
 
     @property
     def shard_name(self) -> str:
@@ -202,6 +206,7 @@ def load_resources(reader: KubeReader, shard_name: str) -> ShardResources:
         if parent is not None:
             parent_log = parse(Shard, parent, why).spec.recovery_log
             source_log = object_key(store_prefix(mapping), parent_log)
+    restore = shard.spec.restore_source
     return ShardResources(
         namespace=reader.namespace,
         shard=shard,
@@ -210,6 +215,10 @@ def load_resources(reader: KubeReader, shard_name: str) -> ShardResources:
         mapping=mapping,
         credentials=mapping_credentials(reader, mapping),
         split_source_log=source_log,
+        restore_source_log=(
+            object_key(store_prefix(mapping), restore.recovery_log) if restore else None
+        ),
+        restore_offset=restore.offset if restore else None,
     )
 
 

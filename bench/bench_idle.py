@@ -1,0 +1,131 @@
+"""What an idle shard costs in S3 requests: a derivation with one hot standby, caught up and
+fed nothing, counted at MinIO over a window and scaled to a shard-hour.
+
+MinIO's own request counters for the shard's bucket (``minio_bucket_requests_total`` by
+API, from its Prometheus endpoint) are read before and after the window, so every request
+of the primary (polling its source journals and the collection's listing) and of the
+standby (tailing the recovery log) is in the figure, whatever client code made it, and
+nothing else's is: the bucket is the module's own. The figure is a count, not a speed, so
+the machine's noise does not weigh on it: its baseline is the issue's budget of 360
+requests per idle shard-hour (a ratio of at most 1 meets it).
+
+Run by hand with ``python -m bench.bench_idle --env-dir DIR [--quick]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import sys
+import time
+import urllib.request
+from typing import Any
+
+from tests.runtime.shard_harness import Feeder, ReplicaProcess, pod_network, roles, wait_outputs
+from tests.support.wait import wait_for
+
+from bench.bench_failover import apply_crds, shard_setup
+from bench.harness import Context, Result, Run, by_hand
+
+BUDGET_PER_SHARD_HOUR = 360.0
+
+
+def _b64(raw: bytes) -> bytes:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+
+def metrics_token(access_key: str, secret_key: str) -> str:
+    """The bearer token MinIO's Prometheus endpoint accepts (what ``mc admin prometheus
+    generate`` makes): a JWT for the access key, signed with its secret."""
+    header = _b64(json.dumps({"alg": "HS512", "typ": "JWT"}).encode())
+    claims = {"exp": int(time.time()) + 3600, "sub": access_key, "iss": "prometheus"}
+    payload = _b64(json.dumps(claims).encode())
+    signature = hmac.new(secret_key.encode(), header + b"." + payload, hashlib.sha512).digest()
+    return (header + b"." + payload + b"." + _b64(signature)).decode()
+
+
+def s3_requests(env: Any, bucket: str) -> dict[str, float]:
+    """MinIO's count of S3 requests to ``bucket`` so far, by API."""
+    token = metrics_token(env.s3_access_key, env.s3_secret_key)
+    request = urllib.request.Request(
+        f"{env.s3_endpoint}/minio/v2/metrics/bucket", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read().decode()
+    counts: dict[str, float] = {}
+    for line in body.splitlines():
+        if line.startswith("minio_bucket_requests_total{") and f'bucket="{bucket}"' in line:
+            labels, value = line.rsplit(" ", 1)
+            api = labels.split('api="', 1)[1].split('"', 1)[0]
+            counts[api] = counts.get(api, 0.0) + float(value)
+    return counts
+
+
+def bench_idle(ctx: Context, kube_api: Any, out: Run, window: float) -> None:
+    with shard_setup(ctx, kube_api, hot_standbys=1, prefix="bench-idle") as setup:
+        base = ctx.workdir / setup.namespace
+        network = pod_network()
+        replicas = [
+            ReplicaProcess(setup, f"replica-{i}", f"{network}.{i + 1}", base) for i in range(2)
+        ]
+        for replica in replicas:
+            replica.start()
+        try:
+            _, standby = wait_for(
+                lambda: roles(*replicas), timeout=120, what="a PRIMARY and a STANDBY"
+            )
+            feeder = Feeder(setup)
+            feeder.send([f"k{i}" for i in range(100)])
+            wait_outputs(setup, 100, timeout=60)
+            # the standby has tailed the last commit, and the readers have backed off
+            head = setup.get_shard()["status"]["recoveryLogHead"]
+            wait_for(
+                lambda: (setup.replica(standby.pod).get("recoveryLogHead") or 0) >= head,
+                timeout=60,
+                what=f"{standby.pod} to tail up to {head:#x}",
+            )
+            before = s3_requests(ctx.env, setup.bucket)
+            started = time.monotonic()
+            time.sleep(window)  # the measurement window itself, not a wait for a condition
+            elapsed = time.monotonic() - started
+            after = s3_requests(ctx.env, setup.bucket)
+            assert all(r.running() for r in replicas), "a replica exited during the window"
+        finally:
+            for replica in replicas:
+                replica.stop()
+    by_api = {api: after[api] - before.get(api, 0.0) for api in after}
+    by_api = {api: n for api, n in by_api.items() if n}
+    per_hour = sum(by_api.values()) * 3600 / elapsed
+    out.add(
+        Result(
+            "runtime.idle_s3_requests_per_shard_hour",
+            per_hour,
+            "requests",
+            BUDGET_PER_SHARD_HOUR,
+            "lower",
+            {
+                "window_s": round(elapsed, 1),
+                "hot_standbys": 1,
+                "requests_in_window_by_api": by_api,
+            },
+            target=f"<= {BUDGET_PER_SHARD_HOUR:g} (ratio <= 1; the baseline is the budget)",
+        )
+    )
+
+
+def run(ctx: Context, out: Run) -> None:
+    from kubernetes import config
+
+    apply_crds(ctx)
+    kube_api = config.new_client_from_config(config_file=str(ctx.env.kubeconfig))
+    bench_idle(ctx, kube_api, out, window=30.0 if ctx.quick else 300.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return by_hand("bench_idle", argv, lambda ctx, out, _: run(ctx, out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
