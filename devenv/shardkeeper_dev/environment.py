@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from shardkeeper.kube.paths import resource_path
-from shardkeeper_dev import pki, processes, tools
+from shardkeeper_dev import oidc, pki, processes, tools
 
 DEFAULT_BUCKET = "shardkeeper"
 DEFAULT_REGION = "us-east-1"
@@ -427,6 +427,8 @@ class Environment:
                 self._apiserver_argv(tools.binary_path("kube-apiserver"), ports),
                 lambda: self._api_ok(info.server, "/readyz"),
                 info.server,
+                # before MinIO, whose STS reads the issuer's keys
+                then=lambda: oidc.allow_discovery(info.server, self._ssl_context()),
             ),
             Component(
                 "kube-controller-manager",
@@ -444,6 +446,7 @@ class Environment:
                     "MINIO_ROOT_PASSWORD": info.s3_secret_key,
                     "MINIO_BROWSER": "off",
                     "MINIO_UPDATE": "off",
+                    **oidc.minio_env(info.server),
                 },
                 then=lambda: _ensure_bucket(info),
             ),
@@ -595,7 +598,7 @@ class Environment:
             f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
             f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
             "--authorization-mode=RBAC",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            *oidc.apiserver_flags(f"https://127.0.0.1:{ports.apiserver}"),
             f"--service-account-key-file={p / 'service-account.crt'}",
             f"--service-account-signing-key-file={p / 'service-account.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
@@ -636,6 +639,8 @@ class Environment:
             f"127.0.0.1:{ports.s3}",
             "--console-address",
             f"127.0.0.1:{ports.s3_console}",
+            "--certs-dir",
+            str(oidc.minio_certs_dir(self.state_dir, (self.pki_dir / "ca.crt").read_bytes())),
             str(self.state_dir / "minio"),
         ]
 

@@ -113,6 +113,7 @@ def _mapping() -> Manifest:
     return example("StorageMapping", "local")
 
 
+_ROLE = "arn:aws:iam::123456789012:role/shards"
 _PG = "spec.materialize.postgres"
 _DERIVE_SQL = "spec.derive.sql"
 _DSN = {"name": "postgres-dsn", "key": "dsn"}
@@ -131,10 +132,30 @@ def invalid_manifests() -> list[Invalid]:
             "each store must have a different bucket or prefix",
         ),
         Invalid(
-            "storagemapping-store-without-credentials",
-            at(_mapping(), {"spec.stores[0].credentialsSecretRef": DELETE}),
-            "spec.stores[0].credentialsSecretRef",
-            "credentialsSecretRef is required: ambient credentials are not supported yet",
+            "storagemapping-web-identity-nothing-uses",
+            at(_mapping(), {"spec.webIdentity": {"roleArn": _ROLE}}),
+            "spec.webIdentity",
+            "webIdentity is set, but every store has a credentialsSecretRef, so nothing would "
+            "use it: remove webIdentity or a credentialsSecretRef",
+        ),
+        Invalid(
+            "storagemapping-web-identity-role-not-an-arn",
+            at(
+                _mapping(),
+                {
+                    "spec.stores[0].credentialsSecretRef": DELETE,
+                    "spec.webIdentity": {"roleArn": "shards"},
+                },
+            ),
+            "spec.webIdentity.roleArn",
+            "should match",
+        ),
+        Invalid(
+            "storagemapping-annotation-key",
+            at(_mapping(), {"spec.serviceAccountAnnotations": {"not a key": "x"}}),
+            "spec.serviceAccountAnnotations",
+            "each key of serviceAccountAnnotations is an annotation key, such as "
+            "eks.amazonaws.com/role-arn",
         ),
         Invalid(
             "collection-key-repeats-pointer",

@@ -19,6 +19,7 @@ from tests.api.manifests import (
     VERSION,
     Invalid,
     at,
+    example,
     example_documents,
     invalid_manifests,
     shard,
@@ -29,6 +30,7 @@ from shardkeeper.api import KINDS
 from shardkeeper.api.collection import Collection
 from shardkeeper.api.meta import ConditionStatus, Resource
 from shardkeeper.api.shard import ReplicaState, Shard, ShardPhase, ShardStatus
+from shardkeeper.api.storagemapping import StorageMapping
 from shardkeeper.api.task import TaskStatus
 
 Kubectl = Callable[..., "CompletedProcess[str]"]
@@ -245,6 +247,34 @@ def test_a_collection_retention_is_accepted_and_kept_as_written(
         stored = _get(kubectl, namespace, "Collection", "orders")
         assert stored["spec"]["retention"] == retention
         assert Collection.from_k8s(stored).spec.retention is not None
+
+
+def test_a_store_without_a_secret_is_accepted_with_a_web_identity(
+    crds: list[str], kubectl: Kubectl, namespace: str
+) -> None:
+    """Ambient credentials: no credentialsSecretRef, with or without a web identity."""
+    mapping = example("StorageMapping", "local")
+    del mapping["spec"]["stores"][0]["credentialsSecretRef"]
+    plain = json.dumps(mapping)
+    kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=plain)
+    assert (
+        "credentialsSecretRef"
+        not in _get(kubectl, namespace, "StorageMapping", "local")["spec"]["stores"][0]
+    )
+    role = "arn:minio:iam:::role/abc"
+    mapping["spec"]["webIdentity"] = {"roleArn": role, "stsEndpoint": "http://127.0.0.1:9000"}
+    mapping["spec"]["serviceAccountAnnotations"] = {"eks.amazonaws.com/role-arn": role}
+    kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=json.dumps(mapping))
+    stored = _get(kubectl, namespace, "StorageMapping", "local")
+    assert stored["spec"]["webIdentity"] == {
+        "roleArn": role,
+        "audience": "sts.amazonaws.com",
+        "stsEndpoint": "http://127.0.0.1:9000",
+    }
+    parsed = StorageMapping.from_k8s(stored).spec
+    assert parsed.web_identity is not None
+    assert parsed.web_identity.role_arn == role
+    assert parsed.service_account_annotations == {"eks.amazonaws.com/role-arn": role}
 
 
 def test_status_is_a_subresource_and_the_columns_print(

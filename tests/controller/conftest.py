@@ -5,7 +5,7 @@ share an operator and a test may kill or restart its own."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 from tests.controller.support import Kubectl, OperatorProcess
@@ -25,8 +25,12 @@ def operator_starter(dev_env: EnvInfo, namespace: str, kubectl: Kubectl) -> Iter
     # with everyone's runs) does not delete them
     log_dir = dev_env.state_dir / "logs" / "operator-tests" / namespace
 
-    def start(identity: str = "operator-a", *extra: str) -> OperatorProcess:
-        process = OperatorProcess(dev_env, namespace, log_dir, identity=identity, extra=extra)
+    def start(
+        identity: str = "operator-a", *extra: str, env: Mapping[str, str] | None = None
+    ) -> OperatorProcess:
+        process = OperatorProcess(
+            dev_env, namespace, log_dir, identity=identity, extra=extra, env=env
+        )
         started.append(process.start())
         return process
 

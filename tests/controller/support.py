@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ class OperatorProcess:
         *,
         identity: str = "operator-a",
         extra: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.dev_env = dev_env
         self.namespace = namespace
@@ -56,6 +57,8 @@ class OperatorProcess:
         self.port = free_port()
         self.log = log_dir / f"operator-{identity}.log"
         self.extra = list(extra)
+        # over the test's own environment (the operator's credential chain, say)
+        self.env = dict(env or {})
         self.record: processes.ProcessRecord | None = None
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -72,7 +75,7 @@ class OperatorProcess:
             "--metrics-address=127.0.0.1",
             *self.extra,
         ]
-        env = {**os.environ, "KUBECONFIG": str(self.dev_env.kubeconfig)}
+        env = {**os.environ, "KUBECONFIG": str(self.dev_env.kubeconfig), **self.env}
         self.record, self.proc = processes.spawn(
             f"operator-{self.identity}", argv, env=env, log_path=self.log, die_with_parent=True
         )

@@ -67,6 +67,11 @@ def test_chart_renders_the_operator_with_leader_election_and_rbac(dev_env: EnvIn
     env = {e["name"] for e in container["env"]}
     assert env == {"POD_NAME", "POD_NAMESPACE", "POD_IP"}
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "sk-operator"
+    assert "annotations" not in found["ServiceAccount"]["metadata"]
+    # the operator's own role for stores without a Secret (docs/credentials.md)
+    role = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/shards"}
+    annotated = rendered(dev_env, "--set-json", f"serviceAccount.annotations={json.dumps(role)}")
+    assert annotated["ServiceAccount"]["metadata"]["annotations"] == role
     binding = found["ClusterRoleBinding"]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "sk-operator", "namespace": "sk-system"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
@@ -20,6 +21,7 @@ from shardkeeper.api.meta import (
     Time,
     ready_column,
 )
+from shardkeeper.api.pod import QUALIFIED_NAME_PATTERN
 
 # S3's bucket naming rules, less the legacy upper-case and underscore forms.
 BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
@@ -29,6 +31,8 @@ PREFIX_PATTERN = r"^([A-Za-z0-9_=+-][A-Za-z0-9_.=+-]*/)*$"
 REGION_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 ENDPOINT_PATTERN = r"^https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?(/\S*)?$"
 DEFAULT_REGION = "us-east-1"
+ROLE_ARN_PATTERN = r"^arn:[a-z0-9-]+:iam:[a-z0-9-]*:[0-9]*:role/\S+$"
+AUDIENCE_PATTERN = r"^\S+$"
 
 
 class StoreProvider(StrEnum):
@@ -46,6 +50,25 @@ class S3Credentials(ApiModel):
     """Key of the Secret's data that holds the access key ID."""
     secret_access_key_key: SecretKey = "secretAccessKey"
     """Key of the Secret's data that holds the secret access key."""
+
+
+class WebIdentity(ApiModel):
+    """Temporary credentials from STS AssumeRoleWithWebIdentity, with a service-account token
+    that Kubernetes projects into the shard pods, as IRSA does."""
+
+    role_arn: Annotated[str, StringConstraints(pattern=ROLE_ARN_PATTERN, max_length=2048)]
+    """ARN of the role the shard pods assume, like arn:aws:iam::123456789012:role/shards.
+    Its trust policy must accept the cluster's service-account token issuer and the
+    subjects system:serviceaccount:<namespace>:<shard>-runtime."""
+    audience: Annotated[str, StringConstraints(pattern=AUDIENCE_PATTERN, max_length=253)] = (
+        "sts.amazonaws.com"
+    )
+    """Audience of the projected token: the client ID the STS trusts for the issuer."""
+    sts_endpoint: (
+        Annotated[str, StringConstraints(pattern=ENDPOINT_PATTERN, max_length=2048)] | None
+    ) = None
+    """URL of the STS to call (AWS_ENDPOINT_URL_STS), for an S3-compatible service with
+    its own STS such as MinIO. Unset means AWS STS in the first store's region."""
 
 
 class Store(ApiModel):
@@ -71,19 +94,10 @@ class Store(ApiModel):
     """Address the bucket in the URL path (http://host/bucket/key) instead of the host name,
     as most S3-compatible services on a single host need."""
     credentials_secret_ref: S3Credentials | None = None
-    """Secret with the access key. Required for now: the pods' ambient credentials
-    (instance profile, workload identity) are not supported yet."""
-
-    RULES = (
-        # the shard runtime's storage client takes an explicit key pair; refused here
-        # rather than accepted and failing every shard replica that uses the store
-        Rule(
-            "has(self.credentialsSecretRef)",
-            "credentialsSecretRef is required: ambient credentials are not supported yet",
-            field_path=".credentialsSecretRef",
-            holds=lambda s: s.credentials_secret_ref is not None,
-        ),
-    )
+    """Secret with the access key. Unset means ambient credentials: boto3's default chain
+    in the shard pods (spec.webIdentity's role if it is set, otherwise environment,
+    instance profile, EKS Pod Identity) and in the operator (its own chain, see
+    docs/credentials.md)."""
 
 
 class StorageMappingSpec(ApiModel):
@@ -105,8 +119,39 @@ class StorageMappingSpec(ApiModel):
     """Stores, in order. New data is written to the first, and only the first is read for
     now: the operator checks the stores after it and deletes from them with a Task, but
     shards do not read them yet, so data cannot be moved to a new bucket this way."""
+    web_identity: WebIdentity | None = None
+    """For stores without credentialsSecretRef: the shard pods of Tasks that use this
+    mapping get a projected service-account token and AWS_ROLE_ARN,
+    AWS_WEB_IDENTITY_TOKEN_FILE (and AWS_ENDPOINT_URL_STS) in their environment, so boto3
+    assumes the role and refreshes its temporary credentials itself. Unset means plain
+    ambient credentials."""
+    service_account_annotations: Annotated[
+        dict[str, Annotated[str, StringConstraints(max_length=4096)]],
+        Field(max_length=16),
+    ] = Field(default_factory=dict)
+    """Annotations on the ServiceAccount of every shard of Tasks that use this mapping, for
+    an identity webhook, like eks.amazonaws.com/role-arn or iam.gke.io/gcp-service-account."""
 
     RULES = (
+        Rule(
+            "!has(self.webIdentity) || self.stores.exists(s, !has(s.credentialsSecretRef))",
+            "webIdentity is set, but every store has a credentialsSecretRef, so nothing "
+            "would use it: remove webIdentity or a credentialsSecretRef",
+            field_path=".webIdentity",
+            holds=lambda s: (
+                s.web_identity is None or any(x.credentials_secret_ref is None for x in s.stores)
+            ),
+        ),
+        Rule(
+            "!has(self.serviceAccountAnnotations) || self.serviceAccountAnnotations.all(k, "
+            f"k.matches(r'{QUALIFIED_NAME_PATTERN}'))",
+            "each key of serviceAccountAnnotations is an annotation key, such as "
+            "eks.amazonaws.com/role-arn",
+            field_path=".serviceAccountAnnotations",
+            holds=lambda s: all(
+                re.match(QUALIFIED_NAME_PATTERN, k) for k in s.service_account_annotations
+            ),
+        ),
         Rule(
             "self.stores.all(a, self.stores.exists_one(b, "
             "b.bucket == a.bucket && b.prefix == a.prefix))",

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 def make_s3_client(
     *,
     endpoint: str | None,
-    access_key: str,
-    secret_key: str,
+    access_key: str | None,
+    secret_key: str | None,
     region: str,
     max_connections: int = 16,
     connect_timeout: float = 5.0,
@@ -37,6 +37,8 @@ def make_s3_client(
         response_checksum_validation="when_required",
         s3={"addressing_style": "path"},
     )
+    # a key pair of None leaves boto3 its default credential chain, which refreshes the
+    # temporary credentials it gets (web identity, container, instance profile)
     client: S3Client = boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint,

@@ -25,8 +25,40 @@ class AccessDenied(StorageError):
     def __init__(self, bucket: str, key: str, operation: str, detail: str) -> None:
         super().__init__(
             f"{operation} on s3://{bucket}/{key} was denied ({detail}): check the credentials "
-            "in the StorageMapping's Secret and grant them s3:ListBucket, s3:GetObject, "
-            "s3:PutObject and s3:DeleteObject on this bucket and prefix"
+            "(the StorageMapping's Secret, or the role of the pods' ambient credentials) and "
+            "grant them s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject on this "
+            "bucket and prefix"
+        )
+        self.bucket = bucket
+        self.key = key
+
+
+class CredentialsRefused(AccessDenied):
+    """The STS would not give the temporary credentials that ``operation`` was to be signed
+    with (ambient credentials with a web identity)."""
+
+    def __init__(self, bucket: str, key: str, operation: str, sts_call: str, detail: str) -> None:
+        StorageError.__init__(
+            self,
+            f"{operation} on s3://{bucket}/{key} has no credentials: the STS refused "
+            f"{sts_call} ({detail}): check the StorageMapping's webIdentity (roleArn, "
+            "audience, stsEndpoint) and that the role trusts the cluster's service-account "
+            "token issuer and this audience",
+        )
+        self.bucket = bucket
+        self.key = key
+
+
+class NoCredentials(AccessDenied):
+    """No Secret, and boto3's default chain found nothing (plain ambient credentials)."""
+
+    def __init__(self, bucket: str, key: str, operation: str, detail: str) -> None:
+        StorageError.__init__(
+            self,
+            f"{operation} on s3://{bucket}/{key} has no credentials ({detail}): the store "
+            "names no Secret and boto3's default chain found none (no web identity, "
+            "EKS Pod Identity, instance profile or AWS_* variables): set the StorageMapping's "
+            "credentialsSecretRef or webIdentity",
         )
         self.bucket = bucket
         self.key = key

@@ -15,6 +15,8 @@ from botocore.exceptions import (
     ConnectionError,
     HTTPClientError,
     IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
     SSLError,
 )
 
@@ -76,6 +78,8 @@ def classify(
     """Decide what ``exc``, raised by ``operation`` on ``bucket``/``key``, means."""
     if isinstance(exc, SSLError):
         return ErrorMeaning(Kind.FATAL, errors.UnexpectedStorageError(f"{operation} {key}: {exc}"))
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return ErrorMeaning(Kind.FATAL, errors.NoCredentials(bucket, key, operation, str(exc)))
     if isinstance(exc, ConnectionError | HTTPClientError | IncompleteReadError):
         return ErrorMeaning(Kind.RETRY, reason=type(exc).__name__)
     if not isinstance(exc, ClientError):
@@ -85,6 +89,14 @@ def classify(
     code = str(exc.response.get("Error", {}).get("Code", ""))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     message = str(exc.response.get("Error", {}).get("Message", "")) or code
+    sts_call = str(getattr(exc, "operation_name", ""))
+    if sts_call.startswith("AssumeRole") and 400 <= status < 500 and status != 429:
+        # raised by boto3's credential provider inside the S3 call, before it was sent;
+        # the STS's throttling and 5xx are retried like the store's
+        return ErrorMeaning(
+            Kind.FATAL,
+            errors.CredentialsRefused(bucket, key, operation, sts_call, f"{code}: {message}"),
+        )
     if code == "NoSuchBucket":
         return ErrorMeaning(Kind.FATAL, errors.BucketNotFound(bucket, endpoint))
     if code in DENIED_CODES or status == 403:

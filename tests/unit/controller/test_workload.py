@@ -8,9 +8,11 @@ import pytest
 from tests.unit.controller.models import NAMESPACE, shard_of, task
 
 from shardkeeper.api.meta import API_VERSION
+from shardkeeper.api.storagemapping import StorageMappingSpec
 from shardkeeper.controller.specs import names
 from shardkeeper.controller.specs.objects import content_hash
 from shardkeeper.controller.specs.workload import (
+    WEB_IDENTITY_DIR,
     WorkloadDefaults,
     WorkloadInputs,
     keep_immutable_claims,
@@ -373,3 +375,54 @@ def test_a_split_changes_only_the_childs_role_never_the_pods() -> None:
     assert rule["resourceNames"] == [SHARD, "customer-totals-ffffffff-00000000"]
     first = {o["kind"]: o for o in before}
     assert built["StatefulSet"] == first["StatefulSet"]
+
+
+def _ambient(**spec: Any) -> dict[str, dict[str, Any]]:
+    owner = task()
+    storage = StorageMappingSpec.model_validate(
+        {"stores": [{"bucket": "shards", "region": "eu-west-1"}], **spec}
+    )
+    ctx = WorkloadInputs(shard_of(owner), owner, [], DEFAULTS, storage)
+    return {obj["kind"]: obj for obj in workload(ctx)}
+
+
+def test_a_web_identity_projects_a_token_and_sets_the_variables_boto3_reads() -> None:
+    role = "arn:aws:iam::123456789012:role/shards"
+    found = _ambient(
+        webIdentity={"roleArn": role, "audience": "minio", "stsEndpoint": "http://sts:9000"}
+    )
+    pod = found["StatefulSet"]["spec"]["template"]["spec"]
+    (token,) = [v for v in pod["volumes"] if v["name"] == "web-identity-token"]
+    assert token["projected"]["sources"] == [
+        {"serviceAccountToken": {"audience": "minio", "expirationSeconds": 3600, "path": "token"}}
+    ]
+    (shard,) = pod["containers"]
+    mount = {"name": "web-identity-token", "mountPath": WEB_IDENTITY_DIR, "readOnly": True}
+    assert mount in shard["volumeMounts"]
+    env = {e["name"]: e.get("value") for e in shard["env"]}
+    assert {k: v for k, v in env.items() if k.startswith("AWS_")} == {
+        "AWS_ROLE_ARN": role,
+        "AWS_WEB_IDENTITY_TOKEN_FILE": f"{WEB_IDENTITY_DIR}/token",
+        "AWS_ROLE_SESSION_NAME": "$(POD_NAME)",
+        "AWS_REGION": "eu-west-1",
+        "AWS_ENDPOINT_URL_STS": "http://sts:9000",
+    }
+    # $(POD_NAME) expands only to a variable defined before it
+    names_in_order = [e["name"] for e in shard["env"]]
+    assert names_in_order.index("POD_NAME") < names_in_order.index("AWS_ROLE_SESSION_NAME")
+    assert "annotations" not in found["ServiceAccount"]["metadata"]
+
+
+def test_plain_ambient_credentials_add_nothing_and_annotations_go_on_the_service_account() -> None:
+    plain = _ambient()
+    assert plain == objects_without_secrets(), "no identity: the workload of a Secret's store"
+    annotated = _ambient(serviceAccountAnnotations={"eks.amazonaws.com/role-arn": "arn:x"})
+    assert annotated["ServiceAccount"]["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:x"
+    }
+    assert annotated["StatefulSet"] == plain["StatefulSet"]
+
+
+def objects_without_secrets() -> dict[str, dict[str, Any]]:
+    owner = task()
+    return {o["kind"]: o for o in workload(WorkloadInputs(shard_of(owner), owner, [], DEFAULTS))}

@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
 
 from shardkeeper.storage import errors
 from shardkeeper.storage.objectstore import ObjectStore
@@ -44,6 +49,8 @@ def verdict(exc: Exception, conditional: bool = False) -> Any:
         (client_error("NoSuchBucket", 404), Kind.FATAL),
         (client_error("AccessDenied", 403), Kind.FATAL),
         (client_error("InvalidArgument", 400), Kind.FATAL),
+        (client_error("InvalidParameterValue", 400, "AssumeRoleWithWebIdentity"), Kind.FATAL),
+        (client_error("ServiceUnavailable", 503, "AssumeRoleWithWebIdentity"), Kind.RETRY),
     ],
 )
 def test_classification(exc: Exception, kind: Kind) -> None:
@@ -58,6 +65,15 @@ def test_fatal_errors_name_what_to_fix() -> None:
     unsupported = verdict(client_error("NotImplemented", 501), conditional=True).error
     assert isinstance(unsupported, errors.ConditionalWritesUnsupported)
     assert "If-None-Match" in str(unsupported)
+    # the STS refusing a role is told apart from the bucket refusing the request
+    refused = verdict(client_error("AccessDenied", 403, "AssumeRoleWithWebIdentity")).error
+    assert isinstance(refused, errors.CredentialsRefused)
+    assert isinstance(refused, errors.AccessDenied), "reported where a denial is"
+    assert "the STS refused AssumeRoleWithWebIdentity (AccessDenied: " in str(refused)
+    assert "webIdentity (roleArn, audience, stsEndpoint)" in str(refused)
+    missing = verdict(NoCredentialsError()).error
+    assert isinstance(missing, errors.NoCredentials)
+    assert "op on s3://b/k has no credentials (Unable to locate credentials)" in str(missing)
 
 
 def test_retry_delays_are_jittered_below_a_growing_cap() -> None:

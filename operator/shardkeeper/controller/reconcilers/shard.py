@@ -107,8 +107,15 @@ class ShardReconciler(Base):
         operator applied them over what its cache still shows (its watch event is on the
         way), or the API server refused them and their back-off has not run out. Seconds
         until that is looked at again, and the API server's refusal, if it refused them."""
+        mapping = self.deps.cache.storage_mapping(
+            namespaced_name(task)[0], task.spec.storage_mapping
+        )
         ctx = WorkloadInputs(
-            shard, task, runtime_secret_names(task, self.deps.cache), self.deps.defaults
+            shard,
+            task,
+            runtime_secret_names(task, self.deps.cache),
+            self.deps.defaults,
+            mapping.spec if mapping is not None else None,
         )
         objects = workload(ctx)
         stateful, claims_changed = keep_immutable_claims(

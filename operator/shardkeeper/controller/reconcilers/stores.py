@@ -19,7 +19,6 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import cast
 
 from shardkeeper.api.storagemapping import Store
 from shardkeeper.controller.engine import events
@@ -99,8 +98,8 @@ def open_store(
     client = make_s3_client(
         endpoint=store.endpoint,
         # None makes boto3 fall back to its default credential chain
-        access_key=cast(str, credentials.access_key if credentials else None),
-        secret_key=cast(str, credentials.secret_key if credentials else None),
+        access_key=credentials.access_key if credentials else None,
+        secret_key=credentials.secret_key if credentials else None,
         region=store.region,
         connect_timeout=CHECK_CONNECT_TIMEOUT,
         read_timeout=CHECK_READ_TIMEOUT,

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from shardkeeper.api.meta import GROUP, Duration
 from shardkeeper.api.shard import Shard
+from shardkeeper.api.storagemapping import StorageMappingSpec
 from shardkeeper.api.task import DEFAULT_PRUNE_EVERY, Task, TaskType
 from shardkeeper.controller.specs import names
 from shardkeeper.controller.specs.objects import (
@@ -35,6 +36,13 @@ RUNTIME_USER = 65532
 TMP_VOLUME = "tmp"
 # not /tmp itself: a volume there would hide whatever else the node keeps in /tmp
 TMP_DIR = "/var/tmp/shardkeeper"
+# the projected service-account token boto3 trades for a role's temporary credentials
+WEB_IDENTITY_VOLUME = "web-identity-token"
+WEB_IDENTITY_DIR = "/var/run/secrets/shardkeeper.io/web-identity"
+WEB_IDENTITY_TOKEN = "token"
+# an hour, as IRSA's; the node replaces the file when 80% of it has gone, and boto3 reads
+# the file again each time it refreshes the credentials
+WEB_IDENTITY_TOKEN_SECONDS = 3600
 POD_SECURITY: Object = {
     "runAsNonRoot": True,
     "runAsUser": RUNTIME_USER,
@@ -70,6 +78,9 @@ class WorkloadInputs:
     secret_names: Sequence[str]
     """Secrets the runtime may read: its StorageMappings' credentials and the Task's own."""
     defaults: WorkloadDefaults
+    storage: StorageMappingSpec | None = None
+    """The Task's own StorageMapping, whose web identity and service-account annotations
+    the pods get (None: neither)."""
 
     @property
     def name(self) -> str:
@@ -159,12 +170,55 @@ def _container(ctx: WorkloadInputs) -> Object:
         ],
         "securityContext": dict(CONTAINER_SECURITY),
     }
+    identity_env = web_identity_env(ctx)
+    if identity_env:
+        container["env"] += identity_env
+        container["volumeMounts"].append(
+            {"name": WEB_IDENTITY_VOLUME, "mountPath": WEB_IDENTITY_DIR, "readOnly": True}
+        )
     if template.image_pull_policy is not None:
         container["imagePullPolicy"] = str(template.image_pull_policy)
     if template.resources is not None:
         resources = template.resources.model_dump(mode="json", by_alias=True, exclude_none=True)
         container["resources"] = {k: v for k, v in resources.items() if v}
     return container
+
+
+def web_identity_env(ctx: WorkloadInputs) -> list[Object]:
+    """The variables with which boto3's default chain assumes the mapping's role, as the EKS
+    pod identity webhook sets them for IRSA; none without a web identity."""
+    if ctx.storage is None or ctx.storage.web_identity is None:
+        return []
+    identity = ctx.storage.web_identity
+    env: list[Object] = [
+        {"name": "AWS_ROLE_ARN", "value": identity.role_arn},
+        {
+            "name": "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "value": f"{WEB_IDENTITY_DIR}/{WEB_IDENTITY_TOKEN}",
+        },
+        # the pod's name in the STS's and the bucket's audit logs
+        {"name": "AWS_ROLE_SESSION_NAME", "value": "$(POD_NAME)"},
+        # STS is regional; the first store's region is where new data goes
+        {"name": "AWS_REGION", "value": ctx.storage.stores[0].region},
+    ]
+    if identity.sts_endpoint is not None:
+        env.append({"name": "AWS_ENDPOINT_URL_STS", "value": identity.sts_endpoint})
+    return env
+
+
+def web_identity_volume(ctx: WorkloadInputs) -> Object | None:
+    identity = ctx.storage.web_identity if ctx.storage is not None else None
+    if identity is None:
+        return None
+    token = {
+        "audience": identity.audience,
+        "expirationSeconds": WEB_IDENTITY_TOKEN_SECONDS,
+        "path": WEB_IDENTITY_TOKEN,
+    }
+    return {
+        "name": WEB_IDENTITY_VOLUME,
+        "projected": {"sources": [{"serviceAccountToken": token}]},
+    }
 
 
 def _pod_spec(ctx: WorkloadInputs) -> Object:
@@ -178,6 +232,9 @@ def _pod_spec(ctx: WorkloadInputs) -> Object:
         "containers": [_container(ctx)],
         "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}],
     }
+    token = web_identity_volume(ctx)
+    if token is not None:
+        spec["volumes"].append(token)
     if template.node_selector:
         spec["nodeSelector"] = dict(template.node_selector)
     if template.tolerations:
@@ -336,11 +393,13 @@ def pod_disruption_budget(ctx: WorkloadInputs) -> Object:
 
 
 def service_account(ctx: WorkloadInputs) -> Object:
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": _metadata(ctx, names.runtime_name(ctx.name)),
-    }
+    """The pods' identity; the mapping's annotations are for an identity webhook (IRSA's
+    eks.amazonaws.com/role-arn, GKE's iam.gke.io/gcp-service-account)."""
+    metadata = _metadata(ctx, names.runtime_name(ctx.name))
+    annotations = ctx.storage.service_account_annotations if ctx.storage is not None else {}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata}
 
 
 def pod_names(task: Task, shard: str) -> list[str]:

@@ -27,21 +27,22 @@ def object_store(
     on_error: Callable[[str], None] = lambda _operation: None,
 ) -> ObjectStore:
     """The mapping's first store, with ``credentials`` = ``{"accessKeyId": ...,
-    "secretAccessKey": ...}`` (resolved from the mapping's Secret by the caller);
-    ``on_error`` is told the operation of each failed request."""
+    "secretAccessKey": ...}`` (resolved from the mapping's Secret by the caller), or ``{}``
+    for the pod's ambient credentials; ``on_error`` is told the operation of each failed
+    request."""
     store = write_store(mapping)
     missing = [k for k in (ACCESS_KEY_ID, SECRET_ACCESS_KEY) if not credentials.get(k)]
-    if missing:
-        # ambient credentials (no credentialsSecretRef) are not wired up yet: the storage
-        # client takes an explicit key pair
+    if credentials and missing:
         raise ValueError(
             f"credentials for bucket {store.bucket!r} lack {', '.join(missing)}: set the "
             "StorageMapping's credentialsSecretRef to a Secret that holds both keys"
         )
     client = make_s3_client(
         endpoint=store.endpoint,
-        access_key=credentials[ACCESS_KEY_ID],
-        secret_key=credentials[SECRET_ACCESS_KEY],
+        # None: boto3's default chain (the web identity's role, Pod Identity, instance
+        # profile), whose temporary credentials boto3 refreshes itself
+        access_key=credentials.get(ACCESS_KEY_ID),
+        secret_key=credentials.get(SECRET_ACCESS_KEY),
         region=store.region,
     )
     return ObjectStore(client, store.bucket, on_error=on_error)
