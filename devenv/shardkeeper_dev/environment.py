@@ -544,7 +544,7 @@ class Environment:
             # binds pods (no kube-scheduler runs) and provisions local volumes
             Component(
                 "real-node-standin",
-                real.standin_argv(layout, kubeconfig),
+                self._node_argv(info, kubeconfig.name, layout.standin, "--for-kubelet"),
                 lambda: True,
                 "binder and local-volume provisioner",
             ),
@@ -838,15 +838,22 @@ class Environment:
         if proc.returncode != 0:
             raise EnvironmentError_(f"createdb failed: {proc.stderr.strip()}")
 
-    def _node_argv(self, info: EnvInfo) -> list[str]:
+    def _node_argv(
+        self,
+        info: EnvInfo,
+        kubeconfig: str = "process-node.kubeconfig",
+        state_dir: Path | None = None,
+        *extra: str,
+    ) -> list[str]:
         return [
             sys.executable,
             "-m",
             "shardkeeper",
             "dev",
             "node",
-            f"--kubeconfig={self.state_dir / 'process-node.kubeconfig'}",
-            f"--state-dir={self.state_dir / 'node'}",
+            *extra,
+            f"--kubeconfig={self.state_dir / kubeconfig}",
+            f"--state-dir={state_dir or self.state_dir / 'node'}",
             f"--name={info.node_name}",
         ]
 

@@ -5,31 +5,20 @@ work against it unchanged."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.image import build_archive
 
-from shardkeeper_dev import environment, image
+from shardkeeper_dev import environment
 
 
 @pytest.fixture(scope="session")
 def image_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The image of this checkout: built here, so that no older .build/ archive is run."""
-    out = tmp_path_factory.mktemp("image-out")
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "shardkeeper", "dev", "image", "--out-dir", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    print(f"image built in {time.monotonic() - started:.1f}s")
-    return image.archive_path(out, image.project_version())
+    return build_archive(tmp_path_factory.mktemp("image-out"))
 
 
 @pytest.fixture(scope="session")

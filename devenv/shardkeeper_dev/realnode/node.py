@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,20 +70,6 @@ def containerd_argv(layout: config.Layout) -> list[str]:
 
 def kubelet_argv(layout: config.Layout, kubeconfig: Path) -> list[str]:
     return config.kubelet_argv(tools.binary_path("kubelet"), layout, kubeconfig)
-
-
-def standin_argv(layout: config.Layout, kubeconfig: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "shardkeeper",
-        "dev",
-        "node",
-        "--for-kubelet",
-        f"--kubeconfig={kubeconfig}",
-        f"--state-dir={layout.standin}",
-        f"--name={config.NODE_NAME}",
-    ]
 
 
 def containerd_serves(layout: config.Layout) -> bool:
