@@ -976,10 +976,10 @@ class Environment:
         names = [r.name for r in records]
         cut = names.index("containerd") + 1 if "containerd" in names else len(records)
         stopped = self._stop_records(records[cut:])
-        real.teardown_containers(self.real_node)
+        shims = real.teardown_containers(self.real_node)
         stopped += self._stop_records(records[:cut])
         if ports is not None:
-            real.teardown_host(self.real_node, ports.apiserver, self._route_tag())
+            real.teardown_host(self.real_node, ports.apiserver, self._route_tag(), shims)
         return stopped
 
     def down(self, *, purge: bool = False) -> list[str]:

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -108,12 +109,51 @@ def image_names(layout: Layout) -> list[str]:
     return out.split()
 
 
-def remove_containers(layout: Layout) -> None:
+def shim_pids(layout: Layout) -> set[int]:
+    """The PIDs of the shims of the k8s.io namespace's running tasks: the parents of the
+    tasks' processes (containerd 1.6 writes no pid file for a shim)."""
+    tasks = layout.containerd_state / "io.containerd.runtime.v2.task" / CTR_NAMESPACE
+    pids = set()
+    for path in tasks.glob("*/init.pid"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{int(path.read_text().strip())}/stat").read_text()
+            pids.add(int(stat[stat.rindex(")") + 2 :].split()[1]))
+    return pids
+
+
+def kill_shims(layout: Layout, pids: frozenset[int]) -> None:
+    """SIGKILL those of ``pids`` that are still shims of this containerd (a PID may have
+    been reused since): a shim whose task was being created as kubelet stopped can
+    outlive its container."""
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(layout.socket).encode() in cmdline.split(b"\0"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def remove_containers(layout: Layout) -> frozenset[int]:
     """Kill and delete every container of the k8s.io namespace and the network namespace
-    of each pod sandbox: what stopping containerd leaves running (its shims outlive it)."""
-    listed = _run(ctr(layout, "containers", "ls", "-q"), "listing containers", check=False)
+    of each pod sandbox: what stopping containerd leaves running (its shims outlive it).
+    A sandbox whose creation was under way when kubelet stopped may appear meanwhile:
+    the listing is repeated until it is empty. The PIDs of the shims seen."""
+    shims: set[int] = set()
+    for _ in range(10):
+        listed = _run(ctr(layout, "containers", "ls", "-q"), "listing containers", check=False)
+        if listed.returncode != 0 or not listed.stdout.split():
+            break
+        shims |= shim_pids(layout)
+        _remove(layout, listed.stdout.split())
+        time.sleep(0.2)
+    return frozenset(shims)
+
+
+def _remove(layout: Layout, cids: list[str]) -> None:
     netns: list[str] = []
-    for cid in listed.stdout.split():
+    for cid in cids:
         info = _run(ctr(layout, "containers", "info", cid), "container info", check=False)
         with contextlib.suppress(ValueError, KeyError, TypeError):
             namespaces = json.loads(info.stdout)["Spec"]["linux"]["namespaces"]

@@ -81,14 +81,20 @@ def containerd_serves(layout: config.Layout) -> bool:
     return proc.returncode == 0
 
 
-def teardown_containers(layout: config.Layout) -> None:
-    """With containerd still running: every container and its pod's network namespace."""
+def teardown_containers(layout: config.Layout) -> frozenset[int]:
+    """With containerd still running: every container and its pod's network namespace.
+    The PIDs of the shims there were, for :func:`teardown_host`."""
     if containerd_serves(layout):
-        host.remove_containers(layout)
+        return host.remove_containers(layout)
+    return frozenset()
 
 
-def teardown_host(layout: config.Layout, apiserver_port: int, tag: str) -> None:
-    """With everything stopped: mounts, kubelet's cgroups, the Service route, the bridge."""
+def teardown_host(
+    layout: config.Layout, apiserver_port: int, tag: str, shims: frozenset[int] = frozenset()
+) -> None:
+    """With everything stopped: shims left over, mounts, kubelet's cgroups, the Service
+    route, the bridge."""
+    host.kill_shims(layout, shims)
     host.unmount_under(layout.root)
     host.remove_pod_cgroups()
     host.unroute_api_service(apiserver_port, tag)
