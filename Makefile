@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml devenv/pyproject.toml | sha1sum | cut -c1-12)
 QUICK ?=
 
-.PHONY: help setup venv tools dev down status lint test test-unit bench soak crds lock image clean
+.PHONY: help setup venv tools dev down status lint test test-realnode test-unit bench soak crds lock image clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -23,7 +23,7 @@ venv: $(STAMP)  ## create .venv from requirements-dev.lock
 
 setup: venv tools  ## everything a fresh machine needs: .venv and the Go tools
 
-tools: venv  ## build etcd, kube-apiserver, kube-controller-manager, kubectl, MinIO, helm (cached)
+tools: venv  ## build etcd, kube-apiserver, kube-controller-manager, kubectl, kubelet, MinIO, helm (cached)
 	$(PY) -m shardkeeper dev tools
 
 dev: setup  ## run the product locally: control plane, MinIO, PostgreSQL, operator, example pipeline
@@ -43,6 +43,9 @@ lint: venv  ## ruff, ruff format, mypy --strict on operator/
 
 test: lint tools  ## lint, then every test against the real local environment
 	$(VENV)/bin/pytest
+
+test-realnode: venv tools  ## the real node's tests: kubelet, containerd, runc (root; docs/real-node.md)
+	$(VENV)/bin/pytest -m realnode tests/realnode
 
 test-unit: venv  ## only the tests of pure logic (no environment)
 	$(VENV)/bin/pytest tests/unit

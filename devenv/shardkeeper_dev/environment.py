@@ -1,6 +1,11 @@
 """The local embedded environment: etcd, kube-apiserver, kube-controller-manager, MinIO and
 the process node, all on loopback, all started from the cached tools.
 
+With ``node="real"`` the node is a real kubelet with containerd and runc instead
+(:mod:`shardkeeper_dev.realnode`); pods then live in network namespaces of their own, so
+the API server, MinIO and PostgreSQL listen on the pods' bridge address instead of
+127.0.0.1 (etcd and the controller-manager stay on loopback).
+
 Everything lives in one state directory: certificates, data, logs, the kubeconfig, an env
 file, and ``state.json`` with the PID (and start time) of every process ``up`` started, so
 that ``down`` stops exactly those. Data, certificates and the chosen ports (``ports.json``)
@@ -31,11 +36,15 @@ from typing import Any
 
 from shardkeeper.kube.paths import resource_path
 from shardkeeper_dev import oidc, pki, processes, tools
+from shardkeeper_dev.realnode import config as realconfig
 
 DEFAULT_BUCKET = "shardkeeper"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_DATABASE = "shardkeeper"
 NODE_NAME = "process-node"
+# what runs the pods: the process node (pods as local processes) or the real node
+NODE_KINDS = ("process", "real")
+LOOPBACK = "127.0.0.1"
 SERVICE_CIDR = "10.96.0.0/16"
 START_TIMEOUT = 120.0
 # how a component is asked to stop, if not by SIGTERM. PostgreSQL's SIGTERM is a "smart"
@@ -268,6 +277,8 @@ class Environment:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         # how ``up`` started them, which a component started again (``start``) keeps
         self._die_with_parent = False
+        self._node_kind = str((self._read_state() or {}).get("node") or "process")
+        self._image_archive: Path | None = None
 
     # -- state ---------------------------------------------------------------------------
 
@@ -292,6 +303,7 @@ class Environment:
         doc = {
             "info": info.as_json() if info else None,
             "ports": dataclasses.asdict(ports) if ports else None,
+            "node": self._node_kind,
             "processes": [r.as_json() for r in records],
         }
         tmp = self.state_file.with_suffix(".tmp")
@@ -334,13 +346,17 @@ class Environment:
         die_with_parent: bool = False,
         only_control_plane: bool = False,
         with_operator: bool = False,
+        node: str = "process",
+        image_archive: Path | None = None,
         progress: Callable[[str], None] = lambda _msg: None,
     ) -> EnvInfo:
         """Start every component and wait until each is healthy.
 
         ``only_control_plane`` stops after etcd and kube-apiserver (the floor that
         benchmarks compare a full start with). ``with_operator`` also installs the CRDs
-        and runs ``shardkeeper operator`` against the environment.
+        and runs ``shardkeeper operator`` against the environment. ``node="real"`` runs
+        pods on kubelet, containerd and runc, from ``image_archive`` (default: the one
+        ``make image`` writes, built if it is not there).
 
         Raises EnvironmentError_ if one is already running here, a port is taken or a tool
         is missing; a component that fails to start is stopped with the rest, and the
@@ -354,6 +370,8 @@ class Environment:
                 f"an environment is already running in {self.state_dir} ({pids}); "
                 "use `shardkeeper dev status`, or `shardkeeper dev down` first"
             )
+        if node not in NODE_KINDS:
+            raise EnvironmentError_(f"node {node!r} is not one of {', '.join(NODE_KINDS)}")
         for binary in ("etcd", "kube-apiserver", "kube-controller-manager", "minio"):
             tools.binary_path(binary)  # a missing tool fails before anything starts
         postgres_bin = postgres_bin_dir()
@@ -362,25 +380,32 @@ class Environment:
         self.record_ports(ports)
         creds = self._ensure_pki()
         records: list[processes.ProcessRecord] = []
-        server = f"https://127.0.0.1:{ports.apiserver}"
+        self._node_kind = node
+        self._image_archive = image_archive
+        host = _host_address(node)
+        server = f"https://{host}:{ports.apiserver}"
         info = EnvInfo(
             state_dir=self.state_dir,
             kubeconfig=self.state_dir / "kubeconfig",
             server=server,
-            node_name=NODE_NAME,
-            s3_endpoint=f"http://127.0.0.1:{ports.s3}",
+            node_name=realconfig.NODE_NAME if node == "real" else NODE_NAME,
+            s3_endpoint=f"http://{host}:{ports.s3}",
             s3_access_key=creds["s3_access_key"],
             s3_secret_key=creds["s3_secret_key"],
             s3_region=DEFAULT_REGION,
             s3_bucket=DEFAULT_BUCKET,
-            postgres_host="127.0.0.1",
+            postgres_host=host,
             postgres_port=ports.postgres,
             postgres_user="postgres",
             postgres_password=creds["postgres_password"],
             postgres_database=DEFAULT_DATABASE,
         )
+        if node == "real":
+            self._prepare_real_node(ports)
         self._write_kubeconfigs(server)
         self._ensure_postgres_cluster(postgres_bin, creds["postgres_password"])
+        if node == "real":
+            _allow_postgres_from(self.state_dir / "postgres", str(realconfig.POD_SUBNET))
         components = self._components(ports, info)
         if only_control_plane:
             components = components[:2]
@@ -404,7 +429,7 @@ class Environment:
                 if component.then is not None:
                     component.then()
         except BaseException:
-            self._stop_records(records)
+            self._stop_all(records, ports)
             self._write_state(None, [], ports)
             raise
         self._write_state(info, records, ports)
@@ -412,9 +437,20 @@ class Environment:
         self.env_file.write_text(info.shell_exports())
         return info
 
+    @property
+    def node_kind(self) -> str:
+        """``process`` or ``real``: what runs the pods of this environment."""
+        return self._node_kind
+
+    @property
+    def real_node(self) -> realconfig.Layout:
+        return realconfig.Layout(self.state_dir / "real-node")
+
     def _components(self, ports: Ports, info: EnvInfo) -> list[Component]:
         """What ``up`` starts, in order, each with the check that says it is healthy."""
         kcm_health = f"https://127.0.0.1:{ports.controller_manager}/healthz"
+        host = _host_address(self._node_kind)
+        nodes = self._real_node_components if self._node_kind == "real" else self._process_node
         return [
             Component(
                 "etcd",
@@ -424,7 +460,7 @@ class Environment:
             ),
             Component(
                 "kube-apiserver",
-                self._apiserver_argv(tools.binary_path("kube-apiserver"), ports),
+                self._apiserver_argv(tools.binary_path("kube-apiserver"), ports, host),
                 lambda: self._api_ok(info.server, "/readyz"),
                 info.server,
                 # before MinIO, whose STS reads the issuer's keys
@@ -438,7 +474,7 @@ class Environment:
             ),
             Component(
                 "minio",
-                self._minio_argv(tools.binary_path("minio"), ports),
+                self._minio_argv(tools.binary_path("minio"), ports, host),
                 lambda: _http_ok(f"{info.s3_endpoint}/minio/health/live"),
                 info.s3_endpoint,
                 env={
@@ -452,18 +488,12 @@ class Environment:
             ),
             Component(
                 "postgres",
-                self._postgres_argv(postgres_bin_dir(), ports),
+                self._postgres_argv(postgres_bin_dir(), ports, host),
                 lambda: _pg_ready(postgres_bin_dir(), ports.postgres),
                 f"127.0.0.1:{ports.postgres}",
                 then=lambda: self._ensure_database(info),
             ),
-            Component(
-                "process-node",
-                self._node_argv(info),
-                lambda: self._node_ready(info.server),
-                f"node/{info.node_name}",
-                then=lambda: install_crds(info),
-            ),
+            *nodes(info),
             Component(
                 "operator",
                 [
@@ -482,11 +512,93 @@ class Environment:
             ),
         ]
 
+    def _process_node(self, info: EnvInfo) -> list[Component]:
+        return [
+            Component(
+                "process-node",
+                self._node_argv(info),
+                lambda: self._node_ready(info.server, info.node_name),
+                f"node/{info.node_name}",
+                then=lambda: install_crds(info),
+            )
+        ]
+
+    def _real_node_components(self, info: EnvInfo) -> list[Component]:
+        from shardkeeper_dev.realnode import node as real
+
+        layout = self.real_node
+        kubeconfig = self.state_dir / "real-node.kubeconfig"
+        archive = self._image_archive or real.default_image_archive()
+        return [
+            Component(
+                "containerd",
+                real.containerd_argv(layout),
+                lambda: real.containerd_serves(layout),
+                f"unix://{layout.socket}",
+                then=lambda: real.import_images(layout, archive),
+            ),
+            Component(
+                "kubelet",
+                real.kubelet_argv(layout, kubeconfig),
+                lambda: self._node_ready(info.server, info.node_name),
+                f"node/{info.node_name}",
+                then=lambda: install_crds(info),
+            ),
+            # binds pods (no kube-scheduler runs) and provisions local volumes
+            Component(
+                "real-node-standin",
+                self._node_argv(info, kubeconfig.name, layout.standin, "--for-kubelet"),
+                lambda: True,
+                "binder and local-volume provisioner",
+            ),
+        ]
+
+    def _prepare_real_node(self, ports: Ports) -> None:
+        from shardkeeper_dev.realnode import host as realhost
+        from shardkeeper_dev.realnode import node as real
+
+        try:
+            real.prepare(self.real_node, self.pki_dir / "ca.crt")
+            realhost.route_api_service(ports.apiserver, self._route_tag())
+        except realhost.HostError as err:
+            raise EnvironmentError_(str(err)) from err
+        self._ensure_apiserver_serves(realconfig.GATEWAY)
+
+    def _route_tag(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:12]
+
+    def _ensure_apiserver_serves(self, address: str) -> None:
+        """The API server's certificate names ``address`` (one made before the real node
+        existed does not): issued again from the same CA if it does not."""
+        import ipaddress
+
+        from cryptography import x509
+
+        cert = x509.load_pem_x509_certificate((self.pki_dir / "apiserver.crt").read_bytes())
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        if ipaddress.ip_address(address) in names.get_values_for_type(x509.IPAddress):
+            return
+        ca = self._pair("ca")
+        serving = pki.issue(
+            ca,
+            "kube-apiserver",
+            dns_names=tuple(names.get_values_for_type(x509.DNSName)),
+            ip_addresses=(
+                *(str(ip) for ip in names.get_values_for_type(x509.IPAddress)),
+                address,
+            ),
+            server=True,
+        )
+        pki.write(serving, self.pki_dir, "apiserver")
+
     def _ensure_pki(self) -> dict[str, str]:
         """Create the CA, certificates, signing key and S3 credentials once per state dir."""
         creds_file = self.pki_dir / "credentials.json"
         if creds_file.exists():
             creds: dict[str, str] = json.loads(creds_file.read_text())
+            self._ensure_real_node_client()
             return creds
         ca = pki.new_ca()
         pki.write(ca, self.pki_dir, "ca")
@@ -514,6 +626,7 @@ class Environment:
         }
         for name, (cn, orgs) in clients.items():
             pki.write(pki.issue(ca, cn, organizations=orgs, client=True), self.pki_dir, name)
+        self._ensure_real_node_client()
         pki.write(pki.new_signing_key(), self.pki_dir, "service-account")
         # the front-proxy CA lets delegated authentication (controller-manager, webhooks)
         # trust the API server's request headers
@@ -537,6 +650,16 @@ class Environment:
         creds_file.write_text(json.dumps(creds))
         return creds
 
+    def _ensure_real_node_client(self) -> None:
+        # the real node's kubelet and its stand-ins (binder, provisioner), with full rights
+        # as the process node has them; issued on its own so that an older state dir gets it
+        if (self.pki_dir / "real-node.crt").exists():
+            return
+        cn = f"system:node:{realconfig.NODE_NAME}"
+        orgs = ("system:nodes", "system:masters")
+        pair = pki.issue(self._pair("ca"), cn, organizations=orgs, client=True)
+        pki.write(pair, self.pki_dir, "real-node")
+
     def _pair(self, name: str) -> pki.KeyPair:
         return pki.KeyPair(
             (self.pki_dir / f"{name}.crt").read_bytes(), (self.pki_dir / f"{name}.key").read_bytes()
@@ -553,6 +676,7 @@ class Environment:
                 "controller-manager",
             ),
             "process-node.kubeconfig": (f"system:node:{NODE_NAME}", "process-node"),
+            "real-node.kubeconfig": (f"system:node:{realconfig.NODE_NAME}", "real-node"),
         }
         for filename, (user, pair) in targets.items():
             path = self.state_dir / filename
@@ -577,13 +701,23 @@ class Environment:
             "--log-level=warn",
         ]
 
-    def _apiserver_argv(self, apiserver: Path, ports: Ports) -> list[str]:
+    def _apiserver_argv(self, apiserver: Path, ports: Ports, host: str = LOOPBACK) -> list[str]:
         p = self.pki_dir
+        real = []
+        if self._node_kind == "real":
+            # kubelet asks its clients for a certificate of the CA, and the real node's
+            # name resolves to nothing: reach it at its InternalIP
+            real = [
+                f"--kubelet-client-certificate={p / 'admin.crt'}",
+                f"--kubelet-client-key={p / 'admin.key'}",
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
         return [
             str(apiserver),
+            *real,
             f"--etcd-servers=http://127.0.0.1:{ports.etcd}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={host}",
+            f"--advertise-address={host}",
             f"--secure-port={ports.apiserver}",
             f"--cert-dir={p}",
             f"--tls-cert-file={p / 'apiserver.crt'}",
@@ -598,7 +732,7 @@ class Environment:
             f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
             f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
             "--authorization-mode=RBAC",
-            *oidc.apiserver_flags(f"https://127.0.0.1:{ports.apiserver}"),
+            *oidc.apiserver_flags(f"https://{host}:{ports.apiserver}"),
             f"--service-account-key-file={p / 'service-account.crt'}",
             f"--service-account-signing-key-file={p / 'service-account.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
@@ -630,13 +764,13 @@ class Environment:
             "--v=0",
         ]
 
-    def _minio_argv(self, minio: Path, ports: Ports) -> list[str]:
+    def _minio_argv(self, minio: Path, ports: Ports, host: str = LOOPBACK) -> list[str]:
         return [
             str(minio),
             "server",
             "--quiet",
             "--address",
-            f"127.0.0.1:{ports.s3}",
+            f"{host}:{ports.s3}",
             "--console-address",
             f"127.0.0.1:{ports.s3_console}",
             "--certs-dir",
@@ -665,12 +799,13 @@ class Environment:
         if proc.returncode != 0:
             raise EnvironmentError_(f"initdb failed:\n{proc.stdout}{proc.stderr}")
 
-    def _postgres_argv(self, bin_dir: Path, ports: Ports) -> list[str]:
+    def _postgres_argv(self, bin_dir: Path, ports: Ports, host: str = LOOPBACK) -> list[str]:
+        listen = LOOPBACK if host == LOOPBACK else f"{LOOPBACK},{host}"
         return _as_unprivileged(
             [
                 str(bin_dir / "postgres"),
                 f"-D{self.state_dir / 'postgres'}",
-                "-h127.0.0.1",
+                f"-h{listen}",
                 f"-p{ports.postgres}",
                 f"-k{self.state_dir / 'postgres'}",
                 # a throw-away development database: durability across power loss is not needed
@@ -683,7 +818,7 @@ class Environment:
 
     def _ensure_database(self, info: EnvInfo) -> None:
         env = {**os.environ, "PGPASSWORD": info.postgres_password}
-        base = ["-h", info.postgres_host, "-p", str(info.postgres_port), "-U", info.postgres_user]
+        base = ["-h", LOOPBACK, "-p", str(info.postgres_port), "-U", info.postgres_user]
         exists = subprocess.run(
             [
                 str(postgres_bin_dir() / "psql"),
@@ -708,15 +843,22 @@ class Environment:
         if proc.returncode != 0:
             raise EnvironmentError_(f"createdb failed: {proc.stderr.strip()}")
 
-    def _node_argv(self, info: EnvInfo) -> list[str]:
+    def _node_argv(
+        self,
+        info: EnvInfo,
+        kubeconfig: str = "process-node.kubeconfig",
+        state_dir: Path | None = None,
+        *extra: str,
+    ) -> list[str]:
         return [
             sys.executable,
             "-m",
             "shardkeeper",
             "dev",
             "node",
-            f"--kubeconfig={self.state_dir / 'process-node.kubeconfig'}",
-            f"--state-dir={self.state_dir / 'node'}",
+            *extra,
+            f"--kubeconfig={self.state_dir / kubeconfig}",
+            f"--state-dir={state_dir or self.state_dir / 'node'}",
             f"--name={info.node_name}",
         ]
 
@@ -728,9 +870,9 @@ class Environment:
     def _api_ok(self, server: str, path: str) -> bool:
         return _http_ok(server + path, context=self._ssl_context())
 
-    def _node_ready(self, server: str) -> bool:
+    def _node_ready(self, server: str, name: str = NODE_NAME) -> bool:
         try:
-            url = server + resource_path("v1", "nodes", name=NODE_NAME)
+            url = server + resource_path("v1", "nodes", name=name)
             with urllib.request.urlopen(url, context=self._ssl_context(), timeout=5) as resp:
                 node = json.load(resp)
         except (urllib.error.URLError, OSError):
@@ -828,9 +970,28 @@ class Environment:
         self._write_state(info, records, Ports(**state["ports"]))
         self._wait(new, component.healthy)
 
+    def _stop_all(self, records: list[processes.ProcessRecord], ports: Ports | None) -> list[str]:
+        """Stop ``records``, newest first. On the real node, the containers go while
+        containerd still runs (its shims outlive it), and what kubelet and containerd
+        leave on the machine goes once everything has stopped."""
+        if self._node_kind != "real":
+            return self._stop_records(records)
+        from shardkeeper_dev.realnode import node as real
+
+        names = [r.name for r in records]
+        cut = names.index("containerd") + 1 if "containerd" in names else len(records)
+        stopped = self._stop_records(records[cut:])
+        shims = real.teardown_containers(self.real_node)
+        stopped += self._stop_records(records[:cut])
+        if ports is not None:
+            real.teardown_host(self.real_node, ports.apiserver, self._route_tag(), shims)
+        return stopped
+
     def down(self, *, purge: bool = False) -> list[str]:
         """Stop every process ``up`` recorded here, newest first; return their names."""
-        stopped = self._stop_records(self.records())
+        state = self._read_state() or {}
+        ports = Ports(**state["ports"]) if state.get("ports") else self.recorded_ports()
+        stopped = self._stop_all(self.records(), ports)
         if self.state_file.exists():
             self._write_state(None, [])
         if purge:
@@ -932,6 +1093,21 @@ def _as_unprivileged(argv: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return argv
     return ["unshare", "--user", "--map-user=1000", "--map-group=1000", "--", *argv]
+
+
+def _host_address(node: str) -> str:
+    """Where the API server, MinIO and PostgreSQL listen: where the node's pods reach them."""
+    return realconfig.GATEWAY if node == "real" else LOOPBACK
+
+
+def _allow_postgres_from(data_dir: Path, network: str) -> None:
+    """Let clients of ``network`` (the real node's pods) in with a password; initdb only
+    allows loopback."""
+    hba = data_dir / "pg_hba.conf"
+    line = f"host all all {network} scram-sha-256"
+    text = hba.read_text()
+    if line not in text.splitlines():
+        hba.write_text(text.rstrip("\n") + "\n" + line + "\n")
 
 
 def _pg_ready(bin_dir: Path, port: int) -> bool:

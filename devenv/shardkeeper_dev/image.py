@@ -191,7 +191,7 @@ def tree_size(root: Path) -> int:
     return total
 
 
-def _pack(root: Path, work: Path, tag: str, config: Sequence[str], out: Path) -> None:
+def pack(root: Path, work: Path, tag: str, config: Sequence[str], out: Path) -> None:
     """One layer holding ``root``, the image config from ``config`` (umoci config flags)."""
     layout = work / "layout"
     image = f"{layout}:{tag}"
@@ -246,7 +246,7 @@ def build_base(out_dir: Path, log: Callable[[str], None] = print) -> Path:
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         ]
         config += ["--config.cmd", "python3"]
-        _pack(root, work, SUITE, config, out)
+        pack(root, work, SUITE, config, out)
     log(f"{out}: {out.stat().st_size / 1e6:.1f} MB, tag {SUITE}")
     return out
 
@@ -271,7 +271,7 @@ def build(out_dir: Path, log: Callable[[str], None] = print) -> Path:
             f"{tree_size(root / PREFIX.lstrip('/')) / 1e6:.1f} MB"
         )
         out = archive_path(out_dir, version)
-        _pack(root, work, version, _image_config(version), out)
+        pack(root, work, version, _image_config(version), out)
     log(f"{out}: {out.stat().st_size / 1e6:.1f} MB, tag {version}")
     return out
 

@@ -32,6 +32,20 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also install the CRDs and run `shardkeeper operator` against the environment",
     )
+    up.add_argument(
+        "--node",
+        choices=environment.NODE_KINDS,
+        default="process",
+        help="what runs the pods: the process node (default), or kubelet with containerd "
+        "and runc (root; docs/real-node.md)",
+    )
+    up.add_argument(
+        "--image",
+        type=Path,
+        default=None,
+        help="with --node real: the OCI archive to import (default: the one `make image` "
+        "writes into .build/, built if missing)",
+    )
     fields = (
         "apiserver",
         "etcd",
@@ -134,6 +148,8 @@ def _up(env: environment.Environment, args: argparse.Namespace) -> int:
         info = env.up(
             ports,
             with_operator=args.with_operator,
+            node=args.node,
+            image_archive=args.image,
             progress=lambda msg: print(msg, flush=True),
         )
     except environment.AlreadyRunning as err:

@@ -112,6 +112,17 @@ TOOLS: dict[str, Tool] = {
             replace_version=lambda _path: _kube_staging_version(KUBERNETES_VERSION),
             ldflags=_kube_ldflags(KUBERNETES_VERSION),
         ),
+        # the real node's kubelet (``dev up --node real``): its own key, so that the
+        # control plane's binaries are not rebuilt for it; the Go build cache shares
+        # the packages the two have in common
+        Tool(
+            name="kubelet",
+            module="k8s.io/kubernetes",
+            version=KUBERNETES_VERSION,
+            binaries={"kubelet": "k8s.io/kubernetes/cmd/kubelet"},
+            replace_version=lambda _path: _kube_staging_version(KUBERNETES_VERSION),
+            ldflags=_kube_ldflags(KUBERNETES_VERSION),
+        ),
         Tool(
             name="minio",
             module="github.com/minio/minio",

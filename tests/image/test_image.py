@@ -9,11 +9,11 @@ import secrets
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.image import build_archive
 
 import shardkeeper
 from shardkeeper_dev import image
@@ -24,17 +24,7 @@ DEV_ONLY = ("shardkeeper_dev", "tests", "bench", "pytest", "_pytest", "hypothesi
 
 @pytest.fixture(scope="session")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("image-out")
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "shardkeeper", "dev", "image", "--out-dir", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    print(f"image built in {time.monotonic() - started:.1f}s:\n{proc.stdout}")
-    return image.archive_path(out, image.project_version())
+    return build_archive(tmp_path_factory.mktemp("image-out"))
 
 
 @pytest.fixture(scope="session")

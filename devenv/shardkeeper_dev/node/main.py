@@ -65,6 +65,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="loopback addresses for pods, such as 127.1.0.0/16 (default: a /16 derived "
         "from the state dir); nodes on one machine need different ones",
     )
+    parser.add_argument(
+        "--for-kubelet",
+        action="store_true",
+        help="only bind pods and provision local volumes, for a real kubelet that runs "
+        "the pods on this Node (the real node, docs/real-node.md)",
+    )
     args = parser.parse_args(argv)
     if args.pod_network is None:
         args.pod_network = pod_network_for(args.state_dir.resolve())
@@ -123,32 +129,36 @@ def main(argv: Sequence[str]) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     layout = Layout(state_dir)
     kube, server = Kube.from_kubeconfig(args.kubeconfig)
-    resources = host_resources(state_dir)
-    kubelet_api = KubeletApi(layout)
-    kubelet_api.start()
-    registration = Registration(kube, args.name, resources, kubelet_api.port)
-    registration.register()
-
     served = frozenset(args.namespace)
     pods, claims, volumes = ObjectsByKey(), ObjectsByKey(), ObjectsByKey()
     events = Events(kube, args.name)
-    node = NodeServices(
-        kube=kube,
-        node_name=args.name,
-        layout=layout,
-        ips=IpAllocator(args.pod_network),
-        claims=claims,
-        volumes=volumes,
-        server=server,
-        base_env=base_env(),
-        allocatable=resources,
-        tools=Tools.find(),
-        as_root=os.geteuid() == 0,
-        events=events,
-    )
-    manager = PodManager(node)
+    # a real kubelet registers the Node and runs its pods; this binds and provisions only
+    manager: PodManager | None = None
+    registration: Registration | None = None
+    if not args.for_kubelet:
+        resources = host_resources(state_dir)
+        kubelet_api = KubeletApi(layout)
+        kubelet_api.start()
+        registration = Registration(kube, args.name, resources, kubelet_api.port)
+        registration.register()
+        node = NodeServices(
+            kube=kube,
+            node_name=args.name,
+            layout=layout,
+            ips=IpAllocator(args.pod_network),
+            claims=claims,
+            volumes=volumes,
+            server=server,
+            base_env=base_env(),
+            allocatable=resources,
+            tools=Tools.find(),
+            as_root=os.geteuid() == 0,
+            events=events,
+        )
+        manager = PodManager(node)
     binder = Binder(kube, pods, args.name, events)
-    provisioner = Provisioner(kube, claims, volumes, layout, args.name)
+    source = "local" if args.for_kubelet else "hostPath"
+    provisioner = Provisioner(kube, claims, volumes, layout, args.name, source=source)
     bind_queue = KeysToReconcile("bind", binder.reconcile)
     claim_queue = KeysToReconcile("provision", provisioner.reconcile_claim)
     volume_queue = KeysToReconcile("reclaim", provisioner.reconcile_volume)
@@ -156,7 +166,8 @@ def main(argv: Sequence[str]) -> int:
     def on_pod(kind: str, pod: dict[str, Any]) -> None:
         if kind != "DELETED":
             bind_queue.add(key_of(pod))
-        manager.handle(kind, pod)
+        if manager is not None:
+            manager.handle(kind, pod)
 
     scopes: list[str | None] = sorted(served) if served else [None]
     volume_informer = Informer(
@@ -181,12 +192,13 @@ def main(argv: Sequence[str]) -> int:
     # volumes and claims first, so that adopted pods find their volumes at once
     informers = [volume_informer, *claim_informers, *pod_informers]
     threads = [
-        threading.Thread(target=registration.run, args=(stop,), name="heartbeat", daemon=True),
-        *(
-            threading.Thread(target=q.run, args=(stop,), name=q.name, daemon=True)
-            for q in (bind_queue, claim_queue, volume_queue)
-        ),
+        threading.Thread(target=q.run, args=(stop,), name=q.name, daemon=True)
+        for q in (bind_queue, claim_queue, volume_queue)
     ]
+    if registration is not None:
+        threads.append(
+            threading.Thread(target=registration.run, args=(stop,), name="heartbeat", daemon=True)
+        )
     for thread in threads:
         thread.start()
     # listed before any worker runs: these are the previous node process's pods
@@ -195,7 +207,8 @@ def main(argv: Sequence[str]) -> int:
         threading.Thread(target=informer.run, args=(stop,), name="informer", daemon=True).start()
         if informer in (volume_informer, *claim_informers):
             informer.synced.wait(SYNC_TIMEOUT)
-    if all(informer.synced.wait(SYNC_TIMEOUT) for informer in pod_informers):
+    synced = all(informer.synced.wait(SYNC_TIMEOUT) for informer in pod_informers)
+    if synced and manager is not None:
         live = {pod["metadata"]["uid"] for pod in pods.values()}
         remove_stale_pod_dirs(layout, previous_pods, live)
     log.info(
@@ -206,7 +219,8 @@ def main(argv: Sequence[str]) -> int:
     )
     while not stop.wait(1.0):
         pass
-    manager.shutdown(timing.NODE_SHUTDOWN_GRACE + 5.0)
+    if manager is not None:
+        manager.shutdown(timing.NODE_SHUTDOWN_GRACE + 5.0)
     for queue in (bind_queue, claim_queue, volume_queue):
         queue.wake()
     log.info("node %s stopped", args.name)

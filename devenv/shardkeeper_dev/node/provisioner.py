@@ -1,7 +1,9 @@
-"""Stands in for a storage provisioner: a hostPath PersistentVolume for each Pending
-claim of the served namespaces, pre-bound to the claim through its claimRef so that the
-PV controller binds the two. When the claim goes, the PV controller marks the volume
-Released and this deletes its directory and the PV (reclaim policy Delete).
+"""Stands in for a storage provisioner: a hostPath PersistentVolume (a ``local`` one for a
+real kubelet, which applies a pod's fsGroup to local volumes and not to hostPath ones)
+for each Pending claim of the served namespaces, pre-bound to the claim through its
+claimRef so that the PV controller binds the two. When the claim goes, the PV controller
+marks the volume Released and this deletes its directory and the PV (reclaim policy
+Delete).
 
 The PVs name this node as their external provisioner, so the PV controller leaves their
 deletion to it instead of trying an in-tree plugin.
@@ -27,6 +29,7 @@ PROVISIONER = "shardkeeper.io/process-node"
 PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
 OWNER_LABEL = "shardkeeper.io/process-node"
 DEFAULT_SIZE = "1Gi"
+VOLUME_SOURCES = ("hostPath", "local")
 
 
 def pv_name(claim: Obj) -> str:
@@ -43,7 +46,9 @@ def needs_volume(claim: Obj) -> bool:
     )
 
 
-def persistent_volume(claim: Obj, node_name: str, path: Path) -> dict[str, Any]:
+def persistent_volume(
+    claim: Obj, node_name: str, path: Path, source: str = "hostPath"
+) -> dict[str, Any]:
     meta = claim["metadata"]
     spec = claim.get("spec", {})
     size = ((spec.get("resources") or {}).get("requests") or {}).get("storage", DEFAULT_SIZE)
@@ -52,7 +57,11 @@ def persistent_volume(claim: Obj, node_name: str, path: Path) -> dict[str, Any]:
         "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
         "persistentVolumeReclaimPolicy": "Delete",
         "volumeMode": "Filesystem",
-        "hostPath": {"path": str(path), "type": "DirectoryOrCreate"},
+        source: (
+            {"path": str(path), "type": "DirectoryOrCreate"}
+            if source == "hostPath"
+            else {"path": str(path)}
+        ),
         "claimRef": {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
@@ -122,7 +131,12 @@ class Provisioner:
         volumes: ObjectsByKey,
         layout: Layout,
         node_name: str,
+        *,
+        source: str = "hostPath",
     ) -> None:
+        if source not in VOLUME_SOURCES:
+            raise ValueError(f"volume source {source!r} is not one of {VOLUME_SOURCES}")
+        self._source = source
         self._kube = kube
         self._claims = claims
         self._volumes = volumes
@@ -142,7 +156,7 @@ class Provisioner:
         try:
             self._kube.create(
                 resource_path("v1", "persistentvolumes"),
-                persistent_volume(claim, self._node_name, path),
+                persistent_volume(claim, self._node_name, path, self._source),
             )
         except ApiError as err:
             if err.status != 409:

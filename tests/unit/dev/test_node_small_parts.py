@@ -186,6 +186,16 @@ def test_volume_for_a_claim() -> None:
     assert not should_reclaim({**pv, "status": {"phase": "Bound"}}, "node")
 
 
+def test_a_volume_for_a_real_kubelet_is_a_local_one() -> None:
+    # kubelet applies a pod's fsGroup to a local volume, not to a hostPath one
+    path = Path("/state/volumes/ns/data-web-0-c-uid")
+    pv = persistent_volume(claim(), "node", path, "local")
+    assert pv["spec"]["local"] == {"path": str(path)}
+    assert "hostPath" not in pv["spec"]
+    assert volume_path(pv) == str(path)
+    assert should_reclaim({**pv, "status": {"phase": "Released"}}, "node")
+
+
 TOOLS = Tools("/usr/bin/unshare", "/usr/bin/nsenter", "/bin/mount", "/bin/mkdir", "/bin/sh")
 SPEC = LaunchSpec(
     name="ns/p/app",
