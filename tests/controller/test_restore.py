@@ -157,6 +157,8 @@ def test_a_task_restores_another_at_a_time_and_at_its_last_commit(
         "shard": SOURCE_SHARD,
         "recoveryLog": entry["recoveryLog"],
         "offset": entry["offset"],
+        "seq": entry["seq"],
+        "committedAt": entry["committedAt"],
     }
     # it read on from the source's checkpoint at T: the orders after T, once each
     written = derived(AT_T, len(AFTER_T))

@@ -106,6 +106,10 @@ class RestoreSource(ApiModel):
     """The recovery log to fork, relative to the StorageMapping's prefix."""
     offset: Annotated[int, Field(ge=0)]
     """The offset in that log just past the commit to start from."""
+    seq: Annotated[int, Field(ge=0)] = 0
+    """That commit's sequence number."""
+    committed_at: Time | None = None
+    """When that commit was made (unset for a log written before commits carried a time)."""
 
 
 class ShardSpec(ApiModel):

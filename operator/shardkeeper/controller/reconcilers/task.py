@@ -166,12 +166,14 @@ class TaskReconciler(Base):
             child = layout.object_key(store.prefix, planned.shard.spec.recovery_log)
             point = reserve_restore_point(source_log, child, before)
             relative = point.log.removeprefix(store.prefix)
-            shard = restored_shard(planned, ChosenPoint(relative, point.offset))
             at = (
                 datetime.fromtimestamp(point.committed_at, UTC)
                 if point.committed_at is not None
                 else None
             )
+            # the commit's seq and time go on the Shard, created once, so that a status
+            # written from a stale cache cannot lose them
+            shard = restored_shard(planned, ChosenPoint(relative, point.offset, point.seq, at))
             entry = RestoredShard(
                 shard=shard.metadata.name or "",
                 source_shard=planned.source.metadata.name or "",

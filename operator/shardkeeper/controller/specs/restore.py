@@ -10,6 +10,7 @@ splitting is waited for, so that the ranges planned cover the key space exactly 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from collections.abc import Sequence
 
 from shardkeeper.api.shard import RestoreSource, Shard
@@ -33,6 +34,8 @@ class ChosenPoint:
 
     recovery_log: str
     offset: int
+    seq: int = 0
+    committed_at: datetime.datetime | None = None
 
 
 def restore_problems(
@@ -141,6 +144,8 @@ def restored_shard(planned: PlannedRestore, point: ChosenPoint) -> Shard:
                 shard=planned.source.metadata.name or "",
                 recovery_log=point.recovery_log,
                 offset=point.offset,
+                seq=point.seq,
+                committed_at=point.committed_at,
             )
         }
     )
@@ -170,6 +175,8 @@ def restore_status(
                 source_shard=source.shard,
                 recovery_log=source.recovery_log,
                 offset=source.offset,
+                seq=source.seq,
+                committed_at=source.committed_at,
             )
         entries.append(entry)
     return RestoreStatus(task=spec.task, before=spec.before, shards=entries)
