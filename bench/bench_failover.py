@@ -87,6 +87,19 @@ def shard_setup(
         s3.delete_bucket(Bucket=name)
 
 
+def start_replicas(ctx: Context, setup: ShardSetup, count: int, **env: str) -> list[ReplicaProcess]:
+    """``count`` replicas of the setup's shard, started on addresses of their own."""
+    base = ctx.workdir / setup.namespace
+    network = pod_network()
+    replicas = [
+        ReplicaProcess(setup, f"replica-{i}", f"{network}.{i + 1}", base, **env)
+        for i in range(count)
+    ]
+    for replica in replicas:
+        replica.start()
+    return replicas
+
+
 def restart_exited(replicas: list[ReplicaProcess], restarts: list[str]) -> None:
     """What the pod's restart policy would do for a replica that exited on its own (exit 1:
     it lost the Lease); ``restarts`` keeps count, as a figure of the run."""
@@ -124,15 +137,7 @@ def bench_failover(ctx: Context, kube_api: Any, out: Run, lease: int, trials: in
     handovers: list[float] = []
     restarts: list[str] = []
     with shard_setup(ctx, kube_api, hot_standbys=1) as setup:
-        base = ctx.workdir / setup.namespace
-        network = pod_network()
-        env = {"SHARDKEEPER_LEASE_DURATION": str(lease)}
-        replicas = [
-            ReplicaProcess(setup, f"replica-{i}", f"{network}.{i + 1}", base, **env)
-            for i in range(2)
-        ]
-        for replica in replicas:
-            replica.start()
+        replicas = start_replicas(ctx, setup, 2, SHARDKEEPER_LEASE_DURATION=str(lease))
         feeder = Feeder(setup)
         try:
             for trial in range(trials):

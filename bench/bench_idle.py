@@ -23,10 +23,10 @@ import time
 import urllib.request
 from typing import Any
 
-from tests.runtime.shard_harness import Feeder, ReplicaProcess, pod_network, roles, wait_outputs
+from tests.runtime.shard_harness import Feeder, roles, wait_outputs
 from tests.support.wait import wait_for
 
-from bench.bench_failover import apply_crds, shard_setup
+from bench.bench_failover import apply_crds, shard_setup, start_replicas
 from bench.harness import Context, Result, Run, by_hand
 
 BUDGET_PER_SHARD_HOUR = 360.0
@@ -65,13 +65,7 @@ def s3_requests(env: Any, bucket: str) -> dict[str, float]:
 
 def bench_idle(ctx: Context, kube_api: Any, out: Run, window: float) -> None:
     with shard_setup(ctx, kube_api, hot_standbys=1, prefix="bench-idle") as setup:
-        base = ctx.workdir / setup.namespace
-        network = pod_network()
-        replicas = [
-            ReplicaProcess(setup, f"replica-{i}", f"{network}.{i + 1}", base) for i in range(2)
-        ]
-        for replica in replicas:
-            replica.start()
+        replicas = start_replicas(ctx, setup, 2)
         try:
             _, standby = wait_for(
                 lambda: roles(*replicas), timeout=120, what="a PRIMARY and a STANDBY"

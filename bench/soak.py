@@ -32,15 +32,19 @@ from typing import Any
 from tests.runtime.shard_harness import (
     PREFIX,
     Feeder,
-    ReplicaProcess,
     ShardSetup,
     check_counts_exact,
-    pod_network,
     wait_outputs,
 )
 from tests.support.wait import wait_for
 
-from bench.bench_failover import apply_crds, primary_and_standby, restart_exited, shard_setup
+from bench.bench_failover import (
+    apply_crds,
+    primary_and_standby,
+    restart_exited,
+    shard_setup,
+    start_replicas,
+)
 from bench.harness import Context, Result, Run, by_hand
 from shardkeeper.storage.layout import object_key
 from shardkeeper.storage.usage import FRAGMENTS_DIR
@@ -84,15 +88,7 @@ def soak(
         prefix="bench-soak",
         shard_settings={"snapshotEvery": "2Mi", "pruneEvery": prune_every},
     ) as setup:
-        base = ctx.workdir / setup.namespace
-        network = pod_network()
-        env = {"SHARDKEEPER_STATUS_INTERVAL": "2"}
-        replicas = [
-            ReplicaProcess(setup, f"replica-{i}", f"{network}.{i + 1}", base, **env)
-            for i in range(2)
-        ]
-        for replica in replicas:
-            replica.start()
+        replicas = start_replicas(ctx, setup, 2, SHARDKEEPER_STATUS_INTERVAL="2")
         feeder = Feeder(setup)
         samples: list[dict[str, Any]] = []
         events: list[str] = []
@@ -149,7 +145,6 @@ def soak(
     half = [s for s in samples if s["t_s"] >= minutes * 30]
     held = max(s["bytes"] for s in half)
     written = samples[-1]["log_head"] - samples[0]["log_head"]
-    restores = [r.starts for r in replicas]
     out.add(
         Result(
             "storage.soak.recovery_log_bytes_held",
@@ -163,7 +158,7 @@ def soak(
                 "snapshot_every": "2Mi",
                 "documents": total,
                 "events": events,
-                "replica_starts": restores,
+                "replica_starts": [r.starts for r in replicas],
                 "unexpected_restarts": restarts,
                 "samples": samples,
             },

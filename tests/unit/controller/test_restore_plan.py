@@ -6,7 +6,7 @@ from __future__ import annotations
 from tests.unit.controller.models import shard_of, task
 
 from shardkeeper.api.shard import Shard
-from shardkeeper.api.task import RestoredShard, Task
+from shardkeeper.api.task import Task
 from shardkeeper.controller.specs.restore import (
     ChosenPoint,
     missing_restored,
@@ -99,15 +99,11 @@ def test_only_missing_shards_are_planned_again() -> None:
 def test_status_says_where_each_shard_restored_from() -> None:
     target = restored(before="2026-12-07T20:00:00Z")
     plan = plan_restore(target, halves(task(SOURCE)))
-    shards = [restored_shard(p, ChosenPoint("recovery/log", 100 + i)) for i, p in enumerate(plan)]
-    point = RestoredShard(
-        shard="totals-back-00000000-00000000",
-        source_shard="customer-totals-00000000-00000000",
-        recovery_log="recovery/log",
-        offset=100,
-        seq=7,
-    )
-    status = restore_status(target, shards, {point.shard: point})
+    shards = [
+        restored_shard(p, ChosenPoint("recovery/log", 100 + i, seq=7 if i == 0 else 0))
+        for i, p in enumerate(plan)
+    ]
+    status = restore_status(target, shards)
     assert status is not None
     assert status.task == SOURCE
     assert status.before is not None
@@ -115,4 +111,4 @@ def test_status_says_where_each_shard_restored_from() -> None:
         ("totals-back-00000000-00000000", 100, 7),
         ("totals-back-80000000-00000000", 101, 0),
     ]
-    assert restore_status(task(SOURCE), shards, {}) is None
+    assert restore_status(task(SOURCE), shards) is None

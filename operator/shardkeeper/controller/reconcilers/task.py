@@ -8,7 +8,7 @@ import logging
 from datetime import UTC, datetime
 
 from shardkeeper.api.shard import Shard
-from shardkeeper.api.task import RestoredShard, Task
+from shardkeeper.api.task import Task
 from shardkeeper.controller.engine import events
 from shardkeeper.controller.engine.kube import ApiError
 from shardkeeper.controller.engine.secrets import read_secrets
@@ -39,10 +39,8 @@ from shardkeeper.storage.recoverylog import RecoveryLog
 log = logging.getLogger(__name__)
 
 
-def _dump_restore(
-    task: Task, shards: list[Shard], points: dict[str, RestoredShard]
-) -> dict[str, object] | None:
-    status = restore_status(task, shards, points)
+def _dump_restore(task: Task, shards: list[Shard]) -> dict[str, object] | None:
+    status = restore_status(task, shards)
     return (
         None if status is None else status.model_dump(mode="json", by_alias=True, exclude_none=True)
     )
@@ -82,13 +80,12 @@ class TaskReconciler(Base):
         shards = cache.shards_of(namespace, name)
         # A task that cannot run gets no shards, rather than shards that crash-loop; one
         # that already has shards keeps them running and says what is wrong.
-        points: dict[str, RestoredShard] = {}
         restore_wait = None
         to_create: list[Shard] = []
         if problems or hold:
             to_create = []
         elif task.spec.restore_from is not None:
-            to_create, points, restore_problem = await self.restoring(task, shards)
+            to_create, restore_problem = await self.restoring(task, shards)
             if restore_problem:
                 problems = [*problems, *restore_problem]
                 restore_wait = RESTORE_RETRY
@@ -124,18 +121,16 @@ class TaskReconciler(Base):
                 "shards": verdict.shards,
                 "readyShards": verdict.ready_shards,
                 "shardsByPhase": verdict.by_phase,
-                "restore": _dump_restore(task, [*shards, *to_create], points),
+                "restore": _dump_restore(task, [*shards, *to_create]),
             },
         )
         waits = (recheck, refused, restore_wait)
         return min((w for w in waits if w is not None), default=None)
 
-    async def restoring(
-        self, task: Task, shards: list[Shard]
-    ) -> tuple[list[Shard], dict[str, RestoredShard], list[Problem]]:
+    async def restoring(self, task: Task, shards: list[Shard]) -> tuple[list[Shard], list[Problem]]:
         """For a task with spec.restoreFrom: the shards still to create, each with its
-        restore point chosen and its fork registered in the source's log; what the status
-        says of them; or why they cannot be planned now."""
+        restore point chosen and its fork registered in the source's log; or why they
+        cannot be planned now."""
         namespace, _ = namespaced_name(task)
         spec = task.spec.restore_from
         assert spec is not None
@@ -145,10 +140,10 @@ class TaskReconciler(Base):
         problems = restore_problems(task, source, source_shards)
         if problems:
             # a restored task that has its shards runs without its source (deleted since)
-            return [], {}, [] if shards else problems
+            return [], [] if shards else problems
         missing = missing_restored(task, source_shards, shards)
         if not missing:
-            return [], {}, []
+            return [], []
         mapping = cache.storage_mapping(namespace, task.spec.storage_mapping)
         assert mapping is not None  # task_problems found it ready
         store = mapping.spec.stores[0]
@@ -156,9 +151,9 @@ class TaskReconciler(Base):
         try:
             credentials = await stores.store_credentials(self.deps.kube, namespace, store)
         except stores.CredentialsProblem as exc:
-            return [], {}, [Problem(exc.reason, exc.message)]
+            return [], [Problem(exc.reason, exc.message)]
 
-        def reserve(planned: PlannedRestore) -> tuple[Shard, RestoredShard]:
+        def reserve(planned: PlannedRestore) -> Shard:
             objects = stores.open_store(store, credentials)
             source_log = RecoveryLog(
                 objects, layout.object_key(store.prefix, planned.source.spec.recovery_log)
@@ -173,40 +168,31 @@ class TaskReconciler(Base):
             )
             # the commit's seq and time go on the Shard, created once, so that a status
             # written from a stale cache cannot lose them
-            shard = restored_shard(planned, ChosenPoint(relative, point.offset, point.seq, at))
-            entry = RestoredShard(
-                shard=shard.metadata.name or "",
-                source_shard=planned.source.metadata.name or "",
-                recovery_log=relative,
-                offset=point.offset,
-                seq=point.seq,
-                committed_at=at,
-            )
-            return shard, entry
+            return restored_shard(planned, ChosenPoint(relative, point.offset, point.seq, at))
 
         created: list[Shard] = []
-        points: dict[str, RestoredShard] = {}
         for planned in missing:
             try:
-                shard, entry = await self.deps.kube.run(functools.partial(reserve, planned))
+                shard = await self.deps.kube.run(functools.partial(reserve, planned))
             except NoRestorePoint as exc:
                 reason = "RestorePointNotFound"
                 message = f"no restore point in {planned.source.metadata.name}'s log: {exc}"
-                return [], {}, [Problem(reason, message)]
+                return [], [Problem(reason, message)]
             except errors.StorageError as exc:
                 message = f"reading {planned.source.metadata.name}'s recovery log failed: {exc}"
-                return [], {}, [Problem("RestoreFailed", message)]
+                return [], [Problem("RestoreFailed", message)]
             created.append(shard)
-            points[entry.shard] = entry
+            chosen = shard.spec.restore_source
+            assert chosen is not None
             log.info(
                 "restoring shard %s from %s at %#x (seq %d, %s)",
-                entry.shard,
-                entry.recovery_log,
-                entry.offset,
-                entry.seq,
-                entry.committed_at,
+                shard.metadata.name,
+                chosen.recovery_log,
+                chosen.offset,
+                chosen.seq,
+                chosen.committed_at,
             )
-        return created, points, []
+        return created, []
 
     async def apply_service(self, task: Task) -> tuple[float | None, Refusal | None]:
         """Apply a capture's Service (ingest.py) once per operator, and again when it

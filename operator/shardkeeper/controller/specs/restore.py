@@ -152,31 +152,21 @@ def restored_shard(planned: PlannedRestore, point: ChosenPoint) -> Shard:
     return planned.shard.model_copy(update={"spec": spec})
 
 
-def restore_status(
-    task: Task, shards: Sequence[Shard], points: dict[str, RestoredShard]
-) -> RestoreStatus | None:
-    """``status.restore``: from the shards' restoreSource, with the commits' seq and time
-    as ``points`` (by shard name) or the status already written know them."""
+def restore_status(task: Task, shards: Sequence[Shard]) -> RestoreStatus | None:
+    """``status.restore``: what each shard's restoreSource says, written with the shard."""
     spec = task.spec.restore_from
     if spec is None:
         return None
-    known = {r.shard: r for r in (task.status.restore.shards if task.status.restore else [])}
-    known.update(points)
-    entries = []
-    for shard in sorted(shards, key=lambda s: s.metadata.name or ""):
-        source = shard.spec.restore_source
-        if source is None:
-            continue
-        name = shard.metadata.name or ""
-        entry = known.get(name)
-        if entry is None or entry.offset != source.offset:
-            entry = RestoredShard(
-                shard=name,
-                source_shard=source.shard,
-                recovery_log=source.recovery_log,
-                offset=source.offset,
-                seq=source.seq,
-                committed_at=source.committed_at,
-            )
-        entries.append(entry)
+    entries = [
+        RestoredShard(
+            shard=shard.metadata.name or "",
+            source_shard=source.shard,
+            recovery_log=source.recovery_log,
+            offset=source.offset,
+            seq=source.seq,
+            committed_at=source.committed_at,
+        )
+        for shard in sorted(shards, key=lambda s: s.metadata.name or "")
+        if (source := shard.spec.restore_source) is not None
+    ]
     return RestoreStatus(task=spec.task, before=spec.before, shards=entries)
