@@ -7,9 +7,10 @@ operator killed -9 at Children, at CatchUp and at HandOff (an admission policy h
 split at each step, so the kills do not race the operator), then to 4 through
 `minShards: 4` in the Task applied again, as a GitOps tool would, with the operator
 killed while both splits run. The materialization then splits 1 to 2 by key, and one half
-again by r-clock. At the end the totals in PostgreSQL are exact, every derived document
-was written once, and the recovery logs prove that each key was owned by one primary at
-a time."""
+again by r-clock, while a second derivation of the orders (a copy of each, with no state,
+which an r-clock split suits) splits 1 to 2 by r-clock. At the end the totals in
+PostgreSQL are exact, every derived document was written once, and the recovery logs
+prove that each key and r-clock point was owned by one primary at a time."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import yaml
 from psycopg import sql
 from tests.controller.conftest import StartOperator
 from tests.controller.support import (
+    EXAMPLE_TASKS,
     GROUP,
     Kubectl,
     OperatorProcess,
@@ -58,6 +60,8 @@ PREFIX = "examples/"  # the example StorageMapping's
 TASK = "customer-totals"
 MATERIALIZATION = ("Task", "totals-to-postgres")
 PARENT = f"{TASK}-00000000-00000000"
+# a derivation without state: one copy of each order, so documents split by r-clock
+COPIES = "order-copies"
 CUSTOMERS = [f"c{i:02d}" for i in range(40)]
 
 
@@ -196,8 +200,8 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
     operator = operators("operator-a")
     operator.wait_leading()
     docs, schema = examples_in_a_schema(dev_env, bucket)
-    apply(kubectl, namespace, docs)
-    wait_ready(kubectl, namespace)
+    apply(kubectl, namespace, docs + order_copies(docs))
+    wait_ready(kubectl, namespace, (*EXAMPLE_TASKS, COPIES))
     url = wait_for(lambda: capture_url(kubectl, namespace), timeout=60, what="the capture pod")
     orders = Orders(url).start()
     wait_for(lambda: orders.posted >= 400, timeout=60, what="orders flowing")
@@ -281,6 +285,11 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
     ]
     mat["spec"].setdefault("shards", {})["scaling"] = {"minShards": 2, "maxShards": 3}
     apply(kubectl, namespace, [mat])
+    # meanwhile the copies 1 -> 2 by r-clock: every order goes to exactly one side
+    kubectl(
+        "patch", f"shards.{GROUP}", f"{COPIES}-00000000-00000000", "-n", namespace,
+        "--type", "merge", "-p", '{"spec":{"split":{"by":"rClock"}}}',
+    )  # fmt: skip
     wait_for(
         lambda: settled(kubectl, namespace, 2, task=MATERIALIZATION[1]),
         timeout=240,
@@ -306,9 +315,16 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
         ("80000000", "ffffffff", "00000000", "7fffffff"),
         ("80000000", "ffffffff", "80000000", "ffffffff"),
     ]
+    copies = wait_for(
+        lambda: settled(kubectl, namespace, 2, task=COPIES), timeout=240, what="two copy shards"
+    )
+    assert sorted(tuple(s["spec"][f] for f in fields) for s in copies.values()) == [
+        ("00000000", "ffffffff", "00000000", "7fffffff"),
+        ("00000000", "ffffffff", "80000000", "ffffffff"),
+    ]
     # the operator that saw them all timed each hand-off (HandOff to the child's PRIMARY)
     handoff = "shardkeeper_operator_split_handoff_duration_seconds"
-    for name, count in ((TASK, 2), (MATERIALIZATION[1], 2)):
+    for name, count in ((TASK, 2), (MATERIALIZATION[1], 2), (COPIES, 1)):
         labels = {"namespace": namespace, "task": name}
         seconds = operator.metric(f"{handoff}_sum", **labels)
         assert operator.metric(f"{handoff}_count", **labels) == count, (name, seconds)
@@ -331,11 +347,12 @@ def test_the_derivation_splits_by_hand_then_by_min_shards_and_totals_stay_exact(
     assert found == expected
     # the recovery logs prove that one primary at a time owned each key
     objects = ObjectStore(environment.s3_client(dev_env), bucket)
-    for name in (TASK, MATERIALIZATION[1]):
+    for name, logs in ((TASK, 4), (MATERIALIZATION[1], 3), (COPIES, 2)):
         report = check_ownership(objects, PREFIX + task_recovery_dir(namespace, name))
-        assert len(report.logs) == (4 if name == TASK else 3), report
+        assert len(report.logs) == logs, report
     # every derived document once: one per order, whichever shard derived it
     check_derived_once(derived(dev_env, bucket, namespace), expected, orders.posted)
+    check_copied_once(derived(dev_env, bucket, namespace, COPIES), orders)
     with psycopg.connect(dev_env.postgres_dsn, autocommit=True) as conn:
         rows = conn.execute(
             sql.SQL("SELECT shard FROM {}.shardkeeper_checkpoints").format(sql.Identifier(schema))
@@ -417,10 +434,52 @@ class StepGate:
         self.held = None
 
 
-def derived(dev_env: EnvInfo, bucket: str, namespace: str) -> list[dict[str, Any]]:
-    """Every document of the derivation's output collection, from all its journals."""
+def derived(
+    dev_env: EnvInfo, bucket: str, namespace: str, collection: str = TASK
+) -> list[dict[str, Any]]:
+    """Every document of a derivation's output collection, from all its journals."""
     objects = ObjectStore(environment.s3_client(dev_env), bucket)
-    return [d.document for d in read_collection(objects, PREFIX, namespace, TASK)]
+    return [d.document for d in read_collection(objects, PREFIX, namespace, collection)]
+
+
+def order_copies(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A Collection and a derivation Task that copy each order, on the examples' storage
+    mapping: a derivation without state, which may split by r-clock (both sides see every
+    key; each copies the orders of its half of the clock)."""
+    (orders,) = [
+        d for d in examples if (d["kind"], d["metadata"]["name"]) == ("Collection", "orders")
+    ]
+    mapping = orders["spec"]["storageMapping"]
+    collection = copy.deepcopy(orders)
+    collection["metadata"] = {"name": COPIES}
+    task = {
+        "apiVersion": orders["apiVersion"],
+        "kind": "Task",
+        "metadata": {"name": COPIES},
+        "spec": {
+            "type": "derivation",
+            "storageMapping": mapping,
+            "sources": ["orders"],
+            "outputs": [COPIES],
+            "derive": {
+                "sql": {
+                    "lambdas": {
+                        "orders": "SELECT $id AS id, $customer AS customer, $amount AS amount"
+                    }
+                }
+            },
+            "shards": {"scaling": {"maxShards": 2}},
+        },
+    }
+    return [collection, task]
+
+
+def check_copied_once(documents: list[dict[str, Any]], orders: Orders) -> None:
+    """One copy of every order that the capture took, and nothing else."""
+    ids = collections.Counter(d["id"] for d in documents)
+    assert [i for i, n in ids.items() if n > 1] == []
+    assert len(ids) == orders.posted
+    assert set(ids) >= set(orders.acked)
 
 
 def check_derived_once(
