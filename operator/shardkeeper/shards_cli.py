@@ -16,7 +16,7 @@ import yaml
 from shardkeeper import logprune
 from shardkeeper.api.meta import API_VERSION
 from shardkeeper.api.shard import Shard
-from shardkeeper.api.task import Task
+from shardkeeper.api.task import Task, TaskType
 from shardkeeper.kube.client import Transport, call, request
 from shardkeeper.kube.paths import resource_path
 from shardkeeper.kubecli import CliError, add_kube_arguments, client, run
@@ -98,13 +98,26 @@ def _patch_split(kube: Transport, namespace: str, name: str, split: Any) -> Any:
     )
 
 
+def split_axis(asked: str | None, task_type: str | None) -> str:
+    """What ``split`` asks for: the axis given, else the one a capture can split on (every
+    capture primary takes documents of every key, so only its r-clock range halves), else
+    the key."""
+    if asked is not None:
+        return asked
+    return "rClock" if task_type == TaskType.CAPTURE else "key"
+
+
 def _split(kube: Transport, namespace: str, args: argparse.Namespace) -> int:
     shard = request(kube, "GET", _shard_path(namespace, args.name))
     step = ((shard.get("status") or {}).get("split") or {}).get("step")
     if step in IN_PROGRESS:
         print(f"shard {args.name} is already splitting (step {step}); nothing changed")
         return 1
-    by = "rClock" if args.rclock else "key"
+    task_type = None
+    if args.by is None:
+        task_path = resource_path(API_VERSION, Task.PLURAL, namespace, shard["spec"]["task"])
+        task_type = request(kube, "GET", task_path)["spec"].get("type")
+    by = split_axis(args.by, task_type)
     _patch_split(kube, namespace, args.name, {"by": by})
     print(
         f"asked for a split of shard {args.name} by {by}; follow it with "
@@ -188,7 +201,17 @@ def parser(prog: str) -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
     split = commands.add_parser("split", help="ask for a split of a shard (spec.split)")
     split.add_argument("name")
-    split.add_argument("--rclock", action="store_true", help="halve the r-clock range")
+    axis = split.add_mutually_exclusive_group()
+    axis.add_argument(
+        "--rclock", dest="by", action="store_const", const="rClock", help="halve the r-clock range"
+    )
+    axis.add_argument(
+        "--key",
+        dest="by",
+        action="store_const",
+        const="key",
+        help="halve the key range (the default, but for captures: they split by r-clock)",
+    )
     cancel = commands.add_parser("cancel-split", help="remove a shard's spec.split")
     cancel.add_argument("name")
     status = commands.add_parser("status", help="tasks, their shards and replicas")

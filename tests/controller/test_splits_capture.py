@@ -2,10 +2,11 @@
 MinIO and PostgreSQL, with orders posted all along.
 
 The capture `ingest-orders` runs with a hot standby, so its Service must tell primaries
-from standbys (both are Ready). It splits by `kubectl patch` of spec.split while orders
-flow. Then both capture primaries accept posts, the task's Service has exactly the two
-primaries as endpoints, every order is in the orders collection exactly once, the
-PostgreSQL totals are exact, and the recovery logs prove one owner per r-clock.
+from standbys (both are Ready). A key split asked for by `kubectl patch` is refused; then
+`kubectl shards split`, given no axis, asks for r-clock, while orders flow. Then both
+capture primaries accept posts, the task's Service has exactly the two primaries as
+endpoints, every order is in the orders collection exactly once, the PostgreSQL totals
+are exact, and the recovery logs prove one owner per r-clock.
 
 The process node gives pods loopback addresses, which the API server refuses in an
 EndpointSlice, so here the real EndpointSlice controller selects the pods but cannot
@@ -31,6 +32,7 @@ from tests.controller.support import (
     apply,
     examples_in_a_schema,
     get,
+    run_cli,
     wait_condition,
     wait_ready,
 )
@@ -182,10 +184,9 @@ def test_a_capture_splits_by_r_clock_and_its_service_lists_both_primaries(
     )
     assert "rClock" in refused["message"]
 
-    kubectl(
-        "patch", f"shards.{GROUP}", PARENT, "-n", namespace, "--type", "merge",
-        "-p", '{"spec":{"split":{"by":"rClock"}}}',
-    )  # fmt: skip
+    # the CLI, asked for no axis, asks a capture's shard for r-clock
+    asked = run_cli(dev_env, "kubectl", "shards", "-n", namespace, "split", PARENT)
+    assert f"split of shard {PARENT} by rClock" in asked, asked
     two = wait_for(
         lambda: settled(kubectl, namespace, 2, task=CAPTURE), timeout=150, what="two captures"
     )

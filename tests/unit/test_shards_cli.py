@@ -1,11 +1,13 @@
 """The tree `shardkeeper shards status` prints: ranges, phase, primary, lag, the split in
-progress, and each replica."""
+progress, and each replica; and the axis `shardkeeper shards split` asks for."""
 
 from __future__ import annotations
 
+import pytest
+
 from shardkeeper.kube.client import ApiError
 from shardkeeper.kubecli import explain
-from shardkeeper.shards_cli import tree
+from shardkeeper.shards_cli import parser, split_axis, tree
 
 
 def shard(name: str, key: tuple[str, str], **status: object) -> dict[str, object]:
@@ -66,3 +68,21 @@ def test_api_errors_say_what_to_do() -> None:
     assert explain(gone) == 'shards.shardkeeper.io "x" not found (HTTP 404)'
     denied = ApiError(403, "Forbidden", {"message": 'User "bob" cannot list resource "tasks"'})
     assert explain(denied) == 'access denied: User "bob" cannot list resource "tasks"'
+
+
+def test_split_asks_for_the_axis_given_else_r_clock_for_a_capture_and_key_otherwise() -> None:
+    assert split_axis(None, "capture") == "rClock"
+    assert split_axis(None, "derivation") == "key"
+    assert split_axis(None, "materialization") == "key"
+    # what the person says stands, even where the operator will refuse it (and say why)
+    assert split_axis("key", "capture") == "key"
+    assert split_axis("rClock", "derivation") == "rClock"
+
+
+def test_split_takes_one_axis_at_most() -> None:
+    cli = parser("shardkeeper shards")
+    assert cli.parse_args(["split", "s"]).by is None
+    assert cli.parse_args(["split", "s", "--rclock"]).by == "rClock"
+    assert cli.parse_args(["split", "s", "--key"]).by == "key"
+    with pytest.raises(SystemExit):
+        cli.parse_args(["split", "s", "--key", "--rclock"])
