@@ -17,6 +17,12 @@ idle spell, not per hour, so it is left out of the hourly figure; its requests a
 counted all the same and reported as ``settling_requests_by_api`` (``settle_s`` long), so
 an idle spell of any length can be priced: settling + hours x the figure.
 
+The source journal is written as a capture shard writes it, serving write hints
+(:class:`HintingFeeder`), so the primary's reader long-polls it while idle (that costs no
+S3 request). After the window one more document is sent: the time until its output is
+appended is ``runtime.idle_wake_latency``, what a document costs after an idle spell
+(without the hint it would wait for the reader's next poll, up to 30 s).
+
 Run by hand with ``python -m bench.bench_idle --env-dir DIR [--quick]``.
 """
 
@@ -31,7 +37,7 @@ import time
 import urllib.request
 from typing import Any
 
-from tests.runtime.shard_harness import Feeder, roles, wait_outputs
+from tests.runtime.shard_harness import HintingFeeder, pod_network, roles, wait_outputs
 from tests.support.wait import wait_for
 
 from bench.bench_failover import apply_crds, shard_setup, start_replicas
@@ -77,11 +83,12 @@ def s3_requests(env: Any, bucket: str) -> dict[str, float]:
 def bench_idle(ctx: Context, kube_api: Any, out: Run, window: float) -> None:
     with shard_setup(ctx, kube_api, hot_standbys=1, prefix="bench-idle") as setup:
         replicas = start_replicas(ctx, setup, 2)
+        feeder: HintingFeeder | None = None
         try:
             _, standby = wait_for(
                 lambda: roles(*replicas), timeout=120, what="a PRIMARY and a STANDBY"
             )
-            feeder = Feeder(setup)
+            feeder = HintingFeeder(setup, f"{pod_network()}.1")
             feeder.send([f"k{i}" for i in range(100)])
             wait_outputs(setup, 100, timeout=60)
             # the standby has tailed the last commit, and the readers have backed off
@@ -99,7 +106,14 @@ def bench_idle(ctx: Context, kube_api: Any, out: Run, window: float) -> None:
             elapsed = time.monotonic() - started
             after = s3_requests(ctx.env, setup.bucket)
             assert all(r.running() for r in replicas), "a replica exited during the window"
+            sent = time.monotonic()
+            feeder.send(["after-the-window"])
+            wait_outputs(setup, 101, timeout=60)
+            woke = time.monotonic() - sent
+            hints = feeder.hints_given
         finally:
+            if feeder is not None:
+                feeder.close()
             for replica in replicas:
                 replica.stop()
     by_api = _difference(after, before)
@@ -120,6 +134,18 @@ def bench_idle(ctx: Context, kube_api: Any, out: Run, window: float) -> None:
                 "settling_requests_by_api": settled,
             },
             target=f"<= {BUDGET_PER_SHARD_HOUR:g} (ratio <= 1; the baseline is the budget)",
+        )
+    )
+    out.add(
+        Result(
+            "runtime.idle_wake_latency",
+            woke * 1000,
+            "ms",
+            None,
+            "lower",
+            {"idle_s": round(SETTLE + elapsed, 1), "hints_given_by_the_writer": hints},
+            target="informational: a document's output after the idle spell; without a "
+            "write hint, up to the reader's longest poll (30 s) more",
         )
     )
 
