@@ -109,7 +109,6 @@ class SourceReader:
         # journals whose reader waits at the head (its head is the one it read up to)
         self._at_head: set[str] = set()
         self._wakes: dict[str, threading.Event] = {}
-        self._watchers: dict[str, HintWatcher] = {}
         self._start: dict[str, SourceOffset] = {}
         self._discovery: threading.Thread | None = None
 
@@ -139,11 +138,6 @@ class SourceReader:
         """The latest known head of each source journal."""
         with self._lock:
             return dict(self._heads)
-
-    @property
-    def hints(self) -> int:
-        """Wake-ups the journals' writers gave so far."""
-        return sum(w.hints for w in list(self._watchers.values()))
 
     # -- discovery ---------------------------------------------------------------------------
 
@@ -216,7 +210,6 @@ class SourceReader:
         watcher: HintWatcher | None = None
         if self.options.hints:
             watcher = HintWatcher(self.objects, tail.prefix, wake.set, self._stop)
-            self._watchers[journal] = watcher
 
         def wait(offset: int, seconds: float) -> None:
             with self._lock:
