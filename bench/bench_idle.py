@@ -23,7 +23,8 @@ S3 request). After the window one more document is sent: the time until its outp
 appended is ``runtime.idle_wake_latency``, what a document costs after an idle spell
 (without the hint it would wait for the reader's next poll, up to 30 s).
 
-Run by hand with ``python -m bench.bench_idle --env-dir DIR [--quick]``.
+Run by hand with ``python -m bench.bench_idle --env-dir DIR [--quick]``. ``--quick``
+counts 30 s, where each request weighs 120 to the hour: too coarse to tell 264 from 360.
 """
 
 from __future__ import annotations
