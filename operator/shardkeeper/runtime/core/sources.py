@@ -6,6 +6,8 @@ journal it has not seen; each reader tails its journal from the checkpoint and p
 lines, in batches, into the read channel, a bounded queue (``readChannelSize``
 documents): when the transaction loop falls behind, readers wait. The loop routes each
 line (:func:`route_lines`, see :mod:`.routing`) and keeps only the shard's documents.
+Idle journals are polled seldom, and their writers' hints wake the readers
+(docs/data-plane.md, "Idle reading and write hints").
 
 A document that is not a JSON object, or lacks its key, cannot be routed: the loop fails
 with :class:`.errors.TaskFailed` at exactly that document.

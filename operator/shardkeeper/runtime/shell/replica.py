@@ -15,7 +15,8 @@
 - **PRIMARY**: having won the Lease, fence the recovery log with an epoch above every
   epoch in it (so a paused old primary can never commit again), claiming the shard's
   ranges, then run the processor until told to stop. Meanwhile it prunes its recovery log
-  after its snapshots (:mod:`.autoprune`). The Lease is checked again right
+  after its snapshots (:mod:`.autoprune`), and wakes the idle readers of the journals it
+  writes, its standbys among them (``runtime/core/hints.py``). The Lease is checked again right
   before the fence and before the processor starts: a replica paused after winning it
   may wake up after another one took over. (If it wakes up between the check and the
   fence, the fence fails: an epoch is never shared, see ``storage/journal.py``.)
