@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
+from prometheus_client import CollectorRegistry
 from tests.support.wait import wait_for
 
 from shardkeeper.api.meta import GROUP, VERSION
@@ -36,8 +37,10 @@ from shardkeeper.api.shard import shard_name
 from shardkeeper.kube.lease import identity_name
 from shardkeeper.kube.transport import LightClient
 from shardkeeper.runtime.core.documents import encode_line, parse_line, split_lines
+from shardkeeper.runtime.core.hints import HintBoard, WriterAddress
+from shardkeeper.runtime.shell.admin_http import AdminServer
 from shardkeeper.storage.client import make_s3_client
-from shardkeeper.storage.fragment import FragmentKind
+from shardkeeper.storage.fragment import FragmentKind, writer_key
 from shardkeeper.storage.journal import Journal
 from shardkeeper.storage.layout import collection_journal, object_key, recovery_log_name
 from shardkeeper.storage.objectstore import ObjectStore
@@ -333,6 +336,38 @@ class Feeder:
         finally:
             stop.set()
             thread.join(10)
+
+
+class HintingFeeder(Feeder):
+    """A Feeder that, as a writing shard does, serves hints of its journal on an admin
+    endpoint of its own (on ``ip``) and names it in the journal's writer object."""
+
+    def __init__(self, setup: ShardSetup, ip: str, writer: str = "feeder") -> None:
+        super().__init__(setup, writer)
+        self.hints_given = 0
+        self.board = HintBoard(on_hint=self._given)
+        self.server = AdminServer(
+            ip,
+            free_port(ip),
+            healthy=lambda: (True, "ok"),
+            ready=lambda: (True, "ok"),
+            registry=CollectorRegistry(),
+            hints=self.board,
+        )
+        self.server.start()
+        host, port = self.server.address
+        self.board.serve({self.journal.prefix: self.writer.head})
+        setup.objects.put(writer_key(self.journal.prefix), WriterAddress(host, port).encode())
+
+    def _given(self) -> None:
+        self.hints_given += 1
+
+    def send(self, keys: list[str], **fields: Any) -> None:
+        super().send(keys, **fields)
+        self.board.serve({self.journal.prefix: self.writer.head})
+
+    def close(self) -> None:
+        self.server.stop()
 
 
 def output_documents(

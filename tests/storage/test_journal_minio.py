@@ -252,3 +252,20 @@ def test_append_and_read_random_fragments(
         )
         assert got == want
     assert all(info.end > info.begin for info in successor_journal.list_fragments())
+
+
+def test_directories_lists_a_collection_s_journals_whatever_they_hold(
+    objects: ObjectStore,
+) -> None:
+    base = f"collections/ns/{uuid.uuid4().hex[:8]}/"
+    for writer in ("b", "a", "c"):
+        appender = Journal(objects, base + writer).writer(1, 0)
+        for _ in range(3):
+            appender.append(b'{"k":1}\n')
+    objects.put(base + "a/writer.json", b"{}")
+    objects.put(base + "stray", b"an object right in the directory")
+    objects.put(base + "d/deeper/object", b"x")
+    assert objects.directories(base) == tuple(base + w + "/" for w in "abcd")
+    assert objects.directories(base + "none/") == ()
+    # the writer object is no fragment: listings and heads pass over it
+    assert Journal(objects, base + "a").head() == 3 * 8

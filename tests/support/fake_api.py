@@ -12,9 +12,11 @@ real watch does. :class:`FakeBuckets` stands in for the object stores behind
 from __future__ import annotations
 
 import base64
+import collections
 import copy
 import dataclasses
 import itertools
+import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar, cast
@@ -539,7 +541,8 @@ class Watch:
 
 
 class FakeObjects:
-    """The parts of :class:`ObjectStore` the operator calls, over one bucket's dict."""
+    """The parts of :class:`ObjectStore` the operator and the readers call, over one
+    bucket's dict; ``requests`` counts the S3 requests they stand for, by API."""
 
     def __init__(
         self, bucket: str, data: dict[str, bytes], failure: Exception | None = None
@@ -547,27 +550,54 @@ class FakeObjects:
         self.bucket = bucket
         self.data = data
         self.failure = failure
+        self.requests: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
 
-    def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+    def _count(self, api: str) -> None:
+        with self._lock:
+            self.requests[api] += 1
+
+    def _listing(self, prefix: str, start_after: str | None) -> Iterator[ObjectInfo]:
         if self.failure is not None:
             raise self.failure
         for key in sorted(self.data):
             if key.startswith(prefix) and (start_after is None or key > start_after):
                 yield ObjectInfo(key, len(self.data[key]), datetime.now(UTC))
 
+    def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        self._count("ListObjectsV2")
+        return self._listing(prefix, start_after)
+
     def first_after(self, prefix: str, start_after: str) -> ObjectInfo | None:
-        return next(self.list(prefix, start_after=start_after), None)
+        self._count("ListObjectsV2")
+        return next(self._listing(prefix, start_after), None)
+
+    def directories(self, prefix: str) -> tuple[str, ...]:
+        self._count("ListObjectsV2")
+        found = {
+            prefix + o.key[len(prefix) :].split("/", 1)[0] + "/"
+            for o in self._listing(prefix, None)
+            if "/" in o.key[len(prefix) :]
+        }
+        return tuple(sorted(found))
 
     def create(self, key: str, body: bytes) -> bool:
+        self._count("PutObject")
         if key in self.data:
             return False
         self.data[key] = body
         return True
 
+    def put(self, key: str, body: bytes) -> None:
+        self._count("PutObject")
+        self.data[key] = body
+
     def get(self, key: str) -> bytes | None:
+        self._count("GetObject")
         return self.data.get(key)
 
     def delete(self, keys: Any) -> int:
+        self._count("DeleteObjects")
         keys = list(keys)
         for key in keys:
             self.data.pop(key, None)

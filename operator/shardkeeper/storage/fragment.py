@@ -20,6 +20,12 @@ A **tombstone** is a fence with an empty payload: what pruning leaves at the key
 fence it removes (see ``storage/prune.py``). It keeps the key taken, so a writer fenced
 there stays fenced, and covers no offsets (:func:`fragment_info` gives it an empty
 range), so listings skip it. No append ever writes an empty payload.
+
+Next to the fragments, ``<prefix>/writer.json`` (:func:`writer_key`) says where the
+journal's current writer serves hints (``runtime/core/hints.py``). Its name is no offset,
+so :func:`parse_fragment_key` refuses it and every listing of fragments, pruning and
+retention pass over it; it sorts after every fragment key, and is deleted with the
+journal's directory.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ OFFSET_DIGITS = 16
 # tell fences from data)
 MAX_FENCE_BYTES = 4096
 MAX_OFFSET = (1 << 64) - 1
+WRITER_OBJECT = "writer.json"
 
 
 class FragmentKind(enum.IntEnum):
@@ -82,6 +89,11 @@ def fragment_key(prefix: str, begin: int) -> str:
     if not 0 <= begin <= MAX_OFFSET:
         raise ValueError(f"offset {begin} out of range")
     return f"{prefix}/{begin:0{OFFSET_DIGITS}x}"
+
+
+def writer_key(prefix: str) -> str:
+    """The writer object of the journal at ``prefix``: no fragment (see above)."""
+    return f"{prefix}/{WRITER_OBJECT}"
 
 
 def parse_fragment_key(prefix: str, key: str) -> int | None:

@@ -22,7 +22,7 @@ import dataclasses
 import json
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from shardkeeper.storage import errors
 from shardkeeper.storage.faults import NO_FAULTS, FaultPoint, Faults
@@ -42,6 +42,11 @@ from shardkeeper.storage.retry import PollBackoff, PollPolicy
 
 #: fragments fetched ahead of the one being consumed while reading a range
 DEFAULT_READ_AHEAD = 4
+#: seconds of quiet between two checks of an idle tail for a gap (see Journal.tail)
+GAP_CHECK_EVERY = 60.0
+
+#: how a tail spends a wait: ``wait(offset, seconds)``, for data past ``offset``
+Wait = Callable[[int, float], None]
 
 
 def check_contiguous(journal: str, infos: list[FragmentInfo], start: int) -> None:
@@ -243,34 +248,60 @@ class Journal:
         stop: threading.Event,
         *,
         poll: PollPolicy | None = None,
+        wait: Wait | None = None,
     ) -> Iterator[Fragment]:
         """Fragments from ``offset`` on, waiting for new ones until ``stop`` is set.
 
         Waits grow from ``poll.min_delay`` to ``poll.max_delay`` while the journal is idle
-        and drop to zero as soon as a fragment arrives. While idle at the longest wait, it
-        also checks that nothing was written past a missing fragment (a gap would
-        otherwise look like an idle journal forever).
+        (and on to ``poll.idle_max_delay`` once it has been quiet a while, see
+        :class:`PollPolicy`), and drop to zero as soon as a fragment arrives. ``wait(offset,
+        seconds)`` is how a wait is spent (``stop.wait`` by default): a writer's hint may end
+        it early (``runtime/core/hints.py``); it must return once ``stop`` is set.
+
+        When the polls reach their longest delay, and then every :data:`GAP_CHECK_EVERY`
+        seconds of quiet, a poll lists from ``offset`` instead of reading the next key: the
+        listing also shows a fragment written past a missing one (a gap would otherwise
+        look like an idle journal forever), for the same one request.
         """
         for fragment in self.read(offset):
             yield fragment
             offset = fragment.end
         backoff = PollBackoff(poll or PollPolicy())
+        checked_at: float | None = None  # backoff.quiet at the last gap check
         while not stop.is_set():
-            arrived = self.read_fragment(offset)
+            due = backoff.idle_at_max and (
+                checked_at is None or backoff.quiet - checked_at >= GAP_CHECK_EVERY
+            )
+            if due:
+                checked_at = backoff.quiet
+                arrived = self._poll_listing(offset)
+            else:
+                arrived = self.read_fragment(offset)
             if arrived is not None:
                 backoff = backoff.after(found=True)
+                checked_at = None
                 yield arrived
                 offset = arrived.end
                 continue
             backoff = backoff.after(found=False)
-            if backoff.idle_at_max:
-                beyond = self.store.first_after(self.prefix + "/", self.key(offset))
-                info = (
-                    None if beyond is None else fragment_info(self.prefix, beyond.key, beyond.size)
-                )
-                if info is not None:
-                    raise errors.JournalGap(self.name, offset, info.begin)
-            stop.wait(backoff.current)
+            if wait is None:
+                stop.wait(backoff.current)
+            else:
+                wait(offset, backoff.current)
+
+    def _poll_listing(self, offset: int) -> Fragment | None:
+        """The fragment at ``offset``, found by listing from it: raises
+        :class:`JournalGap` if the first fragment listed begins past it."""
+        after = self.key(offset - 1) if offset else self.prefix + "/"
+        beyond = self.store.first_after(self.prefix + "/", after)
+        info = None if beyond is None else fragment_info(self.prefix, beyond.key, beyond.size)
+        if info is None:
+            return None
+        if is_tombstone(info):  # the fence there was pruned before this tail read it
+            raise errors.JournalGap(self.name, offset, None)
+        if info.begin != offset:
+            raise errors.JournalGap(self.name, offset, info.begin)
+        return self.read_fragment(offset)
 
     # -- writing -------------------------------------------------------------------------
 

@@ -104,6 +104,7 @@ class ObjectStore:
         sleep: Callable[[float], None] = time.sleep,
         uniform: Callable[[float, float], float] = random.uniform,
         on_error: Callable[[str], None] = lambda _operation: None,
+        on_created: Callable[[str, int], None] | None = None,
     ) -> None:
         self.client = client
         self.bucket = bucket
@@ -114,6 +115,9 @@ class ObjectStore:
         # "precondition failed" (those are answers, not faults); retried ones count too,
         # so a store that fails and recovers shows before anything gives up
         self._on_error = on_error
+        # told the key and size of each object a conditional create made (a journal's
+        # writer learns its heads from its appends so, see runtime/core/hints.py)
+        self.on_created = on_created
 
     @property
     def endpoint(self) -> str:
@@ -164,6 +168,8 @@ class ObjectStore:
             self._call("PutObject (If-None-Match: *)", key, put, conditional=True)
         except _Taken:
             return False
+        if self.on_created is not None:
+            self.on_created(key, len(body))
         return True
 
     def put(self, key: str, body: bytes) -> None:
@@ -241,6 +247,28 @@ class ObjectStore:
                 yield ObjectInfo(item["Key"], item["Size"], item["LastModified"])
             if not page.get("IsTruncated"):
                 return
+            token = page["NextContinuationToken"]
+
+    def directories(self, prefix: str) -> tuple[str, ...]:
+        """The "directories" right under ``prefix`` (a ``/``-terminated key prefix): each
+        key prefix ``prefix + name + "/"`` that some object's key starts with, in key
+        order. One request per thousand of them (S3's CommonPrefixes), whatever lies in
+        them."""
+        found: tuple[str, ...] = ()
+        token: str | None = None
+        while True:
+
+            def list_page(token: str | None = token) -> ListPage:
+                if token is not None:
+                    return self.client.list_objects_v2(
+                        Bucket=self.bucket, Prefix=prefix, Delimiter="/", ContinuationToken=token
+                    )
+                return self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, Delimiter="/")
+
+            page = self._call("ListObjectsV2", prefix, list_page, conditional=False)
+            found += tuple(p["Prefix"] for p in page.get("CommonPrefixes", []) if "Prefix" in p)
+            if not page.get("IsTruncated"):
+                return found
             token = page["NextContinuationToken"]
 
     def first_after(self, prefix: str, start_after: str) -> ObjectInfo | None:

@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from shardkeeper.storage.fragment import WRITER_OBJECT
 from shardkeeper.storage.layout import collection_dir, task_recovery_dir
 from shardkeeper.storage.objectstore import ObjectInfo
 
@@ -89,7 +90,7 @@ def task_usage(
     for obj in listing:
         own, _, inside = obj.key[len(directory) :].partition("/")
         part = inside.split("/", 1)[0]
-        if part == FRAGMENTS_DIR:
+        if part == FRAGMENTS_DIR and not inside.endswith("/" + WRITER_OBJECT):
             kind = "fragments"
         elif part in SNAPSHOT_DIRS:
             kind = "snapshots"

@@ -193,3 +193,29 @@ def test_every_failed_request_is_reported_but_answers_are_not() -> None:
     with pytest.raises(errors.AccessDenied):
         fatal.put("k", b"x")
     assert failed == ["PutObject", "PutObject"]
+
+
+def test_poll_backoff_goes_on_to_long_delays_only_after_a_quiet_spell() -> None:
+    policy = PollPolicy(min_delay=0.5, max_delay=1.0, idle_after=3.0, idle_max_delay=8.0)
+    backoff = PollBackoff(policy)
+    delays = []
+    for _ in range(9):
+        backoff = backoff.after(found=False)
+        delays.append(backoff.current)
+    # 0.5 + 1 + 1 waited: quiet for 2.5 s, under idle_after; then doubling up to 8
+    assert delays == [0.5, 1.0, 1.0, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert backoff.idle_at_max
+    assert backoff.quiet == pytest.approx(sum(delays[:-1]))
+    # data: back to polling at once, and the quiet spell starts over
+    backoff = backoff.after(found=True)
+    assert (backoff.current, backoff.quiet) == (0.0, 0.0)
+    assert [backoff.after(found=False).current] == [0.5]
+    assert not PollBackoff(policy, current=1.0).idle_at_max
+
+
+def test_poll_backoff_without_an_idle_phase_keeps_to_max_delay() -> None:
+    backoff = PollBackoff(PollPolicy(min_delay=0.5, max_delay=1.0))
+    for _ in range(100):
+        backoff = backoff.after(found=False)
+    assert backoff.current == 1.0
+    assert backoff.idle_at_max

@@ -132,3 +132,12 @@ def test_sizes_are_in_binary_units() -> None:
         "5.0MiB",
         "3.0TiB",
     ]
+
+
+def test_a_log_s_writer_object_counts_with_the_rest_not_with_its_fragments() -> None:
+    listing = [
+        obj(f"{LOG}/journal/0000000000000000", 100),
+        obj(f"{LOG}/journal/writer.json", 50),  # where its writer serves hints
+    ]
+    (log,) = task_usage("ns", "t", store="s3://b/", prefix=PREFIX, listing=listing, shards={}).logs
+    assert (log.fragments, log.other) == (Tally(1, 100), Tally(1, 50))

@@ -58,6 +58,10 @@ class RuntimeMetrics:
         self.recovery_log_bytes_total = counter(
             "shardkeeper_recovery_log_bytes", "Bytes appended to the recovery log by commits."
         )
+        self.hints_given_total = counter(
+            "shardkeeper_hints_given",
+            "Long-polls of readers of this replica's journals answered with new data.",
+        )
         self.recovery_log_prunes_total = counter(
             "shardkeeper_recovery_log_prunes", "Automatic prunes of the recovery log that ran."
         )

@@ -6,6 +6,8 @@ journal it has not seen; each reader tails its journal from the checkpoint and p
 lines, in batches, into the read channel, a bounded queue (``readChannelSize``
 documents): when the transaction loop falls behind, readers wait. The loop routes each
 line (:func:`route_lines`, see :mod:`.routing`) and keeps only the shard's documents.
+Idle journals are polled seldom, and their writers' hints wake the readers
+(docs/data-plane.md, "Idle reading and write hints").
 
 A document that is not a JSON object, or lacks its key, cannot be routed: the loop fails
 with :class:`.errors.TaskFailed` at exactly that document.
@@ -22,6 +24,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from shardkeeper.runtime.core.checkpoint import SourceOffset
 from shardkeeper.runtime.core.documents import Document, DocumentError, parse_line
 from shardkeeper.runtime.core.errors import TaskFailed
+from shardkeeper.runtime.core.hints import HINT_FROM, HintWatcher
 from shardkeeper.runtime.core.messages import (
     Message,
     ReadFailure,
@@ -38,44 +41,44 @@ from shardkeeper.runtime.core.routing import (
     r_clock,
 )
 from shardkeeper.storage.fragment import Fragment, FragmentKind, fragment_info
-from shardkeeper.storage.journal import Journal
+from shardkeeper.storage.journal import Journal, Wait
 from shardkeeper.storage.layout import collection_dir, collection_journal, object_key
 from shardkeeper.storage.objectstore import ObjectStore
-from shardkeeper.storage.retry import PollPolicy
+from shardkeeper.storage.retry import PollBackoff, PollPolicy
 
 log = logging.getLogger(__name__)
 
-# sorts after every fragment key (16 hex digits) of a journal directory
-_AFTER_FRAGMENTS = "~"
+#: how an idle source journal is polled: every 10 ms growing to 500 ms, then, after 10 s
+#: without data, on up to 30 s (a writer's hint ends a long wait early, see .hints)
+SOURCE_POLL = PollPolicy(min_delay=0.01, max_delay=0.5, idle_after=10.0, idle_max_delay=30.0)
 
 
 @dataclasses.dataclass(frozen=True)
 class ReaderOptions:
-    poll: PollPolicy = dataclasses.field(
-        default_factory=lambda: PollPolicy(min_delay=0.01, max_delay=0.5)
-    )
-    # how often the collections' directories are listed for new journals (and heads)
+    poll: PollPolicy = SOURCE_POLL
+    # how often the collections' directories are listed for new journals: every
+    # ``discover_every`` seconds at first, the interval doubling up to ``discover_max``
+    # while no new journal shows up (a new one starts it over)
     discover_every: float = 1.0
+    discover_max: float = 120.0
+    # how often the heads of journals whose readers are behind are listed (for the lag);
+    # a reader that waits at its journal's head knows the head already
+    heads_every: float = 1.0
     put_timeout: float = 0.1
     # documents handed to the transaction loop at once
     batch_documents: int = 256
+    # whether readers ask journals' writers for hints (see .hints)
+    hints: bool = True
 
 
 def list_journals(objects: ObjectStore, prefix: str, namespace: str, collection: str) -> list[str]:
-    """The relative names of a collection's journals, found by listing one key per journal."""
+    """The relative names of a collection's journals: one listing of its directory's
+    directories (a page per thousand journals)."""
     base = object_key(prefix, collection_dir(namespace, collection))
-    names: list[str] = []
-    after = base
-    while True:
-        found = objects.first_after(base, after)
-        if found is None:
-            return names
-        writer, slash, _ = found.key[len(base) :].partition("/")
-        if not slash:  # an object right in the directory is no journal
-            after = found.key
-            continue
-        names.append(collection_journal(namespace, collection, writer))
-        after = f"{base}{writer}/{_AFTER_FRAGMENTS}"
+    return [
+        collection_journal(namespace, collection, found[len(base) :].rstrip("/"))
+        for found in objects.directories(base)
+    ]
 
 
 class SourceReader:
@@ -105,6 +108,9 @@ class SourceReader:
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
         self._heads: dict[str, int] = {}
+        # journals whose reader waits at the head (its head is the one it read up to)
+        self._at_head: set[str] = set()
+        self._wakes: dict[str, threading.Event] = {}
         self._start: dict[str, SourceOffset] = {}
         self._discovery: threading.Thread | None = None
 
@@ -120,10 +126,13 @@ class SourceReader:
         self._discovery.start()
 
     def stop(self) -> None:
-        """Stop every thread and wait for them (the discovery first: it starts readers)."""
+        """Stop every thread and wait for them (the discovery first: it starts readers).
+        Hint watchers are not waited for: a long-poll under way ends on its own."""
         self._stop.set()
         if self._discovery is not None:
             self._discovery.join()
+        for wake in list(self._wakes.values()):
+            wake.set()
         for thread in list(self._threads.values()):
             thread.join()
 
@@ -135,24 +144,41 @@ class SourceReader:
     # -- discovery ---------------------------------------------------------------------------
 
     def _discover_loop(self) -> None:
-        while not self._stop.wait(self.options.discover_every):
+        options = self.options
+        policy = PollPolicy(min_delay=options.discover_every, max_delay=options.discover_max)
+        schedule = PollBackoff(policy, current=options.discover_every)
+        tick = min(options.discover_every, options.heads_every)
+        waited = 0.0
+        since_heads = 0.0
+        while not self._stop.wait(tick):
+            waited += tick
+            since_heads += tick
             try:
-                self._discover()
-                self._refresh_heads()
+                if waited >= schedule.current:
+                    waited = 0.0
+                    schedule = schedule.after(found=self._discover())
+                if since_heads >= options.heads_every:
+                    since_heads = 0.0
+                    self._refresh_heads()
             except Exception as exc:
                 self._put(ReadFailure(exc))
                 return
 
-    def _discover(self) -> None:
+    def _discover(self) -> bool:
+        """Start reading the journals not seen yet; whether there were any."""
+        found = False
         for source in self.sources:
             for journal in list_journals(self.objects, self.prefix, self.namespace, source):
                 if journal not in self._threads:
                     self._begin(source, journal)
+                    found = True
+        return found
 
     def _begin(self, source: str, journal: str) -> None:
         start = self._start.get(journal, SourceOffset(0, 0))
         with self._lock:
             self._heads.setdefault(journal, start.fragment)
+        self._wakes[journal] = threading.Event()
         thread = threading.Thread(
             target=self._read, args=(source, journal, start), name=f"read {journal}", daemon=True
         )
@@ -160,7 +186,10 @@ class SourceReader:
         thread.start()
 
     def _refresh_heads(self) -> None:
-        for journal, known in self.heads().items():
+        """List the heads of the journals whose readers are behind (reading a backlog)."""
+        with self._lock:
+            behind = {j: h for j, h in self._heads.items() if j not in self._at_head}
+        for journal, known in behind.items():
             head = Journal(self.objects, object_key(self.prefix, journal)).head(known)
             with self._lock:
                 self._heads[journal] = max(head, self._heads.get(journal, 0))
@@ -176,13 +205,35 @@ class SourceReader:
                 continue
         return False
 
+    def _waiter(self, journal: str, tail: Journal) -> Wait:
+        """How the reader of ``journal`` waits at its head: on its wake event, which a hint
+        of the journal's writer (or :meth:`stop`) sets."""
+        wake = self._wakes[journal]
+        watcher: HintWatcher | None = None
+        if self.options.hints:
+            watcher = HintWatcher(self.objects, tail.prefix, wake.set, self._stop)
+
+        def wait(offset: int, seconds: float) -> None:
+            with self._lock:
+                self._at_head.add(journal)
+            if watcher is not None and seconds >= HINT_FROM:
+                watcher.watch(offset)
+            if not self._stop.is_set():
+                wake.wait(seconds)
+            wake.clear()
+
+        return wait
+
     def _read(self, source: str, journal: str, start: SourceOffset) -> None:
         tail = Journal(self.objects, object_key(self.prefix, journal))
+        wait = self._waiter(journal, tail)
         try:
             if journal not in self._start and source in self.retained:
                 start = self._first_retained(journal, tail, start)
-            for fragment in tail.tail(start.fragment, self._stop, poll=self.options.poll):
+            fragments = tail.tail(start.fragment, self._stop, poll=self.options.poll, wait=wait)
+            for fragment in fragments:
                 with self._lock:
+                    self._at_head.discard(journal)
                     self._heads[journal] = max(fragment.end, self._heads.get(journal, 0))
                 if not self._route(source, journal, fragment, start.offset):
                     return

@@ -1,4 +1,5 @@
-"""The admin endpoints of a shard pod: ``/healthz``, ``/readyz`` and ``/metrics``.
+"""The admin endpoints of a shard pod: ``/healthz``, ``/readyz``, ``/metrics`` and, for
+the readers of the journals it writes, ``/hint`` (a long-poll, see runtime/core/hints.py).
 
 Served on ``POD_IP:SHARDKEEPER_ADMIN_PORT`` (never on every address: on the process node
 all pods share the host's network). Each check answers 200 or 503 with a one-line reason,
@@ -9,11 +10,15 @@ from __future__ import annotations
 
 import http.server
 import threading
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from shardkeeper.runtime.core.hints import HintBoard, answer_hint
+
 Check = Callable[[], tuple[bool, str]]
+Route = Callable[[Mapping[str, str]], tuple[int, str, bytes]]
 
 
 class AdminServer:
@@ -25,21 +30,26 @@ class AdminServer:
         healthy: Check,
         ready: Check,
         registry: CollectorRegistry,
+        hints: HintBoard | None = None,
     ) -> None:
-        routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
-            "/healthz": lambda: _check(healthy),
-            "/readyz": lambda: _check(ready),
-            "/metrics": lambda: (200, CONTENT_TYPE_LATEST, generate_latest(registry)),
+        routes: dict[str, Route] = {
+            "/healthz": lambda _: _check(healthy),
+            "/readyz": lambda _: _check(ready),
+            "/metrics": lambda _: (200, CONTENT_TYPE_LATEST, generate_latest(registry)),
         }
+        if hints is not None:
+            board = hints
+            routes["/hint"] = lambda query: answer_hint(board, query)
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                route = routes.get(self.path.split("?", 1)[0])
+                path, _, query = self.path.partition("?")
+                route = routes.get(path)
                 if route is None:
                     code, kind, body = 404, "text/plain", b"not found\n"
                 else:
                     try:
-                        code, kind, body = route()
+                        code, kind, body = route(dict(urllib.parse.parse_qsl(query)))
                     except Exception as exc:
                         code, kind, body = 500, "text/plain", f"{exc}\n".encode()
                 self.send_response(code)

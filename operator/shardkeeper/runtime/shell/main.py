@@ -29,6 +29,7 @@ from shardkeeper.kube.election import Elector, KubeLeaseApi
 from shardkeeper.kube.lease import process_identity
 from shardkeeper.kube.transport import LightClient
 from shardkeeper.runtime.core.faults import NO_RUNTIME_FAULTS, RuntimeFaults
+from shardkeeper.runtime.core.hints import HintBoard, HintService, WriterAddress
 from shardkeeper.runtime.core.metrics import RuntimeMetrics
 from shardkeeper.runtime.core.timer import StopSignal
 from shardkeeper.runtime.shell import logs
@@ -101,8 +102,11 @@ class RuntimeHooks:
         *,
         faults: RuntimeFaults = NO_RUNTIME_FAULTS,
         role: RoleLabel | None = None,
+        hints: HintBoard | None = None,
     ) -> None:
         self.faults = faults
+        # learns the heads of the journals this pod writes from its appends
+        self.hints = hints
         self.settings = settings
         # one identity per process, not the pod name: see kube.lease.process_identity
         self.identity = process_identity(settings.pod)
@@ -120,7 +124,10 @@ class RuntimeHooks:
 
         try:
             return object_store(
-                resources.mapping, resources.credentials, self.metrics.object_store_error
+                resources.mapping,
+                resources.credentials,
+                self.metrics.object_store_error,
+                on_created=None if self.hints is None else self.hints.created,
             )
         except ValueError as exc:
             raise StartupError(str(exc)) from None
@@ -240,9 +247,17 @@ def run(
         min_interval=settings.status_interval,
     )
     role = RoleLabel(pod_patcher(kube, settings.namespace, settings.pod, timeout=timeout))
-    hooks = RuntimeHooks(settings, kube, metrics, timeout, faults=faults, role=role)
+    board = HintBoard(on_hint=metrics.hints_given_total.inc)
+    hints = HintService(board, WriterAddress(settings.pod_ip, settings.admin_port, settings.pod))
+    hooks = RuntimeHooks(settings, kube, metrics, timeout, faults=faults, role=role, hints=board)
     replica = Replica(
-        settings.pod, hooks, reporter, context, faults=faults, prune_every=settings.prune_every
+        settings.pod,
+        hooks,
+        reporter,
+        context,
+        faults=faults,
+        prune_every=settings.prune_every,
+        hints=hints,
     )
     try:
         admin = AdminServer(
@@ -251,6 +266,7 @@ def run(
             healthy=replica.healthy,
             ready=replica.ready,
             registry=registry,
+            hints=board,
         )
     except OSError as exc:
         log.error(

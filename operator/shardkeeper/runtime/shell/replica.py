@@ -15,7 +15,8 @@
 - **PRIMARY**: having won the Lease, fence the recovery log with an epoch above every
   epoch in it (so a paused old primary can never commit again), claiming the shard's
   ranges, then run the processor until told to stop. Meanwhile it prunes its recovery log
-  after its snapshots (:mod:`.autoprune`). The Lease is checked again right
+  after its snapshots (:mod:`.autoprune`), and wakes the idle readers of the journals it
+  writes, its standbys among them (``runtime/core/hints.py``). The Lease is checked again right
   before the fence and before the processor starts: a replica paused after winning it
   may wake up after another one took over. (If it wakes up between the check and the
   fence, the fence fails: an epoch is never shared, see ``storage/journal.py``.)
@@ -60,6 +61,7 @@ from shardkeeper.api.task import DEFAULT_PRUNE_EVERY
 from shardkeeper.redact import redact
 from shardkeeper.runtime.core.errors import CommitWithheld
 from shardkeeper.runtime.core.faults import NO_RUNTIME_FAULTS, RuntimeFaultPoint, RuntimeFaults
+from shardkeeper.runtime.core.hints import HINT_FROM, HintService, HintWatcher
 from shardkeeper.runtime.core.routing import Ranges
 from shardkeeper.runtime.core.timer import StopSignal
 from shardkeeper.runtime.shell.autoprune import AutoPruner, interval_of
@@ -68,7 +70,9 @@ from shardkeeper.runtime.shell.lease import LeaseKeeper
 from shardkeeper.runtime.shell.logs import LogContext
 from shardkeeper.runtime.shell.reporting import PrimaryStatus, StatusReporter, clip_message
 from shardkeeper.runtime.shell.startup import ShardResources, StartupError
+from shardkeeper.runtime.shell.storagemap import store_prefix
 from shardkeeper.storage import errors
+from shardkeeper.storage.layout import collection_journal, object_key
 from shardkeeper.storage.prune import PrunePlan
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.retry import PollBackoff, PollPolicy
@@ -78,10 +82,15 @@ log = logging.getLogger(__name__)
 
 # back-off between attempts after a failure: 1s, 2s, 4s ... 15s
 FAILURE_BACKOFF = PollPolicy(min_delay=1.0, max_delay=15.0, factor=2.0)
-# a standby polls the log this often while it is idle; at once again while records arrive
-TAIL_POLL = PollPolicy(min_delay=0.05, max_delay=0.5, factor=2.0)
-# a standby whose last successful catch-up is older than this is not ready
-TAILING_STALE_AFTER = 10.0
+# a standby polls the log this often while it is idle: 50 ms growing to 500 ms, and after
+# 10 s without records on up to 30 s (the primary's hint ends a long wait early, see
+# runtime/core/hints.py); at once again while records arrive
+TAIL_POLL = PollPolicy(
+    min_delay=0.05, max_delay=0.5, factor=2.0, idle_after=10.0, idle_max_delay=30.0
+)
+# a standby whose last successful catch-up is older than this is not ready: its longest
+# poll, and some
+TAILING_STALE_AFTER = TAIL_POLL.longest + 10.0
 # how often a primary refreshes its progress into the status (the reporter rate-limits)
 PROGRESS_EVERY = 0.5
 # how often a replica that failed its task looks for a change of the Task
@@ -176,6 +185,17 @@ def next_epoch(store: ShardStore, log: RecoveryLog | None = None) -> int:
     return max(newest, last.epoch if last is not None else 0) + 1
 
 
+def written_journals(resources: ShardResources, store: ShardStore) -> dict[str, int]:
+    """The journals a primary on ``store`` writes (object key prefixes), with the heads
+    known now: its recovery log's, and its output collections' (0: not known yet)."""
+    prefix = store_prefix(resources.mapping)
+    journals = {store.log.journal.prefix: store.position}
+    for collection in resources.task.spec.outputs:
+        name = collection_journal(resources.namespace, collection, resources.shard_name)
+        journals[object_key(prefix, name)] = 0
+    return journals
+
+
 def checkpoint_of(progress: ReportedProgress, log_offset: int | None) -> Checkpoint:
     last = progress.last_commit
     return Checkpoint(
@@ -218,8 +238,11 @@ class Replica:
         monotonic: Callable[[], float] = time.monotonic,
         faults: RuntimeFaults = NO_RUNTIME_FAULTS,
         prune_every: Duration = DEFAULT_PRUNE_EVERY,
+        hints: HintService | None = None,
     ) -> None:
         self.pod = pod
+        # where this replica, as primary, tells readers of its journals of new data
+        self.hints = hints
         self.prune_every = prune_every  # for Tasks that set no spec.shards.pruneEvery
         self.faults = faults
         self.hooks = hooks
@@ -393,51 +416,59 @@ class Replica:
         own = store.log.sibling(resources.recovery_log)
         poll = PollBackoff(TAIL_POLL)
         first = True
-        while not self.shutdown.is_set():
-            if lease.lost.is_set():
-                return _Standby.LOST
-            # a shard a split builds may only take over at the hand-off
-            ready = not splitting or store.until is not None
-            if ready and lease.acquired.is_set() and lease.held():
-                return _Standby.WON
-            message = ""
-            try:
-                before = store.position
-                applied = store.catch_up(stop_before=stop_before)
-                lag = store.position - before
-                if splitting:
-                    end = store.until
-                    if end is None:
-                        end = store.log.journal.head(store.position)
-                        message = f"{what} {store.log.name}: following its log"
-                    elif lease.held():
-                        message = f"{what} {store.log.name}: forking at {end:#x}"
-                    elif own.fork_record() is not None:
-                        return _Standby.FORKED
-                    else:
-                        message = f"{what} {store.log.name}: handed off at {end:#x}"
-                    lag = max(0, end - store.position)
-            except errors.StorageError as exc:
-                self._enter(ReplicaState.FAILED, failure_message(exc))
-                return _Standby.FAILED
-            last = store.last_commit
-            self._enter(
-                ReplicaState.STANDBY,
-                message,
-                epoch=last.epoch if last else 0,
-                last_commit=CommitPoint(offset=store.position) if last else None,
-                recovery_log_head=store.position,
-                lag=lag,
-                tailed_at=self._monotonic(),
-            )
-            if first:
-                # stand for the Lease only once restored and tailing
-                lease.stand()
-                first = False
-            poll = poll.after(found=applied > 0)
-            self._wake.wait(poll.current)
-            self._wake.clear()
-        return _Standby.STOPPED
+        # wakes the loop once the primary's head passes where this standby waits
+        ended = threading.Event()
+        hints = HintWatcher(store.log.store, store.log.journal.prefix, self._wake.set, ended)
+        try:
+            while not self.shutdown.is_set():
+                if lease.lost.is_set():
+                    return _Standby.LOST
+                # a shard a split builds may only take over at the hand-off
+                ready = not splitting or store.until is not None
+                if ready and lease.acquired.is_set() and lease.held():
+                    return _Standby.WON
+                message = ""
+                try:
+                    before = store.position
+                    applied = store.catch_up(stop_before=stop_before)
+                    lag = store.position - before
+                    if splitting:
+                        end = store.until
+                        if end is None:
+                            end = store.log.journal.head(store.position)
+                            message = f"{what} {store.log.name}: following its log"
+                        elif lease.held():
+                            message = f"{what} {store.log.name}: forking at {end:#x}"
+                        elif own.fork_record() is not None:
+                            return _Standby.FORKED
+                        else:
+                            message = f"{what} {store.log.name}: handed off at {end:#x}"
+                        lag = max(0, end - store.position)
+                except errors.StorageError as exc:
+                    self._enter(ReplicaState.FAILED, failure_message(exc))
+                    return _Standby.FAILED
+                last = store.last_commit
+                self._enter(
+                    ReplicaState.STANDBY,
+                    message,
+                    epoch=last.epoch if last else 0,
+                    last_commit=CommitPoint(offset=store.position) if last else None,
+                    recovery_log_head=store.position,
+                    lag=lag,
+                    tailed_at=self._monotonic(),
+                )
+                if first:
+                    # stand for the Lease only once restored and tailing
+                    lease.stand()
+                    first = False
+                poll = poll.after(found=applied > 0)
+                if poll.current >= HINT_FROM:
+                    hints.watch(store.position)
+                self._wake.wait(poll.current)
+                self._wake.clear()
+            return _Standby.STOPPED
+        finally:
+            ended.set()
 
     def _take_over(
         self, resources: ShardResources, store: ShardStore
@@ -502,6 +533,7 @@ class Replica:
             self._enter(ReplicaState.FAILED, failure_message(exc))
             self._give_up_lease()
             return None
+        announced = self._announce(resources, store)
         pruner = self._start_pruner(resources, store)
         try:
             while True:
@@ -531,9 +563,19 @@ class Replica:
                 except errors.StorageError as exc:
                     return self._after_processing(resources, store, processor, epoch, exc)
         finally:
+            if self.hints is not None:
+                self.hints.withdraw(announced)
             store.on_snapshot = None
             pruner.stop(timeout=PRUNE_STOP_WAIT)
             self._pruner = None
+
+    def _announce(self, resources: ShardResources, store: ShardStore) -> list[str]:
+        """Tell readers of the journals this primary writes where to ask for hints."""
+        if self.hints is None:
+            return []
+        journals = written_journals(resources, store)
+        self.hints.announce(store.log.store, journals)
+        return list(journals)
 
     def _start_pruner(self, resources: ShardResources, store: ShardStore) -> AutoPruner:
         """The pruner of this primary's log, told of each snapshot the store takes; it starts

@@ -25,11 +25,12 @@ def object_store(
     mapping: StorageMapping,
     credentials: Mapping[str, str],
     on_error: Callable[[str], None] = lambda _operation: None,
+    on_created: Callable[[str, int], None] | None = None,
 ) -> ObjectStore:
     """The mapping's first store, with ``credentials`` = ``{"accessKeyId": ...,
     "secretAccessKey": ...}`` (resolved from the mapping's Secret by the caller), or ``{}``
     for the pod's ambient credentials; ``on_error`` is told the operation of each failed
-    request."""
+    request; ``on_created`` of each object a conditional create made."""
     store = write_store(mapping)
     missing = [k for k in (ACCESS_KEY_ID, SECRET_ACCESS_KEY) if not credentials.get(k)]
     if credentials and missing:
@@ -45,7 +46,7 @@ def object_store(
         secret_key=credentials.get(SECRET_ACCESS_KEY),
         region=store.region,
     )
-    return ObjectStore(client, store.bucket, on_error=on_error)
+    return ObjectStore(client, store.bucket, on_error=on_error, on_created=on_created)
 
 
 def store_prefix(mapping: StorageMapping) -> str:

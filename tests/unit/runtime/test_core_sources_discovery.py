@@ -1,0 +1,96 @@
+"""What a source reader asks the bucket for besides the journals' next fragments: one
+listing per collection to discover journals, and heads only of journals it is behind on."""
+
+from __future__ import annotations
+
+import collections
+import queue
+from collections.abc import Iterator
+from typing import cast
+
+from tests.support.fake_api import FakeObjects
+from tests.support.wait import wait_for
+
+from shardkeeper.runtime.core.messages import Message, SourceLines
+from shardkeeper.runtime.core.sources import ReaderOptions, SourceReader, list_journals
+from shardkeeper.storage.fragment import (
+    Fragment,
+    FragmentKind,
+    encode_fragment,
+    fragment_key,
+    writer_key,
+)
+from shardkeeper.storage.layout import collection_dir, collection_journal
+from shardkeeper.storage.objectstore import ObjectInfo, ObjectStore
+from shardkeeper.storage.retry import PollPolicy
+
+NAMESPACE, SOURCE = "ns", "orders"
+WRITERS = ("a-00000000-00000000", "b-00000000-00000000", "c-00000000-00000000")
+JOURNALS = [collection_journal(NAMESPACE, SOURCE, w) for w in WRITERS]
+
+
+class CountingObjects(FakeObjects):
+    """Counts the calls by method: discovery lists directories, heads list fragments."""
+
+    def __init__(self, data: dict[str, bytes]) -> None:
+        super().__init__("b", data)
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def directories(self, prefix: str) -> tuple[str, ...]:
+        self.calls["directories"] += 1
+        return super().directories(prefix)
+
+    def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        self.calls["list"] += 1
+        return super().list(prefix, start_after=start_after)
+
+
+def bucket() -> dict[str, bytes]:
+    data = {}
+    for journal in JOURNALS:
+        fragment = Fragment(0, 1, FragmentKind.DATA, b'{"id":"x"}\n')
+        data[fragment_key(journal, 0)] = encode_fragment(fragment)
+        data[writer_key(journal)] = b"{}"  # no fragment, no journal of its own
+    data[collection_dir(NAMESPACE, SOURCE) + "stray"] = b"an object right in the directory"
+    return data
+
+
+def test_a_collection_s_journals_are_listed_in_one_request() -> None:
+    objects = CountingObjects(bucket())
+    found = list_journals(cast(ObjectStore, objects), "", NAMESPACE, SOURCE)
+    assert found == JOURNALS
+    assert objects.requests["ListObjectsV2"] == 1
+
+
+def test_heads_are_listed_only_for_journals_whose_reader_is_behind() -> None:
+    objects = CountingObjects(bucket())
+    channel: queue.Queue[Message] = queue.Queue()
+    options = ReaderOptions(
+        poll=PollPolicy(min_delay=0.01, max_delay=0.01),
+        discover_every=0.02,
+        discover_max=0.02,
+        heads_every=0.02,
+        hints=False,
+    )
+    reader = SourceReader(
+        cast(ObjectStore, objects),
+        "",
+        namespace=NAMESPACE,
+        sources=[SOURCE],
+        channel=channel,
+        options=options,
+    )
+    reader.start({})
+    try:
+        read = {channel.get(timeout=10) for _ in JOURNALS}
+        assert {m.journal for m in read if isinstance(m, SourceLines)} == set(JOURNALS)
+        rounds = objects.calls["directories"]
+        wait_for(lambda: objects.calls["directories"] >= rounds + 5, timeout=10, what="rounds")
+        # every reader waits at its head by now: the rounds go on without listing heads
+        listed = objects.calls["list"]
+        rounds = objects.calls["directories"]
+        wait_for(lambda: objects.calls["directories"] >= rounds + 10, timeout=10, what="rounds")
+        assert objects.calls["list"] == listed
+        assert reader.heads() == dict.fromkeys(JOURNALS, 11)
+    finally:
+        reader.stop()
