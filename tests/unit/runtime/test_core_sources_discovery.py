@@ -94,3 +94,51 @@ def test_heads_are_listed_only_for_journals_whose_reader_is_behind() -> None:
         assert reader.heads() == dict.fromkeys(JOURNALS, 11)
     finally:
         reader.stop()
+
+
+def test_discovery_stays_quick_while_data_is_read_so_a_new_writer_is_found_at_once() -> None:
+    """Discovery backs off only while the sources are idle: under load a split's new
+    writer is found within a round, not after the idle interval (here a minute)."""
+    data = bucket()
+    objects = CountingObjects(data)
+    channel: queue.Queue[Message] = queue.Queue()
+    options = ReaderOptions(
+        poll=PollPolicy(min_delay=0.01, max_delay=0.01),
+        discover_every=0.02,
+        discover_max=60.0,
+        hints=False,
+    )
+    reader = SourceReader(
+        cast(ObjectStore, objects),
+        "",
+        namespace=NAMESPACE,
+        sources=[SOURCE],
+        channel=channel,
+        options=options,
+    )
+    line = b'{"id":"y"}\n'
+    head = 11  # where bucket() left the first journal
+    reader.start({})
+    try:
+
+        def append() -> bool:
+            nonlocal head
+            fragment = Fragment(head, 1, FragmentKind.DATA, line)
+            data[fragment_key(JOURNALS[0], head)] = encode_fragment(fragment)
+            head += len(line)
+            return False
+
+        # backed off, discovery would list about 8 times in its first 5 s and then once a
+        # minute: 40 rounds come only while the reads keep it quick
+        rounds = objects.calls["directories"]
+        wait_for(
+            lambda: append() or objects.calls["directories"] >= rounds + 40,
+            timeout=30,
+            interval=0.02,
+            what="discovery rounds while data is read",
+        )
+        new = collection_journal(NAMESPACE, SOURCE, "d-00000000-00000000")
+        data[fragment_key(new, 0)] = encode_fragment(Fragment(0, 1, FragmentKind.DATA, line))
+        wait_for(lambda: new in reader.heads(), timeout=5, what="the new writer's journal read")
+    finally:
+        reader.stop()

@@ -58,7 +58,8 @@ class ReaderOptions:
     poll: PollPolicy = SOURCE_POLL
     # how often the collections' directories are listed for new journals: every
     # ``discover_every`` seconds at first, the interval doubling up to ``discover_max``
-    # while no new journal shows up (a new one starts it over)
+    # while the sources are idle and no new journal shows up (data read from any of them,
+    # or a new one, starts it over: a split's new writer is found at once under load)
     discover_every: float = 1.0
     discover_max: float = 120.0
     # how often the heads of journals whose readers are behind are listed (for the lag);
@@ -110,6 +111,8 @@ class SourceReader:
         self._heads: dict[str, int] = {}
         # journals whose reader waits at the head (its head is the one it read up to)
         self._at_head: set[str] = set()
+        # whether any reader read data since the last discovery (it keeps discovery quick)
+        self._read_since_discovery = False
         self._wakes: dict[str, threading.Event] = {}
         self._start: dict[str, SourceOffset] = {}
         self._discovery: threading.Thread | None = None
@@ -156,7 +159,9 @@ class SourceReader:
             try:
                 if waited >= schedule.current:
                     waited = 0.0
-                    schedule = schedule.after(found=self._discover())
+                    with self._lock:
+                        active, self._read_since_discovery = self._read_since_discovery, False
+                    schedule = schedule.after(found=self._discover() or active)
                 if since_heads >= options.heads_every:
                     since_heads = 0.0
                     self._refresh_heads()
@@ -234,6 +239,7 @@ class SourceReader:
             for fragment in fragments:
                 with self._lock:
                     self._at_head.discard(journal)
+                    self._read_since_discovery = True
                     self._heads[journal] = max(fragment.end, self._heads.get(journal, 0))
                 if not self._route(source, journal, fragment, start.offset):
                     return
