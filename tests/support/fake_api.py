@@ -567,6 +567,10 @@ class FakeObjects:
     def get(self, key: str) -> bytes | None:
         return self.data.get(key)
 
+    def get_split(self, key: str, head: int) -> tuple[bytes, bytes] | None:
+        data = self.get(key)
+        return None if data is None else (data[:head], data[head:])
+
     def delete(self, keys: Any) -> int:
         keys = list(keys)
         for key in keys:
