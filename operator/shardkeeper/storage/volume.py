@@ -13,7 +13,8 @@ file was synced, so "no marker" always means "every page written is durable".
 Snapshot parts, which are large, are written with ``O_DIRECT`` where the file system allows
 it (:meth:`PageWriter.runs`): copying a whole store through the page cache and writing it
 back costs several times the CPU of a direct write, and restore shares its CPU with
-everything else on the node.
+everything else on the node. Replay writes a commit's pages by runs of consecutive pages
+(:meth:`PageWriter.write_pages`): long runs directly too, short ones with one ``pwritev``.
 """
 
 from __future__ import annotations
