@@ -234,7 +234,7 @@ class Journal:
                     future.cancel()
 
     def _fetch_one(self, info: FragmentInfo) -> Fragment:
-        # header and payload read apart: a long read copies no payload once more
+        # header and payload read apart, so that no payload is copied out of its object
         key = self.key(info.begin)
         parts = self.store.get_split(key, HEADER_SIZE)
         fragment = None if parts is None else decode_fragment_parts(key, info.begin, *parts)

@@ -163,8 +163,8 @@ class PageWriter:
         """``(page number, page)`` pairs of a commit, each number at most once. Pages with
         consecutive numbers are written together: runs of :data:`DIRECT_RUN_PAGES` or more
         through ``runs`` (directly to the device, if it can), shorter ones with one
-        ``pwritev`` each. Replay wrote one page per system call before: with the threads
-        that fetch the log, each call also waited to get the GIL back."""
+        ``pwritev`` each: a system call per page, with the threads that fetch the log
+        running, also waits for the GIL after every call."""
         start = 0
         while start < len(pages):
             first = pages[start][0]
