@@ -26,18 +26,19 @@ what a restore must fetch.
   after a 1 → 2 split ÷ by the one shard before it, as measured on this machine.
 
 Run by hand against a running environment with
-``python -m bench.bench_split --env-dir DIR [--quick]``.
+``python -m bench.bench_split --env-dir DIR [--quick] [--only PART]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import itertools
 import signal
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -468,19 +469,38 @@ def bench_throughput(ctx: Context, kube_api: Any, out: Run, documents: int) -> N
     )
 
 
-def run(ctx: Context, out: Run) -> None:
+PARTS = ("handoff", "total_time", "throughput")
+
+
+def run(ctx: Context, out: Run, parts: Sequence[str] = PARTS) -> None:
     from kubernetes import config
 
     apply_crds(ctx)
     kube_api = config.new_client_from_config(config_file=str(ctx.env.kubeconfig))
     sizes = [1 * MIB, 8 * MIB] if ctx.quick else [10 * MIB, 100 * MIB, 1024 * MIB]
-    bench_handoff(ctx, kube_api, out, sizes, splits=2 if ctx.quick else 5)
-    bench_total_time(ctx, kube_api, out, size=sizes[-1])
-    bench_throughput(ctx, kube_api, out, documents=5_000 if ctx.quick else 30_000)
+    if "handoff" in parts:
+        bench_handoff(ctx, kube_api, out, sizes, splits=2 if ctx.quick else 5)
+    if "total_time" in parts:
+        bench_total_time(ctx, kube_api, out, size=sizes[-1])
+    if "throughput" in parts:
+        bench_throughput(ctx, kube_api, out, documents=5_000 if ctx.quick else 30_000)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return by_hand("bench_split", argv, lambda ctx, out, _: run(ctx, out))
+    def options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--only",
+            choices=PARTS,
+            action="append",
+            help="run only this part (repeatable); all of them by default",
+        )
+
+    return by_hand(
+        "bench_split",
+        argv,
+        lambda ctx, out, args: run(ctx, out, args.only or PARTS),
+        options=options,
+    )
 
 
 if __name__ == "__main__":

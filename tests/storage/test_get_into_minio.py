@@ -79,3 +79,35 @@ def test_an_answer_without_a_length_is_read_as_it_comes(
     small = memoryview(bytearray(10))
     assert objects.get_into("obj", small) == len(body)
     assert not any(small)
+
+
+def test_an_object_is_read_split_after_its_head(objects: ObjectStore) -> None:
+    body = os.urandom((2 << 20) + 17)
+    objects.put("obj", body)
+    for _ in range(3):  # the connection goes back to the pool and serves the next read
+        assert objects.get_split("obj", 64) == (body[:64], body[64:])
+    objects.put("short", b"abc")
+    assert objects.get_split("short", 64) == (b"abc", b"")
+    objects.put("empty", b"")
+    assert objects.get_split("empty", 64) == (b"", b"")
+    assert objects.get_split("missing", 64) is None
+
+
+def test_a_split_read_broken_off_half_way_is_read_again(
+    objects: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = os.urandom(2 << 20)
+    objects.put("obj", body)
+    real = http.client.HTTPResponse.read
+    breaks = []
+
+    def read(self: http.client.HTTPResponse, amt: int | None = None) -> bytes:
+        if amt is not None and amt > 64 and not breaks:
+            breaks.append(amt)
+            return real(self, 1 << 16)  # the connection closed after these
+        return real(self, amt)
+
+    monkeypatch.setattr(http.client.HTTPResponse, "read", read)
+    patient = ObjectStore(objects.client, objects.bucket, sleep=lambda _: None)
+    assert patient.get_split("obj", 64) == (body[:64], body[64:])
+    assert breaks == [len(body) - 64]

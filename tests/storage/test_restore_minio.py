@@ -79,6 +79,10 @@ class CountingStore(ObjectStore):
         with self._counting(key):
             return super().get_into(key, buffer)
 
+    def get_split(self, key: str, head: int) -> tuple[bytes, bytes] | None:
+        with self._counting(key):
+            return super().get_split(key, head)
+
     @contextlib.contextmanager
     def _counting(self, key: str) -> Iterator[None]:
         if not key.startswith(self._prefix):

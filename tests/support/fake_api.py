@@ -596,6 +596,10 @@ class FakeObjects:
         self._count("GetObject")
         return self.data.get(key)
 
+    def get_split(self, key: str, head: int) -> tuple[bytes, bytes] | None:
+        data = self.get(key)
+        return None if data is None else (data[:head], data[head:])
+
     def delete(self, keys: Any) -> int:
         self._count("DeleteObjects")
         keys = list(keys)

@@ -148,6 +148,7 @@ class PodWorker:
         self._setup_message = ""
         self._setup_retry_at = 0.0
         self._setup_failing_since: float | None = None
+        self._setup_attempts = 0
         self._pod_ip = ""
         self._sources: dict[str, str] = {}
         self._tokens: dict[TokenSource, tuple[str, float]] = {}
@@ -328,7 +329,8 @@ class PodWorker:
             self._write_file_volumes(pod, now)
         except (SetupPending, ConfigError, ApiError, OSError) as err:
             self._setup_message = str(err)
-            self._setup_retry_at = now + timing.SETUP_RETRY
+            self._setup_retry_at = now + timing.setup_retry_delay(self._setup_attempts)
+            self._setup_attempts += 1
             for runner in self._runners:
                 if runner.process is None and not runner.done and not runner.has_run:
                     runner.hold("ContainerCreating", self._setup_message, self._setup_retry_at)

@@ -10,7 +10,10 @@ BACKOFF_MAX = 300.0
 BACKOFF_RESET_AFTER = 600.0
 
 # how soon to try again when a pod cannot be set up yet (volume claim not bound,
-# ConfigMap or Secret missing)
+# ConfigMap or Secret missing): first after SETUP_RETRY_FIRST, doubling up to SETUP_RETRY.
+# A claim provisioned with its pod binds within a fraction of a second (a kubelet's volume
+# manager looks every 100 ms); a whole second was most of a split child's wait to start
+SETUP_RETRY_FIRST = 0.1
 SETUP_RETRY = 1.0
 # configMap, secret and projected volumes are rewritten this often (a kubelet: ~1 min)
 VOLUME_REFRESH = 60.0
@@ -47,3 +50,8 @@ def next_backoff(previous: float | None, ran_for: float) -> float:
     if previous is None or ran_for >= BACKOFF_RESET_AFTER:
         return BACKOFF_INITIAL
     return min(previous * 2, BACKOFF_MAX)
+
+
+def setup_retry_delay(attempts: int) -> float:
+    """How long to wait before setting a pod up again after ``attempts`` failed tries."""
+    return min(SETUP_RETRY_FIRST * float(1 << min(attempts, 16)), SETUP_RETRY)

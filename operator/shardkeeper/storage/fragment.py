@@ -129,13 +129,19 @@ def encode_fragment(fragment: Fragment) -> bytes:
 
 def decode_fragment(key: str, expected_begin: int, data: bytes) -> Fragment:
     """Parse and verify a fragment read from ``key``, which must begin at ``expected_begin``."""
-    if len(data) < HEADER_SIZE:
-        raise JournalCorrupt(f"object {key} is {len(data)} bytes, shorter than a header")
-    fields, digest = _HEADER.unpack_from(data)
+    return decode_fragment_parts(key, expected_begin, data[:HEADER_SIZE], data[HEADER_SIZE:])
+
+
+def decode_fragment_parts(key: str, expected_begin: int, header: bytes, payload: bytes) -> Fragment:
+    """:func:`decode_fragment` of an object read as its first :data:`HEADER_SIZE` bytes
+    and the rest (no copy of the payload is made)."""
+    if len(header) < HEADER_SIZE:
+        size = len(header) + len(payload)
+        raise JournalCorrupt(f"object {key} is {size} bytes, shorter than a header")
+    fields, digest = _HEADER.unpack_from(header)
     magic, version, kind, _, begin, length, epoch = _FIELDS.unpack_from(fields)
     if magic != MAGIC or version != VERSION:
         raise JournalCorrupt(f"object {key} is not a journal fragment (magic {magic!r})")
-    payload = data[HEADER_SIZE:]
     actual = _digest(fields, payload)
     if actual != digest:
         raise ChecksumMismatch(key, digest.hex(), actual.hex())

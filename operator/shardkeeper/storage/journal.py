@@ -27,11 +27,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from shardkeeper.storage import errors
 from shardkeeper.storage.faults import NO_FAULTS, FaultPoint, Faults
 from shardkeeper.storage.fragment import (
+    HEADER_SIZE,
     MAX_FENCE_BYTES,
     Fragment,
     FragmentInfo,
     FragmentKind,
     decode_fragment,
+    decode_fragment_parts,
     encode_fragment,
     fragment_info,
     fragment_key,
@@ -237,8 +239,11 @@ class Journal:
                     future.cancel()
 
     def _fetch_one(self, info: FragmentInfo) -> Fragment:
-        fragment = self.read_fragment(info.begin)
-        if fragment is None:
+        # header and payload read apart, so that no payload is copied out of its object
+        key = self.key(info.begin)
+        parts = self.store.get_split(key, HEADER_SIZE)
+        fragment = None if parts is None else decode_fragment_parts(key, info.begin, *parts)
+        if fragment is None or not fragment.payload:
             raise errors.JournalGap(self.name, info.begin, None)
         return fragment
 

@@ -75,6 +75,30 @@ def _read_body_into(body: StreamingBody, view: memoryview) -> None:
         _fill(body.readinto, view, READ_CHUNK)  # type: ignore[arg-type]
 
 
+def _read_body_split(body: StreamingBody, head: int, size: int) -> tuple[bytes, bytes] | None:
+    """``body``'s ``size`` bytes as its first ``head`` and the rest, each read straight
+    from ``http.client`` into a ``bytes`` of its own; ``None`` when the body is not the
+    usual urllib3 response (the caller reads it whole). A body that ends early raises (a
+    retryable) :class:`IncompleteReadError`."""
+    raw = getattr(body, "_raw_stream", None)
+    source = getattr(raw, "_fp", None)
+    release = getattr(raw, "release_conn", None)
+    if not isinstance(source, http.client.HTTPResponse) or not callable(release):
+        return None
+    first = min(head, size)
+    parts = []
+    for want in (first, size - first):
+        try:
+            part = source.read(want) if want else b""
+        except (OSError, http.client.HTTPException) as exc:
+            raise IncompleteReadError(actual_bytes=0, expected_bytes=size) from exc
+        if len(part) != want:
+            raise IncompleteReadError(actual_bytes=len(part), expected_bytes=want)
+        parts.append(part)
+    release()
+    return parts[0], parts[1]
+
+
 def _fill(readinto: Callable[[memoryview], int], view: memoryview, chunk: int) -> None:
     done = 0
     while done < len(view):
@@ -184,6 +208,31 @@ class ObjectStore:
         def get() -> bytes:
             # the body is read inside the retried call: a stream can time out half-way
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+        try:
+            return self._call("GetObject", key, get, conditional=False)
+        except _NotFound:
+            return None
+
+    def get_split(self, key: str, head: int) -> tuple[bytes, bytes] | None:
+        """The whole object as its first ``head`` bytes (fewer if it is shorter) and the
+        rest, or ``None`` if there is no such key. Each part is read from the connection
+        into its own ``bytes``: a caller that wants the rest apart (a fragment's payload)
+        copies nothing."""
+
+        def get() -> tuple[bytes, bytes]:
+            answer = self.client.get_object(Bucket=self.bucket, Key=key)
+            body = answer["Body"]
+            size = answer.get("ContentLength")
+            try:
+                parts = None if size is None else _read_body_split(body, head, size)
+                if parts is None:
+                    data = body.read()
+                    parts = data[:head], data[head:]
+            except BaseException:
+                body.close()  # its connection holds unread bytes: never reuse it
+                raise
+            return parts
 
         try:
             return self._call("GetObject", key, get, conditional=False)

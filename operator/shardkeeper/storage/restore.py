@@ -24,7 +24,10 @@ from shardkeeper.storage.fragment import Fragment, FragmentKind
 from shardkeeper.storage.records import CommitRecord, ForkRecord, decode_record
 from shardkeeper.storage.recoverylog import RecoveryLog
 from shardkeeper.storage.snapshot import Manifest, latest_snapshot, restore_snapshot
-from shardkeeper.storage.volume import CommitMeta, LocalState, PageWriter, Volume
+from shardkeeper.storage.volume import CommitMeta, LocalState, PageWriter, RunWriter, Volume
+
+#: the buffer replay gathers a run of consecutive pages in for one direct write
+REPLAY_RUN_BYTES = 8 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,15 +117,20 @@ def locate_volume(lineage: Lineage, meta: CommitMeta) -> tuple[int, int] | str:
     return f"it holds the state of log {meta.log!r}, which is not in this log's lineage"
 
 
-def apply_commit(writer: PageWriter, state: ReplayState, record: CommitRecord, where: str) -> None:
+def apply_commit(
+    writer: PageWriter,
+    state: ReplayState,
+    record: CommitRecord,
+    where: str,
+    runs: RunWriter | None = None,
+) -> None:
     if state.page_size is None:
         state.page_size = record.page_size
     elif record.page_size != state.page_size:
         raise errors.JournalCorrupt(
             f"{where}: commit with page size {record.page_size} on a database of {state.page_size}"
         )
-    for page, data in record.pages:
-        writer.write(page, data)
+    writer.write_pages(record.pages, runs)
     if record.db_pages < state.db_pages:
         # a shrink; pages past the end must not survive into a later regrowth
         writer.resize(record.db_pages)
@@ -157,6 +165,22 @@ def apply_segments(
     stop_before: Callable[[Fragment], bool] | None = None,
 ) -> int | None:
     """:func:`replay` through a writer the caller holds (and syncs)."""
+    # long runs of a commit's pages go straight to the device, as a snapshot's do
+    with writer.runs(writers=1, run_bytes=REPLAY_RUN_BYTES) as runs:
+        return _apply_segments(
+            writer, runs, state, segments, read_ahead=read_ahead, stop_before=stop_before
+        )
+
+
+def _apply_segments(
+    writer: PageWriter,
+    runs: RunWriter,
+    state: ReplayState,
+    segments: tuple[Segment, ...],
+    *,
+    read_ahead: int,
+    stop_before: Callable[[Fragment], bool] | None,
+) -> int | None:
     for number, segment in enumerate(segments):
         offset = state.offset if number == 0 else segment.start
         journal = segment.log.journal
@@ -176,7 +200,7 @@ def apply_segments(
                 if isinstance(record, CommitRecord):
                     if writer.page_size != record.page_size and state.page_size is None:
                         writer.page_size = record.page_size
-                    apply_commit(writer, state, record, where)
+                    apply_commit(writer, state, record, where, runs)
                     state.meta = CommitMeta(
                         segment.log.name,
                         fragment.begin,

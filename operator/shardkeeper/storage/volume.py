@@ -13,7 +13,8 @@ file was synced, so "no marker" always means "every page written is durable".
 Snapshot parts, which are large, are written with ``O_DIRECT`` where the file system allows
 it (:meth:`PageWriter.runs`): copying a whole store through the page cache and writing it
 back costs several times the CPU of a direct write, and restore shares its CPU with
-everything else on the node.
+everything else on the node. Replay writes a commit's pages by runs of consecutive pages
+(:meth:`PageWriter.write_pages`): long runs directly too, short ones with one ``pwritev``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import mmap
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from shardkeeper.storage.wal import WalError
@@ -136,6 +137,11 @@ class Volume:
 #: sharing a cached page with a buffered one (a partly written cached page is read from
 #: disk first, and could then write stale bytes back over a concurrent direct write).
 DIRECT_ALIGN = max(4096, mmap.PAGESIZE)
+#: buffers one ``pwritev`` takes at most (POSIX guarantees 16; Linux takes 1024)
+IOV_MAX = max(16, min(1024, os.sysconf("SC_IOV_MAX")))
+#: consecutive pages of a commit from which replay writes them directly (64 KiB of 4 KiB
+#: pages): a direct write waits for the device, which pays for itself only on long runs
+DIRECT_RUN_PAGES = 16
 
 
 class PageWriter:
@@ -150,6 +156,27 @@ class PageWriter:
     def write_run(self, first_page: int, data: bytes | memoryview) -> None:
         """Consecutive pages starting at ``first_page``."""
         write_all(self.fd, data, (first_page - 1) * self.page_size)
+
+    def write_pages(
+        self, pages: Sequence[tuple[int, bytes | memoryview]], runs: RunWriter | None = None
+    ) -> None:
+        """``(page number, page)`` pairs of a commit, each number at most once. Pages with
+        consecutive numbers are written together: runs of :data:`DIRECT_RUN_PAGES` or more
+        through ``runs`` (directly to the device, if it can), shorter ones with one
+        ``pwritev`` each: a system call per page, with the threads that fetch the log
+        running, also waits for the GIL after every call."""
+        start = 0
+        while start < len(pages):
+            first = pages[start][0]
+            end = start + 1
+            while end < len(pages) and pages[end][0] == first + end - start:
+                end += 1
+            run = [data for _, data in pages[start:end]]
+            if runs is not None and len(run) >= DIRECT_RUN_PAGES:
+                runs.write_pages(first, run)
+            else:
+                write_pages_all(self.fd, run, (first - 1) * self.page_size)
+            start = end
 
     @contextlib.contextmanager
     def runs(self, *, writers: int, run_bytes: int) -> Iterator[RunWriter]:
@@ -225,6 +252,32 @@ class RunWriter:
             for start in range(0, len(view), self._chunk):
                 piece = view[start : start + self._chunk]
                 self._write_direct(buffer, piece, offset + start)
+        finally:
+            self._give_back(buffer)
+
+    def write_pages(self, first_page: int, pages: Sequence[bytes | memoryview]) -> None:
+        """Consecutive pages from ``first_page``, each given apart (as a log record holds
+        them): gathered into a buffer, a buffer's worth per direct write. Thread-safe; runs
+        must not overlap."""
+        size = self._pages.page_size
+        offset = (first_page - 1) * size
+        if not self._direct or offset % DIRECT_ALIGN or size % DIRECT_ALIGN:
+            write_pages_all(self._pages.fd, pages, offset)
+            self._count(0, size * len(pages))
+            return
+        per_buffer = max(1, self._chunk // size)
+        buffer = self._take_buffer()
+        try:
+            with memoryview(buffer) as whole:
+                for start in range(0, len(pages), per_buffer):
+                    at = 0
+                    for page in pages[start : start + per_buffer]:
+                        if len(page) != size:
+                            raise ValueError(f"a page of {len(page)} bytes, not {size}")
+                        whole[at : at + size] = page
+                        at += size
+                    with whole[:at] as filled:
+                        self._write_aligned(filled, offset + start * size)
         finally:
             self._give_back(buffer)
 
@@ -313,6 +366,18 @@ def write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         written = os.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
+
+
+def write_pages_all(fd: int, pages: Sequence[bytes | memoryview], offset: int) -> None:
+    """``pages`` one after the other from ``offset``, :data:`IOV_MAX` per ``pwritev``."""
+    for start in range(0, len(pages), IOV_MAX):
+        batch = pages[start : start + IOV_MAX]
+        written = os.pwritev(fd, batch, offset)
+        size = sum(len(page) for page in batch)
+        if written < size:
+            # a short write: the rest one piece after another
+            write_all(fd, b"".join(batch)[written:], offset + written)
+        offset += size
 
 
 def _open_direct(path: Path) -> int | None:

@@ -87,6 +87,13 @@ def test_backoff_doubles_caps_and_resets() -> None:
     )
 
 
+def test_setup_retries_start_soon_and_double_up_to_a_second() -> None:
+    delays = [timing.setup_retry_delay(n) for n in range(40)]
+    assert delays[:4] == [timing.SETUP_RETRY_FIRST * f for f in (1, 2, 4, 8)]
+    assert delays == sorted(delays)
+    assert max(delays) == timing.SETUP_RETRY == delays[-1]
+
+
 def probe(**fields: Any) -> ProbeSpec:
     return ProbeSpec.from_probe({"httpGet": {"port": 80}, **fields})
 

@@ -12,6 +12,7 @@ from shardkeeper.storage.fragment import (
     Fragment,
     FragmentKind,
     decode_fragment,
+    decode_fragment_parts,
     encode_fragment,
     fragment_info,
     fragment_key,
@@ -54,6 +55,16 @@ def test_fragment_round_trip(begin: int, epoch: int, kind: FragmentKind, payload
     data = encode_fragment(fragment)
     assert len(data) == HEADER_SIZE + len(payload)
     assert decode_fragment("k", begin, data) == fragment
+    header, rest = data[:HEADER_SIZE], data[HEADER_SIZE:]
+    assert decode_fragment_parts("k", begin, header, rest) == fragment
+
+
+def test_an_object_shorter_than_a_header_is_refused_read_whole_or_in_parts() -> None:
+    data = encode_fragment(Fragment(0, 1, FragmentKind.DATA, b"abc"))
+    with pytest.raises(errors.JournalCorrupt, match="is 10 bytes, shorter than a header"):
+        decode_fragment("k", 0, data[:10])
+    with pytest.raises(errors.JournalCorrupt, match="is 10 bytes, shorter than a header"):
+        decode_fragment_parts("k", 0, data[:10], b"")
 
 
 @given(payload=st.binary(min_size=1, max_size=500), flip=st.integers(min_value=0))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import errno
 import fcntl
+import itertools
 import os
 import random
 from collections.abc import Callable
@@ -201,3 +202,75 @@ def test_the_marker_stays_until_the_pages_are_durable(
     assert volume.inspect() is None
     assert not volume.db.exists()
     assert not volume.marker.exists()
+
+
+def commit_pages(numbers: list[int], page_size: int) -> list[tuple[int, bytes | memoryview]]:
+    """A commit's pages as a log record holds them: sorted numbers, each a view into one
+    payload with the page numbers between them (so no two pages are adjacent in memory)."""
+    payload = b"".join(n.to_bytes(4, "big") + os.urandom(page_size) for n in sorted(numbers))
+    view = memoryview(payload)
+    step = 4 + page_size
+    return [
+        (int.from_bytes(view[at : at + 4], "big"), view[at + 4 : at + step])
+        for at in range(0, len(payload), step)
+    ]
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    st.sampled_from([1024, 4096, 8192]),
+    st.lists(st.sets(st.integers(1, 120), min_size=1, max_size=80), min_size=1, max_size=5),
+)
+def test_commits_written_page_by_page_or_in_runs_give_the_same_file(
+    tmp_path_factory: pytest.TempPathFactory, page_size: int, commits: list[set[int]]
+) -> None:
+    directory = tmp_path_factory.mktemp("volume")
+    expected = bytearray()
+    volume = Volume(directory)
+    with (
+        volume.writing_pages(page_size) as pages,
+        pages.runs(writers=1, run_bytes=8 * page_size) as runs,
+    ):
+        for numbers in commits:
+            written = commit_pages(sorted(numbers), page_size)
+            for number, data in written:
+                end = number * page_size
+                expected.extend(bytes(max(0, end - len(expected))))
+                expected[end - page_size : end] = data
+            pages.write_pages(written, runs)
+        # long runs (16 pages and more) went straight to the device where it allows
+        longest = max(_longest_run(n) for n in commits)
+        if runs.direct and page_size % DIRECT_ALIGN == 0 and longest >= 16:
+            assert runs.direct_bytes > 0
+    assert volume.db.read_bytes() == bytes(expected)
+
+
+def _longest_run(numbers: set[int]) -> int:
+    ordered = sorted(numbers)
+    best = length = 1
+    for previous, number in itertools.pairwise(ordered):
+        length = length + 1 if number == previous + 1 else 1
+        best = max(best, length)
+    return best
+
+
+def test_short_vectored_writes_are_completed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_pwritev = os.pwritev
+
+    def pwritev(fd: int, buffers: list[bytes | memoryview], offset: int) -> int:
+        # a write that stops inside the second buffer
+        if len(buffers) > 1:
+            buffers = [buffers[0], memoryview(buffers[1])[:100]]
+        return real_pwritev(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "pwritev", pwritev)
+    written = commit_pages([1, 2, 3, 5, 6, 9], 4096)
+    volume = Volume(tmp_path / "volume")
+    volume.directory.mkdir()
+    with volume.writing_pages(4096) as pages:
+        pages.write_pages(written)
+    data = volume.db.read_bytes()
+    for number, page in written:
+        assert data[(number - 1) * 4096 : number * 4096] == page
