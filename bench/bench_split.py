@@ -41,6 +41,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from tests.runtime.shard_harness import (
@@ -218,18 +219,25 @@ class Splitter:
         below ``up_to`` into a local file: what a restore from the log alone fetches."""
         log = self.log(recovery_log_name(self.setup.namespace, TASK, 0, 0))
         keys = [key for begin, _, key in self.fragments(log) if begin < up_to]
-        target = self.ctx.workdir / "raw-download"
-        size = 0
-        started = time.monotonic()
-        with target.open("wb") as out:
-            for key in sorted(keys):
-                body = self.s3.get_object(Bucket=self.setup.bucket, Key=key)["Body"]
-                while chunk := body.read(1 << 20):
-                    out.write(chunk)
-                    size += len(chunk)
-        elapsed = time.monotonic() - started
-        target.unlink()
-        return elapsed, size
+        return download_sequentially(
+            self.s3, self.setup.bucket, sorted(keys), self.ctx.workdir / "raw-download"
+        )
+
+
+def download_sequentially(s3: Any, bucket: str, keys: list[str], target: Path) -> tuple[float, int]:
+    """Seconds and bytes of raw boto3 ``get_object`` calls of ``keys``, one after the other,
+    into the file ``target`` (removed after): the baseline a restore is compared with."""
+    size = 0
+    started = time.monotonic()
+    with target.open("wb") as out:
+        for key in keys:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+            while chunk := body.read(1 << 20):
+                out.write(chunk)
+                size += len(chunk)
+    elapsed = time.monotonic() - started
+    target.unlink()
+    return elapsed, size
 
 
 def restored_seconds(replica: ReplicaProcess) -> float:

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.bench_split import download_sequentially
 from shardkeeper.storage import restore as restore_module
 from shardkeeper.storage.client import make_s3_client
 from shardkeeper.storage.objectstore import ObjectStore
@@ -80,18 +81,7 @@ def raw_download(env: EnvInfo, log: RecoveryLog, workdir: Path) -> tuple[float, 
         region=env.s3_region,
     )
     keys = [info.key for info in log.journal.list_fragments()]
-    target = workdir / "raw-download"
-    size = 0
-    started = time.monotonic()
-    with target.open("wb") as out:
-        for key in keys:
-            body = s3.get_object(Bucket=env.s3_bucket, Key=key)["Body"]
-            while chunk := body.read(1 << 20):
-                out.write(chunk)
-                size += len(chunk)
-    elapsed = time.monotonic() - started
-    target.unlink()
-    return elapsed, size
+    return download_sequentially(s3, env.s3_bucket, keys, workdir / "raw-download")
 
 
 @contextmanager

@@ -55,6 +55,25 @@ def bucket() -> dict[str, bytes]:
     return data
 
 
+def reader_of(
+    objects: CountingObjects, channel: queue.Queue[Message], **options: float
+) -> SourceReader:
+    """A reader of the one source, polling every 10 ms, discovering every 20 ms at first."""
+    return SourceReader(
+        cast(ObjectStore, objects),
+        "",
+        namespace=NAMESPACE,
+        sources=[SOURCE],
+        channel=channel,
+        options=ReaderOptions(
+            poll=PollPolicy(min_delay=0.01, max_delay=0.01),
+            discover_every=0.02,
+            hints=False,
+            **options,  # type: ignore[arg-type]
+        ),
+    )
+
+
 def test_a_collection_s_journals_are_listed_in_one_request() -> None:
     objects = CountingObjects(bucket())
     found = list_journals(cast(ObjectStore, objects), "", NAMESPACE, SOURCE)
@@ -65,21 +84,7 @@ def test_a_collection_s_journals_are_listed_in_one_request() -> None:
 def test_heads_are_listed_only_for_journals_whose_reader_is_behind() -> None:
     objects = CountingObjects(bucket())
     channel: queue.Queue[Message] = queue.Queue()
-    options = ReaderOptions(
-        poll=PollPolicy(min_delay=0.01, max_delay=0.01),
-        discover_every=0.02,
-        discover_max=0.02,
-        heads_every=0.02,
-        hints=False,
-    )
-    reader = SourceReader(
-        cast(ObjectStore, objects),
-        "",
-        namespace=NAMESPACE,
-        sources=[SOURCE],
-        channel=channel,
-        options=options,
-    )
+    reader = reader_of(objects, channel, discover_max=0.02, heads_every=0.02)
     reader.start({})
     try:
         read = {channel.get(timeout=10) for _ in JOURNALS}
@@ -101,21 +106,7 @@ def test_discovery_stays_quick_while_data_is_read_so_a_new_writer_is_found_at_on
     writer is found within a round, not after the idle interval (here a minute)."""
     data = bucket()
     objects = CountingObjects(data)
-    channel: queue.Queue[Message] = queue.Queue()
-    options = ReaderOptions(
-        poll=PollPolicy(min_delay=0.01, max_delay=0.01),
-        discover_every=0.02,
-        discover_max=60.0,
-        hints=False,
-    )
-    reader = SourceReader(
-        cast(ObjectStore, objects),
-        "",
-        namespace=NAMESPACE,
-        sources=[SOURCE],
-        channel=channel,
-        options=options,
-    )
+    reader = reader_of(objects, queue.Queue(), discover_max=60.0)
     line = b'{"id":"y"}\n'
     head = 11  # where bucket() left the first journal
     reader.start({})
