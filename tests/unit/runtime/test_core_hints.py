@@ -165,3 +165,19 @@ def test_a_writer_object_that_is_no_address_is_ignored() -> None:
     assert WriterAddress.decode(b'{"host": "h"}') is None
     address = WriterAddress("10.0.0.1", 8081, "p")
     assert WriterAddress.decode(address.encode()) == address
+
+
+def test_a_writer_holds_at_most_max_waiters_long_polls_and_answers_more_503() -> None:
+    board = HintBoard(max_waiters=1)
+    board.serve({JOURNAL: 0})
+    query = {"journal": JOURNAL, "after": "0", "wait": "30"}
+    answers: list[tuple[int, str, bytes]] = []
+    waiter = threading.Thread(target=lambda: answers.append(answer_hint(board, query)))
+    waiter.start()
+    wait_for(lambda: board.waiting == 1, timeout=10, what="the first long-poll held")
+    assert answer_hint(board, query)[0] == 503  # at once, not after 30 s
+    board.created(fragment_key(JOURNAL, 0), HEADER_SIZE + 3)
+    waiter.join(10)
+    assert [a[0] for a in answers] == [200]
+    # the held one is answered: the next may wait
+    assert answer_hint(board, {**query, "after": "3", "wait": "0"})[0] == 200

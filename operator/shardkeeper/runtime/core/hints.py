@@ -45,6 +45,9 @@ HINT_FROM = 0.2
 LONG_POLL = 25.0
 #: the longest wait a writer holds a long-poll for, whatever a reader asks
 LONG_POLL_MAX = 60.0
+#: long-polls a writer holds at once (each holds a thread of its admin server); more are
+#: answered 503 at once, and their readers fall back to polling the bucket
+MAX_WAITERS = 256
 #: how soon a reader looks for the writer's address again after it was missing or did
 #: not answer: 5 s, doubling while that goes on, up to 10 minutes
 ADDRESS_RETRY = PollPolicy(min_delay=5.0, max_delay=600.0, factor=2.0)
@@ -53,9 +56,13 @@ ADDRESS_RETRY = PollPolicy(min_delay=5.0, max_delay=600.0, factor=2.0)
 class HintBoard:
     """The heads of the journals this process writes, for readers waiting on them."""
 
-    def __init__(self, on_hint: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, on_hint: Callable[[], None] = lambda: None, *, max_waiters: int = MAX_WAITERS
+    ) -> None:
         self._changed = threading.Condition()
         self._heads: dict[str, int] = {}
+        self._max_waiters = max_waiters
+        self._waiting = 0
         # told of each wait answered with a head past it (the replica's metric)
         self._on_hint = on_hint
 
@@ -87,25 +94,42 @@ class HintBoard:
             self._heads[journal] = info.end
             self._changed.notify_all()
 
+    @property
+    def waiting(self) -> int:
+        """Long-polls held now."""
+        with self._changed:
+            return self._waiting
+
     def head(self, journal: str) -> int | None:
         with self._changed:
             return self._heads.get(journal)
 
     def wait(self, journal: str, after: int, timeout: float) -> int | None:
         """The head of ``journal`` once it is past ``after``, or after ``timeout`` seconds
-        (then at most ``after``); ``None`` if this process does not serve ``journal``."""
+        (then at most ``after``); ``None`` if this process does not serve ``journal``.
+        Raises :class:`HintsBusy` when ``max_waiters`` wait already."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while True:
-                head = self._heads.get(journal)
-                if head is not None and head > after:
-                    self._on_hint()
-                if head is None or head > after:
-                    return head
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return head
-                self._changed.wait(left)
+            if self._waiting >= self._max_waiters:
+                raise HintsBusy(f"{self._waiting} readers wait already")
+            self._waiting += 1
+            try:
+                while True:
+                    head = self._heads.get(journal)
+                    if head is not None and head > after:
+                        self._on_hint()
+                    if head is None or head > after:
+                        return head
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return head
+                    self._changed.wait(left)
+            finally:
+                self._waiting -= 1
+
+
+class HintsBusy(Exception):
+    """A writer holds as many long-polls as it may."""
 
 
 def answer_hint(board: HintBoard, query: Mapping[str, str]) -> tuple[int, str, bytes]:
@@ -116,7 +140,10 @@ def answer_hint(board: HintBoard, query: Mapping[str, str]) -> tuple[int, str, b
         wait = min(LONG_POLL_MAX, max(0.0, float(query.get("wait", LONG_POLL))))
     except (KeyError, ValueError):
         return 400, "text/plain", b"needs journal=, after= (an offset) and wait= (seconds)\n"
-    head = board.wait(journal, after, wait)
+    try:
+        head = board.wait(journal, after, wait)
+    except HintsBusy as exc:
+        return 503, "text/plain", f"{exc}: poll the bucket\n".encode()
     if head is None:
         return 410, "text/plain", b"not writing this journal\n"
     return 200, "application/json", json.dumps({"head": head}).encode()
